@@ -1,0 +1,88 @@
+//! Wiring: turns a validated `Config` into listeners, pools and client context, and runs them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::UserDirectory;
+use crate::client::{AuthMethod, ClientCtx, ClientSettings, PoolMode};
+use crate::cluster::{Cluster, PoolSettings};
+use crate::config::{self, Config};
+use crate::listener::{self, Shutdown};
+
+/// How often idle server connections are checked against `pool.idle_timeout`.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A proxy ready to run: its listener is bound, so the address is known (port 0 works).
+pub struct Proxy {
+    pub ctx: Arc<ClientCtx>,
+    listener: TcpListener,
+    drain_timeout: Duration,
+}
+
+impl Proxy {
+    /// Binds `config.listen` and builds the pools (no server connection is opened yet).
+    pub async fn bind(config: &Config, shutdown: &Shutdown) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind(&config.listen).await?;
+        let users = Arc::new(UserDirectory::new(
+            config
+                .users
+                .iter()
+                .map(|u| (u.name.as_str(), u.password.as_str())),
+        ));
+        let cluster = Arc::new(Cluster::new(
+            config.servers.iter().map(|s| s.to_string()).collect(),
+            PoolSettings {
+                size: config.pool.size,
+                connect_timeout: config.pool.connect_timeout,
+                init_query: config.pool.init_query.clone(),
+                idle_timeout: config.pool.idle_timeout,
+            },
+            users.clone(),
+        ));
+        let settings = ClientSettings {
+            mode: match config.pool.mode {
+                config::PoolMode::Transaction => PoolMode::Transaction,
+                config::PoolMode::Session => PoolMode::Session,
+            },
+            auth: match config.clients.auth_method {
+                config::ClientAuthMethod::ScramSha256 => AuthMethod::ScramSha256,
+                config::ClientAuthMethod::Md5 => AuthMethod::Md5,
+            },
+            max_connections: config.clients.max_connections,
+            idle_timeout: config.clients.idle_timeout,
+            startup_timeout: config.clients.startup_timeout,
+            borrow_timeout: config.pool.borrow_timeout,
+        };
+        let ctx = Arc::new(ClientCtx::new(
+            settings,
+            users,
+            cluster,
+            shutdown.drain.clone(),
+        ));
+        Ok(Proxy {
+            ctx,
+            listener,
+            drain_timeout: config.shutdown_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until shutdown (see `listener::run`).
+    pub async fn run(self, shutdown: Shutdown) {
+        let cluster = self.ctx.cluster.clone();
+        let maintenance = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            loop {
+                tick.tick().await;
+                cluster.close_idle();
+            }
+        });
+        listener::run(self.ctx, self.listener, shutdown, self.drain_timeout).await;
+        maintenance.abort();
+    }
+}

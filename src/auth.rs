@@ -1,0 +1,56 @@
+//! Client authentication against the configured users: SCRAM-SHA-256 (default) and MD5 verification.
+//!
+//! Pure state machines: the client module moves the messages, this module decides.
+
+pub mod md5;
+pub mod scram;
+
+use std::collections::HashMap;
+
+/// What pgmux keeps for each configured user: the password (to log in to servers) and its SCRAM verifier.
+#[derive(Clone)]
+pub struct UserSecret {
+    pub name: String,
+    pub password: String,
+    pub scram: scram::Verifier,
+}
+
+impl std::fmt::Debug for UserSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSecret")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configured users, with verifiers computed once (4096 PBKDF2 rounds each) at load.
+#[derive(Debug, Clone, Default)]
+pub struct UserDirectory {
+    users: HashMap<String, UserSecret>,
+}
+
+impl UserDirectory {
+    pub fn new<'a>(users: impl IntoIterator<Item = (&'a str, &'a str)>) -> UserDirectory {
+        let users = users
+            .into_iter()
+            .map(|(name, password)| {
+                let secret = UserSecret {
+                    name: name.to_string(),
+                    password: password.to_string(),
+                    scram: scram::Verifier::from_password(password),
+                };
+                (name.to_string(), secret)
+            })
+            .collect();
+        UserDirectory { users }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&UserSecret> {
+        self.users.get(name)
+    }
+}
+
+/// Constant-time comparison, so a wrong proof leaks nothing through timing.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,346 @@
+//! One connection from pgmux to a PostgreSQL server: connect, log in, and the few exchanges pgmux
+//! runs on it by itself. Relaying client traffic over it is the client module's job.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::frame::{Frame, MAX_MESSAGE_LEN, split_frame};
+use crate::protocol::{TxStatus, btag, build, error_fields};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{server}: {source}")]
+    Io {
+        server: Arc<str>,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{server}: timed out")]
+    Timeout { server: Arc<str> },
+    /// The server answered with an ErrorResponse; `frame` is passed to the client as it is.
+    #[error("{server}: {message}")]
+    Server {
+        server: Arc<str>,
+        code: String,
+        message: String,
+        frame: Frame,
+    },
+    #[error("{server}: protocol error: {detail}")]
+    Protocol { server: Arc<str>, detail: String },
+}
+
+/// Who to log in as, where.
+#[derive(Debug, Clone)]
+pub struct LoginParams {
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub connect_timeout: Duration,
+    pub init_query: String,
+}
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct BackendConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub rbuf: BytesMut,
+    pub server: Arc<str>,
+    pub pid: i32,
+    pub secret: i32,
+    /// Latest value of every parameter the server reported (ParameterStatus).
+    pub params: HashMap<String, String>,
+    /// Client startup settings pgmux applied with set_config, sorted by name.
+    pub applied: Vec<(String, String)>,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+impl BackendConn {
+    /// Connects to `server` and logs in; runs `init_query` if set.
+    pub async fn connect(
+        server: Arc<str>,
+        login: &LoginParams,
+    ) -> Result<BackendConn, BackendError> {
+        let s = server.clone();
+        tokio::time::timeout(login.connect_timeout, Self::connect_inner(server, login))
+            .await
+            .map_err(|_| BackendError::Timeout { server: s })?
+    }
+
+    async fn connect_inner(
+        server: Arc<str>,
+        login: &LoginParams,
+    ) -> Result<BackendConn, BackendError> {
+        let s2 = server.clone();
+        let io_err = move |source| BackendError::Io {
+            server: s2.clone(),
+            source,
+        };
+        let stream = TcpStream::connect(&*server).await.map_err(&io_err)?;
+        stream.set_nodelay(true).map_err(&io_err)?;
+        let sock = socket2::SockRef::from(&stream);
+        let _ = sock.set_keepalive(true);
+        let mut conn = BackendConn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            server,
+            pid: 0,
+            secret: 0,
+            params: HashMap::new(),
+            applied: Vec::new(),
+            created: Instant::now(),
+            last_used: Instant::now(),
+        };
+        let mut out = BytesMut::new();
+        let params = [
+            ("user", login.user.as_str()),
+            ("database", login.database.as_str()),
+        ];
+        frontend::startup_message(params, &mut out).map_err(&io_err)?;
+        conn.write(&out).await?;
+        conn.authenticate(login).await?;
+        conn.read_until_ready().await?;
+        if !login.init_query.is_empty()
+            && let Some(err) = conn.simple_query(&login.init_query).await?
+        {
+            return Err(conn.server_error(err));
+        }
+        Ok(conn)
+    }
+
+    fn protocol(&self, detail: impl Into<String>) -> BackendError {
+        BackendError::Protocol {
+            server: self.server.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn server_error(&self, frame: Frame) -> BackendError {
+        let fields = error_fields(frame.body());
+        let get = |c: u8| {
+            fields
+                .iter()
+                .find(|(k, _)| *k == c)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        BackendError::Server {
+            server: self.server.clone(),
+            code: get(b'C'),
+            message: get(b'M'),
+            frame,
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        let server = self.server.clone();
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|source| BackendError::Io { server, source })
+    }
+
+    /// Reads one whole message from the server.
+    pub async fn read_frame(&mut self) -> Result<Frame, BackendError> {
+        loop {
+            match split_frame(&mut self.rbuf, MAX_MESSAGE_LEN) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|source| BackendError::Io {
+                    server: self.server.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                return Err(BackendError::Io {
+                    server: self.server.clone(),
+                    source: io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, login: &LoginParams) -> Result<(), BackendError> {
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag {
+                btag::ERROR_RESPONSE => return Err(self.server_error(frame)),
+                btag::AUTHENTICATION => {}
+                btag::NEGOTIATE_PROTOCOL_VERSION | btag::NOTICE_RESPONSE => continue,
+                t => {
+                    return Err(
+                        self.protocol(format!("unexpected message {:?} during login", t as char))
+                    );
+                }
+            }
+            let body = frame.body();
+            if body.len() < 4 {
+                return Err(self.protocol("short authentication message"));
+            }
+            let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+            let data = &body[4..];
+            let mut out = BytesMut::new();
+            match code {
+                0 => return Ok(()),
+                3 => frontend::password_message(login.password.as_bytes(), &mut out)
+                    .map_err(|e| self.protocol(e.to_string()))?,
+                5 => {
+                    let salt: [u8; 4] =
+                        data.try_into().map_err(|_| self.protocol("bad md5 salt"))?;
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        login.user.as_bytes(),
+                        login.password.as_bytes(),
+                        salt,
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut out)
+                        .map_err(|e| self.protocol(e.to_string()))?;
+                }
+                10 => {
+                    let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
+                    if !offers_scram {
+                        return Err(self.protocol("server offers no SASL mechanism pgmux supports"));
+                    }
+                    let s =
+                        ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                        .map_err(|e| self.protocol(e.to_string()))?;
+                    scram = Some(s);
+                }
+                11 => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| self.protocol("SASL continue before start"))?;
+                    s.update(data).map_err(|e| self.protocol(e.to_string()))?;
+                    frontend::sasl_response(s.message(), &mut out)
+                        .map_err(|e| self.protocol(e.to_string()))?;
+                }
+                12 => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| self.protocol("SASL final before start"))?;
+                    s.finish(data)
+                        .map_err(|e| self.protocol(format!("server signature invalid: {e}")))?;
+                    continue;
+                }
+                other => {
+                    return Err(self.protocol(format!("unsupported authentication method {other}")));
+                }
+            }
+            self.write(&out).await?;
+        }
+    }
+
+    /// After AuthenticationOk: collect ParameterStatus and BackendKeyData up to ReadyForQuery.
+    async fn read_until_ready(&mut self) -> Result<(), BackendError> {
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag {
+                btag::PARAMETER_STATUS => self.note_parameter(frame.body()),
+                btag::BACKEND_KEY_DATA => {
+                    let b = frame.body();
+                    if b.len() != 8 {
+                        return Err(self.protocol("bad BackendKeyData"));
+                    }
+                    self.pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    self.secret = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                }
+                btag::READY_FOR_QUERY => return Ok(()),
+                btag::ERROR_RESPONSE => return Err(self.server_error(frame)),
+                btag::NOTICE_RESPONSE => {}
+                t => {
+                    return Err(
+                        self.protocol(format!("unexpected message {:?} during startup", t as char))
+                    );
+                }
+            }
+        }
+    }
+
+    /// Records a ParameterStatus body (`name\0value\0`).
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        if let Some((name, rest)) = crate::protocol::cstr(body)
+            && let Some((value, _)) = crate::protocol::cstr(rest)
+        {
+            self.params.insert(
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            );
+        }
+    }
+
+    /// Runs `sql` as a simple query and reads every reply up to ReadyForQuery; returns the first
+    /// ErrorResponse, if any. Replies are not forwarded anywhere.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Option<Frame>, BackendError> {
+        let mut out = BytesMut::new();
+        build::query(&mut out, sql);
+        self.write(&out).await?;
+        let mut error = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag {
+                btag::PARAMETER_STATUS => self.note_parameter(frame.body()),
+                btag::ERROR_RESPONSE if error.is_none() => error = Some(frame),
+                btag::READY_FOR_QUERY => {
+                    if frame.body().first().copied().and_then(TxStatus::from_byte)
+                        != Some(TxStatus::Idle)
+                    {
+                        return Err(self.protocol("server left a transaction open"));
+                    }
+                    return Ok(error);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether the server says it is a hot standby (PostgreSQL 14+ reports `in_hot_standby`).
+    pub fn is_standby(&self) -> Option<bool> {
+        self.params.get("in_hot_standby").map(|v| v == "on")
+    }
+
+    /// True if the idle socket has nothing to say: no unread data and not closed. Checked on checkout
+    /// so a connection the server closed (or sent a FATAL on) while pooled is never handed out.
+    pub fn looks_idle(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        // Readiness is tracked by the runtime: only when it says "readable" is a syscall needed.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads whatever the socket has now into the read buffer; `Ok(false)` at end of stream.
+    pub fn read_available(&mut self) -> io::Result<bool> {
+        self.rbuf.reserve(16 * 1024);
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops handled bytes from the read buffer.
+    pub fn consume(&mut self, n: usize) {
+        self.rbuf.advance(n);
+    }
+}

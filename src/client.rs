@@ -1,0 +1,146 @@
+//! One client connection, from its first byte to its close: handshake, then the session that relays
+//! its transactions over borrowed server connections.
+
+pub mod cancel;
+pub mod handshake;
+pub mod relay;
+pub mod session;
+pub mod settings;
+pub mod tracker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::UserDirectory;
+use crate::cluster::Cluster;
+use crate::error::ClientError;
+use cancel::CancelRegistry;
+
+/// Transaction or session pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    Transaction,
+    Session,
+}
+
+/// How clients authenticate to pgmux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ScramSha256,
+    Md5,
+}
+
+/// Client-facing settings, from the config.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub mode: PoolMode,
+    pub auth: AuthMethod,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub startup_timeout: Duration,
+    pub borrow_timeout: Duration,
+}
+
+/// What every client task shares.
+#[derive(Debug)]
+pub struct ClientCtx {
+    pub settings: ClientSettings,
+    pub users: Arc<UserDirectory>,
+    pub cluster: Arc<Cluster>,
+    pub cancels: Arc<CancelRegistry>,
+    /// Set on SIGTERM: finish the current transaction, then leave.
+    pub draining: CancellationToken,
+    connected: AtomicUsize,
+}
+
+impl ClientCtx {
+    pub fn new(
+        settings: ClientSettings,
+        users: Arc<UserDirectory>,
+        cluster: Arc<Cluster>,
+        draining: CancellationToken,
+    ) -> ClientCtx {
+        ClientCtx {
+            settings,
+            users,
+            cluster,
+            cancels: Arc::new(CancelRegistry::default()),
+            draining,
+            connected: AtomicUsize::new(0),
+        }
+    }
+
+    /// Clients past their handshake right now.
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn admit(self: &Arc<Self>) -> Result<Admitted, ClientError> {
+        let n = self.connected.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(self.clone());
+        if n >= self.settings.max_connections {
+            return Err(ClientError::TooManyClients);
+        }
+        Ok(admitted)
+    }
+}
+
+/// Counts a client against `max_connections` while it lives.
+#[derive(Debug)]
+pub struct Admitted(Arc<ClientCtx>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve(ctx: Arc<ClientCtx>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let startup = match handshake::run(&ctx, &mut stream).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(HandshakeEnd::Quiet(reason)) => {
+            tracing::debug!(%peer, reason, "client left during startup");
+            return;
+        }
+        Err(HandshakeEnd::Error(err)) => {
+            tracing::info!(%peer, error = %err, sqlstate = err.sqlstate(), "client rejected");
+            let mut buf = BytesMut::new();
+            err.write_to(&mut buf);
+            let _ = stream.write_all(&buf).await;
+            return;
+        }
+        Err(HandshakeEnd::ServerError(frame)) => {
+            let _ = stream.write_all(&frame).await;
+            return;
+        }
+    };
+    tracing::debug!(%peer, user = %startup.user, database = %startup.database, "client connected");
+    session::Session::new(ctx, stream, startup).run().await;
+}
+
+/// Why a handshake did not produce a session.
+#[derive(Debug)]
+pub enum HandshakeEnd {
+    /// Nothing to tell the client (it left, or never spoke the protocol).
+    Quiet(&'static str),
+    /// Tell the client this, then close.
+    Error(ClientError),
+    /// A server's ErrorResponse to pass on, then close.
+    ServerError(bytes::Bytes),
+}
+
+impl From<ClientError> for HandshakeEnd {
+    fn from(e: ClientError) -> Self {
+        HandshakeEnd::Error(e)
+    }
+}

@@ -1,0 +1,114 @@
+//! Cancel keys: each client gets its own BackendKeyData from pgmux; a CancelRequest carrying it is
+//! sent on to whichever server connection that client holds at that moment, and nowhere otherwise.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use rand::RngExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// A server-side query that can be cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelTarget {
+    pub server: Arc<str>,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// What a client currently holds, updated on every borrow and return.
+#[derive(Debug, Default)]
+pub struct CancelSlot(Mutex<Option<CancelTarget>>);
+
+impl CancelSlot {
+    pub fn set(&self, target: Option<CancelTarget>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = target;
+    }
+
+    pub fn get(&self) -> Option<CancelTarget> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Every connected client's cancel key.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    map: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+}
+
+/// A registered key; unregisters itself when dropped.
+#[derive(Debug)]
+pub struct CancelKey {
+    pub pid: i32,
+    pub secret: i32,
+    pub slot: Arc<CancelSlot>,
+    registry: Arc<CancelRegistry>,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        let mut map = self.registry.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&(self.pid, self.secret));
+    }
+}
+
+impl CancelRegistry {
+    /// Issues a fresh random key for a new client.
+    pub fn register(self: &Arc<Self>) -> CancelKey {
+        let mut rng = rand::rng();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let pid = rng.random_range(1..i32::MAX);
+            let secret: i32 = rng.random();
+            if let std::collections::hash_map::Entry::Vacant(e) = map.entry((pid, secret)) {
+                let slot = Arc::new(CancelSlot::default());
+                e.insert(slot.clone());
+                return CancelKey {
+                    pid,
+                    secret,
+                    slot,
+                    registry: self.clone(),
+                };
+            }
+        }
+    }
+
+    pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(pid, secret)).and_then(|slot| slot.get())
+    }
+}
+
+/// Sends a CancelRequest for `target` to its server.
+pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(&*target.server).await?;
+    let mut buf = BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
+    stream.write_all(&buf).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_unregister_on_drop() {
+        let reg = Arc::new(CancelRegistry::default());
+        let a = reg.register();
+        let b = reg.register();
+        assert_ne!((a.pid, a.secret), (b.pid, b.secret));
+        let t = CancelTarget {
+            server: "x:1".into(),
+            pid: 5,
+            secret: 6,
+        };
+        a.slot.set(Some(t.clone()));
+        assert_eq!(reg.lookup(a.pid, a.secret), Some(t));
+        assert_eq!(reg.lookup(b.pid, b.secret), None);
+        let (pid, secret) = (a.pid, a.secret);
+        drop(a);
+        assert_eq!(reg.lookup(pid, secret), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! A client's startup: protocol negotiation, authentication against the configured users, a first
+//! server connection to validate its settings, and the greeting (ParameterStatus, BackendKeyData).
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use rand::RngExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::cancel::{CancelKey, send_cancel};
+use super::{Admitted, AuthMethod, ClientCtx, HandshakeEnd, settings};
+use crate::auth::{md5, scram};
+use crate::backend::BackendError;
+use crate::cluster::ClusterError;
+use crate::error::ClientError;
+use crate::pool::{PoolError, Pooled};
+use crate::protocol::build;
+use crate::protocol::frame::{Frame, split_frame};
+use crate::protocol::startup::{self, MAX_STARTUP_LEN, StartupPacket};
+use crate::protocol::{TxStatus, cstr, ftag};
+
+/// A client that finished its startup.
+#[derive(Debug)]
+pub struct Startup {
+    pub user: String,
+    pub database: String,
+    pub settings: Vec<(String, String)>,
+    pub key: CancelKey,
+    /// The server connection used for the greeting; kept in session mode.
+    pub backend: Pooled,
+    /// Bytes the client sent after its startup, not yet handled.
+    pub pending: BytesMut,
+    pub(crate) admitted: Admitted,
+}
+
+type Result<T> = std::result::Result<T, HandshakeEnd>;
+
+/// Runs the whole startup under `clients.startup_timeout`. `Ok(None)`: a cancel request, handled.
+pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Startup>> {
+    let limit = ctx.settings.startup_timeout;
+    match tokio::time::timeout(limit, run_inner(ctx, stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(HandshakeEnd::Quiet("startup timeout")),
+    }
+}
+
+async fn run_inner(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Startup>> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let (minor, params, unsupported) = loop {
+        let packet = read_startup_packet(stream, &mut buf).await?;
+        match startup::parse(&packet).map_err(|e| ClientError::Protocol(e.to_string()))? {
+            StartupPacket::Ssl | StartupPacket::GssEnc => {
+                // Encryption is not offered (yet): the client may continue in plaintext.
+                stream
+                    .write_all(b"N")
+                    .await
+                    .map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                if let Some(target) = ctx.cancels.lookup(pid, secret)
+                    && let Err(e) = send_cancel(&target).await
+                {
+                    tracing::warn!(server = %target.server, error = %e, "could not forward cancel request");
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup {
+                minor,
+                params,
+                unsupported_options,
+            } => break (minor, params, unsupported_options),
+        }
+    };
+    let admitted = ctx.admit()?;
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let user = get("user").unwrap_or_default();
+    let database = get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    let settings = settings::from_startup(&params)?;
+
+    let mut out = BytesMut::new();
+    if minor > 0 || !unsupported.is_empty() {
+        build::negotiate_protocol_version(&mut out, 0, &unsupported);
+    }
+    authenticate(ctx, stream, &mut buf, &mut out, &user).await?;
+    build::authentication(&mut out, 0, &[]);
+
+    let mut backend = first_backend(ctx, &database, &user).await?;
+    if let Some(sql) = settings::sql_to_apply(&backend.applied, &settings) {
+        let err = backend.simple_query(&sql).await.map_err(server_lost)?;
+        if let Some(frame) = err {
+            backend.release();
+            return Err(HandshakeEnd::ServerError(frame.bytes));
+        }
+        backend.applied = settings.clone();
+    }
+    let key = ctx.cancels.register();
+    let mut names: Vec<_> = backend.params.iter().collect();
+    names.sort();
+    for (name, value) in names {
+        build::parameter_status(&mut out, name, value);
+    }
+    build::backend_key_data(&mut out, key.pid, key.secret);
+    build::ready_for_query(&mut out, TxStatus::Idle);
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+    Ok(Some(Startup {
+        user,
+        database,
+        settings,
+        key,
+        backend,
+        pending: buf,
+        admitted,
+    }))
+}
+
+fn server_lost(e: BackendError) -> HandshakeEnd {
+    HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))
+}
+
+/// The first server connection proves the database exists and the settings are valid.
+async fn first_backend(ctx: &ClientCtx, database: &str, user: &str) -> Result<Pooled> {
+    let timeout = ctx.settings.borrow_timeout;
+    match ctx.cluster.checkout_primary(database, user, timeout).await {
+        Ok(b) => Ok(b),
+        Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { frame, .. }))) => {
+            Err(HandshakeEnd::ServerError(frame.bytes))
+        }
+        Err(ClusterError::Pool(PoolError::Timeout)) => {
+            Err(ClientError::BorrowTimeout(timeout).into())
+        }
+        Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(
+            e.to_string(),
+        ))),
+    }
+}
+
+/// Reads one length-prefixed startup packet (no tag byte).
+async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut> {
+    loop {
+        if let Some(len) =
+            startup::packet_len(buf).map_err(|e| ClientError::Protocol(e.to_string()))?
+            && buf.len() >= len
+        {
+            return Ok(buf.split_to(len));
+        }
+        let n = stream
+            .read_buf(buf)
+            .await
+            .map_err(|_| HandshakeEnd::Quiet("read failed"))?;
+        if n == 0 {
+            return Err(HandshakeEnd::Quiet("closed during startup"));
+        }
+    }
+}
+
+/// Reads one password-phase message (`p`); anything else is a protocol violation.
+async fn read_password_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame> {
+    loop {
+        match split_frame(buf, MAX_STARTUP_LEN).map_err(|e| ClientError::Protocol(e.to_string()))? {
+            Some(f) if f.tag == ftag::PASSWORD => return Ok(f),
+            Some(f) if f.tag == ftag::TERMINATE => {
+                return Err(HandshakeEnd::Quiet("terminated during auth"));
+            }
+            Some(f) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected password response, got message type {:?}",
+                    f.tag as char
+                ))
+                .into());
+            }
+            None => {}
+        }
+        let n = stream
+            .read_buf(buf)
+            .await
+            .map_err(|_| HandshakeEnd::Quiet("read failed"))?;
+        if n == 0 {
+            return Err(HandshakeEnd::Quiet("closed during authentication"));
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<()> {
+    stream
+        .write_all(out)
+        .await
+        .map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+    out.clear();
+    Ok(())
+}
+
+async fn authenticate(
+    ctx: &ClientCtx,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &str,
+) -> Result<()> {
+    let secret = ctx.users.get(user);
+    let ok = match ctx.settings.auth {
+        AuthMethod::ScramSha256 => {
+            let verifier = secret
+                .map(|s| s.scram.clone())
+                .unwrap_or_else(scram::Verifier::decoy);
+            scram_exchange(stream, buf, out, verifier).await?
+        }
+        AuthMethod::Md5 => {
+            let salt: [u8; 4] = rand::rng().random();
+            build::authentication(out, 5, &salt);
+            send(stream, out).await?;
+            let frame = read_password_message(stream, buf).await?;
+            let response = cstr(frame.body()).map(|(s, _)| s).unwrap_or_default();
+            match secret {
+                Some(s) => md5::verify(user, &s.password, salt, response),
+                None => false,
+            }
+        }
+    };
+    if ok && secret.is_some() {
+        Ok(())
+    } else {
+        Err(ClientError::AuthFailed(user.to_string()).into())
+    }
+}
+
+async fn scram_exchange(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    verifier: scram::Verifier,
+) -> Result<bool> {
+    let mut mechanisms = Vec::new();
+    mechanisms.extend_from_slice(scram::MECHANISM.as_bytes());
+    mechanisms.extend_from_slice(&[0, 0]);
+    build::authentication(out, 10, &mechanisms);
+    send(stream, out).await?;
+
+    let frame = read_password_message(stream, buf).await?;
+    let client_first = parse_sasl_initial(frame.body())?;
+    let (exchange, server_first) =
+        scram::server_first(verifier, client_first).map_err(scram_err)?;
+    build::authentication(out, 11, server_first.as_bytes());
+    send(stream, out).await?;
+
+    let frame = read_password_message(stream, buf).await?;
+    match exchange.server_final(frame.body()) {
+        Ok(server_final) => {
+            build::authentication(out, 12, server_final.as_bytes());
+            Ok(true)
+        }
+        Err(scram::ScramError::BadProof) => Ok(false),
+        Err(e) => Err(scram_err(e)),
+    }
+}
+
+fn scram_err(e: scram::ScramError) -> HandshakeEnd {
+    match e {
+        scram::ScramError::Protocol(m) => {
+            ClientError::AuthProtocol(format!("malformed SCRAM message: {m}")).into()
+        }
+        scram::ScramError::BadProof => {
+            HandshakeEnd::Error(ClientError::AuthProtocol("bad proof".into()))
+        }
+    }
+}
+
+/// SASLInitialResponse body: mechanism name, then an Int32 length and that many bytes.
+fn parse_sasl_initial(body: &[u8]) -> Result<&[u8]> {
+    let bad = |m: &str| HandshakeEnd::Error(ClientError::AuthProtocol(m.to_string()));
+    let (mech, mut rest) = cstr(body).ok_or_else(|| bad("malformed SASL initial response"))?;
+    if mech != scram::MECHANISM.as_bytes() {
+        return Err(bad(
+            "client selected an invalid SASL authentication mechanism",
+        ));
+    }
+    if rest.remaining() < 4 {
+        return Err(bad("malformed SASL initial response"));
+    }
+    let len = rest.get_i32();
+    if len < 0 || len as usize != rest.len() {
+        return Err(bad("malformed SASL initial response"));
+    }
+    Ok(rest)
+}

@@ -1,0 +1,479 @@
+//! A connected client's life after startup: one state machine that borrows a server connection for
+//! each transaction (or keeps one for the session), relays both directions, and returns or discards
+//! the connection when the conversation allows.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use super::cancel::{CancelKey, CancelTarget};
+use super::handshake::Startup;
+use super::relay::{self, check_client_header, scan_client, scan_server, swallow_injected};
+use super::tracker::TxTracker;
+use super::{ClientCtx, PoolMode, settings};
+use crate::backend::BackendError;
+use crate::cluster::ClusterError;
+use crate::error::ClientError;
+use crate::pool::{PoolError, Pooled};
+use crate::protocol::{TxStatus, build, ftag};
+
+/// Stop reading a side while this much is waiting to be written to the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// How long cleanup of an abandoned server connection (ROLLBACK, DISCARD ALL) may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The session's one state.
+#[derive(Debug)]
+enum State {
+    /// No server connection held (transaction mode, between transactions).
+    Idle,
+    /// A server connection is held for the current transaction (or, in session mode, for good).
+    Active(Box<Active>),
+    /// The client's current batch failed inside pgmux: drop its messages up to the next Sync.
+    Discarding,
+}
+
+#[derive(Debug)]
+struct Active {
+    backend: Pooled,
+    tracker: TxTracker,
+    /// Client bytes the server socket has not accepted yet.
+    to_server: BytesMut,
+    /// Unread remainder of a server message being passed through.
+    passthrough: usize,
+}
+
+/// Why the session ended.
+#[derive(Debug)]
+enum End {
+    /// The client sent Terminate.
+    Terminated,
+    /// The client's socket closed or failed.
+    Gone,
+    /// Tell the client this, then close.
+    Fatal(ClientError),
+}
+
+pub struct Session {
+    ctx: Arc<ClientCtx>,
+    client: TcpStream,
+    /// Client bytes not yet handled.
+    cin: BytesMut,
+    /// Bytes for the client its socket has not accepted yet.
+    cout: BytesMut,
+    user: String,
+    database: String,
+    settings: Vec<(String, String)>,
+    key: CancelKey,
+    state: State,
+    /// Keeps the client counted against max_connections.
+    _admitted: super::Admitted,
+}
+
+/// Writes as much of `data` as the socket takes now; the rest goes to `residue`.
+fn write_now(sock: &TcpStream, residue: &mut BytesMut, data: &[u8]) -> io::Result<()> {
+    if residue.is_empty() {
+        match sock.try_write(data) {
+            Ok(n) => residue.extend_from_slice(&data[n..]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => residue.extend_from_slice(data),
+            Err(e) => return Err(e),
+        }
+    } else {
+        residue.extend_from_slice(data);
+    }
+    Ok(())
+}
+
+/// Writes what the socket takes from `residue`.
+fn flush_now(sock: &TcpStream, residue: &mut BytesMut) -> io::Result<()> {
+    while !residue.is_empty() {
+        match sock.try_write(residue) {
+            Ok(n) => relay::consume(residue, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what the socket has into `buf`; Ok(false) on end of stream.
+fn read_now(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
+    buf.reserve(8 * 1024);
+    match sock.try_read_buf(buf) {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+impl Session {
+    pub fn new(ctx: Arc<ClientCtx>, client: TcpStream, startup: Startup) -> Session {
+        let Startup {
+            user,
+            database,
+            settings,
+            key,
+            backend,
+            pending,
+            admitted,
+        } = startup;
+        let mut session = Session {
+            ctx,
+            client,
+            cin: pending,
+            cout: BytesMut::with_capacity(16 * 1024),
+            user,
+            database,
+            settings,
+            key,
+            state: State::Idle,
+            _admitted: admitted,
+        };
+        match session.ctx.settings.mode {
+            PoolMode::Session => session.activate(backend),
+            PoolMode::Transaction => backend.release(),
+        }
+        session
+    }
+
+    pub async fn run(mut self) {
+        let end = loop {
+            let step = match self.state {
+                State::Idle => self.idle_step().await,
+                State::Active(_) => self.active_step().await,
+                State::Discarding => self.discard_step().await,
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        self.finish(end).await;
+    }
+
+    /// The only place the state changes: keeps the cancel target in step, and returns or discards a
+    /// server connection the session lets go of.
+    fn transition(&mut self, next: State) {
+        let from = std::mem::replace(&mut self.state, next);
+        if let State::Active(a) = &self.state {
+            self.key.slot.set(Some(CancelTarget {
+                server: a.backend.server.clone(),
+                pid: a.backend.pid,
+                secret: a.backend.secret,
+            }));
+        }
+        if let State::Active(a) = from {
+            if !matches!(self.state, State::Active(_)) {
+                self.key.slot.set(None);
+            }
+            if a.tracker.is_free() && a.to_server.is_empty() && a.passthrough == 0 {
+                a.backend.release();
+            } else {
+                tracing::debug!(user = %self.user, "discarding a server connection in an unknown state");
+            }
+        }
+    }
+
+    /// Takes `backend` for the client, first queueing the SQL that gives it the client's settings.
+    fn activate(&mut self, mut backend: Pooled) {
+        let mut to_server = BytesMut::new();
+        let mut tracker = TxTracker::default();
+        if let Some(sql) = settings::sql_to_apply(&backend.applied, &self.settings) {
+            build::query(&mut to_server, &sql);
+            tracker.on_injected();
+            backend.applied = self.settings.clone();
+        }
+        self.transition(State::Active(Box::new(Active {
+            backend,
+            tracker,
+            to_server,
+            passthrough: 0,
+        })));
+    }
+
+    fn gone(_: io::Error) -> End {
+        End::Gone
+    }
+
+    /// Reads client bytes (or flushes pending output) until something happens; `timeout` bounds the wait.
+    async fn wait_client(
+        &mut self,
+        timeout: Option<Duration>,
+        watch_drain: bool,
+    ) -> Result<(), End> {
+        let sleep = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let draining = self.ctx.draining.clone();
+        tokio::select! {
+            r = self.client.readable() => {
+                r.map_err(Self::gone)?;
+                if !read_now(&self.client, &mut self.cin).map_err(Self::gone)? {
+                    return Err(End::Gone);
+                }
+            }
+            r = self.client.writable(), if !self.cout.is_empty() => {
+                r.map_err(Self::gone)?;
+                flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
+            }
+            _ = sleep => return Err(End::Fatal(ClientError::IdleTimeout)),
+            _ = draining.cancelled(), if watch_drain => {}
+        }
+        Ok(())
+    }
+
+    /// No server connection: wait for the client's next message, then borrow one.
+    async fn idle_step(&mut self) -> Result<(), End> {
+        if self.ctx.draining.is_cancelled() {
+            return Err(End::Fatal(ClientError::Shutdown));
+        }
+        match check_client_header(&self.cin).map_err(End::Fatal)? {
+            Some((ftag::TERMINATE, _)) => return Err(End::Terminated),
+            Some((_, total)) if self.cin.len() >= total => return self.borrow().await,
+            _ => {}
+        }
+        let idle = self.ctx.settings.idle_timeout;
+        self.wait_client(Some(idle), true).await
+    }
+
+    /// Borrows a server connection for the client's next transaction.
+    async fn borrow(&mut self) -> Result<(), End> {
+        let timeout = self.ctx.settings.borrow_timeout;
+        let err = match self
+            .ctx
+            .cluster
+            .checkout_primary(&self.database, &self.user, timeout)
+            .await
+        {
+            Ok(backend) => {
+                self.activate(backend);
+                return Ok(());
+            }
+            Err(ClusterError::Pool(PoolError::Timeout)) => ClientError::BorrowTimeout(timeout),
+            Err(ClusterError::Pool(PoolError::Connect(BackendError::Server {
+                message, ..
+            }))) => ClientError::ServerUnavailable(message),
+            Err(e) => ClientError::ServerUnavailable(e.to_string()),
+        };
+        tracing::warn!(user = %self.user, database = %self.database, error = %err, "no server connection for a transaction");
+        err.write_to(&mut self.cout);
+        self.transition(State::Discarding);
+        Ok(())
+    }
+
+    /// After an error pgmux raised for the current batch: drop messages up to its Sync (or the failed
+    /// Query itself), then tell the client it may go on.
+    async fn discard_step(&mut self) -> Result<(), End> {
+        while let Some((tag, total)) = check_client_header(&self.cin).map_err(End::Fatal)? {
+            if self.cin.len() < total {
+                break;
+            }
+            relay::consume(&mut self.cin, total);
+            match tag {
+                ftag::TERMINATE => return Err(End::Terminated),
+                ftag::SYNC | ftag::QUERY | ftag::FUNCTION_CALL => {
+                    build::ready_for_query(&mut self.cout, TxStatus::Idle);
+                    flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
+                    self.transition(State::Idle);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        self.wait_client(None, false).await
+    }
+
+    /// Relays between client and server until something needs the state machine.
+    async fn active_step(&mut self) -> Result<(), End> {
+        let State::Active(a) = &mut self.state else {
+            return Ok(());
+        };
+        // Client → server: whole frames only, so a half-sent message never reaches a server.
+        if a.to_server.len() < HIGH_WATER {
+            let scan = scan_client(&self.cin, &mut a.tracker).map_err(End::Fatal)?;
+            if scan.forward > 0 {
+                let r = write_now(
+                    &a.backend.stream,
+                    &mut a.to_server,
+                    &self.cin[..scan.forward],
+                );
+                relay::consume(&mut self.cin, scan.forward);
+                if let Err(e) = r {
+                    return self.server_lost(e.to_string());
+                }
+            }
+            if scan.terminate {
+                return Err(End::Terminated);
+            }
+        }
+        if let Err(e) = flush_now(&a.backend.stream, &mut a.to_server) {
+            return self.server_lost(e.to_string());
+        }
+        flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
+
+        let free = a.tracker.is_free();
+        let session_idle = free && self.ctx.settings.mode == PoolMode::Session;
+        if session_idle && self.ctx.draining.is_cancelled() {
+            return Err(End::Fatal(ClientError::Shutdown));
+        }
+        let idle_sleep = async {
+            if session_idle {
+                tokio::time::sleep(self.ctx.settings.idle_timeout).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        let draining = self.ctx.draining.clone();
+        let server = &a.backend.stream;
+        tokio::select! {
+            r = self.client.readable(), if a.to_server.len() < HIGH_WATER => {
+                r.map_err(Self::gone)?;
+                if !read_now(&self.client, &mut self.cin).map_err(Self::gone)? {
+                    return Err(End::Gone);
+                }
+            }
+            r = server.readable(), if self.cout.len() < HIGH_WATER => {
+                let alive = r.and_then(|_| a.backend.read_available());
+                match alive {
+                    Ok(true) => return self.on_server_bytes(),
+                    Ok(false) => return self.server_lost("server closed the connection".into()),
+                    Err(e) => return self.server_lost(e.to_string()),
+                }
+            }
+            r = server.writable(), if !a.to_server.is_empty() => {
+                if let Err(e) = r {
+                    return self.server_lost(e.to_string());
+                }
+            }
+            r = self.client.writable(), if !self.cout.is_empty() => { r.map_err(Self::gone)?; }
+            _ = idle_sleep => return Err(End::Fatal(ClientError::IdleTimeout)),
+            _ = draining.cancelled(), if session_idle => {}
+        }
+        Ok(())
+    }
+
+    /// Handles bytes that arrived from the server: swallow pgmux's own replies, pass the client's on,
+    /// and give the connection back once the transaction is over.
+    fn on_server_bytes(&mut self) -> Result<(), End> {
+        let State::Active(a) = &mut self.state else {
+            return Ok(());
+        };
+        let Active {
+            backend,
+            tracker,
+            passthrough,
+            ..
+        } = &mut **a;
+        let mut params = Vec::new();
+        let swallowed = swallow_injected(&mut backend.rbuf, tracker, |p| {
+            params.push(bytes::Bytes::copy_from_slice(p))
+        });
+        for p in &params {
+            backend.note_parameter(p);
+        }
+        match swallowed {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return self.server_lost(format!("protocol error: {e}")),
+        }
+        let scan = match scan_server(&backend.rbuf, tracker, passthrough) {
+            Ok(scan) => scan,
+            Err(e) => return self.server_lost(format!("protocol error: {e}")),
+        };
+        for p in &scan.params {
+            backend.note_parameter(p);
+        }
+        if scan.forward > 0 {
+            let r = write_now(&self.client, &mut self.cout, &backend.rbuf[..scan.forward]);
+            relay::consume(&mut backend.rbuf, scan.forward);
+            r.map_err(Self::gone)?;
+        }
+        if self.ctx.settings.mode == PoolMode::Transaction
+            && a.tracker.is_free()
+            && a.to_server.is_empty()
+            && a.passthrough == 0
+            && a.backend.rbuf.is_empty()
+        {
+            self.transition(State::Idle);
+        }
+        Ok(())
+    }
+
+    /// The server connection failed mid-conversation: fail what was in flight. A client inside a
+    /// transaction block is closed, so no later statement of its can run outside that transaction.
+    fn server_lost(&mut self, why: String) -> Result<(), End> {
+        let State::Active(a) = &self.state else {
+            return Ok(());
+        };
+        let tracker = a.tracker.clone();
+        tracing::warn!(user = %self.user, server = %a.backend.server, reason = %why, "server connection lost");
+        if tracker.status() != TxStatus::Idle {
+            return Err(End::Fatal(ClientError::ServerLostInTransaction(why)));
+        }
+        let next = if tracker.pending_ready() > 0 {
+            ClientError::ServerLost(why).write_to(&mut self.cout);
+            for _ in 0..tracker.pending_ready() {
+                build::ready_for_query(&mut self.cout, TxStatus::Idle);
+            }
+            State::Idle
+        } else if tracker.batch_open() {
+            ClientError::ServerLost(why).write_to(&mut self.cout);
+            State::Discarding
+        } else {
+            State::Idle
+        };
+        self.transition(next);
+        flush_now(&self.client, &mut self.cout).map_err(Self::gone)
+    }
+
+    /// Says goodbye to the client and leaves any server connection clean or closed.
+    async fn finish(mut self, end: End) {
+        match &end {
+            End::Fatal(err) => {
+                tracing::info!(user = %self.user, error = %err, sqlstate = err.sqlstate(), "closing client");
+                err.write_to(&mut self.cout);
+            }
+            End::Terminated | End::Gone => tracing::debug!(user = %self.user, ?end, "client left"),
+        }
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        self.key.slot.set(None);
+        if let State::Active(a) = state {
+            let _ =
+                tokio::time::timeout(CLEANUP_TIMEOUT, cleanup(*a, self.ctx.settings.mode)).await;
+        }
+        if !self.cout.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                use tokio::io::AsyncWriteExt;
+                self.client.write_all(&self.cout).await
+            })
+            .await;
+        }
+    }
+}
+
+/// Makes an abandoned server connection reusable (ROLLBACK an idle open transaction; DISCARD ALL in
+/// session mode) and returns it; anything less certain closes it, which ends its transaction too.
+async fn cleanup(mut a: Active, mode: PoolMode) {
+    let quiet = a.to_server.is_empty() && a.passthrough == 0 && a.backend.rbuf.is_empty();
+    if !quiet || !(a.tracker.is_free() || a.tracker.needs_rollback_only()) {
+        return;
+    }
+    if a.tracker.needs_rollback_only()
+        && !matches!(a.backend.simple_query("ROLLBACK").await, Ok(None))
+    {
+        return;
+    }
+    if mode == PoolMode::Session {
+        if !matches!(a.backend.simple_query("DISCARD ALL").await, Ok(None)) {
+            return;
+        }
+        a.backend.applied.clear();
+    }
+    a.backend.release();
+}

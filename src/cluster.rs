@@ -1,0 +1,179 @@
+//! The servers behind pgmux and which one is the primary, plus the pools to each.
+//!
+//! Roles are discovered, never configured: the first reachable server that is not in recovery is the
+//! primary, and a connection that turns out to be a standby is never used for the primary's work.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::auth::UserDirectory;
+use crate::backend::{BackendConn, BackendError, LoginParams};
+use crate::pool::{Pool, PoolError, PoolKey, Pooled, Pools};
+
+/// Pool settings taken from the config.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub connect_timeout: Duration,
+    pub init_query: String,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no primary server available ({0})")]
+    NoPrimary(String),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("user \"{0}\" has no configured password")]
+    UnknownUser(String),
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    servers: Vec<Arc<str>>,
+    primary: Mutex<Option<Arc<str>>>,
+    pub pools: Pools,
+    settings: PoolSettings,
+    users: Arc<UserDirectory>,
+}
+
+impl Cluster {
+    pub fn new(servers: Vec<String>, settings: PoolSettings, users: Arc<UserDirectory>) -> Cluster {
+        Cluster {
+            servers: servers.into_iter().map(Arc::from).collect(),
+            primary: Mutex::new(None),
+            pools: Pools::default(),
+            settings,
+            users,
+        }
+    }
+
+    pub fn primary(&self) -> Option<Arc<str>> {
+        self.primary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_primary(&self, server: Option<Arc<str>>) {
+        let mut p = self.primary.lock().unwrap_or_else(|e| e.into_inner());
+        if *p != server {
+            tracing::info!(primary = ?server.as_deref(), previous = ?p.as_deref(), "primary changed");
+            *p = server;
+        }
+    }
+
+    fn login(&self, database: &str, user: &str) -> Result<LoginParams, ClusterError> {
+        let secret = self
+            .users
+            .get(user)
+            .ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
+        Ok(LoginParams {
+            user: user.to_string(),
+            password: secret.password.clone(),
+            database: database.to_string(),
+            connect_timeout: self.settings.connect_timeout,
+            init_query: self.settings.init_query.clone(),
+        })
+    }
+
+    pub fn pool(
+        &self,
+        server: Arc<str>,
+        database: &str,
+        user: &str,
+    ) -> Result<Arc<Pool>, ClusterError> {
+        let login = self.login(database, user)?;
+        let key = PoolKey {
+            server,
+            database: database.to_string(),
+            user: user.to_string(),
+        };
+        let size = self.settings.size;
+        Ok(self
+            .pools
+            .get_or_create(key, |k| Pool::new(k.clone(), login, size)))
+    }
+
+    /// Borrows a connection to the primary for (database, user).
+    pub async fn checkout_primary(
+        &self,
+        database: &str,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<Pooled, ClusterError> {
+        let server = match self.primary() {
+            Some(s) => s,
+            None => self.discover(database, user).await?,
+        };
+        let pool = self.pool(server.clone(), database, user)?;
+        match pool.checkout(timeout).await {
+            Ok(conn) if conn.is_standby() == Some(true) => {
+                tracing::warn!(server = %server, "primary is now a standby; rediscovering");
+                self.set_primary(None);
+                pool.clear_idle();
+                Err(ClusterError::NoPrimary(format!("{server} is in recovery")))
+            }
+            Ok(conn) => Ok(conn),
+            Err(PoolError::Connect(e)) => {
+                if !matches!(e, BackendError::Server { .. }) {
+                    self.set_primary(None);
+                    pool.clear_idle();
+                }
+                drop(pool);
+                self.pools.remove_if_unused(&PoolKey {
+                    server,
+                    database: database.into(),
+                    user: user.into(),
+                });
+                Err(PoolError::Connect(e).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Asks each server in turn whether it is in recovery; the first that is not becomes the primary.
+    async fn discover(&self, database: &str, user: &str) -> Result<Arc<str>, ClusterError> {
+        let login = self.login(database, user)?;
+        let mut problems = Vec::new();
+        for server in &self.servers {
+            match BackendConn::connect(server.clone(), &login).await {
+                Ok(mut conn) => match is_standby(&mut conn).await {
+                    Ok(false) => {
+                        self.set_primary(Some(server.clone()));
+                        return Ok(server.clone());
+                    }
+                    Ok(true) => problems.push(format!("{server} is a standby")),
+                    Err(e) => problems.push(e.to_string()),
+                },
+                // The server itself refused us (unknown database, bad password): not a topology problem.
+                Err(e @ BackendError::Server { .. }) => return Err(PoolError::Connect(e).into()),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        Err(ClusterError::NoPrimary(problems.join("; ")))
+    }
+
+    /// Closes connections idle longer than the configured idle timeout, in every pool.
+    pub fn close_idle(&self) {
+        for pool in self.pools.all() {
+            let n = pool.close_idle_older_than(self.settings.idle_timeout);
+            if n > 0 {
+                tracing::debug!(server = %pool.key.server, database = %pool.key.database, user = %pool.key.user, closed = n, "closed idle server connections");
+            }
+        }
+    }
+}
+
+async fn is_standby(conn: &mut BackendConn) -> Result<bool, BackendError> {
+    if let Some(v) = conn.is_standby() {
+        return Ok(v);
+    }
+    // Servers before 14 do not report in_hot_standby: ask, and let a standby answer with an error
+    // (division by zero) so no result rows need decoding.
+    let err = conn
+        .simple_query("SELECT 1 / (NOT pg_catalog.pg_is_in_recovery())::int")
+        .await?;
+    Ok(err.is_some())
+}

@@ -1,0 +1,185 @@
+//! Turns the expanded raw tree into a [`Config`], key by key, recording every problem; checks that
+//! span several keys (duplicate servers, clashing listen addresses) run here too.
+
+use std::time::Duration;
+
+use super::address::parse_listen;
+use super::raw::Node;
+use super::reader::{Ctx, Fields, Item};
+use super::{ClientAuthMethod, ClientsConfig, Config, LogFormat, PoolConfig, PoolMode};
+use super::{Problem, ServerAddr, users};
+
+const POOL_MODES: &[(&str, PoolMode)] = &[
+    ("transaction", PoolMode::Transaction),
+    ("session", PoolMode::Session),
+];
+const AUTH_METHODS: &[(&str, ClientAuthMethod)] = &[
+    ("scram-sha-256", ClientAuthMethod::ScramSha256),
+    ("md5", ClientAuthMethod::Md5),
+];
+const LOG_FORMATS: &[(&str, LogFormat)] = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads the whole tree. The returned config is only meaningful when no problems were found.
+pub(super) fn build(
+    tree: &Node,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Config, Vec<Problem>) {
+    let mut ctx = Ctx::new(source);
+    let ctx = &mut ctx;
+    let mut top = Fields::root(ctx, tree);
+    let listen = top.require(ctx, "listen").and_then(|v| endpoint(ctx, v));
+    let reader_listen = top.get("reader_listen").and_then(|v| endpoint(ctx, v));
+    let admin_listen = top.get("admin_listen").and_then(|v| endpoint(ctx, v));
+    check_endpoints_distinct(ctx, [&listen, &reader_listen, &admin_listen]);
+    let servers_item = top.require(ctx, "servers");
+    let servers = read_servers(ctx, servers_item);
+    let pool = read_pool(ctx, top.get("pool"));
+    let clients = read_clients(ctx, top.get("clients"));
+    let users_item = top.require(ctx, "users");
+    let users = users::read_users(ctx, users_item, env);
+    let shutdown_timeout = top
+        .get("shutdown_timeout")
+        .and_then(|v| ctx.duration(&v, true));
+    let log_format = top
+        .get("log_format")
+        .and_then(|v| ctx.choice(&v, LOG_FORMATS));
+    top.finish(ctx);
+    let config = Config {
+        listen: listen.map(|e| e.text).unwrap_or_default(),
+        reader_listen: reader_listen.map(|e| e.text),
+        admin_listen: admin_listen.map(|e| e.text),
+        servers,
+        pool,
+        clients,
+        users,
+        shutdown_timeout: shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        log_format: log_format.unwrap_or_default(),
+    };
+    (config, std::mem::take(&mut ctx.problems))
+}
+
+/// A validated listen address (normalised: trimmed, IPv6 in brackets), remembered with where it was written for clash reports.
+struct Endpoint {
+    text: String,
+    addr: ServerAddr,
+    path: String,
+    line: Option<usize>,
+}
+
+fn endpoint(ctx: &mut Ctx<'_>, item: Item<'_>) -> Option<Endpoint> {
+    let text = ctx.text(&item)?;
+    match parse_listen(&text) {
+        Ok(addr) => Some(Endpoint {
+            text: addr.to_string(),
+            addr,
+            path: item.path.clone(),
+            line: item.line(),
+        }),
+        Err(err) => {
+            ctx.report_at(&item, err.to_string());
+            None
+        }
+    }
+}
+
+/// Two endpoints on one port collide if their hosts match or either is a wildcard.
+fn check_endpoints_distinct(ctx: &mut Ctx<'_>, endpoints: [&Option<Endpoint>; 3]) {
+    let present: Vec<&Endpoint> = endpoints.into_iter().flatten().collect();
+    for (index, later) in present.iter().enumerate() {
+        let clash = present[..index]
+            .iter()
+            .find(|earlier| collide(&earlier.addr, &later.addr));
+        if let Some(earlier) = clash {
+            let message = format!("`{}` is already used by `{}`", later.text, earlier.path);
+            ctx.report(&later.path, later.line, message);
+        }
+    }
+}
+
+fn collide(a: &ServerAddr, b: &ServerAddr) -> bool {
+    let wildcard = |host: &str| matches!(host, "0.0.0.0" | "::");
+    a.port != 0 && a.port == b.port && (a.host == b.host || wildcard(&a.host) || wildcard(&b.host))
+}
+
+fn read_servers(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> Vec<ServerAddr> {
+    let Some(elements) = item.as_ref().and_then(|item| ctx.list(item)) else {
+        return Vec::new();
+    };
+    if let (true, Some(item)) = (elements.is_empty(), &item) {
+        ctx.report_at(item, "must list at least one server");
+    }
+    let mut servers: Vec<(ServerAddr, String)> = Vec::new();
+    for element in &elements {
+        let Some(text) = ctx.text(element) else {
+            continue;
+        };
+        match text.parse::<ServerAddr>() {
+            Err(err) => ctx.report_at(element, err.to_string()),
+            Ok(addr) => match servers.iter().find(|(seen, _)| *seen == addr) {
+                Some((_, first)) => ctx.report_at(element, format!("`{addr}` duplicates {first}")),
+                None => servers.push((addr, element.path.clone())),
+            },
+        }
+    }
+    servers.into_iter().map(|(addr, _)| addr).collect()
+}
+
+fn read_pool(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> PoolConfig {
+    let d = PoolConfig::default();
+    let mut f = ctx.fields(item.as_ref(), "pool");
+    let pool = PoolConfig {
+        mode: f
+            .get("mode")
+            .and_then(|v| ctx.choice(&v, POOL_MODES))
+            .unwrap_or(d.mode),
+        size: f
+            .get("size")
+            .and_then(|v| ctx.count(&v, 1))
+            .unwrap_or(d.size),
+        borrow_timeout: f
+            .get("borrow_timeout")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.borrow_timeout),
+        init_query: f
+            .get("init_query")
+            .and_then(|v| ctx.text(&v))
+            .unwrap_or(d.init_query),
+        connect_timeout: f
+            .get("connect_timeout")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.connect_timeout),
+        idle_timeout: f
+            .get("idle_timeout")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.idle_timeout),
+    };
+    f.finish(ctx);
+    pool
+}
+
+fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {
+    let d = ClientsConfig::default();
+    let mut f = ctx.fields(item.as_ref(), "clients");
+    let clients = ClientsConfig {
+        max_connections: f
+            .get("max_connections")
+            .and_then(|v| ctx.count(&v, 1))
+            .unwrap_or(d.max_connections),
+        idle_timeout: f
+            .get("idle_timeout")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.idle_timeout),
+        startup_timeout: f
+            .get("startup_timeout")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.startup_timeout),
+        auth_method: f
+            .get("auth_method")
+            .and_then(|v| ctx.choice(&v, AUTH_METHODS))
+            .unwrap_or(d.auth_method),
+    };
+    f.finish(ctx);
+    clients
+}

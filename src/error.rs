@@ -1,0 +1,127 @@
+//! The one place that turns a pgmux-made failure into what the client sees: severity, SQLSTATE, message.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::protocol::build::{Severity, error_response};
+
+/// Failures pgmux itself reports to a client. Errors a server sends pass through untouched instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("{0}")]
+    AuthProtocol(String),
+    #[error("sorry, too many clients already")]
+    TooManyClients,
+    #[error("timed out after {0:?} waiting for a server connection")]
+    BorrowTimeout(Duration),
+    #[error("could not connect to server: {0}")]
+    ServerUnavailable(String),
+    #[error("could not connect to server: {0}")]
+    StartupFailed(String),
+    #[error("server connection lost during the transaction: {0}")]
+    ServerLost(String),
+    #[error("server connection lost inside a transaction, which was rolled back: {0}")]
+    ServerLostInTransaction(String),
+    #[error("terminating connection due to administrator command")]
+    Shutdown,
+    #[error("terminating connection due to idle-session timeout")]
+    IdleTimeout,
+    #[error("{0}")]
+    FeatureNotSupported(String),
+}
+
+impl ClientError {
+    /// Whether the client's connection ends with this error (FATAL) or carries on (ERROR).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            ClientError::BorrowTimeout(_)
+                | ClientError::ServerUnavailable(_)
+                | ClientError::ServerLost(_)
+        )
+    }
+
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ClientError::Protocol(_) | ClientError::AuthProtocol(_) => "08P01",
+            ClientError::AuthFailed(_) => "28P01",
+            ClientError::TooManyClients | ClientError::BorrowTimeout(_) => "53300",
+            ClientError::ServerUnavailable(_) | ClientError::StartupFailed(_) => "08001",
+            ClientError::ServerLost(_) | ClientError::ServerLostInTransaction(_) => "08006",
+            ClientError::Shutdown => "57P01",
+            ClientError::IdleTimeout => "57P05",
+            ClientError::FeatureNotSupported(_) => "0A000",
+        }
+    }
+
+    pub fn severity(&self) -> Severity {
+        if self.is_fatal() {
+            Severity::Fatal
+        } else {
+            Severity::Error
+        }
+    }
+
+    /// Appends the ErrorResponse for this error to `buf`.
+    pub fn write_to(&self, buf: &mut BytesMut) {
+        error_response(buf, self.severity(), self.sqlstate(), &self.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_table() {
+        let cases: Vec<(ClientError, &str, Severity)> = vec![
+            (ClientError::Protocol("x".into()), "08P01", Severity::Fatal),
+            (
+                ClientError::AuthFailed("u".into()),
+                "28P01",
+                Severity::Fatal,
+            ),
+            (ClientError::TooManyClients, "53300", Severity::Fatal),
+            (
+                ClientError::BorrowTimeout(Duration::from_secs(1)),
+                "53300",
+                Severity::Error,
+            ),
+            (
+                ClientError::ServerUnavailable("x".into()),
+                "08001",
+                Severity::Error,
+            ),
+            (
+                ClientError::ServerLost("x".into()),
+                "08006",
+                Severity::Error,
+            ),
+            (
+                ClientError::StartupFailed("x".into()),
+                "08001",
+                Severity::Fatal,
+            ),
+            (
+                ClientError::ServerLostInTransaction("x".into()),
+                "08006",
+                Severity::Fatal,
+            ),
+            (ClientError::Shutdown, "57P01", Severity::Fatal),
+            (ClientError::IdleTimeout, "57P05", Severity::Fatal),
+            (
+                ClientError::FeatureNotSupported("x".into()),
+                "0A000",
+                Severity::Fatal,
+            ),
+        ];
+        for (err, code, sev) in cases {
+            assert_eq!((err.sqlstate(), err.severity()), (code, sev), "{err}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! pgmux: a PostgreSQL connection-pooling proxy.
+//!
+//! Modules, lowest layer first:
+//! - `config`: the YAML configuration, validated as a whole.
+//! - `protocol`: wire framing, startup packets, the messages pgmux builds or inspects.
+//! - `auth`: SCRAM-SHA-256 and MD5 verification of clients against the configured users.
+//! - `backend`: one logged-in connection to a PostgreSQL server.
+//! - `pool`: per (server, database, user) pools of backend connections.
+//! - `cluster`: the servers, which one is the primary, and their pools.
+//! - `error`: the one mapping from pgmux failures to SQLSTATEs.
+//! - `client`: a client connection: handshake, session state machine, relay.
+//! - `listener`: accepting clients, and shutdown.
+//! - `localpg`: throwaway local PostgreSQL clusters for `pgmux demo` and the tests.
+//! - `app`: wiring a config into a running proxy.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod listener;
+// pub mod localpg;
+pub mod demo;
+pub mod pool;
+pub mod protocol;

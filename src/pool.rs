@@ -1,0 +1,218 @@
+//! Backend connection pools, one per (server, database, user): opened lazily up to `size`, borrowed
+//! with a deadline, returned or discarded through a guard.
+//!
+//! Bookkeeping: a semaphore with `size` permits is the right to hold a connection; a borrower with a
+//! permit takes an idle connection or opens a new one, so open connections never exceed `size`.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::backend::{BackendConn, BackendError, LoginParams};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub server: Arc<str>,
+    pub database: String,
+    pub user: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("timed out waiting for a connection")]
+    Timeout,
+    #[error(transparent)]
+    Connect(#[from] BackendError),
+}
+
+/// Counters a pool keeps about itself.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub opened: AtomicU64,
+    pub discarded: AtomicU64,
+    pub borrows: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    pub key: PoolKey,
+    login: LoginParams,
+    size: usize,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<BackendConn>>,
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, login: LoginParams, size: usize) -> Arc<Pool> {
+        Arc::new(Pool {
+            key,
+            login,
+            size,
+            permits: Arc::new(Semaphore::new(size)),
+            idle: Mutex::new(Vec::new()),
+            stats: PoolStats::default(),
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Connections lent out right now.
+    pub fn borrowed_count(&self) -> usize {
+        self.size - self.permits.available_permits()
+    }
+
+    /// Borrows a connection, waiting at most `timeout` for one to be free.
+    pub async fn checkout(self: &Arc<Self>, timeout: Duration) -> Result<Pooled, PoolError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    PoolError::Timeout
+                })?
+                .map_err(|_| PoolError::Timeout)?,
+        };
+        self.stats.borrows.fetch_add(1, Ordering::Relaxed);
+        while let Some(mut conn) = self.pop_idle() {
+            if conn.looks_idle() {
+                return Ok(Pooled {
+                    conn: Some(conn),
+                    pool: self.clone(),
+                    _permit: permit,
+                });
+            }
+            self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+        }
+        let conn = BackendConn::connect(self.key.server.clone(), &self.login).await?;
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(Pooled {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    fn pop_idle(&self) -> Option<BackendConn> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    /// Closes connections idle for longer than `max_idle`; returns how many.
+    pub fn close_idle_older_than(&self, max_idle: Duration) -> usize {
+        let Ok(mut idle) = self.idle.lock() else {
+            return 0;
+        };
+        let before = idle.len();
+        let now = Instant::now();
+        idle.retain(|c| now.duration_since(c.last_used) < max_idle);
+        before - idle.len()
+    }
+
+    /// Closes every idle connection (server lost, or pool retired).
+    pub fn clear_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+/// A borrowed connection. `release()` returns it for reuse; dropping it any other way closes it,
+/// so a connection in an unknown state can never reach another client.
+#[derive(Debug)]
+pub struct Pooled {
+    conn: Option<BackendConn>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pooled {
+    /// Returns a clean connection (idle, no transaction, nothing unread) to the pool.
+    pub fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.last_used = Instant::now();
+            if let Ok(mut idle) = self.pool.idle.lock() {
+                idle.push(conn);
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Deref for Pooled {
+    type Target = BackendConn;
+    fn deref(&self) -> &BackendConn {
+        self.conn
+            .as_ref()
+            .expect("a Pooled always holds its connection until consumed")
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut BackendConn {
+        self.conn
+            .as_mut()
+            .expect("a Pooled always holds its connection until consumed")
+    }
+}
+
+/// Every pool, found by key and created on first use.
+#[derive(Debug, Default)]
+pub struct Pools {
+    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    pub fn get_or_create(
+        &self,
+        key: PoolKey,
+        make: impl FnOnce(&PoolKey) -> Arc<Pool>,
+    ) -> Arc<Pool> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(&key) {
+            return p.clone();
+        }
+        let pool = make(&key);
+        map.insert(key, pool.clone());
+        pool
+    }
+
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    /// Forgets a pool that has nothing open and nothing lent (e.g. an unknown database).
+    pub fn remove_if_unused(&self, key: &PoolKey) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(key)
+            && p.borrowed_count() == 0
+            && p.idle_count() == 0
+            && Arc::strong_count(p) == 1
+        {
+            map.remove(key);
+        }
+    }
+}

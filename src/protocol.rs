@@ -1,0 +1,90 @@
+//! PostgreSQL v3 wire protocol: framing, startup packets, and the few messages pgmux builds or inspects.
+//!
+//! The hot path never decodes whole messages: it walks 5-byte headers (`frame`) and looks inside only
+//! the messages whose tags the proxy must act on.
+
+pub mod build;
+pub mod frame;
+pub mod startup;
+
+/// Tags of frontend (client → server) messages.
+pub mod ftag {
+    pub const BIND: u8 = b'B';
+    pub const CLOSE: u8 = b'C';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_FAIL: u8 = b'f';
+    pub const DESCRIBE: u8 = b'D';
+    pub const EXECUTE: u8 = b'E';
+    pub const FLUSH: u8 = b'H';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const PARSE: u8 = b'P';
+    pub const PASSWORD: u8 = b'p';
+    pub const QUERY: u8 = b'Q';
+    pub const SYNC: u8 = b'S';
+    pub const TERMINATE: u8 = b'X';
+}
+
+/// Tags of backend (server → client) messages.
+pub mod btag {
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+}
+
+/// Transaction status carried by ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+impl TxStatus {
+    pub fn from_byte(b: u8) -> Option<TxStatus> {
+        match b {
+            b'I' => Some(TxStatus::Idle),
+            b'T' => Some(TxStatus::InTransaction),
+            b'E' => Some(TxStatus::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
+/// Reads a NUL-terminated string at the start of `buf`; returns it and the rest.
+pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = buf.iter().position(|&b| b == 0)?;
+    Some((&buf[..end], &buf[end + 1..]))
+}
+
+/// Parses the fields of an ErrorResponse / NoticeResponse body into (code, value) pairs.
+pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let Some((value, tail)) = cstr(tail) else {
+            break;
+        };
+        out.push((code, String::from_utf8_lossy(value).into_owned()));
+        rest = tail;
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! Builders for the messages pgmux writes itself (to clients, and the few it injects to servers).
+
+use bytes::{BufMut, BytesMut};
+
+use super::TxStatus;
+
+/// Writes `tag`, a length placeholder, the body from `f`, then patches the length.
+pub fn message(buf: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_i32(0);
+    f(buf);
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
+    buf.put_slice(s);
+    buf.put_u8(0);
+}
+
+/// Severity of a proxy-made error or notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Fatal,
+    Error,
+    Notice,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Fatal => "FATAL",
+            Severity::Error => "ERROR",
+            Severity::Notice => "NOTICE",
+        }
+    }
+}
+
+/// ErrorResponse (or NoticeResponse for `Severity::Notice`).
+pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &str) {
+    let tag = if severity == Severity::Notice {
+        b'N'
+    } else {
+        b'E'
+    };
+    message(buf, tag, |b| {
+        for (field, value) in [
+            (b'S', severity.as_str()),
+            (b'V', severity.as_str()),
+            (b'C', code),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value.as_bytes());
+        }
+        b.put_u8(b'M');
+        put_cstr(b, msg.as_bytes());
+        b.put_u8(0);
+    });
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
+    message(buf, b'Z', |b| b.put_u8(status.byte()));
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    message(buf, b'S', |b| {
+        put_cstr(b, name.as_bytes());
+        put_cstr(b, value.as_bytes());
+    });
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+    message(buf, b'K', |b| {
+        b.put_i32(pid);
+        b.put_i32(secret);
+    });
+}
+
+/// Authentication request: `code` and its payload (`R` message).
+pub fn authentication(buf: &mut BytesMut, code: i32, payload: &[u8]) {
+    message(buf, b'R', |b| {
+        b.put_i32(code);
+        b.put_slice(payload);
+    });
+}
+
+pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, options: &[String]) {
+    message(buf, b'v', |b| {
+        b.put_i32(minor);
+        b.put_i32(options.len() as i32);
+        for o in options {
+            put_cstr(b, o.as_bytes());
+        }
+    });
+}
+
+/// A simple-protocol Query.
+pub fn query(buf: &mut BytesMut, sql: &str) {
+    message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
+}
+
+/// Quotes `s` as an SQL string literal (standard_conforming_strings on, as on every supported server).
+pub fn quote_literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::error_fields;
+
+    #[test]
+    fn error_response_round_trips() {
+        let mut b = BytesMut::new();
+        error_response(&mut b, Severity::Fatal, "08P01", "bad");
+        assert_eq!(b[0], b'E');
+        assert_eq!(
+            u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize,
+            b.len() - 1
+        );
+        let f = error_fields(&b[5..]);
+        assert!(f.contains(&(b'C', "08P01".into())));
+        assert!(f.contains(&(b'S', "FATAL".into())));
+        assert!(f.contains(&(b'M', "bad".into())));
+    }
+
+    #[test]
+    fn quotes_literals() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+        assert_eq!(quote_literal(r"a\b"), r"E'a\\b'");
+    }
+
+    #[test]
+    fn ready_for_query_is_six_bytes() {
+        let mut b = BytesMut::new();
+        ready_for_query(&mut b, TxStatus::InTransaction);
+        assert_eq!(&b[..], &[b'Z', 0, 0, 0, 5, b'T']);
+    }
+}
