@@ -33,6 +33,8 @@ pub enum ClusterError {
 pub struct Cluster {
     servers: Vec<Arc<str>>,
     primary: Mutex<Option<Arc<str>>>,
+    /// One discovery at a time: a storm of clients must not each probe every server.
+    discovering: tokio::sync::Mutex<()>,
     pub pools: Pools,
     settings: PoolSettings,
     users: Arc<UserDirectory>,
@@ -43,6 +45,7 @@ impl Cluster {
         Cluster {
             servers: servers.into_iter().map(Arc::from).collect(),
             primary: Mutex::new(None),
+            discovering: tokio::sync::Mutex::new(()),
             pools: Pools::default(),
             settings,
             users,
@@ -96,18 +99,27 @@ impl Cluster {
             .get_or_create(key, |k| Pool::new(k.clone(), login, size)))
     }
 
-    /// Borrows a connection to the primary for (database, user).
+    /// Borrows a connection to the primary for (database, user). `hint` is the pool the caller used
+    /// last: when it still points at the primary, the lookup is skipped.
     pub async fn checkout_primary(
         &self,
+        hint: Option<&Arc<Pool>>,
         database: &str,
         user: &str,
         timeout: Duration,
     ) -> Result<Pooled, ClusterError> {
-        let server = match self.primary() {
-            Some(s) => s,
-            None => self.discover(database, user).await?,
+        let primary = self.primary();
+        let pool = match (hint, &primary) {
+            (Some(h), Some(p)) if Arc::ptr_eq(&h.key.server, p) || *h.key.server == **p => {
+                h.clone()
+            }
+            (_, Some(p)) => self.pool(p.clone(), database, user)?,
+            (_, None) => {
+                let server = self.discover(database, user).await?;
+                self.pool(server, database, user)?
+            }
         };
-        let pool = self.pool(server.clone(), database, user)?;
+        let server = pool.key.server.clone();
         match pool.checkout(timeout).await {
             Ok(conn) if conn.is_standby() == Some(true) => {
                 tracing::warn!(server = %server, "primary is now a standby; rediscovering");
@@ -121,12 +133,9 @@ impl Cluster {
                     self.set_primary(None);
                     pool.clear_idle();
                 }
+                let key = pool.key.clone();
                 drop(pool);
-                self.pools.remove_if_unused(&PoolKey {
-                    server,
-                    database: database.into(),
-                    user: user.into(),
-                });
+                self.pools.remove_if_unused(&key);
                 Err(PoolError::Connect(e).into())
             }
             Err(e) => Err(e.into()),
@@ -135,6 +144,10 @@ impl Cluster {
 
     /// Asks each server in turn whether it is in recovery; the first that is not becomes the primary.
     async fn discover(&self, database: &str, user: &str) -> Result<Arc<str>, ClusterError> {
+        let _one_at_a_time = self.discovering.lock().await;
+        if let Some(p) = self.primary() {
+            return Ok(p);
+        }
         let login = self.login(database, user)?;
         let mut problems = Vec::new();
         for server in &self.servers {

@@ -1,7 +1,70 @@
-//! `pgmux demo`: a throwaway local PostgreSQL primary + replica with pgmux in front, until Ctrl-C.
+//! `pgmux demo`: a throwaway local PostgreSQL primary + streaming replica with pgmux in front of
+//! them, until Ctrl-C; everything is removed on the way out.
 
 use std::process::ExitCode;
 
-pub fn run(_port: u16) -> ExitCode {
-    ExitCode::FAILURE
+use crate::app::Proxy;
+use crate::config::Config;
+use crate::listener::{Shutdown, watch_signals};
+use crate::localpg::{ClusterOptions, LocalCluster};
+
+pub fn run(port: u16) -> ExitCode {
+    eprintln!("starting a throwaway PostgreSQL primary + replica ...");
+    let cluster = match LocalCluster::start(ClusterOptions::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgmux demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nservers: [{}, {}]\npool:\n  size: 20\nusers:\n  - name: app\n    password: app\n",
+        cluster.addr(0),
+        cluster.addr(1)
+    );
+    let config = match Config::from_yaml(&yaml) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgmux demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgmux demo: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(async {
+        let shutdown = Shutdown::default();
+        let proxy = match Proxy::bind(&config, &shutdown).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("pgmux demo: cannot listen on 127.0.0.1:{port}: {e} (try --port)");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!();
+        println!(
+            "PostgreSQL primary  {}  (replica {})",
+            cluster.addr(0),
+            cluster.addr(1)
+        );
+        println!("pgmux is listening. Connect with:");
+        println!("  psql 'postgres://app:app@127.0.0.1:{port}/app'");
+        println!("  DSN: host=127.0.0.1 port={port} user=app password=app dbname=app");
+        println!("Ctrl-C stops pgmux and removes the servers and their data.");
+        println!();
+        watch_signals(shutdown.clone());
+        proxy.run(shutdown).await;
+        ExitCode::SUCCESS
+    });
+    drop(rt);
+    eprintln!(
+        "stopping PostgreSQL and removing {} ...",
+        cluster.dir().display()
+    );
+    drop(cluster);
+    code
 }

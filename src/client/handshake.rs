@@ -36,16 +36,31 @@ pub struct Startup {
 
 type Result<T> = std::result::Result<T, HandshakeEnd>;
 
-/// Runs the whole startup under `clients.startup_timeout`. `Ok(None)`: a cancel request, handled.
+/// Runs the startup: the packet exchange and authentication under `clients.startup_timeout`, then
+/// the greeting, whose wait for a server connection is bounded by `pool.borrow_timeout` instead.
+/// `Ok(None)`: a cancel request, handled.
 pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Startup>> {
     let limit = ctx.settings.startup_timeout;
-    match tokio::time::timeout(limit, run_inner(ctx, stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(HandshakeEnd::Quiet("startup timeout")),
-    }
+    let login = match tokio::time::timeout(limit, login(ctx, stream)).await {
+        Ok(Ok(Some(login))) => login,
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(HandshakeEnd::Quiet("startup timeout")),
+    };
+    greet(ctx, stream, login).await.map(Some)
 }
 
-async fn run_inner(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Startup>> {
+/// A client that proved who it is.
+struct Login {
+    user: String,
+    database: String,
+    settings: Vec<(String, String)>,
+    buf: BytesMut,
+    out: BytesMut,
+    admitted: Admitted,
+}
+
+async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Login>> {
     let mut buf = BytesMut::with_capacity(1024);
     let (minor, params, unsupported) = loop {
         let packet = read_startup_packet(stream, &mut buf).await?;
@@ -86,7 +101,27 @@ async fn run_inner(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Optio
     }
     authenticate(ctx, stream, &mut buf, &mut out, &user).await?;
     build::authentication(&mut out, 0, &[]);
+    Ok(Some(Login {
+        user,
+        database,
+        settings,
+        buf,
+        out,
+        admitted,
+    }))
+}
 
+/// Borrows a first server connection (it proves the database exists and the settings are valid),
+/// then sends ParameterStatus, BackendKeyData and ReadyForQuery.
+async fn greet(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, login: Login) -> Result<Startup> {
+    let Login {
+        user,
+        database,
+        settings,
+        buf,
+        mut out,
+        admitted,
+    } = login;
     let mut backend = first_backend(ctx, &database, &user).await?;
     if let Some(sql) = settings::sql_to_apply(&backend.applied, &settings) {
         let err = backend.simple_query(&sql).await.map_err(server_lost)?;
@@ -108,7 +143,7 @@ async fn run_inner(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Optio
         .write_all(&out)
         .await
         .map_err(|_| HandshakeEnd::Quiet("write failed"))?;
-    Ok(Some(Startup {
+    Ok(Startup {
         user,
         database,
         settings,
@@ -116,7 +151,7 @@ async fn run_inner(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Optio
         backend,
         pending: buf,
         admitted,
-    }))
+    })
 }
 
 fn server_lost(e: BackendError) -> HandshakeEnd {
@@ -126,7 +161,11 @@ fn server_lost(e: BackendError) -> HandshakeEnd {
 /// The first server connection proves the database exists and the settings are valid.
 async fn first_backend(ctx: &ClientCtx, database: &str, user: &str) -> Result<Pooled> {
     let timeout = ctx.settings.borrow_timeout;
-    match ctx.cluster.checkout_primary(database, user, timeout).await {
+    match ctx
+        .cluster
+        .checkout_primary(None, database, user, timeout)
+        .await
+    {
         Ok(b) => Ok(b),
         Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { frame, .. }))) => {
             Err(HandshakeEnd::ServerError(frame.bytes))

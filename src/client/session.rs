@@ -17,7 +17,7 @@ use super::{ClientCtx, PoolMode, settings};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
-use crate::pool::{PoolError, Pooled};
+use crate::pool::{Pool, PoolError, Pooled};
 use crate::protocol::{TxStatus, build, ftag};
 
 /// Stop reading a side while this much is waiting to be written to the other.
@@ -69,6 +69,8 @@ pub struct Session {
     settings: Vec<(String, String)>,
     key: CancelKey,
     state: State,
+    /// The pool this client borrowed from last (skips the pool lookup while the primary stays put).
+    pool: Option<Arc<Pool>>,
     /// Keeps the client counted against max_connections.
     _admitted: super::Admitted,
 }
@@ -131,6 +133,7 @@ impl Session {
             settings,
             key,
             state: State::Idle,
+            pool: Some(backend.pool().clone()),
             _admitted: admitted,
         };
         match session.ctx.settings.mode {
@@ -245,13 +248,19 @@ impl Session {
     /// Borrows a server connection for the client's next transaction.
     async fn borrow(&mut self) -> Result<(), End> {
         let timeout = self.ctx.settings.borrow_timeout;
-        let err = match self
-            .ctx
-            .cluster
-            .checkout_primary(&self.database, &self.user, timeout)
+        let cluster = &self.ctx.cluster;
+        let err = match cluster
+            .checkout_primary(self.pool.as_ref(), &self.database, &self.user, timeout)
             .await
         {
             Ok(backend) => {
+                if !self
+                    .pool
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(p, backend.pool()))
+                {
+                    self.pool = Some(backend.pool().clone());
+                }
                 self.activate(backend);
                 return Ok(());
             }

@@ -1,0 +1,159 @@
+//! Test harness: a shared local PostgreSQL cluster per test binary, pgmux started in-process on port
+//! 0, and helpers for real clients (tokio-postgres, raw sockets, psql, pgbench).
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use pgmux::app::Proxy;
+use pgmux::client::ClientCtx;
+use pgmux::config::Config;
+use pgmux::listener::Shutdown;
+use pgmux::localpg::{ClusterOptions, LocalCluster};
+use tokio::task::JoinHandle;
+
+/// One primary + one replica shared by the tests of a binary (stopped when the binary exits).
+pub fn cluster() -> &'static LocalCluster {
+    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        // Besides `app`, users `u1`..`u3` (password = name) for tests that count or kill their own
+        // server connections without disturbing tests running beside them.
+        let mut opts = ClusterOptions::default();
+        opts.users
+            .extend((1..=3).map(|i| (format!("u{i}"), format!("u{i}"))));
+        let c = LocalCluster::start(opts).expect("start local PostgreSQL");
+        c.stop_when_process_exits();
+        c
+    })
+}
+
+/// A running in-process pgmux.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    pub ctx: Arc<ClientCtx>,
+    pub handle: JoinHandle<()>,
+}
+
+impl TestProxy {
+    pub fn dsn(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host={} port={} user={user} password={password} dbname={db}",
+            self.addr.ip(),
+            self.addr.port()
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// The YAML for a proxy on a free port in front of `servers`; `extra` is appended (pool:, clients:…).
+pub fn yaml(servers: &[String], pool: &str, clients: &str) -> String {
+    let servers = servers.join(", ");
+    let users: String = ["app", "u1", "u2", "u3"]
+        .iter()
+        .map(|u| format!("  - name: {u}\n    password: {u}\n"))
+        .collect();
+    format!(
+        "listen: 127.0.0.1:0\nservers: [{servers}]\npool:\n  connect_timeout: 5s\n{pool}\nclients:\n{clients}\nusers:\n{users}shutdown_timeout: 10s\n"
+    )
+}
+
+/// Starts pgmux with this YAML.
+pub async fn start_proxy_yaml(text: &str) -> TestProxy {
+    let config =
+        Config::from_yaml(text).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
+    let shutdown = Shutdown::default();
+    let proxy = Proxy::bind(&config, &shutdown).await.expect("bind");
+    let addr = proxy.local_addr().expect("local addr");
+    let ctx = proxy.ctx.clone();
+    let s = shutdown.clone();
+    let handle = tokio::spawn(async move { proxy.run(s).await });
+    TestProxy {
+        addr,
+        shutdown,
+        ctx,
+        handle,
+    }
+}
+
+/// pgmux in front of the shared cluster (primary and replica listed), transaction mode.
+pub async fn start_proxy(pool: &str, clients: &str) -> TestProxy {
+    let c = cluster();
+    start_proxy_yaml(&yaml(&[c.addr(0), c.addr(1)], pool, clients)).await
+}
+
+/// Connects with tokio-postgres; the connection task runs in the background.
+pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+pub async fn connect_app(p: &TestProxy) -> tokio_postgres::Client {
+    connect(&p.dsn("app", "app", "app"))
+        .await
+        .expect("connect through pgmux")
+}
+
+/// Polls `f` until it returns true or `deadline` passes.
+pub async fn eventually<F, Fut>(deadline: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A unique name for tables etc., so tests sharing a cluster don't collide.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs SQL as superuser on node `n` (blocking helper run off the async threads).
+pub async fn admin_sql(node: usize, sql: &str) -> String {
+    let sql = sql.to_string();
+    tokio::task::spawn_blocking(move || cluster().psql(node, "app", &sql).expect("admin psql"))
+        .await
+        .expect("join")
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or pgmux) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+/// The first column of the first row of a simple-protocol query, as text.
+pub async fn simple_value(c: &tokio_postgres::Client, sql: &str) -> String {
+    c.simple_query(sql)
+        .await
+        .expect("simple query")
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
