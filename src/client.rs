@@ -105,6 +105,8 @@ impl Drop for Admitted {
 /// Serves one accepted client connection until it closes.
 pub async fn serve(ctx: Arc<ClientCtx>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&crate::backend::keepalive());
     let startup = match handshake::run(&ctx, &mut stream).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
