@@ -287,11 +287,11 @@ start_proxy pgmux
 # ---------------------------------------------------------------------------------------------
 # Measurement helpers
 # ---------------------------------------------------------------------------------------------
-# CPU ticks (utime + stime) of one process, all its threads included. Fields counted after the
-# ")" that closes the command name, which may itself contain spaces.
+# CPU ticks of one process, all its threads included: "utime stime", or "" if it is gone. Fields
+# counted after the ")" that closes the command name, which may itself contain spaces.
 proc_ticks() {
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo ""; return; }
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'
 }
 # CPU ticks of PostgreSQL: the postmaster and its children (backends, background workers), each
 # with the times of its own reaped children; backends that exited and were reaped are in the
@@ -322,7 +322,7 @@ pgbench_run() {
 }
 
 # One line per run: round mode target status tps lat failed tx proxy_ms box_ms wall_ms note pg_ms
-# client_ms (CPU times in ms over the whole pgbench run, connection set-up included).
+# client_ms proxy_sys_ms (CPU times in ms over the whole pgbench run, connection set-up included).
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 
@@ -330,20 +330,23 @@ RESULTS="$WORK/results.tsv"
 measure() {
   local round=$1 mode=$2 t=$3 rc=0
   local out="$WORK/run-$round-$mode-$t.txt" pid=${PID[$t]:-}
-  local p0 p1 b0 b1 w0 w1 g0 g1 c0 c1
+  local p0 p1 b0 b1 w0 w1 g0 g1 c0 c1 pu0 ps0 pu1 ps1
   g0=$(pg_ticks); c0=$(client_ticks); p0=$(proc_ticks "$pid"); b0=$(box_ticks); w0=$(now_ms)
   pgbench_run "$t" "$mode" "$out" -T "$BENCH_SECONDS" || rc=$?
   p1=$(proc_ticks "$pid"); b1=$(box_ticks); w1=$(now_ms)
   sleep 0.3 # let the postmaster reap backends of a direct run, so their CPU lands in its cutime
   c1=$(client_ticks); g1=$(pg_ticks)
 
-  local tps lat failed tx aborted proxy_ms="" status=ok note=""
+  local tps lat failed tx aborted proxy_ms="" proxy_sys_ms="" status=ok note=""
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
   tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
   aborted=$(grep -c 'aborted in command' "$out" || true)
-  [ -n "$p0" ] && [ -n "$p1" ] && proxy_ms=$(((p1 - p0) * 1000 / CLK_TCK))
+  if [ -n "$p0" ] && [ -n "$p1" ]; then
+    read -r pu0 ps0 <<<"$p0"; read -r pu1 ps1 <<<"$p1"
+    proxy_ms=$(((pu1 + ps1 - pu0 - ps0) * 1000 / CLK_TCK)) proxy_sys_ms=$(((ps1 - ps0) * 1000 / CLK_TCK))
+  fi
 
   if [ $rc = 124 ] || [ $rc = 137 ]; then
     status=failed note="pgbench timed out (target stopped answering)"
@@ -356,10 +359,10 @@ measure() {
   if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
     status=failed note="$t exited during the run. $note"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$t" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$t" \
     "$status" "${tps:-}" "${lat:-}" "${failed:-}" "${tx:-0}" "$proxy_ms" \
     $(((b1 - b0) * 1000 / CLK_TCK)) $((w1 - w0)) "$note" $(((g1 - g0) * 1000 / CLK_TCK)) \
-    $(((c1 - c0) * 1000 / CLK_TCK)) >>"$RESULTS"
+    $(((c1 - c0) * 1000 / CLK_TCK)) "$proxy_sys_ms" >>"$RESULTS"
   log "round $round  $(printf '%-8s %-9s' "$mode" "$t")  $status  tps=${tps:--} lat=${lat:--}ms" \
     "failed=${failed:--} tx=${tx:-0}${proxy_ms:+ proxy_cpu=${proxy_ms}ms}${note:+  ($note)}"
 
@@ -375,10 +378,12 @@ measure() {
 # ---------------------------------------------------------------------------------------------
 # Warm-up, connection cost, then the measured rounds
 # ---------------------------------------------------------------------------------------------
-# Anything else busy on the machine skews every figure: say so (the "other" CPU column shows it too).
-LOADAVG=$(cut -d ' ' -f 1 /proc/loadavg)
-if awk -v l="$LOADAVG" -v n="$NPROC" 'BEGIN { exit !(l > n / 2) }'; then
-  log "warning: 1-minute load average is $LOADAVG on $NPROC CPUs: something else is running, results will be noisy"
+# Anything else busy on the machine skews every figure: measure how busy it is while our own
+# processes sit idle, and say so (each run's "other" CPU column shows it too).
+b0=$(box_ticks); sleep 2; b1=$(box_ticks)
+IDLE_BUSY=$(((b1 - b0) * 100 / (2 * CLK_TCK * NPROC)))
+if [ "$IDLE_BUSY" -ge 10 ]; then
+  log "warning: the machine is ${IDLE_BUSY}% busy before the runs: something else is running, results will be noisy"
 fi
 if [ "$BENCH_WARMUP" -gt 0 ]; then
   log "warm-up: ${BENCH_WARMUP}s per target (fills the pools and the buffer cache)"
@@ -395,7 +400,8 @@ for t in pgbouncer pgmux; do
   c0=$(proc_ticks "${PID[$t]}")
   pgbench_run "$t" simple "$WORK/connect-$t.txt" -t 1 || true
   c1=$(proc_ticks "${PID[$t]}")
-  CONNECT_MS[$t]=$(((c1 - c0) * 1000 / CLK_TCK))
+  CONNECT_MS[$t]=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" \
+    'BEGIN { split(a, x, " "); split(b, y, " "); print (y[1] + y[2] - x[1] - x[2]) * 1000 / hz }')
 done
 
 for round in $(seq "$BENCH_ROUNDS"); do
@@ -422,7 +428,7 @@ echo
 echo "- Date: $STARTED_AT; took ${ELAPSED}s"
 echo "- Command: \`$CMDLINE\`"
 echo "- Machine: $NPROC CPUs ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), $(uname -sr);" \
-  "1-minute load average before the runs: $LOADAVG"
+  "${IDLE_BUSY}% busy with the benchmark idle, just before the runs"
 echo "- Versions: PostgreSQL $PG_VERSION, PgBouncer $PGB_VERSION, pgmux $PGMUX_VERSION ($PGMUX_BIN)"
 echo "- Workload: \`pgbench -S --no-vacuum -c $BENCH_CLIENTS -j $BENCH_JOBS -T $BENCH_SECONDS\` on scale $BENCH_SCALE," \
   "$BENCH_ROUNDS round(s), medians shown; targets interleaved per mode, order rotated per round"
@@ -431,7 +437,8 @@ echo "- Proxies: transaction mode, $POOL_SIZE server connections, clients authen
 echo "- Connection cost ($BENCH_CLIENTS clients each connect, run 1 tx, leave): PgBouncer ${CONNECT_MS[pgbouncer]} ms CPU," \
   "pgmux ${CONNECT_MS[pgmux]} ms CPU (clock tick $((1000 / CLK_TCK)) ms)"
 echo "- CPU columns: ms of CPU time per 1,000 transactions over the whole run (connection set-up included);" \
-  "other = machine busy time - proxy - PostgreSQL - pgbench (kernel interrupt work and background load)"
+  "proxy CPU in kernel = its system time share (syscalls); other = machine busy time - proxy - PostgreSQL -" \
+  "pgbench (kernel interrupt work and background load: large means the run was disturbed)"
 echo
 awk -F'\t' -v MODES="$BENCH_MODES" -v ROUNDS="$BENCH_ROUNDS" '
   function med(A, k, n,    v, i, j, x) {
@@ -448,22 +455,23 @@ awk -F'\t' -v MODES="$BENCH_MODES" -v ROUNDS="$BENCH_ROUNDS" '
     TPS[k, i] = $5; LAT[k, i] = $6; FAIL[k, i] = $7
     PG[k, i] = $13 * 1000 / $8; CLI[k, i] = $14 * 1000 / $8
     OTH[k, i] = ($10 - $9 - $13 - $14) * 1000 / $8 # machine busy time nobody above accounts for
-    if ($9 != "") { hasCPU[k] = 1; CPU[k, i] = $9 * 1000 / $8; PCT[k, i] = 100 * $9 / $11 }
+    if ($9 != "") { hasCPU[k] = 1; CPU[k, i] = $9 * 1000 / $8; PCT[k, i] = 100 * $9 / $11; SYS[k, i] = 100 * $15 / ($9 > 0 ? $9 : 1) }
   }
   END {
     nm = split(MODES, modes, " "); split("direct pgbouncer pgmux", tg, " ")
     name["direct"] = "direct"; name["pgbouncer"] = "PgBouncer"; name["pgmux"] = "pgmux"
-    print "| mode | target | TPS | mean latency (ms) | failed tx | proxy CPU ms / 1k tx | proxy CPU (% of a core) | PostgreSQL CPU ms / 1k tx | pgbench CPU ms / 1k tx | other CPU ms / 1k tx |"
-    print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    print "| mode | target | TPS | mean latency (ms) | failed tx | proxy CPU ms / 1k tx | proxy CPU (% of a core) | proxy CPU in kernel | PostgreSQL CPU ms / 1k tx | pgbench CPU ms / 1k tx | other CPU ms / 1k tx |"
+    print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     for (m = 1; m <= nm; m++) for (j = 1; j <= 3; j++) {
       k = modes[m] SUBSEP tg[j]; n = ok[k] + 0
       if (!runs[k]) continue
-      if (n == 0) { printf "| %s | %s | failed | — | — | — | — | — | — | — |\n", modes[m], name[tg[j]]; continue }
+      if (n == 0) { printf "| %s | %s | failed | — | — | — | — | — | — | — | — |\n", modes[m], name[tg[j]]; continue }
       tps[k] = med(TPS, k, n); cpu[k] = hasCPU[k] ? med(CPU, k, n) : ""
       flag = bad[k] ? sprintf(" (%d/%d runs failed)", bad[k], runs[k]) : ""
-      printf "| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s |\n", modes[m], name[tg[j]],
+      printf "| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s |\n", modes[m], name[tg[j]],
         cell(tps[k], "%.0f"), flag, cell(med(LAT, k, n), "%.3f"), cell(med(FAIL, k, n), "%d"),
         cell(cpu[k], "%.1f"), cell(hasCPU[k] ? med(PCT, k, n) : "", "%.0f%%"),
+        cell(hasCPU[k] ? med(SYS, k, n) : "", "%.0f%%"),
         cell(med(PG, k, n), "%.1f"), cell(med(CLI, k, n), "%.1f"), cell(med(OTH, k, n), "%.1f")
     }
     print ""
@@ -484,10 +492,10 @@ if [ "$BENCH_ROUNDS" -gt 1 ]; then
   echo
   echo "<details><summary>Every run</summary>"
   echo
-  echo "| round | mode | target | status | TPS | latency ms | failed tx | tx | proxy CPU ms | PostgreSQL CPU ms | pgbench CPU ms | machine CPU ms | wall ms |"
+  echo "| round | mode | target | status | TPS | latency ms | failed tx | tx | proxy CPU ms (kernel) | PostgreSQL CPU ms | pgbench CPU ms | machine CPU ms | wall ms |"
   echo "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-  awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $13, $14, $10, $11}' "$RESULTS"
+  awk -F'\t' '{printf "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+    $1, $2, $3, $4, $5, $6, $7, $8, ($9 == "" ? "" : $9 " (" $15 ")"), $13, $14, $10, $11}' "$RESULTS"
   echo
   echo "</details>"
 fi

@@ -1,6 +1,8 @@
 //! One connection from pgmux to a PostgreSQL server: connect, log in, and the few exchanges pgmux
 //! runs on it by itself. Relaying client traffic over it is the client module's job.
 
+pub mod prepared;
+
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
@@ -69,6 +71,8 @@ pub struct BackendConn {
     pub params: HashMap<String, String>,
     /// Client startup settings pgmux applied with set_config, sorted by name.
     pub applied: Vec<(String, String)>,
+    /// pgmux-named prepared statements that exist on this connection.
+    pub statements: prepared::ServerStatements,
     pub created: Instant,
     pub last_used: Instant,
 }
@@ -105,6 +109,7 @@ impl BackendConn {
             secret: 0,
             params: HashMap::new(),
             applied: Vec::new(),
+            statements: prepared::ServerStatements::default(),
             created: Instant::now(),
             last_used: Instant::now(),
         };

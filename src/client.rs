@@ -4,9 +4,10 @@
 pub mod cancel;
 pub mod handshake;
 pub mod relay;
+pub mod replies;
 pub mod session;
 pub mod settings;
-pub mod tracker;
+pub mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! Bookkeeping: a semaphore with `size` permits is the right to hold a connection; a borrower with a
 //! permit takes an idle connection or opens a new one, so open connections never exceed `size`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,8 +45,14 @@ pub struct Pool {
     size: usize,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<BackendConn>>,
+    /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
+    /// one of these outside a transaction is answered without borrowing a connection.
+    known_statements: Mutex<HashSet<Arc<str>>>,
     pub stats: PoolStats,
 }
+
+/// Bound on `known_statements` (it is only a shortcut: forgetting costs a round trip later).
+const KNOWN_STATEMENTS_MAX: usize = 10_000;
 
 impl Pool {
     pub fn new(key: PoolKey, login: LoginParams, size: usize) -> Arc<Pool> {
@@ -56,6 +62,7 @@ impl Pool {
             size,
             permits: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::new()),
+            known_statements: Mutex::new(HashSet::new()),
             stats: PoolStats::default(),
         })
     }
@@ -118,6 +125,27 @@ impl Pool {
         let now = Instant::now();
         idle.retain(|c| now.duration_since(c.last_used) < max_idle);
         before - idle.len()
+    }
+
+    pub fn statement_known(&self, server_name: &str) -> bool {
+        self.known_statements
+            .lock()
+            .map(|k| k.contains(server_name))
+            .unwrap_or(false)
+    }
+
+    pub fn set_statement_known(&self, server_name: &Arc<str>, known: bool) {
+        let Ok(mut k) = self.known_statements.lock() else {
+            return;
+        };
+        if !known {
+            k.remove(server_name);
+            return;
+        }
+        if k.len() >= KNOWN_STATEMENTS_MAX {
+            k.clear();
+        }
+        k.insert(server_name.clone());
     }
 
     /// Closes every idle connection (server lost, or pool retired).

@@ -1,49 +1,37 @@
-//! Scanning the two byte streams of a borrowed connection: which client bytes may be forwarded, which
-//! server bytes belong to the client, and what they do to the conversation. Only headers are read,
-//! except for the few messages the proxy acts on; a long server message is passed on as it arrives.
+//! Moving messages across a borrowed server connection: client frames are checked, counted in the
+//! reply queue and (in transaction mode) rewritten so named prepared statements work on any server
+//! connection; server bytes are passed on, dropped or answered for, by the reply queue's verdicts.
+//! Only the messages pgmux acts on are read whole; a long DataRow is passed on as it arrives.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
-use super::tracker::{ClientMsg, TxTracker};
+use super::PoolMode;
+use super::replies::{Owner, ReplyQueue, Request, Undo, Verdict};
+use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
 use crate::error::ClientError;
-use crate::protocol::frame::{MAX_MESSAGE_LEN, frontend_len_ok, peek_header, split_frame};
-use crate::protocol::{TxStatus, btag, error_fields};
+use crate::pool::Pooled;
+use crate::protocol::frame::{MAX_MESSAGE_LEN, frontend_len_ok, peek_header};
+use crate::protocol::{TxStatus, build, error_fields, ftag};
 
-/// Client bytes ready to go to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientScan {
-    /// Length of the run of whole frames at the head of the buffer that may be forwarded.
-    pub forward: usize,
-    /// A Terminate follows that run.
-    pub terminate: bool,
+/// A server connection lent to the client, and the conversation on it.
+#[derive(Debug)]
+pub struct Active {
+    pub backend: Pooled,
+    pub replies: ReplyQueue,
+    /// Client bytes (possibly rewritten) the server socket has not accepted yet.
+    pub to_server: BytesMut,
+    /// Unread remainder of a server message being passed through.
+    pub passthrough: usize,
 }
 
-/// Walks the whole frames at the head of `cin`, counting them in `tracker`.
-pub fn scan_client(cin: &[u8], tracker: &mut TxTracker) -> Result<ClientScan, ClientError> {
-    let mut pos = 0;
-    while let Some((tag, total)) = check_client_header(&cin[pos..])? {
-        if cin.len() - pos < total {
-            break;
-        }
-        match tracker.on_client(tag) {
-            ClientMsg::Forward => pos += total,
-            ClientMsg::Terminate => {
-                return Ok(ClientScan {
-                    forward: pos,
-                    terminate: true,
-                });
-            }
-            ClientMsg::Invalid => return Err(unexpected(tag)),
-        }
+impl Active {
+    /// Nothing owed, nothing unsent or half-read, no transaction: the connection can go back.
+    pub fn is_free(&self) -> bool {
+        self.replies.is_free()
+            && self.to_server.is_empty()
+            && self.passthrough == 0
+            && self.backend.rbuf.is_empty()
     }
-    Ok(ClientScan {
-        forward: pos,
-        terminate: false,
-    })
-}
-
-fn unexpected(tag: u8) -> ClientError {
-    ClientError::Protocol(format!("invalid frontend message type {}", tag))
 }
 
 /// Validates the header at the start of `buf`, if it is complete.
@@ -56,188 +44,396 @@ pub fn check_client_header(buf: &[u8]) -> Result<Option<(u8, usize)>, ClientErro
                 tag as char
             ))
         } else {
-            unexpected(tag)
+            ClientError::Protocol(format!("invalid frontend message type {tag}"))
         }),
         other => Ok(other),
     }
 }
 
-/// What the server stream did that the session must act on.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ServerScan {
-    /// Bytes at the head of the buffer for the client.
-    pub forward: usize,
-    /// ParameterStatus bodies seen (name\0value\0), for the connection's record.
-    pub params: Vec<bytes::Bytes>,
+/// Advances `buf` past `n` handled bytes.
+pub fn consume(buf: &mut BytesMut, n: usize) {
+    buf.advance(n);
 }
 
-/// Drops the replies to pgmux's own queries at the head of `rbuf`; returns false if more must arrive.
-/// Their ParameterStatus messages are handed to `on_param`; errors are logged.
-pub fn swallow_injected(
-    rbuf: &mut BytesMut,
-    tracker: &mut TxTracker,
-    mut on_param: impl FnMut(&[u8]),
-) -> Result<bool, String> {
-    while tracker.swallowing() {
-        let Some(frame) = split_frame(rbuf, MAX_MESSAGE_LEN).map_err(|e| e.to_string())? else {
-            return Ok(false);
-        };
-        match frame.tag {
-            btag::READY_FOR_QUERY => {
-                let status = frame
-                    .body()
-                    .first()
-                    .copied()
-                    .and_then(TxStatus::from_byte)
-                    .ok_or("bad ReadyForQuery")?;
-                tracker.on_ready(status);
+fn malformed(tag: u8) -> ClientError {
+    ClientError::Protocol(format!("malformed message of type {:?}", tag as char))
+}
+
+/// Makes sure the server connection has `def`, queueing a Parse pgmux owns if it does not.
+fn ensure_prepared(a: &mut Active, def: &StatementDef) {
+    if a.backend.statements.touch(&def.server_name) {
+        return;
+    }
+    prepare_on_server(a, def, Owner::Injected, None);
+}
+
+/// Sends `def`'s Parse, recording the statement (and closing evicted ones).
+fn prepare_on_server(
+    a: &mut Active,
+    def: &StatementDef,
+    owner: Owner,
+    client_name: Option<String>,
+) {
+    for old in a.backend.statements.insert(def.server_name.clone()) {
+        statements::target_message(&mut a.to_server, b'C', b'S', &old);
+        a.replies.push(Request::Close, Owner::Injected, None);
+    }
+    a.to_server.extend_from_slice(&def.parse);
+    a.backend.pool().set_statement_known(&def.server_name, true);
+    let undo = Undo::Parse {
+        server_name: def.server_name.clone(),
+        client_name,
+        prepared_here: true,
+    };
+    a.replies.push(Request::Parse, owner, Some(undo));
+}
+
+/// Handles one whole client frame while a server connection is held. Returns false on Terminate.
+pub fn client_frame(
+    a: &mut Active,
+    stmts: &mut ClientStatements,
+    mode: PoolMode,
+    frame: Bytes,
+) -> Result<bool, ClientError> {
+    let tag = frame[0];
+    let body = &frame[5..];
+    let rewrite = mode == PoolMode::Transaction;
+    match tag {
+        ftag::PARSE if rewrite => {
+            let (name, rest) = statements::split_parse(body).ok_or_else(|| malformed(tag))?;
+            if name.is_empty() {
+                a.to_server.extend_from_slice(&frame);
+                a.replies.push(Request::Parse, Owner::Client, None);
+            } else if let Some(existing) = stmts.get(name).cloned() {
+                // Already exists for this client: let the server raise 42P05 against the shared copy.
+                ensure_prepared(a, &existing);
+                a.to_server.extend_from_slice(&existing.parse);
+                a.replies.push(Request::Parse, Owner::Client, None);
+            } else {
+                let name = String::from_utf8(name.to_vec()).map_err(|_| malformed(tag))?;
+                let def = std::sync::Arc::new(StatementDef::new(rest));
+                stmts.insert(name.clone(), def.clone());
+                if a.backend.statements.touch(&def.server_name) {
+                    let undo = Undo::Parse {
+                        server_name: def.server_name.clone(),
+                        client_name: Some(name),
+                        prepared_here: false,
+                    };
+                    a.replies.push(
+                        Request::Parse,
+                        Owner::Answered(statements::parse_complete()),
+                        Some(undo),
+                    );
+                } else {
+                    prepare_on_server(a, &def, Owner::Client, Some(name));
+                }
             }
-            btag::PARAMETER_STATUS => on_param(frame.body()),
-            btag::ERROR_RESPONSE => {
-                let fields = error_fields(frame.body());
-                tracing::warn!(?fields, "a query pgmux ran for the client failed");
+        }
+        ftag::BIND if rewrite => {
+            let (portal, stmt, rest) =
+                statements::split_bind(body).ok_or_else(|| malformed(tag))?;
+            match stmts.get(stmt).cloned() {
+                Some(def) if !stmt.is_empty() => {
+                    ensure_prepared(a, &def);
+                    statements::rewrite_bind(&mut a.to_server, portal, &def.server_name, rest);
+                }
+                _ => a.to_server.extend_from_slice(&frame),
             }
-            _ => {}
+            a.replies.push(Request::Bind, Owner::Client, None);
+        }
+        ftag::DESCRIBE => {
+            let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(tag))?;
+            let request = if kind == b'S' {
+                Request::DescribeStatement
+            } else {
+                Request::DescribePortal
+            };
+            match stmts.get(name).cloned() {
+                Some(def) if rewrite && kind == b'S' && !name.is_empty() => {
+                    ensure_prepared(a, &def);
+                    statements::target_message(&mut a.to_server, b'D', b'S', &def.server_name);
+                }
+                _ => a.to_server.extend_from_slice(&frame),
+            }
+            a.replies.push(request, Owner::Client, None);
+        }
+        ftag::CLOSE => {
+            let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(tag))?;
+            if rewrite && kind == b'S' && !name.is_empty() {
+                // Other clients may share the server's copy: forget the client's name only.
+                stmts.remove(name);
+                a.replies.push(
+                    Request::Close,
+                    Owner::Answered(statements::close_complete()),
+                    None,
+                );
+            } else {
+                a.to_server.extend_from_slice(&frame);
+                a.replies.push(Request::Close, Owner::Client, None);
+            }
+        }
+        ftag::QUERY if rewrite => {
+            match statements::statement_command(body) {
+                Some(StatementCommand::DropAll) => {
+                    stmts.clear();
+                    a.backend.statements.clear();
+                    a.backend.statements.needs_reset = true;
+                    // DISCARD ALL also resets settings: re-apply the client's on the next borrow.
+                    a.backend.applied.clear();
+                    a.to_server.extend_from_slice(&frame);
+                }
+                Some(StatementCommand::Deallocate(name))
+                    if stmts.get(name.as_bytes()).is_some() =>
+                {
+                    let def = stmts.remove(name.as_bytes()).expect("checked");
+                    a.backend.statements.remove(&def.server_name);
+                    let sql = format!("DEALLOCATE {}", statements::quote_ident(&def.server_name));
+                    build::query(&mut a.to_server, &sql);
+                }
+                _ => a.to_server.extend_from_slice(&frame),
+            }
+            a.replies.push(Request::Query, Owner::Client, None);
+        }
+        ftag::PARSE => {
+            a.to_server.extend_from_slice(&frame);
+            a.replies.push(Request::Parse, Owner::Client, None);
+        }
+        ftag::BIND => {
+            a.to_server.extend_from_slice(&frame);
+            a.replies.push(Request::Bind, Owner::Client, None);
+        }
+        ftag::QUERY | ftag::FUNCTION_CALL => {
+            a.to_server.extend_from_slice(&frame);
+            a.replies.push(Request::Query, Owner::Client, None);
+        }
+        ftag::EXECUTE => {
+            a.to_server.extend_from_slice(&frame);
+            a.replies.push(Request::Execute, Owner::Client, None);
+        }
+        ftag::SYNC => {
+            a.to_server.extend_from_slice(&frame);
+            a.replies.push(Request::Sync, Owner::Client, None);
+        }
+        ftag::FLUSH => {
+            a.to_server.extend_from_slice(&frame);
+            a.replies.note_batch_message();
+        }
+        ftag::COPY_DATA => a.to_server.extend_from_slice(&frame),
+        ftag::COPY_DONE | ftag::COPY_FAIL => {
+            a.to_server.extend_from_slice(&frame);
+            a.replies.push(Request::CopyEnd, Owner::Client, None);
+        }
+        ftag::TERMINATE => return Ok(false),
+        _ => {
+            return Err(ClientError::Protocol(format!(
+                "invalid frontend message type {tag}"
+            )));
         }
     }
     Ok(true)
 }
 
-/// Walks server messages at the head of `rbuf` that belong to the client. `passthrough` carries the
-/// unread remainder of a message being passed on across calls.
-pub fn scan_server(
-    rbuf: &[u8],
-    tracker: &mut TxTracker,
-    passthrough: &mut usize,
-) -> Result<ServerScan, String> {
-    let mut scan = ServerScan::default();
+/// Applies what the reply queue says did not happen.
+pub fn apply_undo(a: &mut Active, stmts: &mut ClientStatements) {
+    for undo in a.replies.take_undone() {
+        match undo {
+            Undo::Parse {
+                server_name,
+                client_name,
+                prepared_here,
+            } => {
+                if prepared_here {
+                    a.backend.statements.remove(&server_name);
+                    a.backend.pool().set_statement_known(&server_name, false);
+                }
+                if let Some(name) = client_name {
+                    stmts.remove_if(&name, &server_name);
+                }
+            }
+        }
+    }
+}
+
+/// Where server bytes go.
+pub trait ClientSink {
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+fn status_of(frame: &[u8]) -> Result<TxStatus, String> {
+    frame
+        .get(5)
+        .copied()
+        .and_then(TxStatus::from_byte)
+        .ok_or_else(|| "bad ReadyForQuery".to_string())
+}
+
+/// Handles the server bytes buffered in `a.backend.rbuf`: forwards, drops or answers per the reply
+/// queue. Leaves a partial message (other than a passed-through one) in the buffer.
+pub fn server_bytes(
+    a: &mut Active,
+    stmts: &mut ClientStatements,
+    sink: &mut dyn ClientSink,
+) -> Result<(), ServerFault> {
     let mut pos = 0;
-    loop {
-        if *passthrough > 0 {
-            let n = (*passthrough).min(rbuf.len() - pos);
+    let mut span_start = 0;
+    let result = loop {
+        let rbuf = &a.backend.rbuf;
+        if a.passthrough > 0 {
+            let n = a.passthrough.min(rbuf.len() - pos);
             pos += n;
-            *passthrough -= n;
-            if *passthrough > 0 {
-                break;
+            a.passthrough -= n;
+            if a.passthrough > 0 {
+                break Ok(());
             }
             continue;
         }
-        let Some((tag, total)) =
-            peek_header(&rbuf[pos..], MAX_MESSAGE_LEN).map_err(|e| e.to_string())?
-        else {
-            break;
+        let (tag, total) = match peek_header(&rbuf[pos..], MAX_MESSAGE_LEN) {
+            Ok(Some(h)) => h,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(ServerFault::Protocol(e.to_string())),
         };
-        match tag {
-            btag::READY_FOR_QUERY | btag::PARAMETER_STATUS => {
-                if rbuf.len() - pos < total {
-                    break;
-                }
-                let body = &rbuf[pos + 5..pos + total];
-                if tag == btag::READY_FOR_QUERY {
-                    let status = body
-                        .first()
-                        .copied()
-                        .and_then(TxStatus::from_byte)
-                        .ok_or("bad ReadyForQuery")?;
-                    tracker.on_ready(status);
-                } else {
-                    scan.params.push(bytes::Bytes::copy_from_slice(body));
-                }
-                pos += total;
+        // Bulk data for the client is passed on before it has all arrived.
+        if matches!(tag, b'D' | b'd') && !a.replies.head_is_injected() && rbuf.len() - pos < total {
+            if let Err(e) = a.replies.on_server(tag, None) {
+                break Err(ServerFault::Protocol(e.to_string()));
             }
-            _ => *passthrough = total,
+            a.passthrough = total;
+            continue;
+        }
+        if rbuf.len() - pos < total {
+            break Ok(());
+        }
+        let frame = &rbuf[pos..pos + total];
+        let status = if tag == b'Z' {
+            match status_of(frame) {
+                Ok(s) => Some(s),
+                Err(e) => break Err(ServerFault::Protocol(e)),
+            }
+        } else {
+            None
+        };
+        if tag == b'S' {
+            let body = frame[5..].to_vec();
+            a.backend.note_parameter(&body);
+        } else if tag == b'E' && invalidates_statements(&frame[5..]) {
+            a.backend.statements.needs_reset = true;
+        }
+        let verdict = match a.replies.on_server(tag, status) {
+            Ok(v) => v,
+            Err(e) => break Err(ServerFault::Protocol(e.to_string())),
+        };
+        let rbuf = &a.backend.rbuf;
+        if verdict != Verdict::Forward {
+            if verdict == Verdict::DropError {
+                tracing::warn!(fields = ?error_fields(&rbuf[pos + 5..pos + total]), "a query pgmux ran for the client failed");
+            }
+            if let Err(e) = sink.send(&rbuf[span_start..pos]) {
+                break Err(ServerFault::Client(e));
+            }
+            span_start = pos + total;
+        }
+        pos += total;
+        if a.replies.has_output() {
+            if let Err(e) = sink.send(&a.backend.rbuf[span_start..pos]) {
+                break Err(ServerFault::Client(e));
+            }
+            span_start = pos;
+            for bytes in a.replies.take_answered() {
+                if let Err(e) = sink.send(&bytes) {
+                    return Err(ServerFault::Client(e));
+                }
+            }
+            apply_undo(a, stmts);
+        }
+    };
+    let sent = sink.send(&a.backend.rbuf[span_start..pos]);
+    consume(&mut a.backend.rbuf, pos);
+    result?;
+    sent.map_err(ServerFault::Client)
+}
+
+/// A table changed under a shared statement ("cached plan must not change result type"): the
+/// connection's statements must be prepared afresh before the next borrower.
+fn invalidates_statements(error_body: &[u8]) -> bool {
+    let fields = error_fields(error_body);
+    let code = fields
+        .iter()
+        .find(|(k, _)| *k == b'C')
+        .map(|(_, v)| v.as_str());
+    let msg = fields
+        .iter()
+        .find(|(k, _)| *k == b'M')
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    code == Some("0A000") && msg.starts_with("cached plan must not change result type")
+}
+
+/// Why relaying server bytes stopped.
+#[derive(Debug)]
+pub enum ServerFault {
+    /// The server broke the protocol: the connection cannot be trusted.
+    Protocol(String),
+    /// The client's socket failed.
+    Client(std::io::Error),
+}
+
+/// Answers a client's `Parse… Sync` batch (named statements the pool's servers already accepted,
+/// and statement Closes) without a server connection, as a PQprepare outside a transaction sends
+/// it. Returns the bytes consumed from `cin`, or `None` if the batch needs a server.
+pub fn answer_prepare_locally(
+    cin: &[u8],
+    stmts: &mut ClientStatements,
+    pool: &crate::pool::Pool,
+    out: &mut BytesMut,
+) -> Option<usize> {
+    enum Step {
+        Prepare(String, std::sync::Arc<StatementDef>),
+        Close(Vec<u8>),
+    }
+    let mut steps = Vec::new();
+    let mut pos = 0;
+    loop {
+        let (tag, total) = check_client_header(&cin[pos..]).ok()??;
+        if cin.len() - pos < total {
+            return None;
+        }
+        let body = &cin[pos + 5..pos + total];
+        pos += total;
+        match tag {
+            ftag::PARSE => {
+                let (name, rest) = statements::split_parse(body)?;
+                if name.is_empty() || stmts.get(name).is_some() {
+                    return None;
+                }
+                let def = StatementDef::new(rest);
+                if !pool.statement_known(&def.server_name) {
+                    return None;
+                }
+                steps.push(Step::Prepare(
+                    String::from_utf8(name.to_vec()).ok()?,
+                    std::sync::Arc::new(def),
+                ));
+            }
+            ftag::CLOSE => match statements::split_target(body)? {
+                (b'S', name) if !name.is_empty() => steps.push(Step::Close(name.to_vec())),
+                _ => return None,
+            },
+            ftag::SYNC if !steps.is_empty() => break,
+            _ => return None,
         }
     }
-    scan.forward = pos;
-    Ok(scan)
-}
-
-/// Advances `buf` past `n` forwarded bytes.
-pub fn consume(buf: &mut BytesMut, n: usize) {
-    buf.advance(n);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
-
-    #[test]
-    fn client_scan_stops_at_partial_frames_and_terminate() {
-        let mut t = TxTracker::default();
-        let mut b = msg(b'Q', b"select 1\0");
-        b.extend(msg(b'X', b""));
-        assert_eq!(
-            scan_client(&b, &mut t).unwrap(),
-            ClientScan {
-                forward: 14,
-                terminate: true
+    for step in steps {
+        match step {
+            Step::Prepare(name, def) => {
+                stmts.insert(name, def);
+                out.extend_from_slice(&statements::parse_complete());
             }
-        );
-        let mut t = TxTracker::default();
-        assert_eq!(
-            scan_client(&b[..10], &mut t).unwrap(),
-            ClientScan {
-                forward: 0,
-                terminate: false
+            Step::Close(name) => {
+                stmts.remove(&name);
+                out.extend_from_slice(&statements::close_complete());
             }
-        );
+        }
     }
-
-    #[test]
-    fn client_scan_rejects_bad_messages() {
-        let mut t = TxTracker::default();
-        assert!(scan_client(&msg(b'Z', b"I"), &mut t).is_err());
-        assert!(scan_client(&msg(b'S', b"junk"), &mut t).is_err());
-        assert!(scan_client(&[b'Q', 0xff, 0xff, 0xff, 0xff], &mut t).is_err());
-    }
-
-    #[test]
-    fn server_scan_passes_long_rows_through_in_pieces() {
-        let mut t = TxTracker::default();
-        t.on_client(b'Q');
-        let mut b = msg(b'D', &[7u8; 100]);
-        b.extend(msg(b'S', b"TimeZone\0UTC\0"));
-        b.extend(msg(b'Z', b"I"));
-        let mut pass = 0;
-        let s = scan_server(&b[..50], &mut t, &mut pass).unwrap();
-        assert_eq!((s.forward, pass), (50, 55));
-        let rest = &b[50..];
-        let s = scan_server(&rest[..rest.len() - 1], &mut t, &mut pass).unwrap();
-        assert_eq!(s.forward, 55 + 5 + 13);
-        assert_eq!(s.params.len(), 1);
-        assert!(!t.is_free());
-        let s = scan_server(&rest[s.forward..], &mut t, &mut pass).unwrap();
-        assert_eq!(s.forward, 6);
-        assert!(t.is_free());
-    }
-
-    #[test]
-    fn swallows_injected_replies() {
-        let mut t = TxTracker::default();
-        t.on_injected();
-        t.on_client(b'Q');
-        let mut b = msg(b'T', b"xx");
-        b.extend(msg(b'S', b"a\0b\0"));
-        b.extend(msg(b'Z', b"I"));
-        b.extend(msg(b'C', b"SELECT 1\0"));
-        let mut buf = BytesMut::from(&b[..]);
-        let mut seen = vec![];
-        assert!(swallow_injected(&mut buf, &mut t, |p| seen.push(p.to_vec())).unwrap());
-        assert_eq!(seen, vec![b"a\0b\0".to_vec()]);
-        assert_eq!(&buf[..], &msg(b'C', b"SELECT 1\0")[..]);
-    }
-
-    #[test]
-    fn server_garbage_is_an_error() {
-        let mut t = TxTracker::default();
-        let mut pass = 0;
-        assert!(scan_server(&[b'D', 0, 0, 0, 1], &mut t, &mut pass).is_err());
-    }
+    build::ready_for_query(out, TxStatus::Idle);
+    Some(pos)
 }

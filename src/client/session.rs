@@ -11,8 +11,9 @@ use tokio::net::TcpStream;
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
-use super::relay::{self, check_client_header, scan_client, scan_server, swallow_injected};
-use super::tracker::TxTracker;
+use super::relay::{self, Active, ClientSink, ServerFault, check_client_header};
+use super::replies::{Owner, ReplyQueue, Request};
+use super::statements::ClientStatements;
 use super::{ClientCtx, PoolMode, settings};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
@@ -34,16 +35,6 @@ enum State {
     Active(Box<Active>),
     /// The client's current batch failed inside pgmux: drop its messages up to the next Sync.
     Discarding,
-}
-
-#[derive(Debug)]
-struct Active {
-    backend: Pooled,
-    tracker: TxTracker,
-    /// Client bytes the server socket has not accepted yet.
-    to_server: BytesMut,
-    /// Unread remainder of a server message being passed through.
-    passthrough: usize,
 }
 
 /// Why the session ended.
@@ -69,6 +60,8 @@ pub struct Session {
     settings: Vec<(String, String)>,
     key: CancelKey,
     state: State,
+    /// The client's named prepared statements (transaction mode).
+    statements: ClientStatements,
     /// The pool this client borrowed from last (skips the pool lookup while the primary stays put).
     pool: Option<Arc<Pool>>,
     /// Keeps the client counted against max_connections.
@@ -133,6 +126,7 @@ impl Session {
             settings,
             key,
             state: State::Idle,
+            statements: ClientStatements::default(),
             pool: Some(backend.pool().clone()),
             _admitted: admitted,
         };
@@ -172,7 +166,7 @@ impl Session {
             if !matches!(self.state, State::Active(_)) {
                 self.key.slot.set(None);
             }
-            if a.tracker.is_free() && a.to_server.is_empty() && a.passthrough == 0 {
+            if a.is_free() {
                 a.backend.release();
             } else {
                 tracing::debug!(user = %self.user, "discarding a server connection in an unknown state");
@@ -180,18 +174,28 @@ impl Session {
         }
     }
 
-    /// Takes `backend` for the client, first queueing the SQL that gives it the client's settings.
+    /// Takes `backend` for the client, first queueing the SQL that gives it the client's settings
+    /// (and drops statements the connection can no longer vouch for).
     fn activate(&mut self, mut backend: Pooled) {
         let mut to_server = BytesMut::new();
-        let mut tracker = TxTracker::default();
-        if let Some(sql) = settings::sql_to_apply(&backend.applied, &self.settings) {
-            build::query(&mut to_server, &sql);
-            tracker.on_injected();
+        let mut replies = ReplyQueue::default();
+        let mut sql = Vec::new();
+        if backend.statements.needs_reset {
+            sql.push("DEALLOCATE ALL".to_string());
+            backend.statements.clear();
+            backend.statements.needs_reset = false;
+        }
+        if let Some(set) = settings::sql_to_apply(&backend.applied, &self.settings) {
+            sql.push(set);
             backend.applied = self.settings.clone();
+        }
+        if !sql.is_empty() {
+            build::query(&mut to_server, &sql.join("; "));
+            replies.push(Request::Query, Owner::InjectedQuery, None);
         }
         self.transition(State::Active(Box::new(Active {
             backend,
-            tracker,
+            replies,
             to_server,
             passthrough: 0,
         })));
@@ -238,6 +242,23 @@ impl Session {
         }
         match check_client_header(&self.cin).map_err(End::Fatal)? {
             Some((ftag::TERMINATE, _)) => return Err(End::Terminated),
+            Some((ftag::PARSE, _)) if self.ctx.settings.mode == PoolMode::Transaction => {
+                if let Some(pool) = &self.pool
+                    && let Some(n) = relay::answer_prepare_locally(
+                        &self.cin,
+                        &mut self.statements,
+                        pool,
+                        &mut self.cout,
+                    )
+                {
+                    relay::consume(&mut self.cin, n);
+                    return flush_now(&self.client, &mut self.cout).map_err(Self::gone);
+                }
+                if matches!(check_client_header(&self.cin), Ok(Some((_, total))) if self.cin.len() >= total)
+                {
+                    return self.borrow().await;
+                }
+            }
             Some((_, total)) if self.cin.len() >= total => return self.borrow().await,
             _ => {}
         }
@@ -304,29 +325,30 @@ impl Session {
             return Ok(());
         };
         // Client → server: whole frames only, so a half-sent message never reaches a server.
-        if a.to_server.len() < HIGH_WATER {
-            let scan = scan_client(&self.cin, &mut a.tracker).map_err(End::Fatal)?;
-            if scan.forward > 0 {
-                let r = write_now(
-                    &a.backend.stream,
-                    &mut a.to_server,
-                    &self.cin[..scan.forward],
-                );
-                relay::consume(&mut self.cin, scan.forward);
-                if let Err(e) = r {
-                    return self.server_lost(e.to_string());
-                }
+        let mode = self.ctx.settings.mode;
+        while a.to_server.len() < HIGH_WATER {
+            let Some((_, total)) = check_client_header(&self.cin).map_err(End::Fatal)? else {
+                break;
+            };
+            if self.cin.len() < total {
+                break;
             }
-            if scan.terminate {
+            let frame = self.cin.split_to(total).freeze();
+            if !relay::client_frame(a, &mut self.statements, mode, frame).map_err(End::Fatal)? {
                 return Err(End::Terminated);
             }
         }
+        let answered = a.replies.take_answered();
+        for bytes in &answered {
+            write_now(&self.client, &mut self.cout, bytes).map_err(Self::gone)?;
+        }
+        relay::apply_undo(a, &mut self.statements);
         if let Err(e) = flush_now(&a.backend.stream, &mut a.to_server) {
             return self.server_lost(e.to_string());
         }
         flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
 
-        let free = a.tracker.is_free();
+        let free = a.replies.is_free();
         let session_idle = free && self.ctx.settings.mode == PoolMode::Session;
         if session_idle && self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
@@ -367,48 +389,24 @@ impl Session {
         Ok(())
     }
 
-    /// Handles bytes that arrived from the server: swallow pgmux's own replies, pass the client's on,
-    /// and give the connection back once the transaction is over.
+    /// Handles bytes that arrived from the server, and gives the connection back once the
+    /// transaction is over.
     fn on_server_bytes(&mut self) -> Result<(), End> {
         let State::Active(a) = &mut self.state else {
             return Ok(());
         };
-        let Active {
-            backend,
-            tracker,
-            passthrough,
-            ..
-        } = &mut **a;
-        let mut params = Vec::new();
-        let swallowed = swallow_injected(&mut backend.rbuf, tracker, |p| {
-            params.push(bytes::Bytes::copy_from_slice(p))
-        });
-        for p in &params {
-            backend.note_parameter(p);
-        }
-        match swallowed {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
-            Err(e) => return self.server_lost(format!("protocol error: {e}")),
-        }
-        let scan = match scan_server(&backend.rbuf, tracker, passthrough) {
-            Ok(scan) => scan,
-            Err(e) => return self.server_lost(format!("protocol error: {e}")),
+        let mut sink = ToClient {
+            sock: &self.client,
+            residue: &mut self.cout,
         };
-        for p in &scan.params {
-            backend.note_parameter(p);
+        match relay::server_bytes(a, &mut self.statements, &mut sink) {
+            Ok(()) => {}
+            Err(ServerFault::Client(e)) => return Err(Self::gone(e)),
+            Err(ServerFault::Protocol(e)) => {
+                return self.server_lost(format!("protocol error: {e}"));
+            }
         }
-        if scan.forward > 0 {
-            let r = write_now(&self.client, &mut self.cout, &backend.rbuf[..scan.forward]);
-            relay::consume(&mut backend.rbuf, scan.forward);
-            r.map_err(Self::gone)?;
-        }
-        if self.ctx.settings.mode == PoolMode::Transaction
-            && a.tracker.is_free()
-            && a.to_server.is_empty()
-            && a.passthrough == 0
-            && a.backend.rbuf.is_empty()
-        {
+        if self.ctx.settings.mode == PoolMode::Transaction && a.is_free() {
             self.transition(State::Idle);
         }
         Ok(())
@@ -420,18 +418,23 @@ impl Session {
         let State::Active(a) = &self.state else {
             return Ok(());
         };
-        let tracker = a.tracker.clone();
+        let tracker = &a.replies;
+        let (status, pending, batch_open) = (
+            tracker.status(),
+            tracker.pending_ready(),
+            tracker.batch_open(),
+        );
         tracing::warn!(user = %self.user, server = %a.backend.server, reason = %why, "server connection lost");
-        if tracker.status() != TxStatus::Idle {
+        if status != TxStatus::Idle {
             return Err(End::Fatal(ClientError::ServerLostInTransaction(why)));
         }
-        let next = if tracker.pending_ready() > 0 {
+        let next = if pending > 0 {
             ClientError::ServerLost(why).write_to(&mut self.cout);
-            for _ in 0..tracker.pending_ready() {
+            for _ in 0..pending {
                 build::ready_for_query(&mut self.cout, TxStatus::Idle);
             }
             State::Idle
-        } else if tracker.batch_open() {
+        } else if batch_open {
             ClientError::ServerLost(why).write_to(&mut self.cout);
             State::Discarding
         } else {
@@ -470,10 +473,10 @@ impl Session {
 /// session mode) and returns it; anything less certain closes it, which ends its transaction too.
 async fn cleanup(mut a: Active, mode: PoolMode) {
     let quiet = a.to_server.is_empty() && a.passthrough == 0 && a.backend.rbuf.is_empty();
-    if !quiet || !(a.tracker.is_free() || a.tracker.needs_rollback_only()) {
+    if !quiet || !(a.replies.is_free() || a.replies.needs_rollback_only()) {
         return;
     }
-    if a.tracker.needs_rollback_only()
+    if a.replies.needs_rollback_only()
         && !matches!(a.backend.simple_query("ROLLBACK").await, Ok(None))
     {
         return;
@@ -483,6 +486,22 @@ async fn cleanup(mut a: Active, mode: PoolMode) {
             return;
         }
         a.backend.applied.clear();
+        a.backend.statements.clear();
     }
     a.backend.release();
+}
+
+/// The client socket as a destination for server bytes: written now, the rest kept in order.
+struct ToClient<'a> {
+    sock: &'a TcpStream,
+    residue: &'a mut BytesMut,
+}
+
+impl ClientSink for ToClient<'_> {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        write_now(self.sock, self.residue, bytes)
+    }
 }

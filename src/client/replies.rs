@@ -1,0 +1,534 @@
+//! The one place that decides when a server connection is free: a queue of the replies the server
+//! owes, one entry per request forwarded or injected, in order. Each entry says whose reply it is:
+//! the client's (forwarded), pgmux's (dropped), or one the server will never send because pgmux
+//! answered for it (a ParseComplete for a statement the connection already has), emitted in place.
+//!
+//! Release = queue empty, no extended-protocol batch open (no messages since the last Sync), and the
+//! last ReadyForQuery said idle.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::protocol::TxStatus;
+
+/// The request a reply answers, which fixes which server message completes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Parse,
+    Bind,
+    DescribeStatement,
+    DescribePortal,
+    Execute,
+    Close,
+    Sync,
+    /// Simple Query or FunctionCall: everything up to ReadyForQuery.
+    Query,
+    /// Not a request: marks where the client ended a COPY FROM STDIN (CopyDone / CopyFail). A
+    /// server in copy-in mode ignores Syncs, so those sent before this mark owe no ReadyForQuery.
+    CopyEnd,
+}
+
+/// Whose reply it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// The client's request: replies go to the client.
+    Client,
+    /// pgmux's request inside the client's batch (a re-Parse, an eviction Close): replies are
+    /// dropped, except an error, which the client must see since the server now skips its messages.
+    Injected,
+    /// pgmux's own simple query before the client's traffic (settings): all dropped, errors logged.
+    InjectedQuery,
+    /// Never sent to the server: these bytes go to the client when the entry reaches the head.
+    Answered(Bytes),
+}
+
+/// Undo information for state pgmux recorded optimistically when it queued a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// A Parse of this server-side statement did not happen (error, or skipped after an error).
+    /// `prepared_here`: pgmux sent it (else it answered for a statement the server already had).
+    Parse {
+        server_name: std::sync::Arc<str>,
+        client_name: Option<String>,
+        prepared_here: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    request: Request,
+    owner: Owner,
+    undo: Option<Undo>,
+    /// A DescribeStatement's ParameterDescription arrived; its row description is next.
+    half_done: bool,
+}
+
+/// What to do with one server message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop,
+    /// Drop, and tell the operator: pgmux's own query failed.
+    DropError,
+}
+
+/// The server sent something no request explains.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected server message {0:?}")]
+pub struct Unexpected(pub char);
+
+#[derive(Debug)]
+pub struct ReplyQueue {
+    entries: VecDeque<Entry>,
+    /// The server failed a request and skips everything up to the next Sync we have not queued yet.
+    skipping: bool,
+    batch_open: bool,
+    status: TxStatus,
+    /// Undo records released by errors and skips, for the session to apply.
+    undone: Vec<Undo>,
+    /// Answered replies that reached the head, for the session to send.
+    answered: Vec<Bytes>,
+    /// The server is in copy-in mode and the client has not ended the COPY yet.
+    copy_in: bool,
+}
+
+impl Default for ReplyQueue {
+    fn default() -> Self {
+        ReplyQueue {
+            entries: VecDeque::new(),
+            skipping: false,
+            batch_open: false,
+            status: TxStatus::Idle,
+            undone: Vec::new(),
+            answered: Vec::new(),
+            copy_in: false,
+        }
+    }
+}
+
+fn completes(request: Request, tag: u8, half_done: bool) -> bool {
+    match request {
+        Request::Parse => tag == b'1',
+        Request::Bind => tag == b'2',
+        Request::DescribeStatement => half_done && matches!(tag, b'T' | b'n'),
+        Request::DescribePortal => matches!(tag, b'T' | b'n'),
+        Request::Execute => matches!(tag, b'C' | b'I' | b's'),
+        Request::Close => tag == b'3',
+        Request::Sync | Request::Query => tag == b'Z',
+        Request::CopyEnd => false,
+    }
+}
+
+impl ReplyQueue {
+    /// Queues the reply owed for a request about to be sent (or answered by pgmux).
+    pub fn push(&mut self, request: Request, owner: Owner, undo: Option<Undo>) {
+        match request {
+            Request::CopyEnd if self.copy_in => {
+                self.copy_in = false;
+                return;
+            }
+            // Ignored by a server in copy-in mode.
+            Request::Sync if self.copy_in => return,
+            Request::Sync => self.batch_open = false,
+            Request::Query | Request::CopyEnd => {}
+            _ => self.batch_open = true,
+        }
+        if self.skipping {
+            if request == Request::Sync {
+                self.skipping = false;
+            } else {
+                // The server will ignore it: it owes nothing, and whatever it stood for did not happen.
+                self.undone.extend(undo);
+                return;
+            }
+        }
+        self.entries.push_back(Entry {
+            request,
+            owner,
+            undo,
+            half_done: false,
+        });
+        self.answer_head();
+    }
+
+    /// A Flush or other message that owes no reply but belongs to an open batch.
+    pub fn note_batch_message(&mut self) {
+        self.batch_open = true;
+    }
+
+    /// Moves Answered entries at the head to the output (and drops copy marks that got there).
+    fn answer_head(&mut self) {
+        loop {
+            match self.entries.front() {
+                Some(Entry {
+                    owner: Owner::Answered(_),
+                    ..
+                }) => {
+                    if let Some(Entry {
+                        owner: Owner::Answered(bytes),
+                        ..
+                    }) = self.entries.pop_front()
+                    {
+                        self.answered.push(bytes);
+                    }
+                }
+                Some(Entry {
+                    request: Request::CopyEnd,
+                    ..
+                }) => {
+                    self.entries.pop_front();
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// CopyInResponse: Syncs the client sent between the COPY and its end are ignored by the server.
+    fn enter_copy_in(&mut self) {
+        let mut i = 1;
+        while i < self.entries.len() {
+            match self.entries[i].request {
+                Request::CopyEnd => {
+                    self.entries.remove(i);
+                    return;
+                }
+                Request::Sync => {
+                    self.entries.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
+        self.copy_in = true;
+    }
+
+    /// Classifies one server message by its tag; `status` is the ReadyForQuery byte if it is one.
+    pub fn on_server(&mut self, tag: u8, status: Option<TxStatus>) -> Result<Verdict, Unexpected> {
+        let Some(head) = self.entries.front_mut() else {
+            return match tag {
+                b'N' | b'S' | b'A' => Ok(Verdict::Forward),
+                t => Err(Unexpected(t as char)),
+            };
+        };
+        let verdict = match (&head.owner, tag) {
+            (Owner::Client, _) => Verdict::Forward,
+            (Owner::InjectedQuery, b'E') => Verdict::DropError,
+            (Owner::InjectedQuery, _) => Verdict::Drop,
+            (Owner::Injected, b'E' | b'N' | b'A') => Verdict::Forward,
+            (Owner::Injected, _) => Verdict::Drop,
+            (Owner::Answered(_), _) => unreachable!("answered entries never stay at the head"),
+        };
+        if matches!(tag, b'N' | b'S' | b'A') {
+            return Ok(verdict);
+        }
+        if tag == b'G' {
+            self.enter_copy_in();
+            return Ok(verdict);
+        }
+        if tag == b'E' && !matches!(head.request, Request::Sync | Request::Query) {
+            let failed = self.entries.pop_front().expect("head exists");
+            self.undone.extend(failed.undo);
+            self.skip_to_sync();
+        } else if tag == b't' && head.request == Request::DescribeStatement {
+            head.half_done = true;
+        } else if completes(head.request, tag, head.half_done) {
+            let done = self.entries.pop_front().expect("head exists");
+            if done.request == Request::Sync || done.request == Request::Query {
+                self.status = status.ok_or(Unexpected('Z'))?;
+            }
+        }
+        self.answer_head();
+        Ok(verdict)
+    }
+
+    /// After an error in an extended batch, the server owes nothing until the next Sync.
+    fn skip_to_sync(&mut self) {
+        while let Some(e) = self.entries.front() {
+            if e.request == Request::Sync {
+                return;
+            }
+            let skipped = self.entries.pop_front().expect("front exists");
+            self.undone.extend(skipped.undo);
+        }
+        self.skipping = true;
+    }
+
+    /// Whether the next message belongs to pgmux's own query, for whole-frame inspection.
+    pub fn head_is_injected(&self) -> bool {
+        matches!(
+            self.entries.front(),
+            Some(Entry {
+                owner: Owner::Injected | Owner::InjectedQuery,
+                ..
+            })
+        )
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.entries.is_empty()
+            && !self.batch_open
+            && !self.skipping
+            && self.status == TxStatus::Idle
+    }
+
+    /// Nothing owed and no batch open, but a transaction (maybe failed) is open.
+    pub fn needs_rollback_only(&self) -> bool {
+        self.entries.is_empty()
+            && !self.batch_open
+            && !self.skipping
+            && self.status != TxStatus::Idle
+    }
+
+    /// Requests whose ReadyForQuery the client still waits for.
+    pub fn pending_ready(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| {
+                e.owner == Owner::Client && matches!(e.request, Request::Sync | Request::Query)
+            })
+            .count()
+    }
+
+    pub fn batch_open(&self) -> bool {
+        self.batch_open
+    }
+
+    pub fn status(&self) -> TxStatus {
+        self.status
+    }
+
+    pub fn take_undone(&mut self) -> Vec<Undo> {
+        std::mem::take(&mut self.undone)
+    }
+
+    pub fn take_answered(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.answered)
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.answered.is_empty() || !self.undone.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Option<TxStatus> = Some(TxStatus::Idle);
+
+    fn q() -> ReplyQueue {
+        ReplyQueue::default()
+    }
+
+    #[test]
+    fn simple_query_frees_on_idle_ready() {
+        let mut r = q();
+        r.push(Request::Query, Owner::Client, None);
+        assert!(!r.is_free());
+        for t in *b"TDC" {
+            assert_eq!(r.on_server(t, None), Ok(Verdict::Forward));
+        }
+        assert_eq!(
+            r.on_server(b'Z', Some(TxStatus::InTransaction)),
+            Ok(Verdict::Forward)
+        );
+        assert!(!r.is_free());
+        assert!(r.needs_rollback_only());
+        r.push(Request::Query, Owner::Client, None);
+        r.on_server(b'C', None).unwrap();
+        r.on_server(b'Z', IDLE).unwrap();
+        assert!(r.is_free());
+    }
+
+    #[test]
+    fn extended_batch_holds_until_sync_and_every_ready() {
+        let mut r = q();
+        for req in [
+            Request::Parse,
+            Request::Bind,
+            Request::Execute,
+            Request::Sync,
+            Request::Bind,
+            Request::Execute,
+            Request::Sync,
+        ] {
+            r.push(req, Owner::Client, None);
+        }
+        for t in *b"12DCZ" {
+            r.on_server(t, IDLE).unwrap();
+        }
+        assert!(!r.is_free());
+        assert_eq!(r.pending_ready(), 1);
+        for t in *b"2CZ" {
+            r.on_server(t, IDLE).unwrap();
+        }
+        assert!(r.is_free());
+        r.push(Request::Parse, Owner::Client, None);
+        r.note_batch_message();
+        r.on_server(b'1', None).unwrap();
+        assert!(!r.is_free(), "no Sync yet");
+    }
+
+    #[test]
+    fn answered_entries_are_emitted_in_order() {
+        let mut r = q();
+        r.push(
+            Request::Parse,
+            Owner::Answered(Bytes::from_static(b"P1")),
+            None,
+        );
+        assert_eq!(r.take_answered(), vec![Bytes::from_static(b"P1")]);
+        r.push(Request::Bind, Owner::Client, None);
+        r.push(
+            Request::Close,
+            Owner::Answered(Bytes::from_static(b"C3")),
+            None,
+        );
+        r.push(Request::Sync, Owner::Client, None);
+        assert!(
+            r.take_answered().is_empty(),
+            "must wait for the Bind's reply"
+        );
+        r.on_server(b'2', None).unwrap();
+        assert_eq!(r.take_answered(), vec![Bytes::from_static(b"C3")]);
+        r.on_server(b'Z', IDLE).unwrap();
+        assert!(r.is_free());
+    }
+
+    #[test]
+    fn injected_replies_dropped_but_their_errors_reach_the_client() {
+        let mut r = q();
+        let undo = Undo::Parse {
+            server_name: "pgmux_x".into(),
+            client_name: None,
+            prepared_here: true,
+        };
+        r.push(Request::Parse, Owner::Injected, Some(undo.clone()));
+        r.push(Request::Bind, Owner::Client, None);
+        r.push(
+            Request::Close,
+            Owner::Answered(Bytes::from_static(b"C3")),
+            None,
+        );
+        r.push(Request::Sync, Owner::Client, None);
+        assert_eq!(r.on_server(b'E', None), Ok(Verdict::Forward));
+        assert_eq!(r.take_undone(), vec![undo]);
+        assert!(
+            r.take_answered().is_empty(),
+            "answers after an error are never sent"
+        );
+        assert_eq!(r.on_server(b'Z', IDLE), Ok(Verdict::Forward));
+        assert!(r.is_free());
+
+        r.push(Request::Parse, Owner::Injected, None);
+        r.push(Request::Bind, Owner::Client, None);
+        assert_eq!(r.on_server(b'1', None), Ok(Verdict::Drop));
+        assert_eq!(r.on_server(b'2', None), Ok(Verdict::Forward));
+    }
+
+    #[test]
+    fn error_before_sync_is_queued_skips_later_requests() {
+        let mut r = q();
+        r.push(
+            Request::Parse,
+            Owner::Client,
+            Some(Undo::Parse {
+                server_name: "a".into(),
+                client_name: Some("s1".into()),
+                prepared_here: true,
+            }),
+        );
+        r.on_server(b'E', None).unwrap();
+        assert_eq!(r.take_undone().len(), 1);
+        r.push(
+            Request::Bind,
+            Owner::Injected,
+            Some(Undo::Parse {
+                server_name: "b".into(),
+                client_name: None,
+                prepared_here: true,
+            }),
+        );
+        assert_eq!(
+            r.take_undone().len(),
+            1,
+            "a request sent while the server skips never happens"
+        );
+        r.push(Request::Sync, Owner::Client, None);
+        r.on_server(b'Z', IDLE).unwrap();
+        assert!(r.is_free());
+    }
+
+    #[test]
+    fn injected_query_is_swallowed_whole() {
+        let mut r = q();
+        r.push(Request::Query, Owner::InjectedQuery, None);
+        r.push(Request::Query, Owner::Client, None);
+        assert!(r.head_is_injected());
+        assert_eq!(r.on_server(b'T', None), Ok(Verdict::Drop));
+        assert_eq!(r.on_server(b'S', None), Ok(Verdict::Drop));
+        assert_eq!(r.on_server(b'E', None), Ok(Verdict::DropError));
+        assert_eq!(r.on_server(b'Z', IDLE), Ok(Verdict::Drop));
+        assert_eq!(r.on_server(b'C', None), Ok(Verdict::Forward));
+        assert_eq!(r.on_server(b'Z', IDLE), Ok(Verdict::Forward));
+        assert!(r.is_free());
+    }
+
+    #[test]
+    fn syncs_sent_during_copy_in_owe_nothing() {
+        let mut r = q();
+        // tokio-postgres: Bind, Execute, Sync, then CopyData…, CopyDone, Sync.
+        for req in [Request::Bind, Request::Execute, Request::Sync] {
+            r.push(req, Owner::Client, None);
+        }
+        r.on_server(b'2', None).unwrap();
+        r.on_server(b'G', None).unwrap();
+        r.push(Request::CopyEnd, Owner::Client, None);
+        r.push(Request::Sync, Owner::Client, None);
+        r.on_server(b'C', None).unwrap();
+        r.on_server(b'Z', IDLE).unwrap();
+        assert!(r.is_free());
+        // The same when the client's CopyDone was queued before the CopyInResponse arrived.
+        for req in [
+            Request::Bind,
+            Request::Execute,
+            Request::Sync,
+            Request::CopyEnd,
+            Request::Sync,
+        ] {
+            r.push(req, Owner::Client, None);
+        }
+        for t in *b"2GC" {
+            r.on_server(t, None).unwrap();
+        }
+        r.on_server(b'Z', IDLE).unwrap();
+        assert!(r.is_free());
+        // Simple-protocol COPY: the mark is dropped once it reaches the head.
+        r.push(Request::Query, Owner::Client, None);
+        r.push(Request::CopyEnd, Owner::Client, None);
+        r.on_server(b'G', None).unwrap();
+        r.on_server(b'C', None).unwrap();
+        r.on_server(b'Z', IDLE).unwrap();
+        assert!(r.is_free());
+    }
+
+    #[test]
+    fn describe_statement_needs_both_replies() {
+        let mut r = q();
+        r.push(Request::DescribeStatement, Owner::Client, None);
+        r.push(Request::Sync, Owner::Client, None);
+        r.on_server(b't', None).unwrap();
+        r.on_server(b'n', None).unwrap();
+        assert_eq!(r.pending_ready(), 1);
+        r.on_server(b'Z', IDLE).unwrap();
+        assert!(r.is_free());
+    }
+
+    #[test]
+    fn unexplained_messages_are_errors_but_async_ones_pass() {
+        let mut r = q();
+        assert_eq!(r.on_server(b'N', None), Ok(Verdict::Forward));
+        assert_eq!(r.on_server(b'A', None), Ok(Verdict::Forward));
+        assert!(r.on_server(b'D', None).is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! A client's named prepared statements in transaction mode. Each is stored on servers under a
+//! pgmux-owned name derived from its text and parameter types, so clients preparing the same text
+//! share one server-side statement and any server connection can serve any client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use crate::protocol::{build, cstr};
+
+/// One statement as the server knows it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StatementDef {
+    pub server_name: Arc<str>,
+    /// A Parse message that prepares it under `server_name`.
+    pub parse: Bytes,
+}
+
+impl StatementDef {
+    /// `rest` is the Parse body after the statement name: query text, parameter types.
+    pub fn new(rest: &[u8]) -> StatementDef {
+        let digest = Sha256::digest(rest);
+        let server_name: Arc<str> = format!("pgmux_{}", hex::encode(&digest[..16])).into();
+        let mut parse = BytesMut::with_capacity(rest.len() + 64);
+        build::message(&mut parse, b'P', |b| {
+            build::put_cstr(b, server_name.as_bytes());
+            b.put_slice(rest);
+        });
+        StatementDef {
+            server_name,
+            parse: parse.freeze(),
+        }
+    }
+}
+
+/// The statements a client created under its own names.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    by_name: HashMap<String, Arc<StatementDef>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
+        std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.by_name.get(n))
+    }
+
+    pub fn insert(&mut self, name: String, def: Arc<StatementDef>) {
+        self.by_name.insert(name, def);
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
+        std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.by_name.remove(n))
+    }
+
+    /// Forgets `name` if it still stands for `server_name` (undo of a Parse that did not happen).
+    pub fn remove_if(&mut self, name: &str, server_name: &str) {
+        if self
+            .by_name
+            .get(name)
+            .is_some_and(|d| &*d.server_name == server_name)
+        {
+            self.by_name.remove(name);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// A Parse body split: statement name, and the rest (query text and parameter types).
+pub fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    cstr(body)
+}
+
+/// A Bind body split: portal, statement name, and the rest (parameters, formats).
+pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (portal, rest) = cstr(body)?;
+    let (stmt, rest) = cstr(rest)?;
+    Some((portal, stmt, rest))
+}
+
+/// A Describe or Close body: `S` or `P`, and the name.
+pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, tail) = cstr(rest)?;
+    (tail.is_empty() && matches!(kind, b'S' | b'P')).then_some((kind, name))
+}
+
+/// Bind with the statement name replaced.
+pub fn rewrite_bind(out: &mut BytesMut, portal: &[u8], server_name: &str, rest: &[u8]) {
+    build::message(out, b'B', |b| {
+        build::put_cstr(b, portal);
+        build::put_cstr(b, server_name.as_bytes());
+        b.put_slice(rest);
+    });
+}
+
+/// Describe or Close of a statement under its server name.
+pub fn target_message(out: &mut BytesMut, tag: u8, kind: u8, name: &str) {
+    build::message(out, tag, |b| {
+        b.put_u8(kind);
+        build::put_cstr(b, name.as_bytes());
+    });
+}
+
+/// ParseComplete / CloseComplete, for requests pgmux answers itself.
+pub fn parse_complete() -> Bytes {
+    Bytes::from_static(&[b'1', 0, 0, 0, 4])
+}
+
+pub fn close_complete() -> Bytes {
+    Bytes::from_static(&[b'3', 0, 0, 0, 4])
+}
+
+/// Simple-query commands that touch prepared statements, as pgmux must see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementCommand {
+    /// DISCARD ALL, DEALLOCATE [PREPARE] ALL: the client's statements are gone.
+    DropAll,
+    /// DEALLOCATE [PREPARE] name.
+    Deallocate(String),
+}
+
+/// Recognises a single DISCARD ALL / DEALLOCATE statement (a cheap check that runs only on queries
+/// starting with those words).
+pub fn statement_command(sql: &[u8]) -> Option<StatementCommand> {
+    let first = sql.iter().position(|b| !b.is_ascii_whitespace())?;
+    if !matches!(sql[first].to_ascii_lowercase(), b'd') {
+        return None;
+    }
+    let text = std::str::from_utf8(&sql[first..]).ok()?;
+    let text = text.trim_end_matches(|c: char| c == ';' || c.is_ascii_whitespace() || c == '\0');
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    let lw: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match lw.as_slice() {
+        ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
+            Some(StatementCommand::DropAll)
+        }
+        ["deallocate", _] | ["deallocate", "prepare", _] => {
+            let name = words.last()?;
+            let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => name.to_ascii_lowercase(),
+            };
+            Some(StatementCommand::Deallocate(name))
+        }
+        _ => None,
+    }
+}
+
+/// Quotes an identifier for SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_same_server_name() {
+        let a = StatementDef::new(b"select 1\0\0\0");
+        let b = StatementDef::new(b"select 1\0\0\0");
+        let c = StatementDef::new(b"select 2\0\0\0");
+        assert_eq!(a.server_name, b.server_name);
+        assert_ne!(a.server_name, c.server_name);
+        assert!(a.server_name.len() < 63);
+        assert_eq!(a.parse[0], b'P');
+        let (name, rest) = split_parse(&a.parse[5..]).unwrap();
+        assert_eq!(
+            (name, rest),
+            (a.server_name.as_bytes(), &b"select 1\0\0\0"[..])
+        );
+    }
+
+    #[test]
+    fn splits_and_rewrites_bind() {
+        let body = b"portal\0s1\0\0\0\0\0\0\0";
+        let (p, s, rest) = split_bind(body).unwrap();
+        assert_eq!((p, s), (&b"portal"[..], &b"s1"[..]));
+        let mut out = BytesMut::new();
+        rewrite_bind(&mut out, p, "pgmux_x", rest);
+        let (p2, s2, rest2) = split_bind(&out[5..]).unwrap();
+        assert_eq!((p2, s2, rest2), (p, &b"pgmux_x"[..], rest));
+        assert!(split_bind(b"only").is_none());
+    }
+
+    #[test]
+    fn splits_targets() {
+        assert_eq!(split_target(b"Sname\0"), Some((b'S', &b"name"[..])));
+        assert_eq!(split_target(b"P\0"), Some((b'P', &b""[..])));
+        assert_eq!(split_target(b"Xname\0"), None);
+        assert_eq!(split_target(b"Sname"), None);
+    }
+
+    #[test]
+    fn recognises_statement_commands() {
+        use StatementCommand::*;
+        assert_eq!(statement_command(b"DISCARD ALL\0"), Some(DropAll));
+        assert_eq!(
+            statement_command(b"  deallocate   prepare all ;"),
+            Some(DropAll)
+        );
+        assert_eq!(
+            statement_command(b"DEALLOCATE S1"),
+            Some(Deallocate("s1".into()))
+        );
+        assert_eq!(
+            statement_command(b"deallocate \"S1\""),
+            Some(Deallocate("S1".into()))
+        );
+        assert_eq!(statement_command(b"delete from t"), None);
+        assert_eq!(statement_command(b"select 1"), None);
+        assert_eq!(statement_command(b"discard temp"), None);
+    }
+}
