@@ -25,12 +25,7 @@ impl Proxy {
     /// Binds `config.listen` and builds the pools (no server connection is opened yet).
     pub async fn bind(config: &Config, shutdown: &Shutdown) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind(&config.listen).await?;
-        let users = Arc::new(UserDirectory::new(
-            config
-                .users
-                .iter()
-                .map(|u| (u.name.as_str(), u.password.as_str())),
-        ));
+        let users = Arc::new(UserDirectory::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str()))));
         let cluster = Arc::new(Cluster::new(
             config.servers.iter().map(|s| s.to_string()).collect(),
             PoolSettings {
@@ -55,17 +50,8 @@ impl Proxy {
             startup_timeout: config.clients.startup_timeout,
             borrow_timeout: config.pool.borrow_timeout,
         };
-        let ctx = Arc::new(ClientCtx::new(
-            settings,
-            users,
-            cluster,
-            shutdown.drain.clone(),
-        ));
-        Ok(Proxy {
-            ctx,
-            listener,
-            drain_timeout: config.shutdown_timeout,
-        })
+        let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone()));
+        Ok(Proxy { ctx, listener, drain_timeout: config.shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {

@@ -17,9 +17,7 @@ pub struct UserSecret {
 
 impl std::fmt::Debug for UserSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserSecret")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("UserSecret").field("name", &self.name).finish_non_exhaustive()
     }
 }
 

@@ -29,12 +29,7 @@ pub enum BackendError {
     Timeout { server: Arc<str> },
     /// The server answered with an ErrorResponse; `frame` is passed to the client as it is.
     #[error("{server}: {message}")]
-    Server {
-        server: Arc<str>,
-        code: String,
-        message: String,
-        frame: Frame,
-    },
+    Server { server: Arc<str>, code: String, message: String, frame: Frame },
     #[error("{server}: protocol error: {detail}")]
     Protocol { server: Arc<str>, detail: String },
 }
@@ -79,25 +74,16 @@ pub struct BackendConn {
 
 impl BackendConn {
     /// Connects to `server` and logs in; runs `init_query` if set.
-    pub async fn connect(
-        server: Arc<str>,
-        login: &LoginParams,
-    ) -> Result<BackendConn, BackendError> {
+    pub async fn connect(server: Arc<str>, login: &LoginParams) -> Result<BackendConn, BackendError> {
         let s = server.clone();
         tokio::time::timeout(login.connect_timeout, Self::connect_inner(server, login))
             .await
             .map_err(|_| BackendError::Timeout { server: s })?
     }
 
-    async fn connect_inner(
-        server: Arc<str>,
-        login: &LoginParams,
-    ) -> Result<BackendConn, BackendError> {
+    async fn connect_inner(server: Arc<str>, login: &LoginParams) -> Result<BackendConn, BackendError> {
         let s2 = server.clone();
-        let io_err = move |source| BackendError::Io {
-            server: s2.clone(),
-            source,
-        };
+        let io_err = move |source| BackendError::Io { server: s2.clone(), source };
         let stream = TcpStream::connect(&*server).await.map_err(&io_err)?;
         stream.set_nodelay(true).map_err(&io_err)?;
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
@@ -114,10 +100,7 @@ impl BackendConn {
             last_used: Instant::now(),
         };
         let mut out = BytesMut::new();
-        let params = [
-            ("user", login.user.as_str()),
-            ("database", login.database.as_str()),
-        ];
+        let params = [("user", login.user.as_str()), ("database", login.database.as_str())];
         frontend::startup_message(params, &mut out).map_err(&io_err)?;
         conn.write(&out).await?;
         conn.authenticate(login).await?;
@@ -131,35 +114,18 @@ impl BackendConn {
     }
 
     fn protocol(&self, detail: impl Into<String>) -> BackendError {
-        BackendError::Protocol {
-            server: self.server.clone(),
-            detail: detail.into(),
-        }
+        BackendError::Protocol { server: self.server.clone(), detail: detail.into() }
     }
 
     fn server_error(&self, frame: Frame) -> BackendError {
         let fields = error_fields(frame.body());
-        let get = |c: u8| {
-            fields
-                .iter()
-                .find(|(k, _)| *k == c)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        BackendError::Server {
-            server: self.server.clone(),
-            code: get(b'C'),
-            message: get(b'M'),
-            frame,
-        }
+        let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone()).unwrap_or_default();
+        BackendError::Server { server: self.server.clone(), code: get(b'C'), message: get(b'M'), frame }
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         let server = self.server.clone();
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| BackendError::Io { server, source })
+        self.stream.write_all(bytes).await.map_err(|source| BackendError::Io { server, source })
     }
 
     /// Reads one whole message from the server.
@@ -174,10 +140,7 @@ impl BackendConn {
                 .stream
                 .read_buf(&mut self.rbuf)
                 .await
-                .map_err(|source| BackendError::Io {
-                    server: self.server.clone(),
-                    source,
-                })?;
+                .map_err(|source| BackendError::Io { server: self.server.clone(), source })?;
             if n == 0 {
                 return Err(BackendError::Io {
                     server: self.server.clone(),
@@ -196,9 +159,7 @@ impl BackendConn {
                 btag::AUTHENTICATION => {}
                 btag::NEGOTIATE_PROTOCOL_VERSION | btag::NOTICE_RESPONSE => continue,
                 t => {
-                    return Err(
-                        self.protocol(format!("unexpected message {:?} during login", t as char))
-                    );
+                    return Err(self.protocol(format!("unexpected message {:?} during login", t as char)));
                 }
             }
             let body = frame.body();
@@ -213,41 +174,32 @@ impl BackendConn {
                 3 => frontend::password_message(login.password.as_bytes(), &mut out)
                     .map_err(|e| self.protocol(e.to_string()))?,
                 5 => {
-                    let salt: [u8; 4] =
-                        data.try_into().map_err(|_| self.protocol("bad md5 salt"))?;
+                    let salt: [u8; 4] = data.try_into().map_err(|_| self.protocol("bad md5 salt"))?;
                     let hash = postgres_protocol::authentication::md5_hash(
                         login.user.as_bytes(),
                         login.password.as_bytes(),
                         salt,
                     );
-                    frontend::password_message(hash.as_bytes(), &mut out)
-                        .map_err(|e| self.protocol(e.to_string()))?;
+                    frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| self.protocol(e.to_string()))?;
                 }
                 10 => {
                     let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
                     if !offers_scram {
                         return Err(self.protocol("server offers no SASL mechanism pgmux supports"));
                     }
-                    let s =
-                        ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
+                    let s = ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
                     frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
                         .map_err(|e| self.protocol(e.to_string()))?;
                     scram = Some(s);
                 }
                 11 => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| self.protocol("SASL continue before start"))?;
+                    let s = scram.as_mut().ok_or_else(|| self.protocol("SASL continue before start"))?;
                     s.update(data).map_err(|e| self.protocol(e.to_string()))?;
-                    frontend::sasl_response(s.message(), &mut out)
-                        .map_err(|e| self.protocol(e.to_string()))?;
+                    frontend::sasl_response(s.message(), &mut out).map_err(|e| self.protocol(e.to_string()))?;
                 }
                 12 => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| self.protocol("SASL final before start"))?;
-                    s.finish(data)
-                        .map_err(|e| self.protocol(format!("server signature invalid: {e}")))?;
+                    let s = scram.as_mut().ok_or_else(|| self.protocol("SASL final before start"))?;
+                    s.finish(data).map_err(|e| self.protocol(format!("server signature invalid: {e}")))?;
                     continue;
                 }
                 other => {
@@ -276,9 +228,7 @@ impl BackendConn {
                 btag::ERROR_RESPONSE => return Err(self.server_error(frame)),
                 btag::NOTICE_RESPONSE => {}
                 t => {
-                    return Err(
-                        self.protocol(format!("unexpected message {:?} during startup", t as char))
-                    );
+                    return Err(self.protocol(format!("unexpected message {:?} during startup", t as char)));
                 }
             }
         }
@@ -289,10 +239,7 @@ impl BackendConn {
         if let Some((name, rest)) = crate::protocol::cstr(body)
             && let Some((value, _)) = crate::protocol::cstr(rest)
         {
-            self.params.insert(
-                String::from_utf8_lossy(name).into_owned(),
-                String::from_utf8_lossy(value).into_owned(),
-            );
+            self.params.insert(String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
         }
     }
 
@@ -309,9 +256,7 @@ impl BackendConn {
                 btag::PARAMETER_STATUS => self.note_parameter(frame.body()),
                 btag::ERROR_RESPONSE if error.is_none() => error = Some(frame),
                 btag::READY_FOR_QUERY => {
-                    if frame.body().first().copied().and_then(TxStatus::from_byte)
-                        != Some(TxStatus::Idle)
-                    {
+                    if frame.body().first().copied().and_then(TxStatus::from_byte) != Some(TxStatus::Idle) {
                         return Err(self.protocol("server left a transaction open"));
                     }
                     return Ok(error);

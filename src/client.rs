@@ -2,7 +2,9 @@
 //! its transactions over borrowed server connections.
 
 pub mod cancel;
+pub mod classify;
 pub mod handshake;
+pub mod pins;
 pub mod relay;
 pub mod replies;
 pub mod session;
@@ -56,6 +58,7 @@ pub struct ClientCtx {
     pub users: Arc<UserDirectory>,
     pub cluster: Arc<Cluster>,
     pub cancels: Arc<CancelRegistry>,
+    pub pin_stats: pins::PinStats,
     /// Set on SIGTERM: finish the current transaction, then leave.
     pub draining: CancellationToken,
     connected: AtomicUsize,
@@ -73,6 +76,7 @@ impl ClientCtx {
             users,
             cluster,
             cancels: Arc::new(CancelRegistry::default()),
+            pin_stats: pins::PinStats::default(),
             draining,
             connected: AtomicUsize::new(0),
         }

@@ -53,10 +53,7 @@ impl Cluster {
     }
 
     pub fn primary(&self) -> Option<Arc<str>> {
-        self.primary
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.primary.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set_primary(&self, server: Option<Arc<str>>) {
@@ -68,10 +65,7 @@ impl Cluster {
     }
 
     fn login(&self, database: &str, user: &str) -> Result<LoginParams, ClusterError> {
-        let secret = self
-            .users
-            .get(user)
-            .ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
+        let secret = self.users.get(user).ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
         Ok(LoginParams {
             user: user.to_string(),
             password: secret.password.clone(),
@@ -81,22 +75,11 @@ impl Cluster {
         })
     }
 
-    pub fn pool(
-        &self,
-        server: Arc<str>,
-        database: &str,
-        user: &str,
-    ) -> Result<Arc<Pool>, ClusterError> {
+    pub fn pool(&self, server: Arc<str>, database: &str, user: &str) -> Result<Arc<Pool>, ClusterError> {
         let login = self.login(database, user)?;
-        let key = PoolKey {
-            server,
-            database: database.to_string(),
-            user: user.to_string(),
-        };
+        let key = PoolKey { server, database: database.to_string(), user: user.to_string() };
         let size = self.settings.size;
-        Ok(self
-            .pools
-            .get_or_create(key, |k| Pool::new(k.clone(), login, size)))
+        Ok(self.pools.get_or_create(key, |k| Pool::new(k.clone(), login, size)))
     }
 
     /// Borrows a connection to the primary for (database, user). `hint` is the pool the caller used
@@ -110,9 +93,7 @@ impl Cluster {
     ) -> Result<Pooled, ClusterError> {
         let primary = self.primary();
         let pool = match (hint, &primary) {
-            (Some(h), Some(p)) if Arc::ptr_eq(&h.key.server, p) || *h.key.server == **p => {
-                h.clone()
-            }
+            (Some(h), Some(p)) if Arc::ptr_eq(&h.key.server, p) || *h.key.server == **p => h.clone(),
             (_, Some(p)) => self.pool(p.clone(), database, user)?,
             (_, None) => {
                 let server = self.discover(database, user).await?;
@@ -185,8 +166,6 @@ async fn is_standby(conn: &mut BackendConn) -> Result<bool, BackendError> {
     }
     // Servers before 14 do not report in_hot_standby: ask, and let a standby answer with an error
     // (division by zero) so no result rows need decoding.
-    let err = conn
-        .simple_query("SELECT 1 / (NOT pg_catalog.pg_is_in_recovery())::int")
-        .await?;
+    let err = conn.simple_query("SELECT 1 / (NOT pg_catalog.pg_is_in_recovery())::int").await?;
     Ok(err.is_some())
 }

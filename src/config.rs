@@ -124,10 +124,7 @@ pub struct UserConfig {
 // Hand-written so that logging a Config never prints a password.
 impl fmt::Debug for UserConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserConfig")
-            .field("name", &self.name)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("UserConfig").field("name", &self.name).field("password", &"<redacted>").finish()
     }
 }
 
@@ -175,14 +172,8 @@ fn join_lines(problems: &[Problem]) -> String {
 
 impl ConfigErrors {
     fn single(path: &str, line: Option<usize>, message: String) -> Self {
-        let problem = Problem {
-            path: path.to_owned(),
-            line,
-            message,
-        };
-        ConfigErrors {
-            problems: vec![problem],
-        }
+        let problem = Problem { path: path.to_owned(), line, message };
+        ConfigErrors { problems: vec![problem] }
     }
 }
 
@@ -193,13 +184,8 @@ impl Config {
     }
 
     /// Parses and validates `text`, looking up `${VAR}` and `password_env` through `env`.
-    pub fn from_yaml_with_env(
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigErrors> {
-        let mut tree = raw::parse(text).map_err(|problem| ConfigErrors {
-            problems: vec![problem],
-        })?;
+    pub fn from_yaml_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut tree = raw::parse(text).map_err(|problem| ConfigErrors { problems: vec![problem] })?;
         let mut problems = expand::expand_tree(&mut tree, env);
         let (config, more) = build::build(&tree, text, env);
         problems.extend(more);

@@ -46,11 +46,7 @@ pub fn run(port: u16) -> ExitCode {
             }
         };
         println!();
-        println!(
-            "PostgreSQL primary  {}  (replica {})",
-            cluster.addr(0),
-            cluster.addr(1)
-        );
+        println!("PostgreSQL primary  {}  (replica {})", cluster.addr(0), cluster.addr(1));
         println!("pgmux is listening. Connect with:");
         println!("  psql 'postgres://app:app@127.0.0.1:{port}/app'");
         println!("  DSN: host=127.0.0.1 port={port} user=app password=app dbname=app");
@@ -61,10 +57,7 @@ pub fn run(port: u16) -> ExitCode {
         ExitCode::SUCCESS
     });
     drop(rt);
-    eprintln!(
-        "stopping PostgreSQL and removing {} ...",
-        cluster.dir().display()
-    );
+    eprintln!("stopping PostgreSQL and removing {} ...", cluster.dir().display());
     drop(cluster);
     code
 }

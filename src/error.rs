@@ -38,12 +38,7 @@ pub enum ClientError {
 impl ClientError {
     /// Whether the client's connection ends with this error (FATAL) or carries on (ERROR).
     pub fn is_fatal(&self) -> bool {
-        !matches!(
-            self,
-            ClientError::BorrowTimeout(_)
-                | ClientError::ServerUnavailable(_)
-                | ClientError::ServerLost(_)
-        )
+        !matches!(self, ClientError::BorrowTimeout(_) | ClientError::ServerUnavailable(_) | ClientError::ServerLost(_))
     }
 
     pub fn sqlstate(&self) -> &'static str {
@@ -60,11 +55,7 @@ impl ClientError {
     }
 
     pub fn severity(&self) -> Severity {
-        if self.is_fatal() {
-            Severity::Fatal
-        } else {
-            Severity::Error
-        }
+        if self.is_fatal() { Severity::Fatal } else { Severity::Error }
     }
 
     /// Appends the ErrorResponse for this error to `buf`.
@@ -81,44 +72,16 @@ mod tests {
     fn sqlstate_table() {
         let cases: Vec<(ClientError, &str, Severity)> = vec![
             (ClientError::Protocol("x".into()), "08P01", Severity::Fatal),
-            (
-                ClientError::AuthFailed("u".into()),
-                "28P01",
-                Severity::Fatal,
-            ),
+            (ClientError::AuthFailed("u".into()), "28P01", Severity::Fatal),
             (ClientError::TooManyClients, "53300", Severity::Fatal),
-            (
-                ClientError::BorrowTimeout(Duration::from_secs(1)),
-                "53300",
-                Severity::Error,
-            ),
-            (
-                ClientError::ServerUnavailable("x".into()),
-                "08001",
-                Severity::Error,
-            ),
-            (
-                ClientError::ServerLost("x".into()),
-                "08006",
-                Severity::Error,
-            ),
-            (
-                ClientError::StartupFailed("x".into()),
-                "08001",
-                Severity::Fatal,
-            ),
-            (
-                ClientError::ServerLostInTransaction("x".into()),
-                "08006",
-                Severity::Fatal,
-            ),
+            (ClientError::BorrowTimeout(Duration::from_secs(1)), "53300", Severity::Error),
+            (ClientError::ServerUnavailable("x".into()), "08001", Severity::Error),
+            (ClientError::ServerLost("x".into()), "08006", Severity::Error),
+            (ClientError::StartupFailed("x".into()), "08001", Severity::Fatal),
+            (ClientError::ServerLostInTransaction("x".into()), "08006", Severity::Fatal),
             (ClientError::Shutdown, "57P01", Severity::Fatal),
             (ClientError::IdleTimeout, "57P05", Severity::Fatal),
-            (
-                ClientError::FeatureNotSupported("x".into()),
-                "0A000",
-                Severity::Fatal,
-            ),
+            (ClientError::FeatureNotSupported("x".into()), "0A000", Severity::Fatal),
         ];
         for (err, code, sev) in cases {
             assert_eq!((err.sqlstate(), err.severity()), (code, sev), "{err}");

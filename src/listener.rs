@@ -22,12 +22,7 @@ pub struct Shutdown {
 
 /// Accepts clients on `listener` until shutdown; returns when every client is gone, or when the
 /// drain deadline passes, or at once on abort.
-pub async fn run(
-    ctx: Arc<ClientCtx>,
-    listener: TcpListener,
-    shutdown: Shutdown,
-    drain_timeout: Duration,
-) {
+pub async fn run(ctx: Arc<ClientCtx>, listener: TcpListener, shutdown: Shutdown, drain_timeout: Duration) {
     let tracker = TaskTracker::new();
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "accepting clients");
@@ -64,10 +59,7 @@ pub async fn run(
 pub fn watch_signals(shutdown: Shutdown) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot install signal handlers");
             return;
         };

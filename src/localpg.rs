@@ -116,19 +116,11 @@ impl LocalCluster {
             _ => None,
         };
         let base = temp_base(run_as.is_some());
-        let root = tempfile::Builder::new()
-            .prefix("pgmux-pg-")
-            .tempdir_in(&base);
+        let root = tempfile::Builder::new().prefix("pgmux-pg-").tempdir_in(&base);
         let root = root.map_err(io_err(format!("create a temp dir in {}", base.display())))?;
         let (dir, root, ports) = (root.path().to_path_buf(), Some(root), Vec::new());
         // From here on, Drop stops whatever was started if a later step fails.
-        let mut cluster = LocalCluster {
-            bin,
-            dir,
-            root,
-            run_as,
-            ports,
-        };
+        let mut cluster = LocalCluster { bin, dir, root, run_as, ports };
         cluster.own(&cluster.dir)?;
         cluster.init_primary(&opts)?;
         cluster.create_roles(&opts)?;
@@ -246,9 +238,8 @@ impl LocalCluster {
     /// servers (SIGQUIT, an immediate shutdown) and removes the directory once this process is gone.
     pub fn stop_when_process_exits(&self) {
         let pid = std::process::id();
-        let pidfiles: Vec<String> = (0..self.ports.len())
-            .map(|n| format!("'{}'", self.data_dir(n).join("postmaster.pid").display()))
-            .collect();
+        let pidfiles: Vec<String> =
+            (0..self.ports.len()).map(|n| format!("'{}'", self.data_dir(n).join("postmaster.pid").display())).collect();
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 0.2; done; \
              for f in {files}; do [ -f \"$f\" ] && p=$(head -1 \"$f\") && kill -QUIT \"$p\" 2>/dev/null && \
@@ -444,9 +435,7 @@ fn find_bin(env: Option<OsString>, lib: &Path) -> Result<PathBuf, LocalPgError> 
     let usable = |bin: &Path| bin.join("pg_ctl").is_file() && bin.join("initdb").is_file();
     if let Some(dir) = env.filter(|d| !d.is_empty()).map(PathBuf::from) {
         let searched = format!("PGMUX_PG_BIN={} has no pg_ctl or initdb", dir.display());
-        return usable(&dir)
-            .then_some(dir)
-            .ok_or(LocalPgError::NotInstalled(searched));
+        return usable(&dir).then_some(dir).ok_or(LocalPgError::NotInstalled(searched));
     }
     let mut best: Option<(Vec<u32>, PathBuf)> = None;
     for entry in fs::read_dir(lib).into_iter().flatten().flatten() {
@@ -458,8 +447,7 @@ fn find_bin(env: Option<OsString>, lib: &Path) -> Result<PathBuf, LocalPgError> 
         }
     }
     let searched = format!("{}/*/bin; PGMUX_PG_BIN unset", lib.display());
-    best.map(|(_, bin)| bin)
-        .ok_or(LocalPgError::NotInstalled(searched))
+    best.map(|(_, bin)| bin).ok_or(LocalPgError::NotInstalled(searched))
 }
 
 fn effective_uid() -> u32 {
@@ -511,11 +499,7 @@ mod tests {
     const CATCH_UP: Duration = Duration::from_secs(30);
 
     fn single(auth: HostAuth) -> LocalCluster {
-        let opts = ClusterOptions {
-            replicas: 0,
-            auth,
-            ..ClusterOptions::default()
-        };
+        let opts = ClusterOptions { replicas: 0, auth, ..ClusterOptions::default() };
         LocalCluster::start(opts).unwrap()
     }
 
@@ -524,9 +508,7 @@ mod tests {
         let procs = fs::read_dir("/proc").unwrap().flatten();
         let cmdlines = procs.filter_map(|p| fs::read(p.path().join("cmdline")).ok());
         let cmdlines = cmdlines.map(|c| String::from_utf8_lossy(&c).replace('\0', " "));
-        cmdlines
-            .filter(|c| c.contains(&*dir.to_string_lossy()))
-            .collect()
+        cmdlines.filter(|c| c.contains(&*dir.to_string_lossy())).collect()
     }
 
     #[test]
@@ -565,8 +547,7 @@ mod tests {
     fn app_logs_in_over_tcp(auth: HostAuth, stored_prefix: &str) {
         let c = single(auth);
         let port = c.port(0);
-        let conn =
-            |pw: &str| format!("host=127.0.0.1 port={port} user=app password={pw} dbname=app");
+        let conn = |pw: &str| format!("host=127.0.0.1 port={port} user=app password={pw} dbname=app");
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let tls = tokio_postgres::NoTls;
@@ -611,12 +592,7 @@ mod tests {
     fn finds_the_newest_installed_version() {
         let lib = tempfile::tempdir().unwrap();
         let lib = lib.path();
-        for tool in [
-            "9.6/bin/pg_ctl",
-            "9.6/bin/initdb",
-            "15/bin/pg_ctl",
-            "15/bin/initdb",
-        ] {
+        for tool in ["9.6/bin/pg_ctl", "9.6/bin/initdb", "15/bin/pg_ctl", "15/bin/initdb"] {
             fs::create_dir_all(lib.join(tool).parent().unwrap()).unwrap();
             fs::write(lib.join(tool), "").unwrap();
         }

@@ -13,12 +13,7 @@ use pgmux::listener::Shutdown;
 #[command(version, about = "A PostgreSQL connection-pooling proxy")]
 struct Cli {
     /// Configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "PGMUX_CONFIG",
-        default_value = "proxy.yaml"
-    )]
+    #[arg(long, global = true, env = "PGMUX_CONFIG", default_value = "proxy.yaml")]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,9 +34,7 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGMUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -95,21 +95,13 @@ impl Pool {
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         while let Some(mut conn) = self.pop_idle() {
             if conn.looks_idle() {
-                return Ok(Pooled {
-                    conn: Some(conn),
-                    pool: self.clone(),
-                    _permit: permit,
-                });
+                return Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit });
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
         let conn = BackendConn::connect(self.key.server.clone(), &self.login).await?;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(Pooled {
-            conn: Some(conn),
-            pool: self.clone(),
-            _permit: permit,
-        })
+        Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit })
     }
 
     fn pop_idle(&self) -> Option<BackendConn> {
@@ -128,10 +120,7 @@ impl Pool {
     }
 
     pub fn statement_known(&self, server_name: &str) -> bool {
-        self.known_statements
-            .lock()
-            .map(|k| k.contains(server_name))
-            .unwrap_or(false)
+        self.known_statements.lock().map(|k| k.contains(server_name)).unwrap_or(false)
     }
 
     pub fn set_statement_known(&self, server_name: &Arc<str>, known: bool) {
@@ -192,17 +181,13 @@ impl Drop for Pooled {
 impl Deref for Pooled {
     type Target = BackendConn;
     fn deref(&self) -> &BackendConn {
-        self.conn
-            .as_ref()
-            .expect("a Pooled always holds its connection until consumed")
+        self.conn.as_ref().expect("a Pooled always holds its connection until consumed")
     }
 }
 
 impl DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut BackendConn {
-        self.conn
-            .as_mut()
-            .expect("a Pooled always holds its connection until consumed")
+        self.conn.as_mut().expect("a Pooled always holds its connection until consumed")
     }
 }
 
@@ -213,11 +198,7 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn get_or_create(
-        &self,
-        key: PoolKey,
-        make: impl FnOnce(&PoolKey) -> Arc<Pool>,
-    ) -> Arc<Pool> {
+    pub fn get_or_create(&self, key: PoolKey, make: impl FnOnce(&PoolKey) -> Arc<Pool>) -> Arc<Pool> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(&key) {
             return p.clone();

@@ -10,10 +10,13 @@ use common::*;
 
 /// Server-side connections of `user` (client backends) on the primary.
 async fn backends_of(user: &str) -> i64 {
-    admin_sql(0, &format!("select count(*) from pg_stat_activity where usename = '{user}' and backend_type = 'client backend'"))
-        .await
-        .parse()
-        .unwrap()
+    admin_sql(
+        0,
+        &format!("select count(*) from pg_stat_activity where usename = '{user}' and backend_type = 'client backend'"),
+    )
+    .await
+    .parse()
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,13 +24,8 @@ async fn five_hundred_clients_share_ten_server_connections() {
     let c0 = cluster();
     let p = start_proxy_yaml(&yaml(&[c0.addr(0), c0.addr(1)], "  size: 10", "")).await;
     let t = unique("many");
-    admin_sql(
-        0,
-        &format!(
-            "create table {t}(client int, i int, primary key (client, i)); grant all on {t} to u1"
-        ),
-    )
-    .await;
+    admin_sql(0, &format!("create table {t}(client int, i int, primary key (client, i)); grant all on {t} to u1"))
+        .await;
 
     let max_seen = Arc::new(AtomicI64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -49,34 +47,17 @@ async fn five_hundred_clients_share_ten_server_connections() {
             let mut c = connect(&dsn).await.expect("connect");
             for i in 0..20 {
                 let tx = c.transaction().await.unwrap();
-                tx.execute(
-                    &format!("insert into {t} values ($1, $2)"),
-                    &[&client_id, &i],
-                )
-                .await
-                .unwrap();
+                tx.execute(&format!("insert into {t} values ($1, $2)"), &[&client_id, &i]).await.unwrap();
                 let n: i64 = tx
-                    .query_one(
-                        &format!("select count(*) from {t} where client = $1 and i = $2"),
-                        &[&client_id, &i],
-                    )
+                    .query_one(&format!("select count(*) from {t} where client = $1 and i = $2"), &[&client_id, &i])
                     .await
                     .unwrap()
                     .get(0);
                 assert_eq!(n, 1);
                 let tag = format!("{client_id}-{i}");
-                tx.query_one("select set_config('pgmux.tag', $1, true)", &[&tag])
-                    .await
-                    .unwrap();
-                let seen: String = tx
-                    .query_one("select current_setting('pgmux.tag')", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-                assert_eq!(
-                    seen, tag,
-                    "another client's transaction-local setting leaked in"
-                );
+                tx.query_one("select set_config('pgmux.tag', $1, true)", &[&tag]).await.unwrap();
+                let seen: String = tx.query_one("select current_setting('pgmux.tag')", &[]).await.unwrap().get(0);
+                assert_eq!(seen, tag, "another client's transaction-local setting leaked in");
                 tx.commit().await.unwrap();
             }
         }));
@@ -86,16 +67,10 @@ async fn five_hundred_clients_share_ten_server_connections() {
     }
     stop.cancel();
     watcher.await.unwrap();
-    let rows: i64 = admin_sql(0, &format!("select count(*) from {t}"))
-        .await
-        .parse()
-        .unwrap();
+    let rows: i64 = admin_sql(0, &format!("select count(*) from {t}")).await.parse().unwrap();
     assert_eq!(rows, 500 * 20);
     let max = max_seen.load(Ordering::Relaxed);
-    assert!(
-        max <= 10,
-        "server saw {max} connections for u1 with pool.size 10"
-    );
+    assert!(max <= 10, "server saw {max} connections for u1 with pool.size 10");
     assert!(max >= 1);
 }
 
@@ -111,20 +86,12 @@ async fn borrow_timeout_is_error_53300_and_client_stays_connected() {
     let e = b.query_one("select $1::int", &[&5]).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("53300"));
     a.batch_execute("commit").await.unwrap();
-    assert_eq!(
-        b.query_one("select $1::int", &[&5])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        5
-    );
+    assert_eq!(b.query_one("select $1::int", &[&5]).await.unwrap().get::<_, i32>(0), 5);
 }
 
 /// Connects and returns the client plus the task driving its socket (abort = vanish without Terminate).
 async fn connect_killable(dsn: &str) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
-    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await.unwrap();
     let h = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -136,25 +103,20 @@ async fn client_killed_mid_transaction_commits_nothing_and_next_client_is_clean(
     let p = start_proxy("  size: 1", "").await;
     let t = unique("killed");
     let setup = connect_app(&p).await;
-    setup
-        .batch_execute(&format!("create table {t}(x int)"))
-        .await
-        .unwrap();
-    let pid_before: i32 = setup
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    setup.batch_execute(&format!("create table {t}(x int)")).await.unwrap();
+    let pid_before: i32 = setup.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
     drop(setup);
 
     // Idle inside a transaction when it vanishes: pgmux rolls back and reuses the connection.
     let (a, conn) = connect_killable(&p.dsn("app", "app", "app")).await;
-    a.batch_execute(&format!("begin; insert into {t} values (1)"))
-        .await
-        .unwrap();
+    a.batch_execute(&format!("begin; insert into {t} values (1)")).await.unwrap();
     conn.abort();
     let b = connect_app(&p).await;
-    let row = simple_value(&b, &format!("select count(*) || ',' || pg_backend_pid() || ',' || (now() = statement_timestamp()) from {t}")).await;
+    let row = simple_value(
+        &b,
+        &format!("select count(*) || ',' || pg_backend_pid() || ',' || (now() = statement_timestamp()) from {t}"),
+    )
+    .await;
     assert_eq!(
         row,
         format!("0,{pid_before},true"),
@@ -163,9 +125,7 @@ async fn client_killed_mid_transaction_commits_nothing_and_next_client_is_clean(
 
     // Vanishes while a statement runs inside the transaction: the connection is discarded.
     let (a, conn) = connect_killable(&p.dsn("app", "app", "app")).await;
-    a.batch_execute(&format!("begin; insert into {t} values (2)"))
-        .await
-        .unwrap();
+    a.batch_execute(&format!("begin; insert into {t} values (2)")).await.unwrap();
     let slow = tokio::spawn(async move { a.batch_execute("select pg_sleep(0.5)").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     conn.abort();
@@ -176,10 +136,7 @@ async fn client_killed_mid_transaction_commits_nothing_and_next_client_is_clean(
         })
         .await
     );
-    assert_eq!(
-        simple_value(&b, "select now() = statement_timestamp()").await,
-        "t"
-    );
+    assert_eq!(simple_value(&b, "select now() = statement_timestamp()").await, "t");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,17 +146,11 @@ async fn server_connections_killed_in_the_pool_are_not_reused() {
     c.simple_query("select 1").await.unwrap();
     admin_sql(0, "select pg_terminate_backend(pid) from pg_stat_activity where usename = 'u2' and backend_type = 'client backend'").await;
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            backends_of("u2").await == 0
-        })
-        .await,
+        eventually(Duration::from_secs(5), || async { backends_of("u2").await == 0 }).await,
         "terminated backends should be gone"
     );
     for _ in 0..5 {
-        assert_eq!(
-            c.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0),
-            7
-        );
+        assert_eq!(c.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0), 7);
     }
 }
 
@@ -215,21 +166,20 @@ async fn cancel_request_reaches_the_clients_query_only() {
         (r, c)
     });
     // Cancelling an idle client does nothing to anybody.
-    other_token
-        .cancel_query(tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    other_token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     assert!(
         eventually(Duration::from_secs(5), || async {
-            admin_sql(0, "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'").await == "1"
+            admin_sql(
+                0,
+                "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
+            )
+            .await
+                == "1"
         })
         .await
     );
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let (r, c) = tokio::time::timeout(Duration::from_secs(10), slow)
-        .await
-        .expect("cancel took effect")
-        .unwrap();
+    let (r, c) = tokio::time::timeout(Duration::from_secs(10), slow).await.expect("cancel took effect").unwrap();
     assert_eq!(sqlstate(&r.unwrap_err()).as_deref(), Some("57014"));
     c.simple_query("select 1").await.unwrap();
     other.simple_query("select 1").await.unwrap();
@@ -239,25 +189,25 @@ async fn cancel_request_reaches_the_clients_query_only() {
 async fn session_mode_keeps_one_server_connection_and_resets_it() {
     let p = start_proxy("  size: 1\n  mode: session", "").await;
     let c = connect_app(&p).await;
-    let pid: i32 = c
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    c.batch_execute("create temp table mine(x int); set statement_timeout = '12s'")
-        .await
-        .unwrap();
+    let pid: i32 = c.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+    c.batch_execute("create temp table mine(x int); set statement_timeout = '12s'").await.unwrap();
     for _ in 0..3 {
-        let row = c.query_one("select pg_backend_pid(), current_setting('statement_timeout'), (select count(*) from mine)", &[]).await.unwrap();
-        assert_eq!(
-            (row.get::<_, i32>(0), row.get::<_, String>(1)),
-            (pid, "12s".to_string())
-        );
+        let row = c
+            .query_one(
+                "select pg_backend_pid(), current_setting('statement_timeout'), (select count(*) from mine)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, String>(1)), (pid, "12s".to_string()));
     }
     drop(c);
     let d = connect_app(&p).await;
     let row = d
-        .query_one("select pg_backend_pid(), current_setting('statement_timeout'), to_regclass('pg_temp.mine') is null", &[])
+        .query_one(
+            "select pg_backend_pid(), current_setting('statement_timeout'), to_regclass('pg_temp.mine') is null",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), pid, "connection reused");
@@ -273,12 +223,7 @@ async fn over_max_connections_is_fatal_53300() {
     let e = connect(&p.dsn("app", "app", "app")).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("53300"));
     drop(_a);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            connect(&p.dsn("app", "app", "app")).await.is_ok()
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || async { connect(&p.dsn("app", "app", "app")).await.is_ok() }).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,28 +240,16 @@ async fn drain_lets_the_open_transaction_finish_then_closes() {
     let t = unique("drain");
     let a = connect_app(&p).await;
     let idle = connect_app(&p).await;
-    a.batch_execute(&format!(
-        "create table {t}(x int); begin; insert into {t} values (1)"
-    ))
-    .await
-    .unwrap();
+    a.batch_execute(&format!("create table {t}(x int); begin; insert into {t} values (1)")).await.unwrap();
     p.shutdown.drain.cancel();
     // The idle client is told and closed; no new client gets in.
     assert!(eventually(Duration::from_secs(5), || async { idle.is_closed() }).await);
     assert!(connect(&p.dsn("app", "app", "app")).await.is_err());
     // The transaction in flight finishes.
-    a.batch_execute(&format!("insert into {t} values (2); commit"))
-        .await
-        .unwrap();
+    a.batch_execute(&format!("insert into {t} values (2); commit")).await.unwrap();
     assert!(eventually(Duration::from_secs(5), || async { a.is_closed() }).await);
-    tokio::time::timeout(Duration::from_secs(5), p.handle)
-        .await
-        .expect("proxy stopped")
-        .unwrap();
-    assert_eq!(
-        admin_sql(0, &format!("select count(*) from {t}")).await,
-        "2"
-    );
+    tokio::time::timeout(Duration::from_secs(5), p.handle).await.expect("proxy stopped").unwrap();
+    assert_eq!(admin_sql(0, &format!("select count(*) from {t}")).await, "2");
 }
 
 fn pgbench(args: &[&str], port: u16) -> std::process::Output {
@@ -332,48 +265,18 @@ fn pgbench(args: &[&str], port: u16) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_simple_and_extended_complete_without_errors() {
     let p = start_proxy("  size: 5", "").await;
-    let init =
-        tokio::task::spawn_blocking(move || pgbench(&["-i", "-s", "1", "-q"], cluster().port(0)))
-            .await
-            .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let init = tokio::task::spawn_blocking(move || pgbench(&["-i", "-s", "1", "-q"], cluster().port(0))).await.unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     for mode in ["simple", "extended"] {
         let port = p.port();
         let out = tokio::task::spawn_blocking(move || {
-            pgbench(
-                &[
-                    "-c",
-                    "20",
-                    "-j",
-                    "2",
-                    "-t",
-                    "100",
-                    "-M",
-                    mode,
-                    "--no-vacuum",
-                ],
-                port,
-            )
+            pgbench(&["-c", "20", "-j", "2", "-t", "100", "-M", mode, "--no-vacuum"], port)
         })
         .await
         .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{mode}: {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            text.contains("number of failed transactions: 0 (0.000%)"),
-            "{mode}: {text}"
-        );
-        assert!(
-            text.contains("number of transactions actually processed: 2000/2000"),
-            "{mode}: {text}"
-        );
+        assert!(out.status.success(), "{mode}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("number of failed transactions: 0 (0.000%)"), "{mode}: {text}");
+        assert!(text.contains("number of transactions actually processed: 2000/2000"), "{mode}: {text}");
     }
 }

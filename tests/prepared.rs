@@ -33,10 +33,7 @@ async fn named_statements_follow_the_client_across_server_connections() {
             moved += 1;
         }
     }
-    assert!(
-        moved > 0,
-        "no client ever changed server connection: the test proves nothing"
-    );
+    assert!(moved > 0, "no client ever changed server connection: the test proves nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,14 +51,8 @@ async fn same_text_is_prepared_once_per_server_connection() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "one server-side copy for both clients");
-    let names: i64 = a
-        .query_one(
-            "select count(*) from pg_prepared_statements where name !~ '^pgmux_'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let names: i64 =
+        a.query_one("select count(*) from pg_prepared_statements where name !~ '^pgmux_'", &[]).await.unwrap().get(0);
     assert_eq!(names, 0, "client-chosen names never reach the server");
 }
 
@@ -73,27 +64,11 @@ async fn per_connection_cache_is_bounded() {
     for i in 0..1100 {
         keep.push(c.prepare(&format!("select {i} as n")).await.unwrap());
     }
-    let on_server: i64 = c
-        .query_one("select count(*) from pg_prepared_statements", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        on_server <= 1000,
-        "{on_server} statements on one server connection"
-    );
+    let on_server: i64 = c.query_one("select count(*) from pg_prepared_statements", &[]).await.unwrap().get(0);
+    assert!(on_server <= 1000, "{on_server} statements on one server connection");
     // Evicted ones come back on use.
-    assert_eq!(
-        c.query_one(&keep[0], &[]).await.unwrap().get::<_, i32>(0),
-        0
-    );
-    assert_eq!(
-        c.query_one(&keep[1099], &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1099
-    );
+    assert_eq!(c.query_one(&keep[0], &[]).await.unwrap().get::<_, i32>(0), 0);
+    assert_eq!(c.query_one(&keep[1099], &[]).await.unwrap().get::<_, i32>(0), 1099);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,10 +93,7 @@ async fn parse_errors_are_the_clients_and_the_stream_stays_in_sync() {
     let first = raw.until_ready().await;
     assert_eq!(first.iter().map(|m| m.0).collect::<Vec<_>>(), b"1Z");
     let second = raw.until_ready().await;
-    let err = second
-        .iter()
-        .find(|m| m.0 == b'E')
-        .expect("duplicate refused");
+    let err = second.iter().find(|m| m.0 == b'E').expect("duplicate refused");
     assert_eq!(field(&err.1, b'C').as_deref(), Some("42P05"));
     let third = raw.until_ready().await;
     assert_eq!(third.iter().map(|m| m.0).collect::<Vec<_>>(), b"2DCZ");
@@ -142,14 +114,7 @@ async fn describe_before_bind_close_and_deallocate() {
     let mut batch = message(b'C', b"Sq1\0");
     batch.extend(message(b'S', b""));
     raw.send(&batch).await;
-    assert_eq!(
-        raw.until_ready()
-            .await
-            .iter()
-            .map(|m| m.0)
-            .collect::<Vec<_>>(),
-        b"3Z"
-    );
+    assert_eq!(raw.until_ready().await.iter().map(|m| m.0).collect::<Vec<_>>(), b"3Z");
     let mut batch = message(b'B', b"\0q1\0\0\0\0\0\0\0");
     batch.extend(message(b'S', b""));
     raw.send(&batch).await;
@@ -164,28 +129,11 @@ async fn describe_before_bind_close_and_deallocate() {
     c.batch_execute("deallocate all").await.unwrap();
     let e = c.query_one(&mine, &[]).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("26000"));
-    assert_eq!(
-        other
-            .query_one(&theirs, &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
-        "mine"
-    );
+    assert_eq!(other.query_one(&theirs, &[]).await.unwrap().get::<_, String>(0), "mine");
     let again = c.prepare("select 'again'::text").await.unwrap();
     c.batch_execute("discard all").await.unwrap();
-    assert_eq!(
-        sqlstate(&c.query_one(&again, &[]).await.unwrap_err()).as_deref(),
-        Some("26000")
-    );
-    assert_eq!(
-        other
-            .query_one(&theirs, &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
-        "mine"
-    );
+    assert_eq!(sqlstate(&c.query_one(&again, &[]).await.unwrap_err()).as_deref(), Some("26000"));
+    assert_eq!(other.query_one(&theirs, &[]).await.unwrap().get::<_, String>(0), "mine");
     let s3 = c.prepare("select 3").await.unwrap();
     assert_eq!(c.query_one(&s3, &[]).await.unwrap().get::<_, i32>(0), 3);
 }
@@ -195,33 +143,21 @@ async fn table_change_under_a_statement_is_not_a_permanent_failure() {
     let p = start_proxy("  size: 1", "").await;
     let t = unique("ddl");
     let c = connect_app(&p).await;
-    c.batch_execute(&format!(
-        "create table {t}(a int); insert into {t} values (1)"
-    ))
-    .await
-    .unwrap();
+    c.batch_execute(&format!("create table {t}(a int); insert into {t} values (1)")).await.unwrap();
     let s = c.prepare(&format!("select * from {t}")).await.unwrap();
     c.query(&s, &[]).await.unwrap();
-    c.batch_execute(&format!("alter table {t} add column b int"))
-        .await
-        .unwrap();
+    c.batch_execute(&format!("alter table {t} add column b int")).await.unwrap();
     // The first execution may fail with "cached plan must not change result type" (as it does on
     // PostgreSQL); after that the statement is prepared afresh.
     let ok = eventually(Duration::from_secs(5), || async {
         let fresh = c.prepare(&format!("select * from {t}")).await;
         match fresh {
-            Ok(fresh) => c
-                .query(&fresh, &[])
-                .await
-                .is_ok_and(|rows| rows[0].len() == 2),
+            Ok(fresh) => c.query(&fresh, &[]).await.is_ok_and(|rows| rows[0].len() == 2),
             Err(_) => false,
         }
     })
     .await;
-    assert!(
-        ok,
-        "statements on the connection never recovered from the table change"
-    );
+    assert!(ok, "statements on the connection never recovered from the table change");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,33 +166,20 @@ async fn failed_re_parse_is_reported_and_stream_stays_in_sync() {
     let t = unique("gone");
     let c = connect_app(&p).await;
     let holder = connect_app(&p).await;
-    c.batch_execute(&format!("create table {t}(a int)"))
-        .await
-        .unwrap();
+    c.batch_execute(&format!("create table {t}(a int)")).await.unwrap();
     let s = c.prepare(&format!("select a from {t}")).await.unwrap();
-    let first_pid: i32 = c
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let first_pid: i32 = c.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
     c.batch_execute(&format!("drop table {t}")).await.unwrap();
     // Hold the connection the statement lives on, so the next use needs a re-Parse elsewhere.
     holder.batch_execute("begin").await.unwrap();
-    let hp: i32 = holder
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let hp: i32 = holder.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
     if hp != first_pid {
         holder.batch_execute("commit").await.unwrap();
         return; // the statement's connection was free; nothing to prove this time
     }
     let e = c.query(&s, &[]).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("42P01"));
-    assert_eq!(
-        c.query_one("select 9", &[]).await.unwrap().get::<_, i32>(0),
-        9
-    );
+    assert_eq!(c.query_one("select 9", &[]).await.unwrap().get::<_, i32>(0), 9);
     holder.batch_execute("commit").await.unwrap();
 }
 
@@ -286,11 +209,7 @@ async fn pgbench_prepared_mode_completes_without_errors() {
     })
     .await
     .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let port = p.port();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("pgbench")
@@ -319,14 +238,7 @@ async fn pgbench_prepared_mode_completes_without_errors() {
     .await
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("number of failed transactions: 0 (0.000%)"),
-        "{text}"
-    );
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("number of failed transactions: 0 (0.000%)"), "{text}");
     assert!(text.contains("actually processed: 2000/2000"), "{text}");
 }

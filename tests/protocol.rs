@@ -23,20 +23,14 @@ async fn simple_multi_statement_and_errors_in_and_out_of_transactions() {
     assert_eq!(values, ["1", "2"]);
     let e = c.simple_query("select 1/0").await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("22012"));
-    assert_eq!(
-        c.query_one("select 3", &[]).await.unwrap().get::<_, i32>(0),
-        3
-    );
+    assert_eq!(c.query_one("select 3", &[]).await.unwrap().get::<_, i32>(0), 3);
     c.batch_execute("begin").await.unwrap();
     let e = c.batch_execute("select nope").await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("42703"));
     let e = c.batch_execute("select 1").await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("25P02"));
     c.batch_execute("rollback").await.unwrap();
-    assert_eq!(
-        c.query_one("select 4", &[]).await.unwrap().get::<_, i32>(0),
-        4
-    );
+    assert_eq!(c.query_one("select 4", &[]).await.unwrap().get::<_, i32>(0), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,22 +40,11 @@ async fn extended_protocol_pipelined_and_unnamed() {
     // Several Syncs in flight at once on one connection.
     let futs = (0..20).map(|i| {
         let c = &c;
-        async move {
-            c.query_one("select $1::int + 1", &[&i])
-                .await
-                .unwrap()
-                .get::<_, i32>(0)
-        }
+        async move { c.query_one("select $1::int + 1", &[&i]).await.unwrap().get::<_, i32>(0) }
     });
     let got = join_all(futs).await;
     assert_eq!(got, (1..21).collect::<Vec<i32>>());
-    let typed = c
-        .query_typed(
-            "select $1::text || 'x'",
-            &[(&"a", tokio_postgres::types::Type::TEXT)],
-        )
-        .await
-        .unwrap();
+    let typed = c.query_typed("select $1::text || 'x'", &[(&"a", tokio_postgres::types::Type::TEXT)]).await.unwrap();
     assert_eq!(typed[0].get::<_, String>(0), "ax");
 }
 
@@ -71,9 +54,7 @@ async fn copy_in_and_copy_out() {
     let p = start_proxy("  size: 2", "").await;
     let c = connect_app(&p).await;
     let t = unique("copy");
-    c.batch_execute(&format!("create table {t}(x int, s text)"))
-        .await
-        .unwrap();
+    c.batch_execute(&format!("create table {t}(x int, s text)")).await.unwrap();
     let sink = c.copy_in(&format!("copy {t} from stdin")).await.unwrap();
     futures_util::pin_mut!(sink);
     let mut data = String::new();
@@ -90,22 +71,11 @@ async fn copy_in_and_copy_out() {
     }
     assert_eq!(total, 5000);
     // A failed COPY leaves the client usable.
-    let sink = c
-        .copy_in::<_, bytes::Bytes>(&format!("copy {t} from stdin"))
-        .await
-        .unwrap();
+    let sink = c.copy_in::<_, bytes::Bytes>(&format!("copy {t} from stdin")).await.unwrap();
     futures_util::pin_mut!(sink);
-    let _ = sink
-        .send(bytes::Bytes::from_static(b"not a number\tx\n"))
-        .await;
+    let _ = sink.send(bytes::Bytes::from_static(b"not a number\tx\n")).await;
     assert!(sink.finish().await.is_err());
-    assert_eq!(
-        c.query_one(&format!("select count(*) from {t}"), &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        5000
-    );
+    assert_eq!(c.query_one(&format!("select count(*) from {t}"), &[]).await.unwrap().get::<_, i64>(0), 5000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,15 +94,10 @@ async fn function_call_notice_and_notification_reach_the_client() {
     body.extend_from_slice(&0u16.to_be_bytes());
     raw.send(&message(b'F', &body)).await;
     let reply = raw.until_ready().await;
-    let v = reply
-        .iter()
-        .find(|m| m.0 == b'V')
-        .expect("FunctionCallResponse");
+    let v = reply.iter().find(|m| m.0 == b'V').expect("FunctionCallResponse");
     assert_eq!(&v.1[4..], b"7");
 
-    let reply = raw
-        .query("do $$ begin raise notice 'hello from server'; end $$")
-        .await;
+    let reply = raw.query("do $$ begin raise notice 'hello from server'; end $$").await;
     let n = reply.iter().find(|m| m.0 == b'N').expect("notice");
     assert_eq!(field(&n.1, b'M').as_deref(), Some("hello from server"));
 
@@ -147,11 +112,7 @@ async fn function_call_notice_and_notification_reach_the_client() {
 async fn negotiates_protocol_minor_and_unknown_options() {
     let p = start_proxy("  size: 2", "").await;
     let mut raw = Raw::connect(p.addr).await;
-    raw.send(&startup_packet(
-        2,
-        &[("user", "app"), ("database", "app"), ("_pq_.future", "1")],
-    ))
-    .await;
+    raw.send(&startup_packet(2, &[("user", "app"), ("database", "app"), ("_pq_.future", "1")])).await;
     let (tag, body) = raw.recv().await.expect("reply");
     assert_eq!(tag, b'v', "NegotiateProtocolVersion first");
     assert_eq!(&body[..4], &0i32.to_be_bytes());
@@ -178,8 +139,7 @@ async fn ssl_and_gssenc_requests_are_declined_then_plaintext_works() {
         req.extend_from_slice(&code.to_be_bytes());
         raw.send(&req).await;
         assert_eq!(raw.recv_byte().await, Some(b'N'));
-        raw.send(&startup_packet(0, &[("user", "app"), ("database", "app")]))
-            .await;
+        raw.send(&startup_packet(0, &[("user", "app"), ("database", "app")])).await;
         assert_eq!(raw.scram("app").await.last().unwrap().0, b'Z');
     }
     // libpq's default sslmode=prefer goes through the same path.
@@ -189,10 +149,7 @@ async fn ssl_and_gssenc_requests_are_declined_then_plaintext_works() {
             "-tA",
             "-c",
             "select 42",
-            &format!(
-                "host=127.0.0.1 port={} user=app dbname=app sslmode=prefer",
-                p.port()
-            ),
+            &format!("host=127.0.0.1 port={} user=app dbname=app sslmode=prefer", p.port()),
         ])
         .env("PGPASSWORD", "app")
         .output()
@@ -208,10 +165,7 @@ async fn startup_parameters_reported_and_applied() {
         &[
             ("application_name", "rawapp"),
             ("TimeZone", "Asia/Tokyo"),
-            (
-                "options",
-                "-c search_path=pg_catalog,public -c extra_float_digits=1",
-            ),
+            ("options", "-c search_path=pg_catalog,public -c extra_float_digits=1"),
         ],
     )
     .await;
@@ -219,10 +173,7 @@ async fn startup_parameters_reported_and_applied() {
         .iter()
         .filter(|m| m.0 == b'S')
         .map(|m| {
-            let parts: Vec<_> =
-                m.1.split(|&b| b == 0)
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect();
+            let parts: Vec<_> = m.1.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
             (parts[0].clone(), parts[1].clone())
         })
         .collect();
@@ -234,39 +185,22 @@ async fn startup_parameters_reported_and_applied() {
     assert!(greeting.iter().any(|m| m.0 == b'K'), "BackendKeyData");
 
     // Another client with other settings shares the one server connection; each sees its own.
-    let other = connect(&format!(
-        "{} application_name=other options='-c TimeZone=UTC'",
-        p.dsn("app", "app", "app")
-    ))
-    .await
-    .unwrap();
+    let other = connect(&format!("{} application_name=other options='-c TimeZone=UTC'", p.dsn("app", "app", "app")))
+        .await
+        .unwrap();
     for _ in 0..3 {
         let r = raw.query("select current_setting('application_name') || '|' || current_setting('TimeZone') || '|' || current_setting('search_path') || '|' || current_setting('extra_float_digits')").await;
         let row = r.iter().find(|m| m.0 == b'D').unwrap();
         let text = String::from_utf8_lossy(&row.1[6..]).into_owned();
-        assert_eq!(
-            text.replace(' ', ""),
-            "rawapp|Asia/Tokyo|pg_catalog,public|1"
-        );
+        assert_eq!(text.replace(' ', ""), "rawapp|Asia/Tokyo|pg_catalog,public|1");
         let row = other
-            .query_one(
-                "select current_setting('application_name'), current_setting('TimeZone')",
-                &[],
-            )
+            .query_one("select current_setting('application_name'), current_setting('TimeZone')", &[])
             .await
             .unwrap();
-        assert_eq!(
-            (row.get::<_, String>(0), row.get::<_, String>(1)),
-            ("other".into(), "UTC".into())
-        );
+        assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("other".into(), "UTC".into()));
     }
     // An invalid setting fails the startup with the server's error.
-    let e = connect(&format!(
-        "{} options='-c TimeZone=Nowhere/Never'",
-        p.dsn("app", "app", "app")
-    ))
-    .await
-    .unwrap_err();
+    let e = connect(&format!("{} options='-c TimeZone=Nowhere/Never'", p.dsn("app", "app", "app"))).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("22023"));
 }
 
@@ -299,11 +233,7 @@ async fn garbage_and_absurd_lengths_get_08p01_and_others_keep_working() {
     // Random bytes of many shapes, concurrently with a healthy client.
     let mut seed: u64 = 0x9e3779b97f4a7c15;
     for round in 0..40 {
-        let mut raw = if round % 2 == 0 {
-            Raw::connect(p.addr).await
-        } else {
-            Raw::login(p.addr, &[]).await.0
-        };
+        let mut raw = if round % 2 == 0 { Raw::connect(p.addr).await } else { Raw::login(p.addr, &[]).await.0 };
         let len = 1 + (seed % 300) as usize;
         let junk: Vec<u8> = (0..len)
             .map(|_| {
@@ -315,14 +245,7 @@ async fn garbage_and_absurd_lengths_get_08p01_and_others_keep_working() {
             .collect();
         raw.send(&junk).await;
         drop(raw);
-        assert_eq!(
-            healthy
-                .query_one("select 1", &[])
-                .await
-                .unwrap()
-                .get::<_, i32>(0),
-            1
-        );
+        assert_eq!(healthy.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
     }
 }
 

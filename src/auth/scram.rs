@@ -80,22 +80,15 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Handles the client-first message (`SASLInitialResponse` data); returns the server-first message.
-pub fn server_first(
-    verifier: Verifier,
-    client_first: &[u8],
-) -> Result<(Exchange, String), ScramError> {
+pub fn server_first(verifier: Verifier, client_first: &[u8]) -> Result<(Exchange, String), ScramError> {
     let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Protocol("not UTF-8"))?;
     // gs2 header: "n,," (no binding) or "y,," (client could bind but thinks we can't); "p=" we never offered.
     let (cbind_header, bare) = match msg.as_bytes().first() {
         Some(b'n') | Some(b'y') => {
             let mut parts = msg.splitn(3, ',');
             let flag = parts.next().unwrap_or_default();
-            let authzid = parts
-                .next()
-                .ok_or(ScramError::Protocol("malformed gs2 header"))?;
-            let bare = parts
-                .next()
-                .ok_or(ScramError::Protocol("malformed gs2 header"))?;
+            let authzid = parts.next().ok_or(ScramError::Protocol("malformed gs2 header"))?;
+            let bare = parts.next().ok_or(ScramError::Protocol("malformed gs2 header"))?;
             if flag.len() != 1 || !authzid.is_empty() && !authzid.starts_with("a=") {
                 return Err(ScramError::Protocol("malformed gs2 header"));
             }
@@ -112,11 +105,7 @@ pub fn server_first(
     let mut raw = [0u8; 18];
     rand::rng().fill(&mut raw);
     let nonce = format!("{client_nonce}{}", B64.encode(raw));
-    let server_first = format!(
-        "r={nonce},s={},i={}",
-        B64.encode(&verifier.salt),
-        verifier.iterations
-    );
+    let server_first = format!("r={nonce},s={},i={}", B64.encode(&verifier.salt), verifier.iterations);
     let exchange = Exchange {
         verifier,
         client_first_bare: bare.to_string(),
@@ -130,33 +119,20 @@ pub fn server_first(
 impl Exchange {
     /// Handles the client-final message; returns the server-final message (`v=…`) on success.
     pub fn server_final(self, client_final: &[u8]) -> Result<String, ScramError> {
-        let msg =
-            std::str::from_utf8(client_final).map_err(|_| ScramError::Protocol("not UTF-8"))?;
-        let (without_proof, proof) = msg
-            .rsplit_once(",p=")
-            .ok_or(ScramError::Protocol("missing proof"))?;
+        let msg = std::str::from_utf8(client_final).map_err(|_| ScramError::Protocol("not UTF-8"))?;
+        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError::Protocol("missing proof"))?;
         let mut attrs = without_proof.split(',');
-        let cbind = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("c="))
-            .ok_or(ScramError::Protocol("missing channel binding"))?;
-        let nonce = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("r="))
-            .ok_or(ScramError::Protocol("missing nonce"))?;
+        let cbind =
+            attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or(ScramError::Protocol("missing channel binding"))?;
+        let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(ScramError::Protocol("missing nonce"))?;
         if B64.decode(cbind).ok().as_deref() != Some(self.cbind_header.as_bytes()) {
             return Err(ScramError::Protocol("unexpected channel binding data"));
         }
         if nonce != self.nonce {
             return Err(ScramError::Protocol("nonce mismatch"));
         }
-        let proof = B64
-            .decode(proof)
-            .map_err(|_| ScramError::Protocol("malformed proof"))?;
-        let auth_message = format!(
-            "{},{},{}",
-            self.client_first_bare, self.server_first, without_proof
-        );
+        let proof = B64.decode(proof).map_err(|_| ScramError::Protocol("malformed proof"))?;
+        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
         let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
         if proof.len() != signature.len() {
             return Err(ScramError::BadProof);
@@ -177,8 +153,7 @@ mod tests {
 
     fn run(password_server: &str, password_client: &str) -> Result<(), ScramError> {
         let verifier = Verifier::from_password(password_server);
-        let mut client =
-            ScramSha256::new(password_client.as_bytes(), ChannelBinding::unsupported());
+        let mut client = ScramSha256::new(password_client.as_bytes(), ChannelBinding::unsupported());
         let (ex, first) = server_first(verifier, client.message())?;
         client.update(first.as_bytes()).unwrap();
         let fin = ex.server_final(client.message())?;
@@ -208,22 +183,10 @@ mod tests {
     #[test]
     fn malformed_messages_are_protocol_errors() {
         let v = Verifier::from_password("x");
-        for bad in [
-            &b""[..],
-            b"p=tls-server-end-point,,n=,r=abc",
-            b"n,,n=",
-            b"x,,r=a",
-            b"\xff",
-        ] {
-            assert!(matches!(
-                server_first(v.clone(), bad),
-                Err(ScramError::Protocol(_))
-            ));
+        for bad in [&b""[..], b"p=tls-server-end-point,,n=,r=abc", b"n,,n=", b"x,,r=a", b"\xff"] {
+            assert!(matches!(server_first(v.clone(), bad), Err(ScramError::Protocol(_))));
         }
         let (ex, _) = server_first(v, b"n,,n=,r=abc").unwrap();
-        assert!(matches!(
-            ex.server_final(b"c=biws,r=zzz,p=AAAA"),
-            Err(ScramError::Protocol(_))
-        ));
+        assert!(matches!(ex.server_final(b"c=biws,r=zzz,p=AAAA"), Err(ScramError::Protocol(_))));
     }
 }

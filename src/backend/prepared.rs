@@ -25,12 +25,7 @@ impl Default for ServerStatements {
 
 impl ServerStatements {
     pub fn with_capacity(capacity: usize) -> ServerStatements {
-        ServerStatements {
-            used: HashMap::new(),
-            tick: 0,
-            capacity: capacity.max(1),
-            needs_reset: false,
-        }
+        ServerStatements { used: HashMap::new(), tick: 0, capacity: capacity.max(1), needs_reset: false }
     }
 
     /// Whether `name` exists on the server; marks it used.
@@ -54,8 +49,7 @@ impl ServerStatements {
         }
         // Evict a tenth at once so a full cache does not pay a scan per insert.
         let n = (self.capacity / 10).max(1).min(self.used.len() - 1);
-        let mut by_age: Vec<(u64, Arc<str>)> =
-            self.used.iter().map(|(k, t)| (*t, k.clone())).collect();
+        let mut by_age: Vec<(u64, Arc<str>)> = self.used.iter().map(|(k, t)| (*t, k.clone())).collect();
         by_age.sort_unstable();
         let evicted: Vec<Arc<str>> = by_age.into_iter().take(n).map(|(_, k)| k).collect();
         for k in &evicted {

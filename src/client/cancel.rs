@@ -9,6 +9,8 @@ use rand::RngExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::pins::PinReasons;
+
 /// A server-side query that can be cancelled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
@@ -17,18 +19,46 @@ pub struct CancelTarget {
     pub secret: i32,
 }
 
-/// What a client currently holds, updated on every borrow and return.
+/// What a client currently holds, updated on every borrow and return, and its pin reasons (for
+/// the status call).
 #[derive(Debug, Default)]
-pub struct CancelSlot(Mutex<Option<CancelTarget>>);
+pub struct CancelSlot {
+    target: Mutex<Option<CancelTarget>>,
+    pins: std::sync::atomic::AtomicU8,
+    who: std::sync::OnceLock<(String, String)>,
+}
 
 impl CancelSlot {
     pub fn set(&self, target: Option<CancelTarget>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = target;
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
     pub fn get(&self) -> Option<CancelTarget> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    pub fn set_pins(&self, pins: PinReasons) {
+        self.pins.store(pins.bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn pins(&self) -> PinReasons {
+        PinReasons::from_bits(self.pins.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Records the client's (user, database) once, for the status call.
+    pub fn set_identity(&self, user: &str, database: &str) {
+        let _ = self.who.set((user.to_string(), database.to_string()));
+    }
+}
+
+/// One connected client as the status call shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientStatus {
+    pub pid: i32,
+    pub user: String,
+    pub database: String,
+    pub server: Option<String>,
+    pub pins: Vec<&'static str>,
 }
 
 /// Every connected client's cancel key.
@@ -64,14 +94,29 @@ impl CancelRegistry {
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry((pid, secret)) {
                 let slot = Arc::new(CancelSlot::default());
                 e.insert(slot.clone());
-                return CancelKey {
-                    pid,
-                    secret,
-                    slot,
-                    registry: self.clone(),
-                };
+                return CancelKey { pid, secret, slot, registry: self.clone() };
             }
         }
+    }
+
+    /// Every connected client: who, on which server connection now, pinned why.
+    pub fn status(&self) -> Vec<ClientStatus> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<ClientStatus> = map
+            .iter()
+            .map(|((pid, _), slot)| {
+                let (user, database) = slot.who.get().cloned().unwrap_or_default();
+                ClientStatus {
+                    pid: *pid,
+                    user,
+                    database,
+                    server: slot.get().map(|t| t.server.to_string()),
+                    pins: slot.pins().names(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|c| c.pid);
+        out
     }
 
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
@@ -99,11 +144,7 @@ mod tests {
         let a = reg.register();
         let b = reg.register();
         assert_ne!((a.pid, a.secret), (b.pid, b.secret));
-        let t = CancelTarget {
-            server: "x:1".into(),
-            pid: 5,
-            secret: 6,
-        };
+        let t = CancelTarget { server: "x:1".into(), pid: 5, secret: 6 };
         a.slot.set(Some(t.clone()));
         assert_eq!(reg.lookup(a.pid, a.secret), Some(t));
         assert_eq!(reg.lookup(b.pid, b.secret), None);

@@ -67,10 +67,7 @@ async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Lo
         match startup::parse(&packet).map_err(|e| ClientError::Protocol(e.to_string()))? {
             StartupPacket::Ssl | StartupPacket::GssEnc => {
                 // Encryption is not offered (yet): the client may continue in plaintext.
-                stream
-                    .write_all(b"N")
-                    .await
-                    .map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+                stream.write_all(b"N").await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
             }
             StartupPacket::Cancel { pid, secret } => {
                 if let Some(target) = ctx.cancels.lookup(pid, secret)
@@ -80,19 +77,15 @@ async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Lo
                 }
                 return Ok(None);
             }
-            StartupPacket::Startup {
-                minor,
-                params,
-                unsupported_options,
-            } => break (minor, params, unsupported_options),
+            StartupPacket::Startup { minor, params, unsupported_options } => {
+                break (minor, params, unsupported_options);
+            }
         }
     };
     let admitted = ctx.admit()?;
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let user = get("user").unwrap_or_default();
-    let database = get("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| user.clone());
+    let database = get("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
     let settings = settings::from_startup(&params)?;
 
     let mut out = BytesMut::new();
@@ -101,27 +94,13 @@ async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Lo
     }
     authenticate(ctx, stream, &mut buf, &mut out, &user).await?;
     build::authentication(&mut out, 0, &[]);
-    Ok(Some(Login {
-        user,
-        database,
-        settings,
-        buf,
-        out,
-        admitted,
-    }))
+    Ok(Some(Login { user, database, settings, buf, out, admitted }))
 }
 
 /// Borrows a first server connection (it proves the database exists and the settings are valid),
 /// then sends ParameterStatus, BackendKeyData and ReadyForQuery.
 async fn greet(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, login: Login) -> Result<Startup> {
-    let Login {
-        user,
-        database,
-        settings,
-        buf,
-        mut out,
-        admitted,
-    } = login;
+    let Login { user, database, settings, buf, mut out, admitted } = login;
     let mut backend = first_backend(ctx, &database, &user).await?;
     if let Some(sql) = settings::sql_to_apply(&backend.applied, &settings) {
         let err = backend.simple_query(&sql).await.map_err(server_lost)?;
@@ -139,19 +118,8 @@ async fn greet(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, login: Login) -> Re
     }
     build::backend_key_data(&mut out, key.pid, key.secret);
     build::ready_for_query(&mut out, TxStatus::Idle);
-    stream
-        .write_all(&out)
-        .await
-        .map_err(|_| HandshakeEnd::Quiet("write failed"))?;
-    Ok(Startup {
-        user,
-        database,
-        settings,
-        key,
-        backend,
-        pending: buf,
-        admitted,
-    })
+    stream.write_all(&out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+    Ok(Startup { user, database, settings, key, backend, pending: buf, admitted })
 }
 
 fn server_lost(e: BackendError) -> HandshakeEnd {
@@ -161,37 +129,25 @@ fn server_lost(e: BackendError) -> HandshakeEnd {
 /// The first server connection proves the database exists and the settings are valid.
 async fn first_backend(ctx: &ClientCtx, database: &str, user: &str) -> Result<Pooled> {
     let timeout = ctx.settings.borrow_timeout;
-    match ctx
-        .cluster
-        .checkout_primary(None, database, user, timeout)
-        .await
-    {
+    match ctx.cluster.checkout_primary(None, database, user, timeout).await {
         Ok(b) => Ok(b),
         Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { frame, .. }))) => {
             Err(HandshakeEnd::ServerError(frame.bytes))
         }
-        Err(ClusterError::Pool(PoolError::Timeout)) => {
-            Err(ClientError::BorrowTimeout(timeout).into())
-        }
-        Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(
-            e.to_string(),
-        ))),
+        Err(ClusterError::Pool(PoolError::Timeout)) => Err(ClientError::BorrowTimeout(timeout).into()),
+        Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))),
     }
 }
 
 /// Reads one length-prefixed startup packet (no tag byte).
 async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut> {
     loop {
-        if let Some(len) =
-            startup::packet_len(buf).map_err(|e| ClientError::Protocol(e.to_string()))?
+        if let Some(len) = startup::packet_len(buf).map_err(|e| ClientError::Protocol(e.to_string()))?
             && buf.len() >= len
         {
             return Ok(buf.split_to(len));
         }
-        let n = stream
-            .read_buf(buf)
-            .await
-            .map_err(|_| HandshakeEnd::Quiet("read failed"))?;
+        let n = stream.read_buf(buf).await.map_err(|_| HandshakeEnd::Quiet("read failed"))?;
         if n == 0 {
             return Err(HandshakeEnd::Quiet("closed during startup"));
         }
@@ -215,10 +171,7 @@ async fn read_password_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Re
             }
             None => {}
         }
-        let n = stream
-            .read_buf(buf)
-            .await
-            .map_err(|_| HandshakeEnd::Quiet("read failed"))?;
+        let n = stream.read_buf(buf).await.map_err(|_| HandshakeEnd::Quiet("read failed"))?;
         if n == 0 {
             return Err(HandshakeEnd::Quiet("closed during authentication"));
         }
@@ -226,10 +179,7 @@ async fn read_password_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Re
 }
 
 async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<()> {
-    stream
-        .write_all(out)
-        .await
-        .map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+    stream.write_all(out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
     out.clear();
     Ok(())
 }
@@ -244,9 +194,7 @@ async fn authenticate(
     let secret = ctx.users.get(user);
     let ok = match ctx.settings.auth {
         AuthMethod::ScramSha256 => {
-            let verifier = secret
-                .map(|s| s.scram.clone())
-                .unwrap_or_else(scram::Verifier::decoy);
+            let verifier = secret.map(|s| s.scram.clone()).unwrap_or_else(scram::Verifier::decoy);
             scram_exchange(stream, buf, out, verifier).await?
         }
         AuthMethod::Md5 => {
@@ -261,11 +209,7 @@ async fn authenticate(
             }
         }
     };
-    if ok && secret.is_some() {
-        Ok(())
-    } else {
-        Err(ClientError::AuthFailed(user.to_string()).into())
-    }
+    if ok && secret.is_some() { Ok(()) } else { Err(ClientError::AuthFailed(user.to_string()).into()) }
 }
 
 async fn scram_exchange(
@@ -282,8 +226,7 @@ async fn scram_exchange(
 
     let frame = read_password_message(stream, buf).await?;
     let client_first = parse_sasl_initial(frame.body())?;
-    let (exchange, server_first) =
-        scram::server_first(verifier, client_first).map_err(scram_err)?;
+    let (exchange, server_first) = scram::server_first(verifier, client_first).map_err(scram_err)?;
     build::authentication(out, 11, server_first.as_bytes());
     send(stream, out).await?;
 
@@ -300,12 +243,8 @@ async fn scram_exchange(
 
 fn scram_err(e: scram::ScramError) -> HandshakeEnd {
     match e {
-        scram::ScramError::Protocol(m) => {
-            ClientError::AuthProtocol(format!("malformed SCRAM message: {m}")).into()
-        }
-        scram::ScramError::BadProof => {
-            HandshakeEnd::Error(ClientError::AuthProtocol("bad proof".into()))
-        }
+        scram::ScramError::Protocol(m) => ClientError::AuthProtocol(format!("malformed SCRAM message: {m}")).into(),
+        scram::ScramError::BadProof => HandshakeEnd::Error(ClientError::AuthProtocol("bad proof".into())),
     }
 }
 
@@ -314,9 +253,7 @@ fn parse_sasl_initial(body: &[u8]) -> Result<&[u8]> {
     let bad = |m: &str| HandshakeEnd::Error(ClientError::AuthProtocol(m.to_string()));
     let (mech, mut rest) = cstr(body).ok_or_else(|| bad("malformed SASL initial response"))?;
     if mech != scram::MECHANISM.as_bytes() {
-        return Err(bad(
-            "client selected an invalid SASL authentication mechanism",
-        ));
+        return Err(bad("client selected an invalid SASL authentication mechanism"));
     }
     if rest.remaining() < 4 {
         return Err(bad("malformed SASL initial response"));

@@ -6,6 +6,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::PoolMode;
+use super::classify::{Effects, classify};
 use super::replies::{Owner, ReplyQueue, Request, Undo, Verdict};
 use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
 use crate::error::ClientError;
@@ -22,15 +23,22 @@ pub struct Active {
     pub to_server: BytesMut,
     /// Unread remainder of a server message being passed through.
     pub passthrough: usize,
+    /// What the client's statements in this transaction might have done to the session.
+    pub effects: Effects,
+    /// Result sets of pgmux's session-state check, while it runs.
+    pub capture: Vec<Vec<Vec<Option<String>>>>,
+}
+
+impl Active {
+    pub fn new(backend: Pooled, replies: ReplyQueue, to_server: BytesMut) -> Active {
+        Active { backend, replies, to_server, passthrough: 0, effects: Effects::default(), capture: Vec::new() }
+    }
 }
 
 impl Active {
     /// Nothing owed, nothing unsent or half-read, no transaction: the connection can go back.
     pub fn is_free(&self) -> bool {
-        self.replies.is_free()
-            && self.to_server.is_empty()
-            && self.passthrough == 0
-            && self.backend.rbuf.is_empty()
+        self.replies.is_free() && self.to_server.is_empty() && self.passthrough == 0 && self.backend.rbuf.is_empty()
     }
 }
 
@@ -38,11 +46,7 @@ impl Active {
 pub fn check_client_header(buf: &[u8]) -> Result<Option<(u8, usize)>, ClientError> {
     match peek_header(buf, MAX_MESSAGE_LEN).map_err(|e| ClientError::Protocol(e.to_string()))? {
         Some((tag, total)) if !frontend_len_ok(tag, total) => Err(if frontend_len_ok(tag, 5) {
-            ClientError::Protocol(format!(
-                "invalid message length {} for message type {:?}",
-                total - 1,
-                tag as char
-            ))
+            ClientError::Protocol(format!("invalid message length {} for message type {:?}", total - 1, tag as char))
         } else {
             ClientError::Protocol(format!("invalid frontend message type {tag}"))
         }),
@@ -68,23 +72,14 @@ fn ensure_prepared(a: &mut Active, def: &StatementDef) {
 }
 
 /// Sends `def`'s Parse, recording the statement (and closing evicted ones).
-fn prepare_on_server(
-    a: &mut Active,
-    def: &StatementDef,
-    owner: Owner,
-    client_name: Option<String>,
-) {
+fn prepare_on_server(a: &mut Active, def: &StatementDef, owner: Owner, client_name: Option<String>) {
     for old in a.backend.statements.insert(def.server_name.clone()) {
         statements::target_message(&mut a.to_server, b'C', b'S', &old);
         a.replies.push(Request::Close, Owner::Injected, None);
     }
     a.to_server.extend_from_slice(&def.parse);
     a.backend.pool().set_statement_known(&def.server_name, true);
-    let undo = Undo::Parse {
-        server_name: def.server_name.clone(),
-        client_name,
-        prepared_here: true,
-    };
+    let undo = Undo::Parse { server_name: def.server_name.clone(), client_name, prepared_here: true };
     a.replies.push(Request::Parse, owner, Some(undo));
 }
 
@@ -102,6 +97,7 @@ pub fn client_frame(
         ftag::PARSE if rewrite => {
             let (name, rest) = statements::split_parse(body).ok_or_else(|| malformed(tag))?;
             if name.is_empty() {
+                a.effects.merge(statements::split_parse(rest).map(|(q, _)| classify(q)).unwrap_or_default());
                 a.to_server.extend_from_slice(&frame);
                 a.replies.push(Request::Parse, Owner::Client, None);
             } else if let Some(existing) = stmts.get(name).cloned() {
@@ -119,21 +115,17 @@ pub fn client_frame(
                         client_name: Some(name),
                         prepared_here: false,
                     };
-                    a.replies.push(
-                        Request::Parse,
-                        Owner::Answered(statements::parse_complete()),
-                        Some(undo),
-                    );
+                    a.replies.push(Request::Parse, Owner::Answered(statements::parse_complete()), Some(undo));
                 } else {
                     prepare_on_server(a, &def, Owner::Client, Some(name));
                 }
             }
         }
         ftag::BIND if rewrite => {
-            let (portal, stmt, rest) =
-                statements::split_bind(body).ok_or_else(|| malformed(tag))?;
+            let (portal, stmt, rest) = statements::split_bind(body).ok_or_else(|| malformed(tag))?;
             match stmts.get(stmt).cloned() {
                 Some(def) if !stmt.is_empty() => {
+                    a.effects.merge(def.effects);
                     ensure_prepared(a, &def);
                     statements::rewrite_bind(&mut a.to_server, portal, &def.server_name, rest);
                 }
@@ -143,11 +135,7 @@ pub fn client_frame(
         }
         ftag::DESCRIBE => {
             let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(tag))?;
-            let request = if kind == b'S' {
-                Request::DescribeStatement
-            } else {
-                Request::DescribePortal
-            };
+            let request = if kind == b'S' { Request::DescribeStatement } else { Request::DescribePortal };
             match stmts.get(name).cloned() {
                 Some(def) if rewrite && kind == b'S' && !name.is_empty() => {
                     ensure_prepared(a, &def);
@@ -162,17 +150,14 @@ pub fn client_frame(
             if rewrite && kind == b'S' && !name.is_empty() {
                 // Other clients may share the server's copy: forget the client's name only.
                 stmts.remove(name);
-                a.replies.push(
-                    Request::Close,
-                    Owner::Answered(statements::close_complete()),
-                    None,
-                );
+                a.replies.push(Request::Close, Owner::Answered(statements::close_complete()), None);
             } else {
                 a.to_server.extend_from_slice(&frame);
                 a.replies.push(Request::Close, Owner::Client, None);
             }
         }
         ftag::QUERY if rewrite => {
+            a.effects.merge(classify(body));
             match statements::statement_command(body) {
                 Some(StatementCommand::DropAll) => {
                     stmts.clear();
@@ -182,9 +167,7 @@ pub fn client_frame(
                     a.backend.applied.clear();
                     a.to_server.extend_from_slice(&frame);
                 }
-                Some(StatementCommand::Deallocate(name))
-                    if stmts.get(name.as_bytes()).is_some() =>
-                {
+                Some(StatementCommand::Deallocate(name)) if stmts.get(name.as_bytes()).is_some() => {
                     let def = stmts.remove(name.as_bytes()).expect("checked");
                     a.backend.statements.remove(&def.server_name);
                     let sql = format!("DEALLOCATE {}", statements::quote_ident(&def.server_name));
@@ -225,9 +208,7 @@ pub fn client_frame(
         }
         ftag::TERMINATE => return Ok(false),
         _ => {
-            return Err(ClientError::Protocol(format!(
-                "invalid frontend message type {tag}"
-            )));
+            return Err(ClientError::Protocol(format!("invalid frontend message type {tag}")));
         }
     }
     Ok(true)
@@ -237,11 +218,7 @@ pub fn client_frame(
 pub fn apply_undo(a: &mut Active, stmts: &mut ClientStatements) {
     for undo in a.replies.take_undone() {
         match undo {
-            Undo::Parse {
-                server_name,
-                client_name,
-                prepared_here,
-            } => {
+            Undo::Parse { server_name, client_name, prepared_here } => {
                 if prepared_here {
                     a.backend.statements.remove(&server_name);
                     a.backend.pool().set_statement_known(&server_name, false);
@@ -260,11 +237,7 @@ pub trait ClientSink {
 }
 
 fn status_of(frame: &[u8]) -> Result<TxStatus, String> {
-    frame
-        .get(5)
-        .copied()
-        .and_then(TxStatus::from_byte)
-        .ok_or_else(|| "bad ReadyForQuery".to_string())
+    frame.get(5).copied().and_then(TxStatus::from_byte).ok_or_else(|| "bad ReadyForQuery".to_string())
 }
 
 /// Handles the server bytes buffered in `a.backend.rbuf`: forwards, drops or answers per the reply
@@ -322,6 +295,10 @@ pub fn server_bytes(
             Ok(v) => v,
             Err(e) => break Err(ServerFault::Protocol(e.to_string())),
         };
+        if verdict == Verdict::Capture {
+            let frame = a.backend.rbuf[pos..pos + total].to_vec();
+            capture(a, &frame);
+        }
         let rbuf = &a.backend.rbuf;
         if verdict != Verdict::Forward {
             if verdict == Verdict::DropError {
@@ -352,19 +329,43 @@ pub fn server_bytes(
     sent.map_err(ServerFault::Client)
 }
 
+/// Keeps a row description (starts a result set) or a text row of pgmux's own query.
+fn capture(a: &mut Active, frame: &[u8]) {
+    if frame[0] == b'T' {
+        a.capture.push(Vec::new());
+        return;
+    }
+    let mut row = Vec::new();
+    let mut rest = &frame[5..];
+    if rest.len() >= 2 {
+        let n = u16::from_be_bytes([rest[0], rest[1]]);
+        rest = &rest[2..];
+        for _ in 0..n {
+            if rest.len() < 4 {
+                break;
+            }
+            let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            rest = &rest[4..];
+            if len < 0 {
+                row.push(None);
+                continue;
+            }
+            let len = (len as usize).min(rest.len());
+            row.push(Some(String::from_utf8_lossy(&rest[..len]).into_owned()));
+            rest = &rest[len..];
+        }
+    }
+    if let Some(set) = a.capture.last_mut() {
+        set.push(row);
+    }
+}
+
 /// A table changed under a shared statement ("cached plan must not change result type"): the
 /// connection's statements must be prepared afresh before the next borrower.
 fn invalidates_statements(error_body: &[u8]) -> bool {
     let fields = error_fields(error_body);
-    let code = fields
-        .iter()
-        .find(|(k, _)| *k == b'C')
-        .map(|(_, v)| v.as_str());
-    let msg = fields
-        .iter()
-        .find(|(k, _)| *k == b'M')
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+    let code = fields.iter().find(|(k, _)| *k == b'C').map(|(_, v)| v.as_str());
+    let msg = fields.iter().find(|(k, _)| *k == b'M').map(|(_, v)| v.as_str()).unwrap_or("");
     code == Some("0A000") && msg.starts_with("cached plan must not change result type")
 }
 
@@ -409,10 +410,7 @@ pub fn answer_prepare_locally(
                 if !pool.statement_known(&def.server_name) {
                     return None;
                 }
-                steps.push(Step::Prepare(
-                    String::from_utf8(name.to_vec()).ok()?,
-                    std::sync::Arc::new(def),
-                ));
+                steps.push(Step::Prepare(String::from_utf8(name.to_vec()).ok()?, std::sync::Arc::new(def)));
             }
             ftag::CLOSE => match statements::split_target(body)? {
                 (b'S', name) if !name.is_empty() => steps.push(Step::Close(name.to_vec())),

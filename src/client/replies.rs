@@ -39,6 +39,8 @@ pub enum Owner {
     Injected,
     /// pgmux's own simple query before the client's traffic (settings): all dropped, errors logged.
     InjectedQuery,
+    /// pgmux's own simple query whose rows it reads (the session-state check after a transaction).
+    Capture,
     /// Never sent to the server: these bytes go to the client when the entry reaches the head.
     Answered(Bytes),
 }
@@ -48,11 +50,7 @@ pub enum Owner {
 pub enum Undo {
     /// A Parse of this server-side statement did not happen (error, or skipped after an error).
     /// `prepared_here`: pgmux sent it (else it answered for a statement the server already had).
-    Parse {
-        server_name: std::sync::Arc<str>,
-        client_name: Option<String>,
-        prepared_here: bool,
-    },
+    Parse { server_name: std::sync::Arc<str>, client_name: Option<String>, prepared_here: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +69,8 @@ pub enum Verdict {
     Drop,
     /// Drop, and tell the operator: pgmux's own query failed.
     DropError,
+    /// A row or row description of pgmux's own query, for pgmux to read.
+    Capture,
 }
 
 /// The server sent something no request explains.
@@ -143,12 +143,7 @@ impl ReplyQueue {
                 return;
             }
         }
-        self.entries.push_back(Entry {
-            request,
-            owner,
-            undo,
-            half_done: false,
-        });
+        self.entries.push_back(Entry { request, owner, undo, half_done: false });
         self.answer_head();
     }
 
@@ -161,22 +156,12 @@ impl ReplyQueue {
     fn answer_head(&mut self) {
         loop {
             match self.entries.front() {
-                Some(Entry {
-                    owner: Owner::Answered(_),
-                    ..
-                }) => {
-                    if let Some(Entry {
-                        owner: Owner::Answered(bytes),
-                        ..
-                    }) = self.entries.pop_front()
-                    {
+                Some(Entry { owner: Owner::Answered(_), .. }) => {
+                    if let Some(Entry { owner: Owner::Answered(bytes), .. }) = self.entries.pop_front() {
                         self.answered.push(bytes);
                     }
                 }
-                Some(Entry {
-                    request: Request::CopyEnd,
-                    ..
-                }) => {
+                Some(Entry { request: Request::CopyEnd, .. }) => {
                     self.entries.pop_front();
                 }
                 _ => return,
@@ -212,7 +197,9 @@ impl ReplyQueue {
         };
         let verdict = match (&head.owner, tag) {
             (Owner::Client, _) => Verdict::Forward,
-            (Owner::InjectedQuery, b'E') => Verdict::DropError,
+            (Owner::InjectedQuery | Owner::Capture, b'E') => Verdict::DropError,
+            (Owner::Capture, b'D' | b'T') => Verdict::Capture,
+            (Owner::Capture, _) => Verdict::Drop,
             (Owner::InjectedQuery, _) => Verdict::Drop,
             (Owner::Injected, b'E' | b'N' | b'A') => Verdict::Forward,
             (Owner::Injected, _) => Verdict::Drop,
@@ -257,35 +244,29 @@ impl ReplyQueue {
     pub fn head_is_injected(&self) -> bool {
         matches!(
             self.entries.front(),
-            Some(Entry {
-                owner: Owner::Injected | Owner::InjectedQuery,
-                ..
-            })
+            Some(Entry { owner: Owner::Injected | Owner::InjectedQuery | Owner::Capture, .. })
         )
     }
 
+    /// A query whose rows pgmux reads is still running.
+    pub fn capture_open(&self) -> bool {
+        self.entries.iter().any(|e| e.owner == Owner::Capture)
+    }
+
     pub fn is_free(&self) -> bool {
-        self.entries.is_empty()
-            && !self.batch_open
-            && !self.skipping
-            && self.status == TxStatus::Idle
+        self.entries.is_empty() && !self.batch_open && !self.skipping && self.status == TxStatus::Idle
     }
 
     /// Nothing owed and no batch open, but a transaction (maybe failed) is open.
     pub fn needs_rollback_only(&self) -> bool {
-        self.entries.is_empty()
-            && !self.batch_open
-            && !self.skipping
-            && self.status != TxStatus::Idle
+        self.entries.is_empty() && !self.batch_open && !self.skipping && self.status != TxStatus::Idle
     }
 
     /// Requests whose ReadyForQuery the client still waits for.
     pub fn pending_ready(&self) -> usize {
         self.entries
             .iter()
-            .filter(|e| {
-                e.owner == Owner::Client && matches!(e.request, Request::Sync | Request::Query)
-            })
+            .filter(|e| e.owner == Owner::Client && matches!(e.request, Request::Sync | Request::Query))
             .count()
     }
 
@@ -328,10 +309,7 @@ mod tests {
         for t in *b"TDC" {
             assert_eq!(r.on_server(t, None), Ok(Verdict::Forward));
         }
-        assert_eq!(
-            r.on_server(b'Z', Some(TxStatus::InTransaction)),
-            Ok(Verdict::Forward)
-        );
+        assert_eq!(r.on_server(b'Z', Some(TxStatus::InTransaction)), Ok(Verdict::Forward));
         assert!(!r.is_free());
         assert!(r.needs_rollback_only());
         r.push(Request::Query, Owner::Client, None);
@@ -372,23 +350,12 @@ mod tests {
     #[test]
     fn answered_entries_are_emitted_in_order() {
         let mut r = q();
-        r.push(
-            Request::Parse,
-            Owner::Answered(Bytes::from_static(b"P1")),
-            None,
-        );
+        r.push(Request::Parse, Owner::Answered(Bytes::from_static(b"P1")), None);
         assert_eq!(r.take_answered(), vec![Bytes::from_static(b"P1")]);
         r.push(Request::Bind, Owner::Client, None);
-        r.push(
-            Request::Close,
-            Owner::Answered(Bytes::from_static(b"C3")),
-            None,
-        );
+        r.push(Request::Close, Owner::Answered(Bytes::from_static(b"C3")), None);
         r.push(Request::Sync, Owner::Client, None);
-        assert!(
-            r.take_answered().is_empty(),
-            "must wait for the Bind's reply"
-        );
+        assert!(r.take_answered().is_empty(), "must wait for the Bind's reply");
         r.on_server(b'2', None).unwrap();
         assert_eq!(r.take_answered(), vec![Bytes::from_static(b"C3")]);
         r.on_server(b'Z', IDLE).unwrap();
@@ -398,25 +365,14 @@ mod tests {
     #[test]
     fn injected_replies_dropped_but_their_errors_reach_the_client() {
         let mut r = q();
-        let undo = Undo::Parse {
-            server_name: "pgmux_x".into(),
-            client_name: None,
-            prepared_here: true,
-        };
+        let undo = Undo::Parse { server_name: "pgmux_x".into(), client_name: None, prepared_here: true };
         r.push(Request::Parse, Owner::Injected, Some(undo.clone()));
         r.push(Request::Bind, Owner::Client, None);
-        r.push(
-            Request::Close,
-            Owner::Answered(Bytes::from_static(b"C3")),
-            None,
-        );
+        r.push(Request::Close, Owner::Answered(Bytes::from_static(b"C3")), None);
         r.push(Request::Sync, Owner::Client, None);
         assert_eq!(r.on_server(b'E', None), Ok(Verdict::Forward));
         assert_eq!(r.take_undone(), vec![undo]);
-        assert!(
-            r.take_answered().is_empty(),
-            "answers after an error are never sent"
-        );
+        assert!(r.take_answered().is_empty(), "answers after an error are never sent");
         assert_eq!(r.on_server(b'Z', IDLE), Ok(Verdict::Forward));
         assert!(r.is_free());
 
@@ -432,28 +388,16 @@ mod tests {
         r.push(
             Request::Parse,
             Owner::Client,
-            Some(Undo::Parse {
-                server_name: "a".into(),
-                client_name: Some("s1".into()),
-                prepared_here: true,
-            }),
+            Some(Undo::Parse { server_name: "a".into(), client_name: Some("s1".into()), prepared_here: true }),
         );
         r.on_server(b'E', None).unwrap();
         assert_eq!(r.take_undone().len(), 1);
         r.push(
             Request::Bind,
             Owner::Injected,
-            Some(Undo::Parse {
-                server_name: "b".into(),
-                client_name: None,
-                prepared_here: true,
-            }),
+            Some(Undo::Parse { server_name: "b".into(), client_name: None, prepared_here: true }),
         );
-        assert_eq!(
-            r.take_undone().len(),
-            1,
-            "a request sent while the server skips never happens"
-        );
+        assert_eq!(r.take_undone().len(), 1, "a request sent while the server skips never happens");
         r.push(Request::Sync, Owner::Client, None);
         r.on_server(b'Z', IDLE).unwrap();
         assert!(r.is_free());
@@ -489,13 +433,7 @@ mod tests {
         r.on_server(b'Z', IDLE).unwrap();
         assert!(r.is_free());
         // The same when the client's CopyDone was queued before the CopyInResponse arrived.
-        for req in [
-            Request::Bind,
-            Request::Execute,
-            Request::Sync,
-            Request::CopyEnd,
-            Request::Sync,
-        ] {
+        for req in [Request::Bind, Request::Execute, Request::Sync, Request::CopyEnd, Request::Sync] {
             r.push(req, Owner::Client, None);
         }
         for t in *b"2GC" {

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
+use super::pins::{CHECK_SQL, PinReasons};
 use super::relay::{self, Active, ClientSink, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::statements::ClientStatements;
@@ -62,6 +63,10 @@ pub struct Session {
     state: State,
     /// The client's named prepared statements (transaction mode).
     statements: ClientStatements,
+    /// Why the client is pinned to its server connection (empty: it is not).
+    pins: PinReasons,
+    /// A session-state check is running on the server connection.
+    checking: bool,
     /// The pool this client borrowed from last (skips the pool lookup while the primary stays put).
     pool: Option<Arc<Pool>>,
     /// Keeps the client counted against max_connections.
@@ -107,15 +112,7 @@ fn read_now(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
 
 impl Session {
     pub fn new(ctx: Arc<ClientCtx>, client: TcpStream, startup: Startup) -> Session {
-        let Startup {
-            user,
-            database,
-            settings,
-            key,
-            backend,
-            pending,
-            admitted,
-        } = startup;
+        let Startup { user, database, settings, key, backend, pending, admitted } = startup;
         let mut session = Session {
             ctx,
             client,
@@ -127,9 +124,12 @@ impl Session {
             key,
             state: State::Idle,
             statements: ClientStatements::default(),
+            pins: PinReasons::default(),
+            checking: false,
             pool: Some(backend.pool().clone()),
             _admitted: admitted,
         };
+        session.key.slot.set_identity(&session.user, &session.database);
         match session.ctx.settings.mode {
             PoolMode::Session => session.activate(backend),
             PoolMode::Transaction => backend.release(),
@@ -193,12 +193,7 @@ impl Session {
             build::query(&mut to_server, &sql.join("; "));
             replies.push(Request::Query, Owner::InjectedQuery, None);
         }
-        self.transition(State::Active(Box::new(Active {
-            backend,
-            replies,
-            to_server,
-            passthrough: 0,
-        })));
+        self.transition(State::Active(Box::new(Active::new(backend, replies, to_server))));
     }
 
     fn gone(_: io::Error) -> End {
@@ -206,11 +201,7 @@ impl Session {
     }
 
     /// Reads client bytes (or flushes pending output) until something happens; `timeout` bounds the wait.
-    async fn wait_client(
-        &mut self,
-        timeout: Option<Duration>,
-        watch_drain: bool,
-    ) -> Result<(), End> {
+    async fn wait_client(&mut self, timeout: Option<Duration>, watch_drain: bool) -> Result<(), End> {
         let sleep = async {
             match timeout {
                 Some(t) => tokio::time::sleep(t).await,
@@ -244,18 +235,13 @@ impl Session {
             Some((ftag::TERMINATE, _)) => return Err(End::Terminated),
             Some((ftag::PARSE, _)) if self.ctx.settings.mode == PoolMode::Transaction => {
                 if let Some(pool) = &self.pool
-                    && let Some(n) = relay::answer_prepare_locally(
-                        &self.cin,
-                        &mut self.statements,
-                        pool,
-                        &mut self.cout,
-                    )
+                    && let Some(n) =
+                        relay::answer_prepare_locally(&self.cin, &mut self.statements, pool, &mut self.cout)
                 {
                     relay::consume(&mut self.cin, n);
                     return flush_now(&self.client, &mut self.cout).map_err(Self::gone);
                 }
-                if matches!(check_client_header(&self.cin), Ok(Some((_, total))) if self.cin.len() >= total)
-                {
+                if matches!(check_client_header(&self.cin), Ok(Some((_, total))) if self.cin.len() >= total) {
                     return self.borrow().await;
                 }
             }
@@ -270,25 +256,18 @@ impl Session {
     async fn borrow(&mut self) -> Result<(), End> {
         let timeout = self.ctx.settings.borrow_timeout;
         let cluster = &self.ctx.cluster;
-        let err = match cluster
-            .checkout_primary(self.pool.as_ref(), &self.database, &self.user, timeout)
-            .await
-        {
+        let err = match cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, timeout).await {
             Ok(backend) => {
-                if !self
-                    .pool
-                    .as_ref()
-                    .is_some_and(|p| Arc::ptr_eq(p, backend.pool()))
-                {
+                if !self.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, backend.pool())) {
                     self.pool = Some(backend.pool().clone());
                 }
                 self.activate(backend);
                 return Ok(());
             }
             Err(ClusterError::Pool(PoolError::Timeout)) => ClientError::BorrowTimeout(timeout),
-            Err(ClusterError::Pool(PoolError::Connect(BackendError::Server {
-                message, ..
-            }))) => ClientError::ServerUnavailable(message),
+            Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { message, .. }))) => {
+                ClientError::ServerUnavailable(message)
+            }
             Err(e) => ClientError::ServerUnavailable(e.to_string()),
         };
         tracing::warn!(user = %self.user, database = %self.database, error = %err, "no server connection for a transaction");
@@ -349,7 +328,7 @@ impl Session {
         flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
 
         let free = a.replies.is_free();
-        let session_idle = free && self.ctx.settings.mode == PoolMode::Session;
+        let session_idle = free && (self.ctx.settings.mode == PoolMode::Session || !self.pins.is_empty());
         if session_idle && self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
@@ -395,10 +374,7 @@ impl Session {
         let State::Active(a) = &mut self.state else {
             return Ok(());
         };
-        let mut sink = ToClient {
-            sock: &self.client,
-            residue: &mut self.cout,
-        };
+        let mut sink = ToClient { sock: &self.client, residue: &mut self.cout };
         match relay::server_bytes(a, &mut self.statements, &mut sink) {
             Ok(()) => {}
             Err(ServerFault::Client(e)) => return Err(Self::gone(e)),
@@ -406,10 +382,57 @@ impl Session {
                 return self.server_lost(format!("protocol error: {e}"));
             }
         }
-        if self.ctx.settings.mode == PoolMode::Transaction && a.is_free() {
+        if self.ctx.settings.mode != PoolMode::Transaction || !a.is_free() {
+            return Ok(());
+        }
+        if self.checking {
+            self.finish_check();
+        } else if a.effects.any() {
+            // The transaction may have changed settings or pinning state: ask the server.
+            if a.effects.load {
+                self.pins = self.pins.union(PinReasons::LOAD);
+            }
+            a.effects = Default::default();
+            build::query(&mut a.to_server, CHECK_SQL);
+            a.replies.push(Request::Query, Owner::Capture, None);
+            self.checking = true;
+            return Ok(());
+        }
+        if self.pins.is_empty() {
             self.transition(State::Idle);
         }
         Ok(())
+    }
+
+    /// Reads the session-state check: the client's settings become what the server reports, and
+    /// the pin reasons what it holds.
+    fn finish_check(&mut self) {
+        self.checking = false;
+        let State::Active(a) = &mut self.state else { return };
+        let sets = std::mem::take(&mut a.capture);
+        let (Some(settings), Some(counts)) = (sets.first(), sets.get(1).and_then(|s| s.first())) else {
+            tracing::warn!(user = %self.user, "session-state check failed; keeping the client pinned");
+            let old = self.pins;
+            self.pins = old.union(PinReasons::TEMP_OBJECT);
+            self.ctx.pin_stats.record(&self.user, old, self.pins);
+            self.key.slot.set_pins(self.pins);
+            return;
+        };
+        let mut now: Vec<(String, String)> = settings
+            .iter()
+            .filter_map(|row| match row.as_slice() {
+                [Some(n), Some(v)] => Some((n.to_ascii_lowercase(), v.clone())),
+                _ => None,
+            })
+            .collect();
+        now.sort();
+        a.backend.applied = now.clone();
+        self.settings = now;
+        let old = self.pins;
+        let new = PinReasons::from_counts(counts).union(PinReasons::from_bits(old.bits() & PinReasons::LOAD.bits()));
+        self.ctx.pin_stats.record(&self.user, old, new);
+        self.pins = new;
+        self.key.slot.set_pins(new);
     }
 
     /// The server connection failed mid-conversation: fail what was in flight. A client inside a
@@ -419,12 +442,14 @@ impl Session {
             return Ok(());
         };
         let tracker = &a.replies;
-        let (status, pending, batch_open) = (
-            tracker.status(),
-            tracker.pending_ready(),
-            tracker.batch_open(),
-        );
+        let (status, pending, batch_open) = (tracker.status(), tracker.pending_ready(), tracker.batch_open());
         tracing::warn!(user = %self.user, server = %a.backend.server, reason = %why, "server connection lost");
+        if !self.pins.is_empty() {
+            // What pinned the client lived on that connection and is gone with it.
+            self.ctx.pin_stats.record(&self.user, self.pins, PinReasons::default());
+            self.pins = PinReasons::default();
+            self.key.slot.set_pins(self.pins);
+        }
         if status != TxStatus::Idle {
             return Err(End::Fatal(ClientError::ServerLostInTransaction(why)));
         }
@@ -456,8 +481,13 @@ impl Session {
         let state = std::mem::replace(&mut self.state, State::Idle);
         self.key.slot.set(None);
         if let State::Active(a) = state {
-            let _ =
-                tokio::time::timeout(CLEANUP_TIMEOUT, cleanup(*a, self.ctx.settings.mode)).await;
+            let reset = self.ctx.settings.mode == PoolMode::Session || !self.pins.is_empty();
+            if !self.pins.contains(PinReasons::LOAD) {
+                let _ = tokio::time::timeout(CLEANUP_TIMEOUT, cleanup(*a, reset)).await;
+            }
+        }
+        if !self.pins.is_empty() {
+            self.ctx.pin_stats.record(&self.user, self.pins, PinReasons::default());
         }
         if !self.cout.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -471,17 +501,15 @@ impl Session {
 
 /// Makes an abandoned server connection reusable (ROLLBACK an idle open transaction; DISCARD ALL in
 /// session mode) and returns it; anything less certain closes it, which ends its transaction too.
-async fn cleanup(mut a: Active, mode: PoolMode) {
+async fn cleanup(mut a: Active, reset: bool) {
     let quiet = a.to_server.is_empty() && a.passthrough == 0 && a.backend.rbuf.is_empty();
     if !quiet || !(a.replies.is_free() || a.replies.needs_rollback_only()) {
         return;
     }
-    if a.replies.needs_rollback_only()
-        && !matches!(a.backend.simple_query("ROLLBACK").await, Ok(None))
-    {
+    if a.replies.needs_rollback_only() && !matches!(a.backend.simple_query("ROLLBACK").await, Ok(None)) {
         return;
     }
-    if mode == PoolMode::Session {
+    if reset {
         if !matches!(a.backend.simple_query("DISCARD ALL").await, Ok(None)) {
             return;
         }

@@ -12,14 +12,8 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 pub fn from_startup(params: &[(String, String)]) -> Result<Vec<(String, String)>, ClientError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut add = |name: &str, value: &str| -> Result<(), ClientError> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        {
-            return Err(ClientError::Protocol(format!(
-                "invalid parameter name \"{name}\""
-            )));
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+            return Err(ClientError::Protocol(format!("invalid parameter name \"{name}\"")));
         }
         let name = name.to_ascii_lowercase();
         out.retain(|(n, _)| *n != name);
@@ -55,13 +49,7 @@ pub fn sql_to_apply(current: &[(String, String)], wanted: &[(String, String)]) -
     let sets: Vec<String> = wanted
         .iter()
         .filter(|w| !current.contains(w))
-        .map(|(n, v)| {
-            format!(
-                "pg_catalog.set_config({}, {}, false)",
-                quote_literal(n),
-                quote_literal(v)
-            )
-        })
+        .map(|(n, v)| format!("pg_catalog.set_config({}, {}, false)", quote_literal(n), quote_literal(v)))
         .collect();
     let resets: Vec<String> = current
         .iter()
@@ -81,9 +69,7 @@ mod tests {
     use super::*;
 
     fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -96,28 +82,14 @@ mod tests {
             ("options", "-c search_path=a,b -c application_name=y"),
         ]))
         .unwrap();
-        assert_eq!(
-            got,
-            p(&[
-                ("application_name", "y"),
-                ("search_path", "a,b"),
-                ("timezone", "UTC")
-            ])
-        );
+        assert_eq!(got, p(&[("application_name", "y"), ("search_path", "a,b"), ("timezone", "UTC")]));
     }
 
     #[test]
     fn rejects_bad_names_and_replication() {
         assert!(from_startup(&p(&[("a;b", "x")])).is_err());
-        assert!(matches!(
-            from_startup(&p(&[("replication", "database")])),
-            Err(ClientError::FeatureNotSupported(_))
-        ));
-        assert!(
-            from_startup(&p(&[("replication", "false")]))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(matches!(from_startup(&p(&[("replication", "database")])), Err(ClientError::FeatureNotSupported(_))));
+        assert!(from_startup(&p(&[("replication", "false")])).unwrap().is_empty());
     }
 
     #[test]
@@ -129,9 +101,6 @@ mod tests {
             sql_to_apply(&cur, &want).unwrap(),
             "SELECT pg_catalog.set_config('application_name', 'b''c', false); RESET \"timezone\""
         );
-        assert_eq!(
-            sql_to_apply(&[], &p(&[("x.y", "1")])).unwrap(),
-            "SELECT pg_catalog.set_config('x.y', '1', false)"
-        );
+        assert_eq!(sql_to_apply(&[], &p(&[("x.y", "1")])).unwrap(), "SELECT pg_catalog.set_config('x.y', '1', false)");
     }
 }

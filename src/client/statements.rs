@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use super::classify::{Effects, classify};
 use crate::protocol::{build, cstr};
 
 /// One statement as the server knows it.
@@ -16,6 +17,8 @@ pub struct StatementDef {
     pub server_name: Arc<str>,
     /// A Parse message that prepares it under `server_name`.
     pub parse: Bytes,
+    /// What executing it might do to the session.
+    pub effects: Effects,
 }
 
 impl StatementDef {
@@ -28,10 +31,8 @@ impl StatementDef {
             build::put_cstr(b, server_name.as_bytes());
             b.put_slice(rest);
         });
-        StatementDef {
-            server_name,
-            parse: parse.freeze(),
-        }
+        let effects = cstr(rest).map(|(query, _)| classify(query)).unwrap_or_default();
+        StatementDef { server_name, parse: parse.freeze(), effects }
     }
 }
 
@@ -43,9 +44,7 @@ pub struct ClientStatements {
 
 impl ClientStatements {
     pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
-        std::str::from_utf8(name)
-            .ok()
-            .and_then(|n| self.by_name.get(n))
+        std::str::from_utf8(name).ok().and_then(|n| self.by_name.get(n))
     }
 
     pub fn insert(&mut self, name: String, def: Arc<StatementDef>) {
@@ -53,18 +52,12 @@ impl ClientStatements {
     }
 
     pub fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
-        std::str::from_utf8(name)
-            .ok()
-            .and_then(|n| self.by_name.remove(n))
+        std::str::from_utf8(name).ok().and_then(|n| self.by_name.remove(n))
     }
 
     /// Forgets `name` if it still stands for `server_name` (undo of a Parse that did not happen).
     pub fn remove_if(&mut self, name: &str, server_name: &str) {
-        if self
-            .by_name
-            .get(name)
-            .is_some_and(|d| &*d.server_name == server_name)
-        {
+        if self.by_name.get(name).is_some_and(|d| &*d.server_name == server_name) {
             self.by_name.remove(name);
         }
     }
@@ -183,10 +176,7 @@ mod tests {
         assert!(a.server_name.len() < 63);
         assert_eq!(a.parse[0], b'P');
         let (name, rest) = split_parse(&a.parse[5..]).unwrap();
-        assert_eq!(
-            (name, rest),
-            (a.server_name.as_bytes(), &b"select 1\0\0\0"[..])
-        );
+        assert_eq!((name, rest), (a.server_name.as_bytes(), &b"select 1\0\0\0"[..]));
     }
 
     #[test]
@@ -213,18 +203,9 @@ mod tests {
     fn recognises_statement_commands() {
         use StatementCommand::*;
         assert_eq!(statement_command(b"DISCARD ALL\0"), Some(DropAll));
-        assert_eq!(
-            statement_command(b"  deallocate   prepare all ;"),
-            Some(DropAll)
-        );
-        assert_eq!(
-            statement_command(b"DEALLOCATE S1"),
-            Some(Deallocate("s1".into()))
-        );
-        assert_eq!(
-            statement_command(b"deallocate \"S1\""),
-            Some(Deallocate("S1".into()))
-        );
+        assert_eq!(statement_command(b"  deallocate   prepare all ;"), Some(DropAll));
+        assert_eq!(statement_command(b"DEALLOCATE S1"), Some(Deallocate("s1".into())));
+        assert_eq!(statement_command(b"deallocate \"S1\""), Some(Deallocate("S1".into())));
         assert_eq!(statement_command(b"delete from t"), None);
         assert_eq!(statement_command(b"select 1"), None);
         assert_eq!(statement_command(b"discard temp"), None);

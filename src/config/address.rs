@@ -49,9 +49,7 @@ impl FromStr for ServerAddr {
 pub(super) fn parse_listen(text: &str) -> Result<ServerAddr, AddrError> {
     match split_host_port(text)? {
         (host, Some(port)) => Ok(ServerAddr { host, port }),
-        (_, None) => Err(AddrError(format!(
-            "`{text}` has no port; write e.g. `127.0.0.1:6432`"
-        ))),
+        (_, None) => Err(AddrError(format!("`{text}` has no port; write e.g. `127.0.0.1:6432`"))),
     }
 }
 
@@ -63,9 +61,7 @@ fn split_host_port(text: &str) -> Result<(String, Option<u16>), AddrError> {
     if text.matches(':').count() > 1 {
         return match text.parse::<Ipv6Addr>() {
             Ok(_) => Ok((text.to_owned(), None)),
-            Err(_) => Err(AddrError(format!(
-                "`{text}`: write IPv6 addresses in brackets, e.g. `[::1]:5432`"
-            ))),
+            Err(_) => Err(AddrError(format!("`{text}`: write IPv6 addresses in brackets, e.g. `[::1]:5432`"))),
         };
     }
     let (host, port) = match text.rsplit_once(':') {
@@ -82,9 +78,7 @@ fn split_bracketed(text: &str, inner: &str) -> Result<(String, Option<u16>), Add
         return Err(AddrError(format!("`{text}`: missing `]`")));
     };
     if host.parse::<Ipv6Addr>().is_err() {
-        return Err(AddrError(format!(
-            "`{text}`: `{host}` is not an IPv6 address"
-        )));
+        return Err(AddrError(format!("`{text}`: `{host}` is not an IPv6 address")));
     }
     let port = match after {
         "" => None,
@@ -100,9 +94,7 @@ fn parse_port(text: &str, port: &str) -> Result<u16, AddrError> {
     let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     match port.parse::<u16>() {
         Ok(port) if digits => Ok(port),
-        _ => Err(AddrError(format!(
-            "`{text}`: port `{port}` is not a number from 0 to 65535"
-        ))),
+        _ => Err(AddrError(format!("`{text}`: port `{port}` is not a number from 0 to 65535"))),
     }
 }
 
@@ -115,23 +107,15 @@ fn check_host(text: &str, host: &str) -> Result<(), AddrError> {
     if looks_numeric {
         return match host.parse::<Ipv4Addr>() {
             Ok(_) => Ok(()),
-            Err(_) => Err(AddrError(format!(
-                "`{text}`: `{host}` is not an IPv4 address"
-            ))),
+            Err(_) => Err(AddrError(format!("`{text}`: `{host}` is not an IPv4 address"))),
         };
     }
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
+    let label_ok =
+        |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if host.split('.').all(label_ok) {
         Ok(())
     } else {
-        Err(AddrError(format!(
-            "`{text}`: `{host}` is not a valid host name"
-        )))
+        Err(AddrError(format!("`{text}`: `{host}` is not a valid host name")))
     }
 }
 
@@ -140,10 +124,7 @@ mod tests {
     use super::*;
 
     fn server(host: &str, port: u16) -> ServerAddr {
-        ServerAddr {
-            host: host.into(),
-            port,
-        }
+        ServerAddr { host: host.into(), port }
     }
 
     #[test]
@@ -185,10 +166,7 @@ mod tests {
             "db:-1",
         ];
         for text in table {
-            assert!(
-                text.parse::<ServerAddr>().is_err(),
-                "{text:?} should be refused"
-            );
+            assert!(text.parse::<ServerAddr>().is_err(), "{text:?} should be refused");
         }
     }
 

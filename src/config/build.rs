@@ -9,23 +9,14 @@ use super::reader::{Ctx, Fields, Item};
 use super::{ClientAuthMethod, ClientsConfig, Config, LogFormat, PoolConfig, PoolMode};
 use super::{Problem, ServerAddr, users};
 
-const POOL_MODES: &[(&str, PoolMode)] = &[
-    ("transaction", PoolMode::Transaction),
-    ("session", PoolMode::Session),
-];
-const AUTH_METHODS: &[(&str, ClientAuthMethod)] = &[
-    ("scram-sha-256", ClientAuthMethod::ScramSha256),
-    ("md5", ClientAuthMethod::Md5),
-];
+const POOL_MODES: &[(&str, PoolMode)] = &[("transaction", PoolMode::Transaction), ("session", PoolMode::Session)];
+const AUTH_METHODS: &[(&str, ClientAuthMethod)] =
+    &[("scram-sha-256", ClientAuthMethod::ScramSha256), ("md5", ClientAuthMethod::Md5)];
 const LOG_FORMATS: &[(&str, LogFormat)] = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads the whole tree. The returned config is only meaningful when no problems were found.
-pub(super) fn build(
-    tree: &Node,
-    source: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> (Config, Vec<Problem>) {
+pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<String>) -> (Config, Vec<Problem>) {
     let mut ctx = Ctx::new(source);
     let ctx = &mut ctx;
     let mut top = Fields::root(ctx, tree);
@@ -39,12 +30,8 @@ pub(super) fn build(
     let clients = read_clients(ctx, top.get("clients"));
     let users_item = top.require(ctx, "users");
     let users = users::read_users(ctx, users_item, env);
-    let shutdown_timeout = top
-        .get("shutdown_timeout")
-        .and_then(|v| ctx.duration(&v, true));
-    let log_format = top
-        .get("log_format")
-        .and_then(|v| ctx.choice(&v, LOG_FORMATS));
+    let shutdown_timeout = top.get("shutdown_timeout").and_then(|v| ctx.duration(&v, true));
+    let log_format = top.get("log_format").and_then(|v| ctx.choice(&v, LOG_FORMATS));
     top.finish(ctx);
     let config = Config {
         listen: listen.map(|e| e.text).unwrap_or_default(),
@@ -71,12 +58,7 @@ struct Endpoint {
 fn endpoint(ctx: &mut Ctx<'_>, item: Item<'_>) -> Option<Endpoint> {
     let text = ctx.text(&item)?;
     match parse_listen(&text) {
-        Ok(addr) => Some(Endpoint {
-            text: addr.to_string(),
-            addr,
-            path: item.path.clone(),
-            line: item.line(),
-        }),
+        Ok(addr) => Some(Endpoint { text: addr.to_string(), addr, path: item.path.clone(), line: item.line() }),
         Err(err) => {
             ctx.report_at(&item, err.to_string());
             None
@@ -88,9 +70,7 @@ fn endpoint(ctx: &mut Ctx<'_>, item: Item<'_>) -> Option<Endpoint> {
 fn check_endpoints_distinct(ctx: &mut Ctx<'_>, endpoints: [&Option<Endpoint>; 3]) {
     let present: Vec<&Endpoint> = endpoints.into_iter().flatten().collect();
     for (index, later) in present.iter().enumerate() {
-        let clash = present[..index]
-            .iter()
-            .find(|earlier| collide(&earlier.addr, &later.addr));
+        let clash = present[..index].iter().find(|earlier| collide(&earlier.addr, &later.addr));
         if let Some(earlier) = clash {
             let message = format!("`{}` is already used by `{}`", later.text, earlier.path);
             ctx.report(&later.path, later.line, message);
@@ -130,30 +110,12 @@ fn read_pool(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> PoolConfig {
     let d = PoolConfig::default();
     let mut f = ctx.fields(item.as_ref(), "pool");
     let pool = PoolConfig {
-        mode: f
-            .get("mode")
-            .and_then(|v| ctx.choice(&v, POOL_MODES))
-            .unwrap_or(d.mode),
-        size: f
-            .get("size")
-            .and_then(|v| ctx.count(&v, 1))
-            .unwrap_or(d.size),
-        borrow_timeout: f
-            .get("borrow_timeout")
-            .and_then(|v| ctx.duration(&v, false))
-            .unwrap_or(d.borrow_timeout),
-        init_query: f
-            .get("init_query")
-            .and_then(|v| ctx.text(&v))
-            .unwrap_or(d.init_query),
-        connect_timeout: f
-            .get("connect_timeout")
-            .and_then(|v| ctx.duration(&v, false))
-            .unwrap_or(d.connect_timeout),
-        idle_timeout: f
-            .get("idle_timeout")
-            .and_then(|v| ctx.duration(&v, false))
-            .unwrap_or(d.idle_timeout),
+        mode: f.get("mode").and_then(|v| ctx.choice(&v, POOL_MODES)).unwrap_or(d.mode),
+        size: f.get("size").and_then(|v| ctx.count(&v, 1)).unwrap_or(d.size),
+        borrow_timeout: f.get("borrow_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.borrow_timeout),
+        init_query: f.get("init_query").and_then(|v| ctx.text(&v)).unwrap_or(d.init_query),
+        connect_timeout: f.get("connect_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.connect_timeout),
+        idle_timeout: f.get("idle_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.idle_timeout),
     };
     f.finish(ctx);
     pool
@@ -163,22 +125,10 @@ fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {
     let d = ClientsConfig::default();
     let mut f = ctx.fields(item.as_ref(), "clients");
     let clients = ClientsConfig {
-        max_connections: f
-            .get("max_connections")
-            .and_then(|v| ctx.count(&v, 1))
-            .unwrap_or(d.max_connections),
-        idle_timeout: f
-            .get("idle_timeout")
-            .and_then(|v| ctx.duration(&v, false))
-            .unwrap_or(d.idle_timeout),
-        startup_timeout: f
-            .get("startup_timeout")
-            .and_then(|v| ctx.duration(&v, false))
-            .unwrap_or(d.startup_timeout),
-        auth_method: f
-            .get("auth_method")
-            .and_then(|v| ctx.choice(&v, AUTH_METHODS))
-            .unwrap_or(d.auth_method),
+        max_connections: f.get("max_connections").and_then(|v| ctx.count(&v, 1)).unwrap_or(d.max_connections),
+        idle_timeout: f.get("idle_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.idle_timeout),
+        startup_timeout: f.get("startup_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.startup_timeout),
+        auth_method: f.get("auth_method").and_then(|v| ctx.choice(&v, AUTH_METHODS)).unwrap_or(d.auth_method),
     };
     f.finish(ctx);
     clients

@@ -3,13 +3,7 @@
 
 use std::time::Duration;
 
-const UNITS: &[(&str, u64)] = &[
-    ("ms", 1),
-    ("s", 1_000),
-    ("m", 60_000),
-    ("h", 3_600_000),
-    ("d", 86_400_000),
-];
+const UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
 
 /// Parses a duration such as `5s`, `250ms` or `1h30m`; the error explains what is accepted.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -18,9 +12,7 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration; write e.g. `5s`".to_owned());
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "`{text}` has no unit; write e.g. `{text}s` or `{text}ms`"
-        ));
+        return Err(format!("`{text}` has no unit; write e.g. `{text}s` or `{text}ms`"));
     }
     let mut millis: u64 = 0;
     let mut rest = text;
@@ -44,9 +36,7 @@ fn invalid(text: &str) -> String {
 
 /// Splits leading ASCII digits off `text` as a number.
 fn split_number(text: &str) -> Option<(u64, &str)> {
-    let end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let amount = text[..end].parse().ok()?;
     Some((amount, &text[end..]))
 }
@@ -111,9 +101,6 @@ mod tests {
     #[test]
     fn bare_number_message_suggests_a_unit() {
         let message = parse_duration("5000").expect_err("no unit");
-        assert!(
-            message.contains("no unit") && message.contains("5000s"),
-            "{message}"
-        );
+        assert!(message.contains("no unit") && message.contains("5000s"), "{message}");
     }
 }

@@ -22,15 +22,8 @@ fn assert_one(yaml: &str, path: &str, line: Option<usize>, words: &str) {
 }
 
 fn assert_problem(problem: &Problem, path: &str, line: Option<usize>, words: &str) {
-    assert_eq!(
-        (problem.path.as_str(), problem.line),
-        (path, line),
-        "{problem:?}"
-    );
-    assert!(
-        problem.message.contains(words),
-        "{problem:?} should mention {words:?}"
-    );
+    assert_eq!((problem.path.as_str(), problem.line), (path, line), "{problem:?}");
+    assert!(problem.message.contains(words), "{problem:?} should mention {words:?}");
 }
 
 /// A valid config of 6 lines; tests append to it (so appended keys start at line 7).
@@ -49,12 +42,7 @@ fn with(extra: &str) -> String {
 
 #[test]
 fn unknown_keys_name_the_key_and_suggest_a_fix() {
-    assert_one(
-        &with("lissten: x\n"),
-        "lissten",
-        Some(7),
-        "unknown key `lissten`",
-    );
+    assert_one(&with("lissten: x\n"), "lissten", Some(7), "unknown key `lissten`");
     let found = problems(&with("pool:\n  sise: 5\n"));
     assert_problem(&found[0], "pool.sise", Some(8), "did you mean `size`?");
     let yaml = BASE.replace("password: app", "password: app\n    role: admin");
@@ -63,31 +51,11 @@ fn unknown_keys_name_the_key_and_suggest_a_fix() {
 
 #[test]
 fn wrong_types_are_reported() {
-    assert_one(
-        &with("pool:\n  size: \"20\"\n"),
-        "pool.size",
-        Some(8),
-        "found a string",
-    );
-    assert_one(
-        &with("pool:\n  size: 2.5\n"),
-        "pool.size",
-        Some(8),
-        "found a float",
-    );
+    assert_one(&with("pool:\n  size: \"20\"\n"), "pool.size", Some(8), "found a string");
+    assert_one(&with("pool:\n  size: 2.5\n"), "pool.size", Some(8), "found a float");
     assert_one(&with("pool: 5\n"), "pool", Some(7), "expected a mapping");
-    assert_one(
-        &with("pool:\n  mode: [a]\n"),
-        "pool.mode",
-        Some(8),
-        "found a list",
-    );
-    assert_one(
-        &with("clients:\n  max_connections: -1\n"),
-        "clients.max_connections",
-        Some(8),
-        ">= 1",
-    );
+    assert_one(&with("pool:\n  mode: [a]\n"), "pool.mode", Some(8), "found a list");
+    assert_one(&with("clients:\n  max_connections: -1\n"), "clients.max_connections", Some(8), ">= 1");
     let yaml = BASE.replace("servers:\n  - 127.0.0.1:5432", "servers: db:5432");
     assert_one(&yaml, "servers", Some(2), "expected a list");
     assert_one(
@@ -111,45 +79,20 @@ fn bad_durations_are_reported() {
         let yaml = with(&format!("pool:\n  {line}\n"));
         assert_one(&yaml, &format!("pool.{key}"), Some(8), words);
     }
-    assert_one(
-        &with("shutdown_timeout: 30\n"),
-        "shutdown_timeout",
-        Some(7),
-        "`30s`",
-    );
+    assert_one(&with("shutdown_timeout: 30\n"), "shutdown_timeout", Some(7), "`30s`");
 }
 
 #[test]
 fn bad_choices_list_the_accepted_words() {
-    assert_one(
-        &with("pool:\n  mode: statement\n"),
-        "pool.mode",
-        Some(8),
-        "transaction, session",
-    );
-    assert_one(
-        &with("clients:\n  auth_method: trust\n"),
-        "clients.auth_method",
-        Some(8),
-        "md5",
-    );
-    assert_one(
-        &with("log_format: JSON\n"),
-        "log_format",
-        Some(7),
-        "text, json",
-    );
+    assert_one(&with("pool:\n  mode: statement\n"), "pool.mode", Some(8), "transaction, session");
+    assert_one(&with("clients:\n  auth_method: trust\n"), "clients.auth_method", Some(8), "md5");
+    assert_one(&with("log_format: JSON\n"), "log_format", Some(7), "text, json");
 }
 
 #[test]
 fn zero_sizes_are_refused() {
     assert_one(&with("pool:\n  size: 0\n"), "pool.size", Some(8), ">= 1");
-    assert_one(
-        &with("clients:\n  max_connections: 0\n"),
-        "clients.max_connections",
-        Some(8),
-        ">= 1",
-    );
+    assert_one(&with("clients:\n  max_connections: 0\n"), "clients.max_connections", Some(8), ">= 1");
 }
 
 #[test]
@@ -157,40 +100,23 @@ fn required_keys_and_empty_lists() {
     let found = problems("log_format: text\n");
     let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["listen", "servers", "users"]);
-    assert!(
-        found
-            .iter()
-            .all(|p| p.line.is_none() && p.message == "is required")
-    );
+    assert!(found.iter().all(|p| p.line.is_none() && p.message == "is required"));
     let yaml = BASE.replace("servers:\n  - 127.0.0.1:5432", "servers: []");
     assert_one(&yaml, "servers", Some(2), "at least one server");
     let yaml = "listen: 127.0.0.1:6432\nservers: [db]\nusers: []\n";
     assert_one(yaml, "users", Some(3), "at least one user");
-    assert_one(
-        "listen: ~\nservers: [db]\nusers: [{name: a, password: a}]\n",
-        "listen",
-        None,
-        "is required",
-    );
+    assert_one("listen: ~\nservers: [db]\nusers: [{name: a, password: a}]\n", "listen", None, "is required");
 }
 
 #[test]
 fn bad_addresses_are_reported() {
-    let yaml = BASE.replace(
-        "  - 127.0.0.1:5432",
-        "  - 127.0.0.1:5432\n  - db:99999\n  - ::1:x",
-    );
+    let yaml = BASE.replace("  - 127.0.0.1:5432", "  - 127.0.0.1:5432\n  - db:99999\n  - ::1:x");
     let found = problems(&yaml);
     assert_eq!(found.len(), 2, "{found:#?}");
     assert_problem(&found[0], "servers[1]", Some(4), "port `99999`");
     assert_problem(&found[1], "servers[2]", Some(5), "brackets");
     assert_one(&BASE.replace(":6432", ""), "listen", Some(1), "no port");
-    assert_one(
-        &with("admin_listen: 'a b:1'\n"),
-        "admin_listen",
-        Some(7),
-        "not a valid host name",
-    );
+    assert_one(&with("admin_listen: 'a b:1'\n"), "admin_listen", Some(7), "not a valid host name");
 }
 
 #[test]
@@ -199,18 +125,8 @@ fn duplicates_are_reported() {
     assert_one(&yaml, "servers[1]", Some(4), "duplicates servers[0]");
     let yaml = with("  - name: app\n    password: other\n");
     assert_one(&yaml, "users[1].name", Some(7), "duplicate user `app`");
-    assert_one(
-        &with("reader_listen: 127.0.0.1:6432\n"),
-        "reader_listen",
-        Some(7),
-        "already used by `listen`",
-    );
-    assert_one(
-        &with("admin_listen: 0.0.0.0:6432\n"),
-        "admin_listen",
-        Some(7),
-        "already used",
-    );
+    assert_one(&with("reader_listen: 127.0.0.1:6432\n"), "reader_listen", Some(7), "already used by `listen`");
+    assert_one(&with("admin_listen: 0.0.0.0:6432\n"), "admin_listen", Some(7), "already used");
 }
 
 #[test]
@@ -218,12 +134,7 @@ fn secrets_need_exactly_one_source() {
     let yaml = BASE.replace("    password: app\n", "");
     assert_one(&yaml, "users[0]", Some(5), "exactly one of `password`");
     let yaml = BASE.replace("password: app", "password: app\n    password_env: SET");
-    assert_one(
-        &yaml,
-        "users[0].password_env",
-        Some(7),
-        "conflicts with `password`",
-    );
+    assert_one(&yaml, "users[0].password_env", Some(7), "conflicts with `password`");
     let yaml = BASE.replace("password: app", "password: ''");
     assert_one(&yaml, "users[0].password", Some(6), "empty");
 }
@@ -231,19 +142,9 @@ fn secrets_need_exactly_one_source() {
 #[test]
 fn secret_sources_that_fail_are_reported() {
     let yaml = BASE.replace("password: app", "password_env: UNSET_PASSWORD");
-    assert_one(
-        &yaml,
-        "users[0].password_env",
-        Some(6),
-        "`UNSET_PASSWORD` is not set",
-    );
+    assert_one(&yaml, "users[0].password_env", Some(6), "`UNSET_PASSWORD` is not set");
     let yaml = BASE.replace("password: app", "password_file: /nonexistent/pgmux/secret");
-    assert_one(
-        &yaml,
-        "users[0].password_file",
-        Some(6),
-        "cannot read `/nonexistent/pgmux/secret`",
-    );
+    assert_one(&yaml, "users[0].password_file", Some(6), "cannot read `/nonexistent/pgmux/secret`");
 }
 
 #[test]
@@ -258,29 +159,16 @@ fn unset_variables_are_reported_where_used() {
 #[test]
 fn expanded_values_are_validated_like_written_ones() {
     // `SET` expands to `value`, which is neither a number nor a duration.
-    assert_one(
-        &with("pool:\n  size: ${SET}\n"),
-        "pool.size",
-        Some(8),
-        "`value`: must be",
-    );
+    assert_one(&with("pool:\n  size: ${SET}\n"), "pool.size", Some(8), "`value`: must be");
     let yaml = with("clients:\n  idle_timeout: ${SET}\n");
-    assert_one(
-        &yaml,
-        "clients.idle_timeout",
-        Some(8),
-        "`value` is not a duration",
-    );
+    assert_one(&yaml, "clients.idle_timeout", Some(8), "`value` is not a duration");
 }
 
 #[test]
 fn broken_yaml_is_one_problem_with_its_line() {
     let found = problems("listen: 127.0.0.1:6432\nservers: [db\nusers: []\n");
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].line.is_some() && found[0].path.is_empty(),
-        "{found:?}"
-    );
+    assert!(found[0].line.is_some() && found[0].path.is_empty(), "{found:?}");
     assert_one("listen: a\nlisten: b\n", "", Some(2), "duplicate");
     assert_one("- just\n- a list\n", "", Some(1), "expected a mapping");
 }
@@ -303,8 +191,7 @@ users:
 log_format: ${LOG_FORMAT}
 ";
     let found = problems(yaml);
-    let summary: Vec<(&str, Option<usize>)> =
-        found.iter().map(|p| (p.path.as_str(), p.line)).collect();
+    let summary: Vec<(&str, Option<usize>)> = found.iter().map(|p| (p.path.as_str(), p.line)).collect();
     let expected = [
         ("listen", Some(1)),
         ("servers", Some(2)),
@@ -320,8 +207,5 @@ log_format: ${LOG_FORMAT}
     assert_eq!(summary, expected, "{found:#?}");
     let rendered = ConfigErrors { problems: found }.to_string();
     assert_eq!(rendered.lines().count(), expected.len(), "{rendered}");
-    assert!(
-        rendered.starts_with("line 1: listen: `127.0.0.1` has no port"),
-        "{rendered}"
-    );
+    assert!(rendered.starts_with("line 1: listen: `127.0.0.1` has no port"), "{rendered}");
 }

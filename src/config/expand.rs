@@ -19,20 +19,10 @@ fn walk(node: &mut Node, path: &str, env: &dyn Fn(&str) -> Option<String>, out: 
     let line = line_of(node);
     match &mut node.value {
         Value::Str(text) => match expand_str(text, env) {
-            Ok(Expanded {
-                text,
-                substituted: true,
-            }) => node.value = Value::Env(text),
-            Ok(Expanded {
-                text,
-                substituted: false,
-            }) => node.value = Value::Str(text),
+            Ok(Expanded { text, substituted: true }) => node.value = Value::Env(text),
+            Ok(Expanded { text, substituted: false }) => node.value = Value::Str(text),
             Err(messages) => {
-                out.extend(messages.into_iter().map(|message| Problem {
-                    path: path.to_owned(),
-                    line,
-                    message,
-                }));
+                out.extend(messages.into_iter().map(|message| Problem { path: path.to_owned(), line, message }));
                 node.value = Value::Invalid;
             }
         },
@@ -44,11 +34,7 @@ fn walk(node: &mut Node, path: &str, env: &dyn Fn(&str) -> Option<String>, out: 
         Value::Map(entries) => {
             for (key, value) in entries.iter_mut() {
                 let name = key.value.key_name();
-                let child = if path.is_empty() {
-                    name
-                } else {
-                    format!("{path}.{name}")
-                };
+                let child = if path.is_empty() { name } else { format!("{path}.{name}") };
                 walk(value, &child, env, out);
             }
         }
@@ -65,10 +51,7 @@ pub(super) struct Expanded {
 }
 
 /// Expands `${VAR}` and `$$` in `text`; on failure returns one message per bad reference.
-pub(super) fn expand_str(
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Expanded, Vec<String>> {
+pub(super) fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expanded, Vec<String>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut substituted = false;
@@ -96,30 +79,19 @@ pub(super) fn expand_str(
         }
     }
     out.push_str(rest);
-    if errors.is_empty() {
-        Ok(Expanded {
-            text: out,
-            substituted,
-        })
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(Expanded { text: out, substituted }) } else { Err(errors) }
 }
 
 fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     if !is_var_name(name) {
-        return Err(format!(
-            "`${{{name}}}` is not a valid variable reference (use letters, digits and `_`)"
-        ));
+        return Err(format!("`${{{name}}}` is not a valid variable reference (use letters, digits and `_`)"));
     }
     env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))
 }
 
 fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

@@ -78,9 +78,7 @@ pub(super) fn parse(text: &str) -> Result<Node, Problem> {
         with_snippet: false,
     };
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|err| {
-        let line = err
-            .location()
-            .and_then(|loc| usize::try_from(loc.line()).ok());
+        let line = err.location().and_then(|loc| usize::try_from(loc.line()).ok());
         let rendered = err.render_with_options(serde_saphyr::render_options! {
             snippets: SnippetMode::Off,
         });
@@ -136,9 +134,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Value, E> {
-        i128::try_from(v)
-            .map(Value::Int)
-            .map_err(|_| E::custom("integer too large"))
+        i128::try_from(v).map(Value::Int).map_err(|_| E::custom("integer too large"))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
@@ -187,9 +183,7 @@ mod tests {
         let map = entries(&tree);
         assert_eq!(map[0].1.value, Value::Int(1));
         assert_eq!(line_of(&map[1].0), Some(2));
-        let Value::Seq(items) = &map[1].1.value else {
-            panic!("b is a list")
-        };
+        let Value::Seq(items) = &map[1].1.value else { panic!("b is a list") };
         assert_eq!(items[0].value, Value::Str("x".into()));
         assert_eq!(line_of(&items[1]), Some(4));
         assert_eq!(items[1].value, Value::Float(2.5));
@@ -214,9 +208,6 @@ mod tests {
     #[test]
     fn empty_document_is_null() {
         assert_eq!(parse("").expect("empty is valid").value, Value::Null);
-        assert_eq!(
-            parse("# only a comment\n").expect("valid").value,
-            Value::Null
-        );
+        assert_eq!(parse("# only a comment\n").expect("valid").value, Value::Null);
     }
 }

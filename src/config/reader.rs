@@ -30,18 +30,11 @@ impl Item<'_> {
 
 impl<'a> Ctx<'a> {
     pub(super) fn new(source: &'a str) -> Self {
-        Ctx {
-            source,
-            problems: Vec::new(),
-        }
+        Ctx { source, problems: Vec::new() }
     }
 
     pub(super) fn report(&mut self, path: &str, line: Option<usize>, message: impl Into<String>) {
-        let problem = Problem {
-            path: path.to_owned(),
-            line,
-            message: message.into(),
-        };
+        let problem = Problem { path: path.to_owned(), line, message: message.into() };
         self.problems.push(problem);
     }
 
@@ -73,10 +66,7 @@ impl<'a> Ctx<'a> {
                     Value::Env(text) => text.clone(),
                     _ => self.spelling(item.node),
                 };
-                self.report_at(
-                    item,
-                    format!("`{written}`: must be a whole number >= {min}"),
-                );
+                self.report_at(item, format!("`{written}`: must be a whole number >= {min}"));
                 None
             }
         }
@@ -117,10 +107,7 @@ impl<'a> Ctx<'a> {
                 nodes
                     .iter()
                     .enumerate()
-                    .map(|(index, node)| Item {
-                        node,
-                        path: format!("{}[{index}]", item.path),
-                    })
+                    .map(|(index, node)| Item { node, path: format!("{}[{index}]", item.path) })
                     .collect(),
             ),
             Value::Invalid => None,
@@ -161,14 +148,11 @@ impl<'a> Ctx<'a> {
     /// How a scalar was written in the file, e.g. `1e3` rather than `1000`.
     fn spelling(&self, node: &Node) -> String {
         let span = node.defined.span();
-        let written = span
-            .byte_offset()
-            .zip(span.byte_len())
-            .and_then(|(start, len)| {
-                let start = usize::try_from(start).ok()?;
-                let end = start.checked_add(usize::try_from(len).ok()?)?;
-                self.source.get(start..end)
-            });
+        let written = span.byte_offset().zip(span.byte_len()).and_then(|(start, len)| {
+            let start = usize::try_from(start).ok()?;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            self.source.get(start..end)
+        });
         written.map_or_else(|| node.value.key_name(), str::to_owned)
     }
 }
@@ -192,32 +176,18 @@ struct Entry<'n> {
 
 impl<'n> Entry<'n> {
     fn new((key, value): &'n (Node, Node)) -> Self {
-        Entry {
-            name: key.value.key_name(),
-            key,
-            value,
-            used: false,
-        }
+        Entry { name: key.value.key_name(), key, value, used: false }
     }
 }
 
 impl<'n> Fields<'n> {
     fn empty(path: &str, line: Option<usize>) -> Self {
-        Fields {
-            path: path.to_owned(),
-            line,
-            entries: Vec::new(),
-            known: Vec::new(),
-            broken: false,
-        }
+        Fields { path: path.to_owned(), line, entries: Vec::new(), known: Vec::new(), broken: false }
     }
 
     /// Opens the document root, which must be a mapping.
     pub(super) fn root(ctx: &mut Ctx<'_>, tree: &'n Node) -> Self {
-        let item = Item {
-            node: tree,
-            path: String::new(),
-        };
+        let item = Item { node: tree, path: String::new() };
         let mut fields = ctx.fields(Some(&item), "");
         fields.line = None;
         fields
@@ -261,11 +231,7 @@ impl<'n> Fields<'n> {
     }
 
     fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
     }
 }
 

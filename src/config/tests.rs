@@ -22,17 +22,11 @@ fn load(yaml: &str) -> Config {
 }
 
 fn server(host: &str, port: u16) -> ServerAddr {
-    ServerAddr {
-        host: host.into(),
-        port,
-    }
+    ServerAddr { host: host.into(), port }
 }
 
 fn user(name: &str, password: &str) -> UserConfig {
-    UserConfig {
-        name: name.into(),
-        password: password.into(),
-    }
+    UserConfig { name: name.into(), password: password.into() }
 }
 
 #[test]
@@ -97,11 +91,7 @@ log_format: json
     assert_eq!(config.listen, "0.0.0.0:7432");
     assert_eq!(config.reader_listen.as_deref(), Some("0.0.0.0:7433"));
     assert_eq!(config.admin_listen.as_deref(), Some("[::1]:9000"));
-    let expected_servers = [
-        server("db1.internal", 5432),
-        server("fd00::2", 6543),
-        server("db3", 5432),
-    ];
+    let expected_servers = [server("db1.internal", 5432), server("fd00::2", 6543), server("db3", 5432)];
     assert_eq!(config.servers, expected_servers);
     let pool = PoolConfig {
         mode: PoolMode::Session,
@@ -191,8 +181,7 @@ fn password_env_reads_the_variable() {
 
 fn secret_file(contents: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(contents.as_bytes())
-        .expect("write temp file");
+    file.write_all(contents.as_bytes()).expect("write temp file");
     file
 }
 
@@ -225,10 +214,7 @@ fn load_reports_an_unreadable_file() {
     let missing = dir.path().join("missing.yaml");
     let errors = Config::load(&missing).expect_err("no such file");
     assert_eq!(errors.problems.len(), 1);
-    assert!(
-        errors.problems[0].message.contains("missing.yaml"),
-        "{errors}"
-    );
+    assert!(errors.problems[0].message.contains("missing.yaml"), "{errors}");
 }
 
 #[test]
@@ -237,10 +223,7 @@ fn user_lookup_and_redacted_debug() {
     assert_eq!(config.user("app"), Some(&user("app", "app")));
     assert_eq!(config.user("nobody"), None);
     let debug = format!("{config:?}");
-    assert!(
-        debug.contains("\"app\"") && debug.contains("<redacted>"),
-        "{debug}"
-    );
+    assert!(debug.contains("\"app\"") && debug.contains("<redacted>"), "{debug}");
     assert!(!debug.contains("password: \"app\""), "{debug}");
 }
 

@@ -47,9 +47,7 @@ fn read_user<'n>(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> (Option<(String, Item<'n>)>, Option<String>) {
     let mut fields = ctx.fields(Some(element), &element.path);
-    let name = fields
-        .require(ctx, "name")
-        .and_then(|item| Some((read_name(ctx, &item)?, item)));
+    let name = fields.require(ctx, "name").and_then(|item| Some((read_name(ctx, &item)?, item)));
     let password = read_secret(ctx, &mut fields, env);
     fields.finish(ctx);
     (name, password)
@@ -64,15 +62,9 @@ fn read_name(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<String> {
     Some(name)
 }
 
-fn read_secret(
-    ctx: &mut Ctx<'_>,
-    fields: &mut Fields<'_>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
-    let mut given: Vec<(&str, Item<'_>)> = SECRET_KEYS
-        .into_iter()
-        .filter_map(|key| fields.get(key).map(|item| (key, item)))
-        .collect();
+fn read_secret(ctx: &mut Ctx<'_>, fields: &mut Fields<'_>, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let mut given: Vec<(&str, Item<'_>)> =
+        SECRET_KEYS.into_iter().filter_map(|key| fields.get(key).map(|item| (key, item))).collect();
     // The first one written wins; the later ones are the conflicts.
     given.sort_by_key(|(_, item)| item.line());
     match given.as_slice() {
@@ -118,10 +110,7 @@ fn resolve_secret(
 
 /// Reads a secret file; one trailing newline (as editors and `echo` add) is not part of it.
 fn read_secret_file(path: &str) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| format!("cannot read `{path}`: {err}"))?;
-    let text = text
-        .strip_suffix('\n')
-        .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read `{path}`: {err}"))?;
+    let text = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
     Ok(text.to_owned())
 }

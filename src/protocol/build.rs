@@ -39,17 +39,9 @@ impl Severity {
 
 /// ErrorResponse (or NoticeResponse for `Severity::Notice`).
 pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &str) {
-    let tag = if severity == Severity::Notice {
-        b'N'
-    } else {
-        b'E'
-    };
+    let tag = if severity == Severity::Notice { b'N' } else { b'E' };
     message(buf, tag, |b| {
-        for (field, value) in [
-            (b'S', severity.as_str()),
-            (b'V', severity.as_str()),
-            (b'C', code),
-        ] {
+        for (field, value) in [(b'S', severity.as_str()), (b'V', severity.as_str()), (b'C', code)] {
             b.put_u8(field);
             put_cstr(b, value.as_bytes());
         }
@@ -119,10 +111,7 @@ mod tests {
         let mut b = BytesMut::new();
         error_response(&mut b, Severity::Fatal, "08P01", "bad");
         assert_eq!(b[0], b'E');
-        assert_eq!(
-            u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize,
-            b.len() - 1
-        );
+        assert_eq!(u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize, b.len() - 1);
         let f = error_fields(&b[5..]);
         assert!(f.contains(&(b'C', "08P01".into())));
         assert!(f.contains(&(b'S', "FATAL".into())));

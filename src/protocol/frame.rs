@@ -40,10 +40,7 @@ pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<(u8, usize)>, Fr
     let tag = buf[0];
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if len < EMPTY_BODY_LEN || len > max_len {
-        return Err(FrameError::BadLength {
-            tag: tag as char,
-            len,
-        });
+        return Err(FrameError::BadLength { tag: tag as char, len });
     }
     Ok(Some((tag, len + 1)))
 }
@@ -53,8 +50,7 @@ pub fn frontend_len_ok(tag: u8, total: usize) -> bool {
     use super::ftag::*;
     match tag {
         SYNC | FLUSH | TERMINATE | COPY_DONE => total == HEADER_LEN,
-        QUERY | PARSE | BIND | CLOSE | DESCRIBE | EXECUTE | COPY_DATA | COPY_FAIL
-        | FUNCTION_CALL | PASSWORD => true,
+        QUERY | PARSE | BIND | CLOSE | DESCRIBE | EXECUTE | COPY_DATA | COPY_FAIL | FUNCTION_CALL | PASSWORD => true,
         _ => false,
     }
 }
@@ -62,10 +58,7 @@ pub fn frontend_len_ok(tag: u8, total: usize) -> bool {
 /// Splits the next whole frame off `buf`, if one is there.
 pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, FrameError> {
     match peek_header(buf, max_len)? {
-        Some((tag, total)) if buf.len() >= total => Ok(Some(Frame {
-            tag,
-            bytes: buf.split_to(total).freeze(),
-        })),
+        Some((tag, total)) if buf.len() >= total => Ok(Some(Frame { tag, bytes: buf.split_to(total).freeze() })),
         Some((_, total)) => {
             buf.reserve(total - buf.len());
             Ok(None)

@@ -68,10 +68,7 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
         }),
         SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => Err(StartupError::BadLength),
         _ if code >> 16 == PROTOCOL_MAJOR => parse_params(code as u16, body),
-        _ => Err(StartupError::UnsupportedVersion {
-            major: code >> 16,
-            minor: code & 0xffff,
-        }),
+        _ => Err(StartupError::UnsupportedVersion { major: code >> 16, minor: code & 0xffff }),
     }
 }
 
@@ -100,11 +97,7 @@ fn parse_params(minor: u16, body: &[u8]) -> Result<StartupPacket, StartupError> 
     if !params.iter().any(|(k, v)| k == "user" && !v.is_empty()) {
         return Err(StartupError::NoUser);
     }
-    Ok(StartupPacket::Startup {
-        minor,
-        params,
-        unsupported_options,
-    })
+    Ok(StartupPacket::Startup { minor, params, unsupported_options })
 }
 
 /// Splits a libpq `options` value into `-c name=value` / `--name=value` settings.
@@ -141,16 +134,14 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut it = words.into_iter();
     while let Some(w) = it.next() {
         let setting = if w == "-c" {
-            it.next()
-                .ok_or_else(|| "missing setting after -c".to_string())?
+            it.next().ok_or_else(|| "missing setting after -c".to_string())?
         } else if let Some(s) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
             s.to_string()
         } else {
             return Err(format!("unsupported startup option \"{w}\""));
         };
-        let (name, value) = setting
-            .split_once('=')
-            .ok_or_else(|| format!("invalid setting \"{setting}\" in options"))?;
+        let (name, value) =
+            setting.split_once('=').ok_or_else(|| format!("invalid setting \"{setting}\" in options"))?;
         out.push((name.replace('-', "_"), value.to_string()));
     }
     Ok(out)
@@ -170,16 +161,10 @@ mod tests {
     #[test]
     fn parses_each_packet_kind() {
         assert_eq!(parse(&packet(SSL_REQUEST, b"")), Ok(StartupPacket::Ssl));
-        assert_eq!(
-            parse(&packet(GSSENC_REQUEST, b"")),
-            Ok(StartupPacket::GssEnc)
-        );
+        assert_eq!(parse(&packet(GSSENC_REQUEST, b"")), Ok(StartupPacket::GssEnc));
         let mut body = 7i32.to_be_bytes().to_vec();
         body.extend_from_slice(&(-9i32).to_be_bytes());
-        assert_eq!(
-            parse(&packet(CANCEL_REQUEST, &body)),
-            Ok(StartupPacket::Cancel { pid: 7, secret: -9 })
-        );
+        assert_eq!(parse(&packet(CANCEL_REQUEST, &body)), Ok(StartupPacket::Cancel { pid: 7, secret: -9 }));
         let p = parse(&packet(0x0003_0002, b"user\0app\0_pq_.x\0one\0\0")).unwrap();
         assert_eq!(
             p,
@@ -193,26 +178,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_packets() {
-        assert!(matches!(
-            parse(&packet(0x0002_0000, b"")),
-            Err(StartupError::UnsupportedVersion { major: 2, .. })
-        ));
-        assert_eq!(
-            parse(&packet(0x0003_0000, b"user\0app")),
-            Err(StartupError::BadLayout)
-        );
-        assert_eq!(
-            parse(&packet(0x0003_0000, b"user\0\0")),
-            Err(StartupError::BadLayout)
-        );
-        assert_eq!(
-            parse(&packet(0x0003_0000, b"database\0x\0\0")),
-            Err(StartupError::NoUser)
-        );
-        assert_eq!(
-            parse(&packet(CANCEL_REQUEST, b"12")),
-            Err(StartupError::BadLength)
-        );
+        assert!(matches!(parse(&packet(0x0002_0000, b"")), Err(StartupError::UnsupportedVersion { major: 2, .. })));
+        assert_eq!(parse(&packet(0x0003_0000, b"user\0app")), Err(StartupError::BadLayout));
+        assert_eq!(parse(&packet(0x0003_0000, b"user\0\0")), Err(StartupError::BadLayout));
+        assert_eq!(parse(&packet(0x0003_0000, b"database\0x\0\0")), Err(StartupError::NoUser));
+        assert_eq!(parse(&packet(CANCEL_REQUEST, b"12")), Err(StartupError::BadLength));
         assert_eq!(packet_len(&[0, 0, 0, 4]), Err(StartupError::BadLength));
         assert_eq!(packet_len(&[0x7f, 0, 0, 0]), Err(StartupError::BadLength));
         assert_eq!(packet_len(&[0, 0]), Ok(None));

@@ -22,8 +22,7 @@ pub fn cluster() -> &'static LocalCluster {
         // Besides `app`, users `u1`..`u3` (password = name) for tests that count or kill their own
         // server connections without disturbing tests running beside them.
         let mut opts = ClusterOptions::default();
-        opts.users
-            .extend((1..=3).map(|i| (format!("u{i}"), format!("u{i}"))));
+        opts.users.extend((1..=3).map(|i| (format!("u{i}"), format!("u{i}"))));
         let c = LocalCluster::start(opts).expect("start local PostgreSQL");
         c.stop_when_process_exits();
         c
@@ -40,11 +39,7 @@ pub struct TestProxy {
 
 impl TestProxy {
     pub fn dsn(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "host={} port={} user={user} password={password} dbname={db}",
-            self.addr.ip(),
-            self.addr.port()
-        )
+        format!("host={} port={} user={user} password={password} dbname={db}", self.addr.ip(), self.addr.port())
     }
 
     pub fn port(&self) -> u16 {
@@ -55,10 +50,8 @@ impl TestProxy {
 /// The YAML for a proxy on a free port in front of `servers`; `extra` is appended (pool:, clients:…).
 pub fn yaml(servers: &[String], pool: &str, clients: &str) -> String {
     let servers = servers.join(", ");
-    let users: String = ["app", "u1", "u2", "u3"]
-        .iter()
-        .map(|u| format!("  - name: {u}\n    password: {u}\n"))
-        .collect();
+    let users: String =
+        ["app", "u1", "u2", "u3"].iter().map(|u| format!("  - name: {u}\n    password: {u}\n")).collect();
     format!(
         "listen: 127.0.0.1:0\nservers: [{servers}]\npool:\n  connect_timeout: 5s\n{pool}\nclients:\n{clients}\nusers:\n{users}shutdown_timeout: 10s\n"
     )
@@ -66,20 +59,14 @@ pub fn yaml(servers: &[String], pool: &str, clients: &str) -> String {
 
 /// Starts pgmux with this YAML.
 pub async fn start_proxy_yaml(text: &str) -> TestProxy {
-    let config =
-        Config::from_yaml(text).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
+    let config = Config::from_yaml(text).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
     let shutdown = Shutdown::default();
     let proxy = Proxy::bind(&config, &shutdown).await.expect("bind");
     let addr = proxy.local_addr().expect("local addr");
     let ctx = proxy.ctx.clone();
     let s = shutdown.clone();
     let handle = tokio::spawn(async move { proxy.run(s).await });
-    TestProxy {
-        addr,
-        shutdown,
-        ctx,
-        handle,
-    }
+    TestProxy { addr, shutdown, ctx, handle }
 }
 
 /// pgmux in front of the shared cluster (primary and replica listed), transaction mode.
@@ -98,9 +85,7 @@ pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres
 }
 
 pub async fn connect_app(p: &TestProxy) -> tokio_postgres::Client {
-    connect(&p.dsn("app", "app", "app"))
-        .await
-        .expect("connect through pgmux")
+    connect(&p.dsn("app", "app", "app")).await.expect("connect through pgmux")
 }
 
 /// Polls `f` until it returns true or `deadline` passes.
@@ -125,19 +110,13 @@ where
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Runs SQL as superuser on node `n` (blocking helper run off the async threads).
 pub async fn admin_sql(node: usize, sql: &str) -> String {
     let sql = sql.to_string();
-    tokio::task::spawn_blocking(move || cluster().psql(node, "app", &sql).expect("admin psql"))
-        .await
-        .expect("join")
+    tokio::task::spawn_blocking(move || cluster().psql(node, "app", &sql).expect("admin psql")).await.expect("join")
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server (or pgmux) sent one.

@@ -60,10 +60,7 @@ pub fn field(body: &[u8], code: u8) -> Option<String> {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
-        Raw {
-            stream: TcpStream::connect(addr).await.expect("connect"),
-            buf: BytesMut::new(),
-        }
+        Raw { stream: TcpStream::connect(addr).await.expect("connect"), buf: BytesMut::new() }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
@@ -74,16 +71,13 @@ impl Raw {
     pub async fn recv(&mut self) -> Option<Msg> {
         loop {
             if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
-                    as usize;
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
                 if self.buf.len() > len {
                     let m = self.buf.split_to(len + 1);
                     return Some((m[0], m[5..].to_vec()));
                 }
             }
-            let read =
-                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
-                    .await;
+            let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf)).await;
             match read {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return None,
@@ -137,8 +131,7 @@ impl Raw {
                 }
                 10 => {
                     let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut buf)
-                        .unwrap();
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut buf).unwrap();
                     scram = Some(s);
                 }
                 11 => {
@@ -163,11 +156,7 @@ impl Raw {
         params.extend_from_slice(extra);
         raw.send(&startup_packet(0, &params)).await;
         let greeting = raw.scram("app").await;
-        assert_eq!(
-            greeting.last().map(|m| m.0),
-            Some(b'Z'),
-            "login failed: {greeting:?}"
-        );
+        assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "login failed: {greeting:?}");
         (raw, greeting)
     }
 
@@ -180,8 +169,6 @@ impl Raw {
 
     /// True once the peer has closed the connection (reads until EOF, dropping messages).
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, async { while self.recv().await.is_some() {} })
-            .await
-            .is_ok()
+        tokio::time::timeout(limit, async { while self.recv().await.is_some() {} }).await.is_ok()
     }
 }

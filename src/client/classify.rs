@@ -1,0 +1,109 @@
+//! A deliberately coarse look at SQL text: could this statement change session state that pgmux
+//! must carry (settings) or that pins the client to its server connection (temp objects, session
+//! advisory locks, LISTEN, cursors WITH HOLD, SQL-level PREPARE, LOAD)? A yes only costs one
+//! verification query against the server after the transaction; the server's answer decides.
+
+/// What a statement might do to the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// SET / RESET / DISCARD / set_config(): re-read the session's settings.
+    pub settings: bool,
+    /// Might create or drop pinning state: re-check it.
+    pub session_state: bool,
+    /// LOAD: a library stays loaded for the connection's life; it can never be unpinned.
+    pub load: bool,
+}
+
+impl Effects {
+    pub fn any(self) -> bool {
+        self.settings || self.session_state || self.load
+    }
+
+    pub fn merge(&mut self, other: Effects) {
+        self.settings |= other.settings;
+        self.session_state |= other.session_state;
+        self.load |= other.load;
+    }
+}
+
+const SETTING_STARTS: &[&str] = &["set", "reset", "discard"];
+const STATE_STARTS: &[&str] = &["listen", "unlisten", "declare", "prepare", "deallocate", "close", "discard"];
+const STATE_WORDS: &[&str] = &[
+    "temp",
+    "temporary",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
+    "hold",
+];
+
+/// Classifies SQL text (one or more statements). Case-insensitive, over-approximating.
+pub fn classify(sql: &[u8]) -> Effects {
+    let mut fx = Effects::default();
+    let mut at_statement_start = true;
+    let mut i = 0;
+    while i < sql.len() {
+        let b = sql[i];
+        if b.is_ascii_alphabetic() || b == b'_' {
+            let start = i;
+            while i < sql.len() && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_') {
+                i += 1;
+            }
+            let word = &sql[start..i];
+            if at_statement_start {
+                fx.settings |= SETTING_STARTS.iter().any(|w| word.eq_ignore_ascii_case(w.as_bytes()));
+                fx.session_state |= STATE_STARTS.iter().any(|w| word.eq_ignore_ascii_case(w.as_bytes()));
+                fx.load |= word.eq_ignore_ascii_case(b"load");
+                at_statement_start = false;
+            }
+            fx.settings |= word.eq_ignore_ascii_case(b"set_config");
+            fx.session_state |= STATE_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w.as_bytes()));
+            continue;
+        }
+        if b == b';' {
+            at_statement_start = true;
+        }
+        i += 1;
+    }
+    fx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fx(s: &str) -> (bool, bool, bool) {
+        let e = classify(s.as_bytes());
+        (e.settings, e.session_state, e.load)
+    }
+
+    #[test]
+    fn classification_table() {
+        let cases = [
+            ("select 1", (false, false, false)),
+            ("SET search_path = a", (true, false, false)),
+            ("begin; set local work_mem = '1MB'", (true, false, false)),
+            ("select set_config('a.b', 'c', false)", (true, false, false)),
+            ("reset all", (true, false, false)),
+            ("create temp table t(x int)", (false, true, false)),
+            ("CREATE TEMPORARY VIEW v AS SELECT 1", (false, true, false)),
+            ("select pg_advisory_lock(1)", (false, true, false)),
+            ("select pg_advisory_xact_lock(1)", (false, false, false)),
+            ("listen chan", (false, true, false)),
+            ("UNLISTEN *", (false, true, false)),
+            ("declare c cursor with hold for select 1", (false, true, false)),
+            ("prepare p as select 1", (false, true, false)),
+            ("discard all", (true, true, false)),
+            ("load 'auto_explain'", (false, false, true)),
+            ("select 'offset' from settings", (false, false, false)),
+            ("insert into t values (1); close all", (false, true, false)),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(fx(sql), want, "{sql}");
+        }
+    }
+}
