@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
+use std::future::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::protocol::frame::{Frame, MAX_MESSAGE_LEN, split_frame};
 use crate::protocol::{TxStatus, btag, build, error_fields};
@@ -56,7 +59,9 @@ pub struct LoginParams {
 /// A logged-in server connection.
 #[derive(Debug)]
 pub struct BackendConn {
-    pub stream: TcpStream,
+    /// The socket's halves: reading and writing wait independently in the relay.
+    pub rd: OwnedReadHalf,
+    pub wr: OwnedWriteHalf,
     /// Bytes read from the server and not yet handled.
     pub rbuf: BytesMut,
     pub server: Arc<str>,
@@ -87,8 +92,10 @@ impl BackendConn {
         let stream = TcpStream::connect(&*server).await.map_err(&io_err)?;
         stream.set_nodelay(true).map_err(&io_err)?;
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
+        let (rd, wr) = stream.into_split();
         let mut conn = BackendConn {
-            stream,
+            rd,
+            wr,
             rbuf: BytesMut::with_capacity(16 * 1024),
             server,
             pid: 0,
@@ -125,7 +132,7 @@ impl BackendConn {
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         let server = self.server.clone();
-        self.stream.write_all(bytes).await.map_err(|source| BackendError::Io { server, source })
+        self.wr.write_all(bytes).await.map_err(|source| BackendError::Io { server, source })
     }
 
     /// Reads one whole message from the server.
@@ -137,7 +144,7 @@ impl BackendConn {
                 Err(e) => return Err(self.protocol(e.to_string())),
             }
             let n = self
-                .stream
+                .rd
                 .read_buf(&mut self.rbuf)
                 .await
                 .map_err(|source| BackendError::Io { server: self.server.clone(), source })?;
@@ -279,22 +286,18 @@ impl BackendConn {
         }
         // Readiness is tracked by the runtime: only when it says "readable" is a syscall needed.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if self.stream.poll_read_ready(&mut cx).is_pending() {
+        if std::pin::pin!(self.rd.ready(tokio::io::Interest::READABLE)).poll(&mut cx).is_pending() {
             return true;
         }
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Reads whatever the socket has now into the read buffer; `Ok(false)` at end of stream.
-    pub fn read_available(&mut self) -> io::Result<bool> {
+    /// Waits for and reads more server bytes into the read buffer; `Ok(0)` at end of stream.
+    /// Cancel safe (nothing is read if the future is dropped before completing).
+    pub async fn read_more(&mut self) -> io::Result<usize> {
         self.rbuf.reserve(16 * 1024);
-        match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-            Err(e) => Err(e),
-        }
+        self.rd.read_buf(&mut self.rbuf).await
     }
 
     /// Drops handled bytes from the read buffer.

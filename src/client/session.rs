@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
@@ -51,7 +53,11 @@ enum End {
 
 pub struct Session {
     ctx: Arc<ClientCtx>,
-    client: TcpStream,
+    /// The client socket's halves: reads and writes wait independently.
+    client_rd: OwnedReadHalf,
+    client_wr: OwnedWriteHalf,
+    /// Closes the client after `clients.idle_timeout` without a message.
+    idle: IdleTimer,
     /// Client bytes not yet handled.
     cin: BytesMut,
     /// Bytes for the client its socket has not accepted yet.
@@ -74,7 +80,7 @@ pub struct Session {
 }
 
 /// Writes as much of `data` as the socket takes now; the rest goes to `residue`.
-fn write_now(sock: &TcpStream, residue: &mut BytesMut, data: &[u8]) -> io::Result<()> {
+fn write_now(sock: &OwnedWriteHalf, residue: &mut BytesMut, data: &[u8]) -> io::Result<()> {
     if residue.is_empty() {
         match sock.try_write(data) {
             Ok(n) => residue.extend_from_slice(&data[n..]),
@@ -88,7 +94,7 @@ fn write_now(sock: &TcpStream, residue: &mut BytesMut, data: &[u8]) -> io::Resul
 }
 
 /// Writes what the socket takes from `residue`.
-fn flush_now(sock: &TcpStream, residue: &mut BytesMut) -> io::Result<()> {
+fn flush_now(sock: &OwnedWriteHalf, residue: &mut BytesMut) -> io::Result<()> {
     while !residue.is_empty() {
         match sock.try_write(residue) {
             Ok(n) => relay::consume(residue, n),
@@ -99,23 +105,51 @@ fn flush_now(sock: &TcpStream, residue: &mut BytesMut) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads what the socket has into `buf`; Ok(false) on end of stream.
-fn read_now(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
+/// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe.
+async fn read_more(sock: &mut OwnedReadHalf, buf: &mut BytesMut) -> io::Result<bool> {
     buf.reserve(8 * 1024);
-    match sock.try_read_buf(buf) {
-        Ok(0) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-        Err(e) => Err(e),
+    Ok(sock.read_buf(buf).await? > 0)
+}
+
+/// The idle timeout without a timer operation per message: the timer is re-armed only when it
+/// fires early (activity moved the deadline) — at most once per timeout period.
+struct IdleTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    last_activity: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> IdleTimer {
+        let now = tokio::time::Instant::now();
+        IdleTimer { sleep: Box::pin(tokio::time::sleep_until(now + timeout)), last_activity: now, timeout }
+    }
+
+    fn touch(&mut self) {
+        self.last_activity = tokio::time::Instant::now();
+    }
+
+    /// Called when the timer fired: true if the client really was idle that long.
+    fn expired(&mut self) -> bool {
+        let deadline = self.last_activity + self.timeout;
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        self.sleep.as_mut().reset(deadline);
+        false
     }
 }
 
 impl Session {
     pub fn new(ctx: Arc<ClientCtx>, client: TcpStream, startup: Startup) -> Session {
         let Startup { user, database, settings, key, backend, pending, admitted } = startup;
+        let (client_rd, client_wr) = client.into_split();
+        let ctx_idle = ctx.settings.idle_timeout;
         let mut session = Session {
             ctx,
-            client,
+            client_rd,
+            client_wr,
+            idle: IdleTimer::new(ctx_idle),
             cin: pending,
             cout: BytesMut::with_capacity(16 * 1024),
             user,
@@ -200,27 +234,25 @@ impl Session {
         End::Gone
     }
 
-    /// Reads client bytes (or flushes pending output) until something happens; `timeout` bounds the wait.
-    async fn wait_client(&mut self, timeout: Option<Duration>, watch_drain: bool) -> Result<(), End> {
-        let sleep = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        let draining = self.ctx.draining.clone();
+    /// Reads client bytes (or flushes pending output) until something happens.
+    async fn wait_client(&mut self, idle_applies: bool, watch_drain: bool) -> Result<(), End> {
+        let draining = &self.ctx.draining;
         tokio::select! {
-            r = self.client.readable() => {
-                r.map_err(Self::gone)?;
-                if !read_now(&self.client, &mut self.cin).map_err(Self::gone)? {
+            r = read_more(&mut self.client_rd, &mut self.cin) => {
+                if !r.map_err(Self::gone)? {
                     return Err(End::Gone);
                 }
+                self.idle.touch();
             }
-            r = self.client.writable(), if !self.cout.is_empty() => {
+            r = self.client_wr.writable(), if !self.cout.is_empty() => {
                 r.map_err(Self::gone)?;
-                flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
+                flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
             }
-            _ = sleep => return Err(End::Fatal(ClientError::IdleTimeout)),
+            _ = &mut self.idle.sleep, if idle_applies => {
+                if self.idle.expired() {
+                    return Err(End::Fatal(ClientError::IdleTimeout));
+                }
+            }
             _ = draining.cancelled(), if watch_drain => {}
         }
         Ok(())
@@ -239,7 +271,7 @@ impl Session {
                         relay::answer_prepare_locally(&self.cin, &mut self.statements, pool, &mut self.cout)
                 {
                     relay::consume(&mut self.cin, n);
-                    return flush_now(&self.client, &mut self.cout).map_err(Self::gone);
+                    return flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone);
                 }
                 if matches!(check_client_header(&self.cin), Ok(Some((_, total))) if self.cin.len() >= total) {
                     return self.borrow().await;
@@ -248,8 +280,7 @@ impl Session {
             Some((_, total)) if self.cin.len() >= total => return self.borrow().await,
             _ => {}
         }
-        let idle = self.ctx.settings.idle_timeout;
-        self.wait_client(Some(idle), true).await
+        self.wait_client(true, true).await
     }
 
     /// Borrows a server connection for the client's next transaction.
@@ -288,14 +319,14 @@ impl Session {
                 ftag::TERMINATE => return Err(End::Terminated),
                 ftag::SYNC | ftag::QUERY | ftag::FUNCTION_CALL => {
                     build::ready_for_query(&mut self.cout, TxStatus::Idle);
-                    flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
+                    flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
                     self.transition(State::Idle);
                     return Ok(());
                 }
                 _ => {}
             }
         }
-        self.wait_client(None, false).await
+        self.wait_client(false, false).await
     }
 
     /// Relays between client and server until something needs the state machine.
@@ -319,50 +350,46 @@ impl Session {
         }
         let answered = a.replies.take_answered();
         for bytes in &answered {
-            write_now(&self.client, &mut self.cout, bytes).map_err(Self::gone)?;
+            write_now(&self.client_wr, &mut self.cout, bytes).map_err(Self::gone)?;
         }
         relay::apply_undo(a, &mut self.statements);
-        if let Err(e) = flush_now(&a.backend.stream, &mut a.to_server) {
+        if let Err(e) = flush_now(&a.backend.wr, &mut a.to_server) {
             return self.server_lost(e.to_string());
         }
-        flush_now(&self.client, &mut self.cout).map_err(Self::gone)?;
+        flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
 
         let free = a.replies.is_free();
         let session_idle = free && (self.ctx.settings.mode == PoolMode::Session || !self.pins.is_empty());
         if session_idle && self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
-        let idle_sleep = async {
-            if session_idle {
-                tokio::time::sleep(self.ctx.settings.idle_timeout).await
-            } else {
-                std::future::pending().await
-            }
-        };
-        let draining = self.ctx.draining.clone();
-        let server = &a.backend.stream;
+        let draining = &self.ctx.draining;
+        let crate::backend::BackendConn { rd, wr, rbuf, .. } = &mut *a.backend;
         tokio::select! {
-            r = self.client.readable(), if a.to_server.len() < HIGH_WATER => {
-                r.map_err(Self::gone)?;
-                if !read_now(&self.client, &mut self.cin).map_err(Self::gone)? {
+            r = read_more(&mut self.client_rd, &mut self.cin), if a.to_server.len() < HIGH_WATER => {
+                if !r.map_err(Self::gone)? {
                     return Err(End::Gone);
                 }
+                self.idle.touch();
             }
-            r = server.readable(), if self.cout.len() < HIGH_WATER => {
-                let alive = r.and_then(|_| a.backend.read_available());
-                match alive {
-                    Ok(true) => return self.on_server_bytes(),
-                    Ok(false) => return self.server_lost("server closed the connection".into()),
+            r = read_server(rd, rbuf), if self.cout.len() < HIGH_WATER => {
+                match r {
+                    Ok(0) => return self.server_lost("server closed the connection".into()),
+                    Ok(_) => return self.on_server_bytes(),
                     Err(e) => return self.server_lost(e.to_string()),
                 }
             }
-            r = server.writable(), if !a.to_server.is_empty() => {
+            r = wr.writable(), if !a.to_server.is_empty() => {
                 if let Err(e) = r {
                     return self.server_lost(e.to_string());
                 }
             }
-            r = self.client.writable(), if !self.cout.is_empty() => { r.map_err(Self::gone)?; }
-            _ = idle_sleep => return Err(End::Fatal(ClientError::IdleTimeout)),
+            r = self.client_wr.writable(), if !self.cout.is_empty() => { r.map_err(Self::gone)?; }
+            _ = &mut self.idle.sleep, if session_idle => {
+                if self.idle.expired() {
+                    return Err(End::Fatal(ClientError::IdleTimeout));
+                }
+            }
             _ = draining.cancelled(), if session_idle => {}
         }
         Ok(())
@@ -374,7 +401,7 @@ impl Session {
         let State::Active(a) = &mut self.state else {
             return Ok(());
         };
-        let mut sink = ToClient { sock: &self.client, residue: &mut self.cout };
+        let mut sink = ToClient { sock: &self.client_wr, residue: &mut self.cout };
         match relay::server_bytes(a, &mut self.statements, &mut sink) {
             Ok(()) => {}
             Err(ServerFault::Client(e)) => return Err(Self::gone(e)),
@@ -466,7 +493,7 @@ impl Session {
             State::Idle
         };
         self.transition(next);
-        flush_now(&self.client, &mut self.cout).map_err(Self::gone)
+        flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)
     }
 
     /// Says goodbye to the client and leaves any server connection clean or closed.
@@ -492,7 +519,7 @@ impl Session {
         if !self.cout.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 use tokio::io::AsyncWriteExt;
-                self.client.write_all(&self.cout).await
+                self.client_wr.write_all(&self.cout).await
             })
             .await;
         }
@@ -521,7 +548,7 @@ async fn cleanup(mut a: Active, reset: bool) {
 
 /// The client socket as a destination for server bytes: written now, the rest kept in order.
 struct ToClient<'a> {
-    sock: &'a TcpStream,
+    sock: &'a OwnedWriteHalf,
     residue: &'a mut BytesMut,
 }
 
@@ -532,4 +559,10 @@ impl ClientSink for ToClient<'_> {
         }
         write_now(self.sock, self.residue, bytes)
     }
+}
+
+/// Reads more server bytes into `rbuf`. Cancel safe.
+async fn read_server(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> io::Result<usize> {
+    rbuf.reserve(16 * 1024);
+    rd.read_buf(rbuf).await
 }
