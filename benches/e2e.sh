@@ -14,6 +14,7 @@
 #   BENCH_MODES    ["simple extended prepared"]  pgbench -M modes to run
 #   PG_BIN         [newest /usr/lib/postgresql/*/bin]
 #   PGBOUNCER_BIN  [pgbouncer on PATH, else /usr/sbin/pgbouncer; apt-get installed if missing]
+#   PGMUX_WORKERS  [0]    pgmux `workers:` (0 = one thread per CPU; PgBouncer is single-threaded)
 #   PGMUX_BIN      [unset: `cargo build --release` then target/release/pgmux; set: use as is, no build]
 #
 # What is measured, per (mode, target): TPS without connection time, mean latency, failed
@@ -243,6 +244,7 @@ pool:
 users:
   - name: app
     password: app
+workers: ${PGMUX_WORKERS:-0}
 EOF
 [ $IS_ROOT = 1 ] && chown postgres: "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
 

@@ -71,6 +71,8 @@ pub struct BackendConn {
     pub params: HashMap<String, String>,
     /// Client startup settings pgmux applied with set_config, sorted by name.
     pub applied: Vec<(String, String)>,
+    /// The server's latest `in_hot_standby` report (checked on every borrow, so kept decoded).
+    standby: Option<bool>,
     /// pgmux-named prepared statements that exist on this connection.
     pub statements: prepared::ServerStatements,
     pub created: Instant,
@@ -103,6 +105,7 @@ impl BackendConn {
             params: HashMap::new(),
             applied: Vec::new(),
             statements: prepared::ServerStatements::default(),
+            standby: None,
             created: Instant::now(),
             last_used: Instant::now(),
         };
@@ -246,6 +249,9 @@ impl BackendConn {
         if let Some((name, rest)) = crate::protocol::cstr(body)
             && let Some((value, _)) = crate::protocol::cstr(rest)
         {
+            if name == b"in_hot_standby" {
+                self.standby = Some(value == b"on");
+            }
             self.params.insert(String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
         }
     }
@@ -275,7 +281,7 @@ impl BackendConn {
 
     /// Whether the server says it is a hot standby (PostgreSQL 14+ reports `in_hot_standby`).
     pub fn is_standby(&self) -> Option<bool> {
-        self.params.get("in_hot_standby").map(|v| v == "on")
+        self.standby
     }
 
     /// True if the idle socket has nothing to say: no unread data and not closed. Checked on checkout

@@ -41,6 +41,8 @@ pub struct Config {
     /// How long SIGTERM waits for running transactions before closing.
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// Threads serving clients; 0 means one per CPU.
+    pub workers: usize,
 }
 
 /// When a backend connection returns to the pool.

@@ -82,7 +82,12 @@ fn raise_fd_limit() {
 
 fn serve(config: Config) -> ExitCode {
     raise_fd_limit();
-    let rt = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("pgmux-worker");
+    if config.workers > 0 {
+        builder.worker_threads(config.workers);
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");

@@ -32,6 +32,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     let users = users::read_users(ctx, users_item, env);
     let shutdown_timeout = top.get("shutdown_timeout").and_then(|v| ctx.duration(&v, true));
     let log_format = top.get("log_format").and_then(|v| ctx.choice(&v, LOG_FORMATS));
+    let workers = top.get("workers").and_then(|v| ctx.count(&v, 0));
     top.finish(ctx);
     let config = Config {
         listen: listen.map(|e| e.text).unwrap_or_default(),
@@ -43,6 +44,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         users,
         shutdown_timeout: shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         log_format: log_format.unwrap_or_default(),
+        workers: workers.unwrap_or(0),
     };
     (config, std::mem::take(&mut ctx.problems))
 }

@@ -53,6 +53,7 @@ fn minimal_config_gets_every_default() {
         users: vec![user("app", "app")],
         shutdown_timeout: Duration::from_secs(30),
         log_format: LogFormat::Text,
+        workers: 0,
     };
     assert_eq!(load(MINIMAL), expected);
 }
