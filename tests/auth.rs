@@ -34,12 +34,7 @@ async fn md5_client_authentication() {
     let e = connect(&p.dsn("app", "nope", "app")).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("28P01"));
     // psql (libpq) too.
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-tA", "-c", "select 'md5 ok'", &format!("host=127.0.0.1 port={} user=app dbname=app", p.port())])
-        .env("PGPASSWORD", "app")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "md5 ok", "{out:?}");
+    assert_eq!(psql_value(p.port(), "", "select 'md5 ok'").await, "md5 ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,16 +55,5 @@ async fn logs_in_to_servers_with_md5_and_cleartext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_scram_login_and_query() {
     let p = start_proxy("  size: 2", "").await;
-    let out = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-tA",
-            "-c",
-            "select current_user",
-            &format!("host=127.0.0.1 port={} user=app dbname=app", p.port()),
-        ])
-        .env("PGPASSWORD", "app")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app", "{out:?}");
+    assert_eq!(psql_value(p.port(), "", "select current_user").await, "app");
 }

@@ -252,31 +252,13 @@ async fn drain_lets_the_open_transaction_finish_then_closes() {
     assert_eq!(admin_sql(0, &format!("select count(*) from {t}")).await, "2");
 }
 
-fn pgbench(args: &[&str], port: u16) -> std::process::Output {
-    std::process::Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
-        .args(args)
-        .arg("app")
-        .env("PGPASSWORD", "app")
-        .output()
-        .expect("run pgbench")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_simple_and_extended_complete_without_errors() {
     let p = start_proxy("  size: 5", "").await;
-    let init = tokio::task::spawn_blocking(move || pgbench(&["-i", "-s", "1", "-q"], cluster().port(0))).await.unwrap();
+    let init = pgbench(cluster().port(0), &["-i", "-s", "1", "-q"]).await;
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     for mode in ["simple", "extended"] {
-        let port = p.port();
-        let out = tokio::task::spawn_blocking(move || {
-            pgbench(&["-c", "20", "-j", "2", "-t", "100", "-M", mode, "--no-vacuum"], port)
-        })
-        .await
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{mode}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("number of failed transactions: 0 (0.000%)"), "{mode}: {text}");
-        assert!(text.contains("number of transactions actually processed: 2000/2000"), "{mode}: {text}");
+        let out = pgbench(p.port(), &["-c", "20", "-j", "2", "-t", "100", "-M", mode, "--no-vacuum"]).await;
+        assert_pgbench_clean(&out, 2000, mode);
     }
 }

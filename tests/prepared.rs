@@ -186,59 +186,8 @@ async fn failed_re_parse_is_reported_and_stream_stays_in_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_mode_completes_without_errors() {
     let p = start_proxy("  size: 3", "").await;
-    let port0 = cluster().port(0);
-    let init = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port0.to_string(),
-                "-U",
-                "app",
-                "-i",
-                "-s",
-                "1",
-                "-q",
-                "--foreign-keys",
-                "app",
-            ])
-            .env("PGPASSWORD", "app")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let init = pgbench(cluster().port(0), &["-i", "-s", "1", "-q", "--foreign-keys"]).await;
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let port = p.port();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "app",
-                "-c",
-                "20",
-                "-j",
-                "2",
-                "-t",
-                "100",
-                "-M",
-                "prepared",
-                "--no-vacuum",
-                "app",
-            ])
-            .env("PGPASSWORD", "app")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("number of failed transactions: 0 (0.000%)"), "{text}");
-    assert!(text.contains("actually processed: 2000/2000"), "{text}");
+    let out = pgbench(p.port(), &["-c", "20", "-j", "2", "-t", "100", "-M", "prepared", "--no-vacuum"]).await;
+    assert_pgbench_clean(&out, 2000, "-M prepared");
 }

@@ -143,18 +143,7 @@ async fn ssl_and_gssenc_requests_are_declined_then_plaintext_works() {
         assert_eq!(raw.scram("app").await.last().unwrap().0, b'Z');
     }
     // libpq's default sslmode=prefer goes through the same path.
-    let out = std::process::Command::new("psql")
-        .args([
-            "-X",
-            "-tA",
-            "-c",
-            "select 42",
-            &format!("host=127.0.0.1 port={} user=app dbname=app sslmode=prefer", p.port()),
-        ])
-        .env("PGPASSWORD", "app")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{out:?}");
+    assert_eq!(psql_value(p.port(), "sslmode=prefer", "select 42").await, "42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

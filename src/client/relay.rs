@@ -177,35 +177,31 @@ pub fn client_frame(
             }
             a.replies.push(Request::Query, Owner::Client, None);
         }
-        ftag::PARSE => {
+        // Everything else passes unchanged; what it owes the client is fixed by its tag.
+        ftag::PARSE
+        | ftag::BIND
+        | ftag::QUERY
+        | ftag::FUNCTION_CALL
+        | ftag::EXECUTE
+        | ftag::SYNC
+        | ftag::COPY_DONE
+        | ftag::COPY_FAIL => {
             a.to_server.extend_from_slice(&frame);
-            a.replies.push(Request::Parse, Owner::Client, None);
-        }
-        ftag::BIND => {
-            a.to_server.extend_from_slice(&frame);
-            a.replies.push(Request::Bind, Owner::Client, None);
-        }
-        ftag::QUERY | ftag::FUNCTION_CALL => {
-            a.to_server.extend_from_slice(&frame);
-            a.replies.push(Request::Query, Owner::Client, None);
-        }
-        ftag::EXECUTE => {
-            a.to_server.extend_from_slice(&frame);
-            a.replies.push(Request::Execute, Owner::Client, None);
-        }
-        ftag::SYNC => {
-            a.to_server.extend_from_slice(&frame);
-            a.replies.push(Request::Sync, Owner::Client, None);
+            let request = match tag {
+                ftag::PARSE => Request::Parse,
+                ftag::BIND => Request::Bind,
+                ftag::EXECUTE => Request::Execute,
+                ftag::SYNC => Request::Sync,
+                ftag::COPY_DONE | ftag::COPY_FAIL => Request::CopyEnd,
+                _ => Request::Query,
+            };
+            a.replies.push(request, Owner::Client, None);
         }
         ftag::FLUSH => {
             a.to_server.extend_from_slice(&frame);
             a.replies.note_batch_message();
         }
         ftag::COPY_DATA => a.to_server.extend_from_slice(&frame),
-        ftag::COPY_DONE | ftag::COPY_FAIL => {
-            a.to_server.extend_from_slice(&frame);
-            a.replies.push(Request::CopyEnd, Owner::Client, None);
-        }
         ftag::TERMINATE => return Ok(false),
         _ => {
             return Err(ClientError::Protocol(format!("invalid frontend message type {tag}")));

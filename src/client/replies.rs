@@ -189,6 +189,7 @@ impl ReplyQueue {
 
     /// Classifies one server message by its tag; `status` is the ReadyForQuery byte if it is one.
     pub fn on_server(&mut self, tag: u8, status: Option<TxStatus>) -> Result<Verdict, Unexpected> {
+        self.answer_head();
         let Some(head) = self.entries.front_mut() else {
             return match tag {
                 b'N' | b'S' | b'A' => Ok(Verdict::Forward),
@@ -203,7 +204,8 @@ impl ReplyQueue {
             (Owner::InjectedQuery, _) => Verdict::Drop,
             (Owner::Injected, b'E' | b'N' | b'A') => Verdict::Forward,
             (Owner::Injected, _) => Verdict::Drop,
-            (Owner::Answered(_), _) => unreachable!("answered entries never stay at the head"),
+            // answer_head() above never leaves one there.
+            (Owner::Answered(_), _) => Verdict::Drop,
         };
         if matches!(tag, b'N' | b'S' | b'A') {
             return Ok(verdict);
@@ -468,5 +470,47 @@ mod tests {
         assert_eq!(r.on_server(b'N', None), Ok(Verdict::Forward));
         assert_eq!(r.on_server(b'A', None), Ok(Verdict::Forward));
         assert!(r.on_server(b'D', None).is_err());
+    }
+
+    #[test]
+    fn random_conversations_never_panic() {
+        let mut seed: u64 = 0x2545f4914f6cdd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let requests = [
+            Request::Parse,
+            Request::Bind,
+            Request::DescribeStatement,
+            Request::DescribePortal,
+            Request::Execute,
+            Request::Close,
+            Request::Sync,
+            Request::Query,
+            Request::CopyEnd,
+        ];
+        let tags = b"123tTnDCIsZEGHdcNSA";
+        for _ in 0..2000 {
+            let mut r = q();
+            for _ in 0..50 {
+                if next() % 2 == 0 {
+                    let req = requests[(next() % requests.len() as u64) as usize];
+                    let owner = match next() % 4 {
+                        0 => Owner::Injected,
+                        1 => Owner::Answered(Bytes::from_static(b"x")),
+                        2 => Owner::Capture,
+                        _ => Owner::Client,
+                    };
+                    r.push(req, owner, None);
+                } else {
+                    let tag = tags[(next() % tags.len() as u64) as usize];
+                    let _ = r.on_server(tag, Some(TxStatus::Idle));
+                }
+                let _ = (r.is_free(), r.pending_ready(), r.take_answered(), r.take_undone());
+            }
+        }
     }
 }

@@ -210,4 +210,22 @@ mod tests {
         assert_eq!(statement_command(b"select 1"), None);
         assert_eq!(statement_command(b"discard temp"), None);
     }
+
+    #[test]
+    fn random_bodies_never_panic() {
+        let mut seed: u64 = 0xdeadbeefcafef00d;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 24) as usize;
+            let body: Vec<u8> =
+                (0..len).map(|i| if (seed >> i) & 3 == 0 { 0 } else { (seed >> (i % 8)) as u8 }).collect();
+            let _ = split_parse(&body);
+            let _ = split_bind(&body);
+            let _ = split_target(&body);
+            let _ = statement_command(&body);
+            let _ = crate::client::classify::classify(&body);
+        }
+    }
 }

@@ -205,4 +205,22 @@ mod tests {
         assert!(parse_options("-x").is_err());
         assert!(parse_options("-c").is_err());
     }
+
+    #[test]
+    fn random_packets_never_panic() {
+        let mut seed: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 64) as usize;
+            let mut p: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+            if p.len() >= 8 && seed % 3 == 0 {
+                p[4..8].copy_from_slice(&0x0003_0000u32.to_be_bytes());
+            }
+            let _ = parse(&p);
+            let _ = packet_len(&p);
+            let _ = parse_options(&String::from_utf8_lossy(&p));
+        }
+    }
 }

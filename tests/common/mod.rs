@@ -136,3 +136,45 @@ pub async fn simple_value(c: &tokio_postgres::Client, sql: &str) -> String {
         })
         .expect("a row")
 }
+
+/// Runs pgbench as `app` against `port` (off the async threads).
+pub async fn pgbench(port: u16, args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
+            .args(&args)
+            .arg("app")
+            .env("PGPASSWORD", "app")
+            .output()
+            .expect("run pgbench")
+    })
+    .await
+    .expect("join")
+}
+
+/// Asserts a pgbench run finished all `expected` transactions without a failure.
+pub fn assert_pgbench_clean(out: &std::process::Output, expected: u32, what: &str) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{what}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("number of failed transactions: 0 (0.000%)"), "{what}: {text}");
+    assert!(text.contains(&format!("actually processed: {expected}/{expected}")), "{what}: {text}");
+}
+
+/// Runs one statement with psql as `app` (connection options appended to the DSN); returns the
+/// trimmed output, or panics with psql's stderr.
+pub async fn psql_value(port: u16, conn_extra: &str, sql: &str) -> String {
+    let dsn = format!("host=127.0.0.1 port={port} user=app dbname=app {conn_extra}");
+    let sql = sql.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-tA", "-c", &sql, &dsn])
+            .env("PGPASSWORD", "app")
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+    .await
+    .expect("join")
+}
