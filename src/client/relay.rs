@@ -94,33 +94,7 @@ pub fn client_frame(
     let body = &frame[5..];
     let rewrite = mode == PoolMode::Transaction;
     match tag {
-        ftag::PARSE if rewrite => {
-            let (name, rest) = statements::split_parse(body).ok_or_else(|| malformed(tag))?;
-            if name.is_empty() {
-                a.effects.merge(statements::split_parse(rest).map(|(q, _)| classify(q)).unwrap_or_default());
-                a.to_server.extend_from_slice(&frame);
-                a.replies.push(Request::Parse, Owner::Client, None);
-            } else if let Some(existing) = stmts.get(name).cloned() {
-                // Already exists for this client: let the server raise 42P05 against the shared copy.
-                ensure_prepared(a, &existing);
-                a.to_server.extend_from_slice(&existing.parse);
-                a.replies.push(Request::Parse, Owner::Client, None);
-            } else {
-                let name = String::from_utf8(name.to_vec()).map_err(|_| malformed(tag))?;
-                let def = std::sync::Arc::new(StatementDef::new(rest));
-                stmts.insert(name.clone(), def.clone());
-                if a.backend.statements.touch(&def.server_name) {
-                    let undo = Undo::Parse {
-                        server_name: def.server_name.clone(),
-                        client_name: Some(name),
-                        prepared_here: false,
-                    };
-                    a.replies.push(Request::Parse, Owner::Answered(statements::parse_complete()), Some(undo));
-                } else {
-                    prepare_on_server(a, &def, Owner::Client, Some(name));
-                }
-            }
-        }
+        ftag::PARSE if rewrite => client_parse(a, stmts, &frame)?,
         ftag::BIND if rewrite => {
             let (portal, stmt, rest) = statements::split_bind(body).ok_or_else(|| malformed(tag))?;
             match stmts.get(stmt).cloned() {
@@ -156,27 +130,7 @@ pub fn client_frame(
                 a.replies.push(Request::Close, Owner::Client, None);
             }
         }
-        ftag::QUERY if rewrite => {
-            a.effects.merge(classify(body));
-            match statements::statement_command(body) {
-                Some(StatementCommand::DropAll) => {
-                    stmts.clear();
-                    a.backend.statements.clear();
-                    a.backend.statements.needs_reset = true;
-                    // DISCARD ALL also resets settings: re-apply the client's on the next borrow.
-                    a.backend.applied.clear();
-                    a.to_server.extend_from_slice(&frame);
-                }
-                Some(StatementCommand::Deallocate(name)) if stmts.get(name.as_bytes()).is_some() => {
-                    let def = stmts.remove(name.as_bytes()).expect("checked");
-                    a.backend.statements.remove(&def.server_name);
-                    let sql = format!("DEALLOCATE {}", statements::quote_ident(&def.server_name));
-                    build::query(&mut a.to_server, &sql);
-                }
-                _ => a.to_server.extend_from_slice(&frame),
-            }
-            a.replies.push(Request::Query, Owner::Client, None);
-        }
+        ftag::QUERY if rewrite => client_query(a, stmts, &frame),
         // Everything else passes unchanged; what it owes the client is fixed by its tag.
         ftag::PARSE
         | ftag::BIND
@@ -208,6 +162,59 @@ pub fn client_frame(
         }
     }
     Ok(true)
+}
+
+/// A Parse in transaction mode: named statements go to the server under their shared name (or are
+/// answered for, if the connection already has it).
+fn client_parse(a: &mut Active, stmts: &mut ClientStatements, frame: &Bytes) -> Result<(), ClientError> {
+    let (name, rest) = statements::split_parse(&frame[5..]).ok_or_else(|| malformed(ftag::PARSE))?;
+    if name.is_empty() {
+        a.effects.merge(statements::split_parse(rest).map(|(q, _)| classify(q)).unwrap_or_default());
+        a.to_server.extend_from_slice(frame);
+        a.replies.push(Request::Parse, Owner::Client, None);
+    } else if let Some(existing) = stmts.get(name).cloned() {
+        // Already exists for this client: let the server raise 42P05 against the shared copy.
+        ensure_prepared(a, &existing);
+        a.to_server.extend_from_slice(&existing.parse);
+        a.replies.push(Request::Parse, Owner::Client, None);
+    } else {
+        let name = String::from_utf8(name.to_vec()).map_err(|_| malformed(ftag::PARSE))?;
+        let def = std::sync::Arc::new(StatementDef::new(rest));
+        stmts.insert(name.clone(), def.clone());
+        if a.backend.statements.touch(&def.server_name) {
+            let undo =
+                Undo::Parse { server_name: def.server_name.clone(), client_name: Some(name), prepared_here: false };
+            a.replies.push(Request::Parse, Owner::Answered(statements::parse_complete()), Some(undo));
+        } else {
+            prepare_on_server(a, &def, Owner::Client, Some(name));
+        }
+    }
+    Ok(())
+}
+
+/// A simple Query in transaction mode: noted for session-state effects; statement-dropping
+/// commands update the client's view of its prepared statements.
+fn client_query(a: &mut Active, stmts: &mut ClientStatements, frame: &Bytes) {
+    let body = &frame[5..];
+    a.effects.merge(classify(body));
+    match statements::statement_command(body) {
+        Some(StatementCommand::DropAll) => {
+            stmts.clear();
+            a.backend.statements.clear();
+            a.backend.statements.needs_reset = true;
+            // DISCARD ALL also resets settings: re-apply the client's on the next borrow.
+            a.backend.applied.clear();
+            a.to_server.extend_from_slice(frame);
+        }
+        Some(StatementCommand::Deallocate(name)) if stmts.get(name.as_bytes()).is_some() => {
+            let def = stmts.remove(name.as_bytes()).expect("checked");
+            a.backend.statements.remove(&def.server_name);
+            let sql = format!("DEALLOCATE {}", statements::quote_ident(&def.server_name));
+            build::query(&mut a.to_server, &sql);
+        }
+        _ => a.to_server.extend_from_slice(frame),
+    }
+    a.replies.push(Request::Query, Owner::Client, None);
 }
 
 /// Applies what the reply queue says did not happen.
@@ -272,35 +279,12 @@ pub fn server_bytes(
         if rbuf.len() - pos < total {
             break Ok(());
         }
-        let frame = &rbuf[pos..pos + total];
-        let status = if tag == b'Z' {
-            match status_of(frame) {
-                Ok(s) => Some(s),
-                Err(e) => break Err(ServerFault::Protocol(e)),
-            }
-        } else {
-            None
-        };
-        if tag == b'S' {
-            let body = frame[5..].to_vec();
-            a.backend.note_parameter(&body);
-        } else if tag == b'E' && invalidates_statements(&frame[5..]) {
-            a.backend.statements.needs_reset = true;
-        }
-        let verdict = match a.replies.on_server(tag, status) {
+        let verdict = match whole_message(a, pos, total) {
             Ok(v) => v,
-            Err(e) => break Err(ServerFault::Protocol(e.to_string())),
+            Err(e) => break Err(e),
         };
-        if verdict == Verdict::Capture {
-            let frame = a.backend.rbuf[pos..pos + total].to_vec();
-            capture(a, &frame);
-        }
-        let rbuf = &a.backend.rbuf;
         if verdict != Verdict::Forward {
-            if verdict == Verdict::DropError {
-                tracing::warn!(fields = ?error_fields(&rbuf[pos + 5..pos + total]), "a query pgmux ran for the client failed");
-            }
-            if let Err(e) = sink.send(&rbuf[span_start..pos]) {
+            if let Err(e) = sink.send(&a.backend.rbuf[span_start..pos]) {
                 break Err(ServerFault::Client(e));
             }
             span_start = pos + total;
@@ -323,6 +307,33 @@ pub fn server_bytes(
     consume(&mut a.backend.rbuf, pos);
     result?;
     sent.map_err(ServerFault::Client)
+}
+
+/// Acts on one whole server message at `pos` (ReadyForQuery status, ParameterStatus, errors that
+/// invalidate statements, rows pgmux reads) and returns the reply queue's verdict on it.
+fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, ServerFault> {
+    let frame = &a.backend.rbuf[pos..pos + total];
+    let tag = frame[0];
+    let status = if tag == b'Z' { Some(status_of(frame).map_err(ServerFault::Protocol)?) } else { None };
+    if tag == b'S' {
+        let body = frame[5..].to_vec();
+        a.backend.note_parameter(&body);
+    } else if tag == b'E' && invalidates_statements(&frame[5..]) {
+        a.backend.statements.needs_reset = true;
+    }
+    let verdict = a.replies.on_server(tag, status).map_err(|e| ServerFault::Protocol(e.to_string()))?;
+    match verdict {
+        Verdict::Capture => {
+            let frame = a.backend.rbuf[pos..pos + total].to_vec();
+            capture(a, &frame);
+        }
+        Verdict::DropError => {
+            let fields = error_fields(&a.backend.rbuf[pos + 5..pos + total]);
+            tracing::warn!(?fields, "a query pgmux ran for the client failed");
+        }
+        Verdict::Forward | Verdict::Drop => {}
+    }
+    Ok(verdict)
 }
 
 /// Keeps a row description (starts a result set) or a text row of pgmux's own query.

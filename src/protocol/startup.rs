@@ -215,7 +215,7 @@ mod tests {
             seed ^= seed << 17;
             let len = (seed % 64) as usize;
             let mut p: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8).collect();
-            if p.len() >= 8 && seed % 3 == 0 {
+            if p.len() >= 8 && seed.is_multiple_of(3) {
                 p[4..8].copy_from_slice(&0x0003_0000u32.to_be_bytes());
             }
             let _ = parse(&p);
