@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::UserDirectory;
-use crate::client::{AuthMethod, ClientCtx, ClientSettings, PoolMode};
+use crate::client::{AuthMethod, ClientCtx, ClientSettings, Endpoint, PoolMode};
 use crate::cluster::{Cluster, PoolSettings};
 use crate::config::{self, Config};
 use crate::listener::{self, Shutdown};
@@ -18,6 +18,7 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Proxy {
     pub ctx: Arc<ClientCtx>,
     listener: TcpListener,
+    reader: Option<TcpListener>,
     drain_timeout: Duration,
 }
 
@@ -25,6 +26,10 @@ impl Proxy {
     /// Binds `config.listen` and builds the pools (no server connection is opened yet).
     pub async fn bind(config: &Config, shutdown: &Shutdown) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind(&config.listen).await?;
+        let reader = match &config.reader_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let users = Arc::new(UserDirectory::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str()))));
         let cluster = Arc::new(Cluster::new(
             config.servers.iter().map(|s| s.to_string()).collect(),
@@ -51,11 +56,16 @@ impl Proxy {
             borrow_timeout: config.pool.borrow_timeout,
         };
         let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone()));
-        Ok(Proxy { ctx, listener, drain_timeout: config.shutdown_timeout })
+        Ok(Proxy { ctx, listener, reader, drain_timeout: config.shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The reader endpoint's address, if `reader_listen` is configured.
+    pub fn reader_addr(&self) -> Option<std::net::SocketAddr> {
+        self.reader.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until shutdown (see `listener::run`).
@@ -66,9 +76,17 @@ impl Proxy {
             loop {
                 tick.tick().await;
                 cluster.close_idle();
+                cluster.refresh().await;
             }
         });
-        listener::run(self.ctx, self.listener, shutdown, self.drain_timeout).await;
+        let writer =
+            listener::run(self.ctx.clone(), self.listener, Endpoint::Writer, shutdown.clone(), self.drain_timeout);
+        let reader = async {
+            if let Some(r) = self.reader {
+                listener::run(self.ctx.clone(), r, Endpoint::Reader, shutdown.clone(), self.drain_timeout).await;
+            }
+        };
+        tokio::join!(writer, reader);
         maintenance.abort();
     }
 }

@@ -33,6 +33,15 @@ pub enum PoolMode {
     Session,
 }
 
+/// Which listener a client came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `listen`: transactions go to the primary, explicitly read-only ones to a replica.
+    Writer,
+    /// `reader_listen`: every transaction goes to a replica (the primary if none is usable).
+    Reader,
+}
+
 /// How clients authenticate to pgmux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -108,7 +117,7 @@ impl Drop for Admitted {
 }
 
 /// Serves one accepted client connection until it closes.
-pub async fn serve(ctx: Arc<ClientCtx>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(ctx: Arc<ClientCtx>, mut stream: TcpStream, peer: SocketAddr, endpoint: Endpoint) {
     let _ = stream.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&crate::backend::keepalive());
@@ -132,7 +141,7 @@ pub async fn serve(ctx: Arc<ClientCtx>, mut stream: TcpStream, peer: SocketAddr)
         }
     };
     tracing::debug!(%peer, user = %startup.user, database = %startup.database, "client connected");
-    session::Session::new(ctx, stream, startup).run().await;
+    session::Session::new(ctx, stream, startup, endpoint).run().await;
 }
 
 /// Why a handshake did not produce a session.

@@ -19,6 +19,14 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
 }
 
+/// What one pass over the servers found.
+#[derive(Debug, Default)]
+struct Survey {
+    primary: Option<Arc<str>>,
+    replicas: Vec<Arc<str>>,
+    problems: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("no primary server available ({0})")]
@@ -33,6 +41,10 @@ pub enum ClusterError {
 pub struct Cluster {
     servers: Vec<Arc<str>>,
     primary: Mutex<Option<Arc<str>>>,
+    /// Reachable standbys, as of the last survey (a replica that fails a connect leaves at once).
+    replicas: Mutex<Vec<Arc<str>>>,
+    /// The (database, user) the first discovery used, for periodic re-surveys.
+    probe: Mutex<Option<(String, String)>>,
     /// One discovery at a time: a storm of clients must not each probe every server.
     discovering: tokio::sync::Mutex<()>,
     pub pools: Pools,
@@ -45,6 +57,8 @@ impl Cluster {
         Cluster {
             servers: servers.into_iter().map(Arc::from).collect(),
             primary: Mutex::new(None),
+            replicas: Mutex::new(Vec::new()),
+            probe: Mutex::new(None),
             discovering: tokio::sync::Mutex::new(()),
             pools: Pools::default(),
             settings,
@@ -123,30 +137,111 @@ impl Cluster {
         }
     }
 
-    /// Asks each server in turn whether it is in recovery; the first that is not becomes the primary.
+    /// Asks every server whether it is in recovery: the first that is not becomes the primary, the
+    /// others that answer are the replicas.
     async fn discover(&self, database: &str, user: &str) -> Result<Arc<str>, ClusterError> {
         let _one_at_a_time = self.discovering.lock().await;
         if let Some(p) = self.primary() {
             return Ok(p);
         }
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((database.to_string(), user.to_string()));
+        let survey = self.survey(database, user).await?;
+        self.set_replicas(survey.replicas);
+        let primary = survey.primary.ok_or_else(|| ClusterError::NoPrimary(survey.problems.join("; ")))?;
+        self.set_primary(Some(primary.clone()));
+        Ok(primary)
+    }
+
+    /// Re-surveys the servers (after the first discovery): replicas that came back rejoin, a missing
+    /// primary is found again.
+    pub async fn refresh(&self) {
+        let probe = self.probe.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((database, user)) = probe else { return };
+        let _one_at_a_time = self.discovering.lock().await;
+        match self.survey(&database, &user).await {
+            Ok(survey) => {
+                self.set_replicas(survey.replicas);
+                if self.primary().is_none() {
+                    self.set_primary(survey.primary);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "server survey failed"),
+        }
+    }
+
+    async fn survey(&self, database: &str, user: &str) -> Result<Survey, ClusterError> {
         let login = self.login(database, user)?;
-        let mut problems = Vec::new();
+        let mut out = Survey::default();
         for server in &self.servers {
             match BackendConn::connect(server.clone(), &login).await {
                 Ok(mut conn) => match is_standby(&mut conn).await {
-                    Ok(false) => {
-                        self.set_primary(Some(server.clone()));
-                        return Ok(server.clone());
-                    }
-                    Ok(true) => problems.push(format!("{server} is a standby")),
-                    Err(e) => problems.push(e.to_string()),
+                    Ok(false) if out.primary.is_none() => out.primary = Some(server.clone()),
+                    Ok(false) => out.problems.push(format!("{server} also claims to be primary; ignored")),
+                    Ok(true) => out.replicas.push(server.clone()),
+                    Err(e) => out.problems.push(e.to_string()),
                 },
                 // The server itself refused us (unknown database, bad password): not a topology problem.
                 Err(e @ BackendError::Server { .. }) => return Err(PoolError::Connect(e).into()),
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => out.problems.push(e.to_string()),
             }
         }
-        Err(ClusterError::NoPrimary(problems.join("; ")))
+        Ok(out)
+    }
+
+    pub fn replicas(&self) -> Vec<Arc<str>> {
+        self.replicas.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_replicas(&self, replicas: Vec<Arc<str>>) {
+        let mut r = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if *r != replicas {
+            tracing::info!(replicas = ?replicas.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "replica set changed");
+            *r = replicas;
+        }
+    }
+
+    fn mark_replica_down(&self, server: &Arc<str>) {
+        let mut r = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = r.iter().position(|s| s == server) {
+            tracing::warn!(server = %server, "replica unreachable; no new transactions go there");
+            r.remove(i);
+        }
+    }
+
+    /// Borrows a connection to a replica for (database, user): the one with the least work in
+    /// flight. With no usable replica the primary serves (read-only work is still correct there).
+    pub async fn checkout_replica(
+        &self,
+        database: &str,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<Pooled, ClusterError> {
+        if self.primary().is_none() {
+            self.discover(database, user).await?;
+        }
+        let mut candidates: Vec<Arc<Pool>> = Vec::new();
+        for server in self.replicas() {
+            candidates.push(self.pool(server, database, user)?);
+        }
+        candidates.sort_by_key(|p| p.borrowed_count());
+        for pool in candidates {
+            match pool.checkout(timeout).await {
+                Ok(conn) if conn.is_standby() == Some(false) => {
+                    tracing::warn!(server = %pool.key.server, "replica is no longer in recovery; not used for reads");
+                    self.mark_replica_down(&pool.key.server);
+                    pool.clear_idle();
+                }
+                Ok(conn) => return Ok(conn),
+                Err(PoolError::Connect(e @ BackendError::Server { .. })) => return Err(PoolError::Connect(e).into()),
+                Err(PoolError::Connect(e)) => {
+                    tracing::debug!(error = %e, "replica connect failed");
+                    self.mark_replica_down(&pool.key.server);
+                    pool.clear_idle();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.checkout_primary(None, database, user, timeout).await
     }
 
     /// Closes connections idle longer than the configured idle timeout, in every pool.

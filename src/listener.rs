@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::client::{self, ClientCtx};
+use crate::client::{self, ClientCtx, Endpoint};
 
 /// How the process is asked to stop.
 #[derive(Debug, Clone, Default)]
@@ -22,10 +22,16 @@ pub struct Shutdown {
 
 /// Accepts clients on `listener` until shutdown; returns when every client is gone, or when the
 /// drain deadline passes, or at once on abort.
-pub async fn run(ctx: Arc<ClientCtx>, listener: TcpListener, shutdown: Shutdown, drain_timeout: Duration) {
+pub async fn run(
+    ctx: Arc<ClientCtx>,
+    listener: TcpListener,
+    endpoint: Endpoint,
+    shutdown: Shutdown,
+    drain_timeout: Duration,
+) {
     let tracker = TaskTracker::new();
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, "accepting clients");
+    tracing::info!(?addr, ?endpoint, "accepting clients");
     let mut next_id: u64 = 0;
     loop {
         tokio::select! {
@@ -33,7 +39,7 @@ pub async fn run(ctx: Arc<ClientCtx>, listener: TcpListener, shutdown: Shutdown,
                 Ok((stream, peer)) => {
                     next_id += 1;
                     let span = tracing::info_span!("client", id = next_id, %peer);
-                    tracker.spawn(client::serve(ctx.clone(), stream, peer).instrument(span));
+                    tracker.spawn(client::serve(ctx.clone(), stream, peer, endpoint).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

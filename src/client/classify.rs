@@ -72,9 +72,50 @@ pub fn classify(sql: &[u8]) -> Effects {
     fx
 }
 
+/// Whether `sql` starts with a transaction that is declared read-only: `BEGIN READ ONLY`,
+/// `START TRANSACTION ISOLATION LEVEL … READ ONLY`, or `BEGIN; SET TRANSACTION READ ONLY` sent
+/// together. Anything else (including READ WRITE) is not.
+pub fn begins_read_only(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
+    let mut statements = text.split(';').map(|s| s.split_whitespace().collect::<Vec<_>>());
+    let Some(first) = statements.next() else { return false };
+    let starts_tx = matches!(first.as_slice(), ["begin", ..] | ["start", "transaction", ..]);
+    if !starts_tx {
+        return false;
+    }
+    let read_only = |words: &[&str]| words.windows(2).any(|w| w == ["read", "only"]);
+    if read_only(&first) {
+        return true;
+    }
+    // `BEGIN; SET TRANSACTION READ ONLY` in the same message.
+    first.len() == 1 && statements.next().is_some_and(|w| w.starts_with(&["set", "transaction"]) && read_only(&w))
+}
+
+/// PostgreSQL's spellings of a true boolean setting.
+pub fn is_on(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "true" | "yes" | "1" | "t" | "y")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_transactions() {
+        for sql in [
+            "BEGIN READ ONLY",
+            "begin transaction read only; select 1",
+            "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            "begin; set transaction read only; select 1",
+        ] {
+            assert!(begins_read_only(sql.as_bytes()), "{sql}");
+        }
+        for sql in
+            ["begin", "begin read write", "select 1; begin read only", "begin; select 1", "insert into t values (1)"]
+        {
+            assert!(!begins_read_only(sql.as_bytes()), "{sql}");
+        }
+    }
 
     fn fx(s: &str) -> (bool, bool, bool) {
         let e = classify(s.as_bytes());

@@ -72,7 +72,8 @@ impl std::fmt::Display for PinReasons {
 /// Run after a transaction that may have changed session state: the session's settings, then one
 /// row counting each kind of pinning state the connection holds.
 pub const CHECK_SQL: &str = "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
-     WHERE source = 'session' ORDER BY name; \
+     WHERE source = 'session' AND name NOT IN ('transaction_read_only', 'transaction_isolation', \
+     'transaction_deferrable') ORDER BY name; \
      SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()), \
      (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()), \
      (SELECT count(*) FROM pg_catalog.pg_listening_channels()), \

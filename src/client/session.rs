@@ -17,7 +17,7 @@ use super::pins::{CHECK_SQL, PinReasons};
 use super::relay::{self, Active, ClientSink, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::statements::ClientStatements;
-use super::{ClientCtx, PoolMode, settings};
+use super::{ClientCtx, Endpoint, PoolMode, settings};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
@@ -69,6 +69,8 @@ pub struct Session {
     state: State,
     /// The client's named prepared statements (transaction mode).
     statements: ClientStatements,
+    /// The listener the client came in on.
+    endpoint: Endpoint,
     /// Why the client is pinned to its server connection (empty: it is not).
     pins: PinReasons,
     /// A session-state check is running on the server connection.
@@ -141,7 +143,7 @@ impl IdleTimer {
 }
 
 impl Session {
-    pub fn new(ctx: Arc<ClientCtx>, client: TcpStream, startup: Startup) -> Session {
+    pub fn new(ctx: Arc<ClientCtx>, client: TcpStream, startup: Startup, endpoint: Endpoint) -> Session {
         let Startup { user, database, settings, key, backend, pending, admitted } = startup;
         let (client_rd, client_wr) = client.into_split();
         let ctx_idle = ctx.settings.idle_timeout;
@@ -158,15 +160,17 @@ impl Session {
             key,
             state: State::Idle,
             statements: ClientStatements::default(),
+            endpoint,
             pins: PinReasons::default(),
             checking: false,
             pool: Some(backend.pool().clone()),
             _admitted: admitted,
         };
         session.key.slot.set_identity(&session.user, &session.database);
-        match session.ctx.settings.mode {
-            PoolMode::Session => session.activate(backend),
-            PoolMode::Transaction => backend.release(),
+        match (session.ctx.settings.mode, endpoint) {
+            (PoolMode::Session, Endpoint::Writer) => session.activate(backend),
+            // The greeting came from the primary; a reader's session borrows a replica on first use.
+            (PoolMode::Session, Endpoint::Reader) | (PoolMode::Transaction, _) => backend.release(),
         }
         session
     }
@@ -283,11 +287,34 @@ impl Session {
         self.wait_client(true, true).await
     }
 
+    /// Whether the next transaction may run on a replica: every transaction of the reader endpoint;
+    /// on the main endpoint, an explicit BEGIN/START TRANSACTION READ ONLY, or a session whose
+    /// default_transaction_read_only is on.
+    fn read_only_next(&self) -> bool {
+        if self.endpoint == Endpoint::Reader {
+            return true;
+        }
+        if self.settings.iter().any(|(n, v)| n == "default_transaction_read_only" && super::classify::is_on(v)) {
+            return true;
+        }
+        match check_client_header(&self.cin) {
+            Ok(Some((ftag::QUERY, total))) if self.cin.len() >= total => {
+                super::classify::begins_read_only(&self.cin[5..total])
+            }
+            _ => false,
+        }
+    }
+
     /// Borrows a server connection for the client's next transaction.
     async fn borrow(&mut self) -> Result<(), End> {
         let timeout = self.ctx.settings.borrow_timeout;
         let cluster = &self.ctx.cluster;
-        let err = match cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, timeout).await {
+        let borrowed = if self.read_only_next() {
+            cluster.checkout_replica(&self.database, &self.user, timeout).await
+        } else {
+            cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, timeout).await
+        };
+        let err = match borrowed {
             Ok(backend) => {
                 if !self.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, backend.pool())) {
                     self.pool = Some(backend.pool().clone());
@@ -336,7 +363,9 @@ impl Session {
         };
         // Client → server: whole frames only, so a half-sent message never reaches a server.
         let mode = self.ctx.settings.mode;
-        while a.to_server.len() < HIGH_WATER {
+        // While pgmux checks the session after a transaction, the client's next messages wait: they
+        // may belong on another connection (a write after a read-only transaction on a replica).
+        while a.to_server.len() < HIGH_WATER && !self.checking {
             let Some((_, total)) = check_client_header(&self.cin).map_err(End::Fatal)? else {
                 break;
             };

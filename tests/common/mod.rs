@@ -32,6 +32,8 @@ pub fn cluster() -> &'static LocalCluster {
 /// A running in-process pgmux.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The reader endpoint, when the config has `reader_listen`.
+    pub reader: Option<SocketAddr>,
     pub shutdown: Shutdown,
     pub ctx: Arc<ClientCtx>,
     pub handle: JoinHandle<()>,
@@ -63,10 +65,11 @@ pub async fn start_proxy_yaml(text: &str) -> TestProxy {
     let shutdown = Shutdown::default();
     let proxy = Proxy::bind(&config, &shutdown).await.expect("bind");
     let addr = proxy.local_addr().expect("local addr");
+    let reader = proxy.reader_addr();
     let ctx = proxy.ctx.clone();
     let s = shutdown.clone();
     let handle = tokio::spawn(async move { proxy.run(s).await });
-    TestProxy { addr, shutdown, ctx, handle }
+    TestProxy { addr, reader, shutdown, ctx, handle }
 }
 
 /// pgmux in front of the shared cluster (primary and replica listed), transaction mode.

@@ -1,0 +1,103 @@
+//! Read-only work on replicas: the reader endpoint, explicitly read-only transactions on the main
+//! endpoint, and a replica that stops and comes back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgmux::localpg::{ClusterOptions, LocalCluster};
+
+fn with_reader(yaml_text: String) -> String {
+    yaml_text.replacen("listen: 127.0.0.1:0\n", "listen: 127.0.0.1:0\nreader_listen: 127.0.0.2:0\n", 1)
+}
+
+fn reader_dsn(p: &TestProxy) -> String {
+    let r = p.reader.expect("reader endpoint");
+    format!("host={} port={} user=app password=app dbname=app", r.ip(), r.port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_endpoint_runs_on_the_replica_and_refuses_writes() {
+    let c = cluster();
+    let p = start_proxy_yaml(&with_reader(yaml(&[c.addr(0), c.addr(1)], "  size: 2", ""))).await;
+    let r = connect(&reader_dsn(&p)).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
+        let row = r.query_one("select pg_is_in_recovery(), inet_server_port()", &[]).await.unwrap();
+        assert!(row.get::<_, bool>(0));
+        assert_eq!(row.get::<_, i32>(1), c.port(1) as i32);
+    }
+    let e = r.batch_execute("create table on_replica(x int)").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "the server's own read-only error");
+    // The main endpoint of the same proxy writes to the primary.
+    let w = connect_app(&p).await;
+    assert_eq!(simple_value(&w, "select pg_is_in_recovery()").await, "f");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_read_only_transactions_go_to_a_replica() {
+    let p = start_proxy("  size: 2", "").await;
+    let c = connect_app(&p).await;
+    assert_eq!(simple_value(&c, "begin read only; select pg_is_in_recovery()").await, "t");
+    c.batch_execute("commit").await.unwrap();
+    assert_eq!(
+        simple_value(&c, "start transaction isolation level repeatable read, read only; select pg_is_in_recovery()")
+            .await,
+        "t"
+    );
+    c.batch_execute("commit").await.unwrap();
+    assert_eq!(simple_value(&c, "begin; set transaction read only; select pg_is_in_recovery()").await, "t");
+    c.batch_execute("commit").await.unwrap();
+    // Everything else stays on the primary, reads included.
+    for sql in [
+        "select pg_is_in_recovery()",
+        "begin; select pg_is_in_recovery()",
+        "begin read write; select pg_is_in_recovery()",
+        "with x as (select 1) select pg_is_in_recovery() from x",
+    ] {
+        assert_eq!(simple_value(&c, sql).await, "f", "{sql}");
+        c.batch_execute("rollback").await.ok();
+    }
+    // A session that asked for read-only transactions by default.
+    let ro = connect(&format!("{} options='-c default_transaction_read_only=on'", p.dsn("app", "app", "app")))
+        .await
+        .unwrap();
+    assert_eq!(simple_value(&ro, "select pg_is_in_recovery()").await, "t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_is_skipped_and_used_again_when_back() {
+    let cluster =
+        tokio::task::spawn_blocking(|| LocalCluster::start(ClusterOptions::default())).await.unwrap().unwrap();
+    let p = start_proxy_yaml(&with_reader(yaml(&[cluster.addr(0), cluster.addr(1)], "  size: 2", ""))).await;
+    let dsn = reader_dsn(&p);
+    let r = connect(&dsn).await.unwrap();
+    assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
+    let cluster = std::sync::Arc::new(cluster);
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || c2.stop(1, true)).await.unwrap().unwrap();
+    // Reads carry on (on the primary) without an error once the replica is known to be gone.
+    let errors = std::sync::atomic::AtomicU32::new(0);
+    let fell_back = eventually(Duration::from_secs(10), || async {
+        match r.simple_query("select pg_is_in_recovery()").await {
+            Ok(_) => simple_value(&r, "select pg_is_in_recovery()").await == "f",
+            Err(_) => {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+    })
+    .await;
+    assert!(fell_back, "reads never moved off the stopped replica");
+    let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(errors <= 1, "{errors} errors: at most the transaction in flight when the replica died may fail");
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || c2.start_node(1)).await.unwrap().unwrap();
+    let back = eventually(Duration::from_secs(20), || async {
+        r.simple_query("select 1").await.is_ok() && simple_value(&r, "select pg_is_in_recovery()").await == "t"
+    })
+    .await;
+    assert!(back, "the replica was not used again after it came back");
+    p.shutdown.abort.cancel();
+}
