@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::UserDirectory;
 use crate::client::{AuthMethod, ClientCtx, ClientSettings, Endpoint, PoolMode};
-use crate::cluster::{Cluster, PoolSettings};
+use crate::cluster::{Cluster, PoolSettings, ReadRouting};
 use crate::config::{self, Config};
 use crate::listener::{self, Shutdown};
 
@@ -19,7 +19,15 @@ pub struct Proxy {
     pub ctx: Arc<ClientCtx>,
     listener: TcpListener,
     reader: Option<TcpListener>,
+    prober: Option<Prober>,
     drain_timeout: Duration,
+}
+
+/// Who and how often the prober asks the servers about themselves.
+struct Prober {
+    user: String,
+    database: String,
+    interval: Duration,
 }
 
 impl Proxy {
@@ -39,6 +47,11 @@ impl Proxy {
                 init_query: config.pool.init_query.clone(),
                 idle_timeout: config.pool.idle_timeout,
             },
+            ReadRouting {
+                max_replica_lag: config.routing.max_replica_lag,
+                fallback_to_primary: config.routing.fallback_to_primary,
+            },
+            (config.health.down_after, config.health.up_after),
             users.clone(),
         ));
         let settings = ClientSettings {
@@ -54,9 +67,16 @@ impl Proxy {
             idle_timeout: config.clients.idle_timeout,
             startup_timeout: config.clients.startup_timeout,
             borrow_timeout: config.pool.borrow_timeout,
+            read_your_writes: config.routing.read_your_writes,
         };
         let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone()));
-        Ok(Proxy { ctx, listener, reader, drain_timeout: config.shutdown_timeout })
+        let probe_user = config.health.user.clone().or_else(|| config.users.first().map(|u| u.name.clone()));
+        let prober = probe_user.map(|user| Prober {
+            user,
+            database: config.health.database.clone(),
+            interval: config.health.interval,
+        });
+        Ok(Proxy { ctx, listener, reader, prober, drain_timeout: config.shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -76,9 +96,12 @@ impl Proxy {
             loop {
                 tick.tick().await;
                 cluster.close_idle();
-                cluster.refresh().await;
             }
         });
+        let stop_prober = tokio_util::sync::CancellationToken::new();
+        if let Some(p) = &self.prober {
+            self.ctx.cluster.spawn_prober(&p.user, &p.database, p.interval, stop_prober.clone());
+        }
         let writer =
             listener::run(self.ctx.clone(), self.listener, Endpoint::Writer, shutdown.clone(), self.drain_timeout);
         let reader = async {
@@ -87,6 +110,7 @@ impl Proxy {
             }
         };
         tokio::join!(writer, reader);
+        stop_prober.cancel();
         maintenance.abort();
     }
 }

@@ -279,6 +279,30 @@ impl BackendConn {
         }
     }
 
+    /// Runs `sql` as a simple query and returns its rows as text (an ErrorResponse is an error).
+    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        build::query(&mut out, sql);
+        self.write(&out).await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag {
+                b'D' => rows.push(decode_text_row(frame.body())),
+                btag::PARAMETER_STATUS => self.note_parameter(frame.body()),
+                btag::ERROR_RESPONSE if error.is_none() => error = Some(frame),
+                btag::READY_FOR_QUERY => {
+                    return match error {
+                        Some(frame) => Err(self.server_error(frame)),
+                        None => Ok(rows),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Whether the server says it is a hot standby (PostgreSQL 14+ reports `in_hot_standby`).
     pub fn is_standby(&self) -> Option<bool> {
         self.standby
@@ -310,4 +334,25 @@ impl BackendConn {
     pub fn consume(&mut self, n: usize) {
         self.rbuf.advance(n);
     }
+}
+
+/// The columns of a DataRow body, as text (NULL as None).
+pub fn decode_text_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut row = Vec::new();
+    let Some((n, mut rest)) = body.split_first_chunk::<2>().map(|(n, r)| (u16::from_be_bytes(*n), r)) else {
+        return row;
+    };
+    for _ in 0..n {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else { break };
+        let len = i32::from_be_bytes(*len);
+        rest = tail;
+        if len < 0 {
+            row.push(None);
+            continue;
+        }
+        let len = (len as usize).min(rest.len());
+        row.push(Some(String::from_utf8_lossy(&rest[..len]).into_owned()));
+        rest = &rest[len..];
+    }
+    row
 }

@@ -58,6 +58,8 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
     pub startup_timeout: Duration,
     pub borrow_timeout: Duration,
+    /// After a write, a client's reads go only to replicas that replayed it.
+    pub read_your_writes: bool,
 }
 
 /// What every client task shares.

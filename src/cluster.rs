@@ -4,7 +4,13 @@
 //! primary, and a connection that turns out to be a standby is never used for the primary's work.
 
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub mod probe;
+pub mod topology;
 
 use crate::auth::UserDirectory;
 use crate::backend::{BackendConn, BackendError, LoginParams};
@@ -19,12 +25,11 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
 }
 
-/// What one pass over the servers found.
-#[derive(Debug, Default)]
-struct Survey {
-    primary: Option<Arc<str>>,
-    replicas: Vec<Arc<str>>,
-    problems: Vec<String>,
+/// Where read-only work may go (from `routing:`).
+#[derive(Debug, Clone)]
+pub struct ReadRouting {
+    pub max_replica_lag: Duration,
+    pub fallback_to_primary: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub enum ClusterError {
     NoPrimary(String),
     #[error(transparent)]
     Pool(#[from] PoolError),
+    #[error("no replica is fit to serve read-only work")]
+    NoReplica,
     #[error("user \"{0}\" has no configured password")]
     UnknownUser(String),
 }
@@ -41,10 +48,9 @@ pub enum ClusterError {
 pub struct Cluster {
     servers: Vec<Arc<str>>,
     primary: Mutex<Option<Arc<str>>>,
-    /// Reachable standbys, as of the last survey (a replica that fails a connect leaves at once).
-    replicas: Mutex<Vec<Arc<str>>>,
-    /// The (database, user) the first discovery used, for periodic re-surveys.
-    probe: Mutex<Option<(String, String)>>,
+    /// Health, roles and lag of every server, from the prober and failed connects.
+    topology: Mutex<topology::Topology>,
+    routing: ReadRouting,
     /// One discovery at a time: a storm of clients must not each probe every server.
     discovering: tokio::sync::Mutex<()>,
     pub pools: Pools,
@@ -53,12 +59,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(servers: Vec<String>, settings: PoolSettings, users: Arc<UserDirectory>) -> Cluster {
+    pub fn new(
+        servers: Vec<String>,
+        settings: PoolSettings,
+        routing: ReadRouting,
+        (down_after, up_after): (usize, usize),
+        users: Arc<UserDirectory>,
+    ) -> Cluster {
+        let servers: Vec<Arc<str>> = servers.into_iter().map(Arc::from).collect();
         Cluster {
-            servers: servers.into_iter().map(Arc::from).collect(),
+            topology: Mutex::new(topology::Topology::new(&servers, down_after, up_after)),
+            routing,
+            servers,
             primary: Mutex::new(None),
-            replicas: Mutex::new(Vec::new()),
-            probe: Mutex::new(None),
             discovering: tokio::sync::Mutex::new(()),
             pools: Pools::default(),
             settings,
@@ -137,90 +150,84 @@ impl Cluster {
         }
     }
 
-    /// Asks every server whether it is in recovery: the first that is not becomes the primary, the
-    /// others that answer are the replicas.
+    /// Asks each server in turn whether it is in recovery; the first that is not becomes the primary.
     async fn discover(&self, database: &str, user: &str) -> Result<Arc<str>, ClusterError> {
         let _one_at_a_time = self.discovering.lock().await;
         if let Some(p) = self.primary() {
             return Ok(p);
         }
-        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((database.to_string(), user.to_string()));
-        let survey = self.survey(database, user).await?;
-        self.set_replicas(survey.replicas);
-        let primary = survey.primary.ok_or_else(|| ClusterError::NoPrimary(survey.problems.join("; ")))?;
-        self.set_primary(Some(primary.clone()));
-        Ok(primary)
-    }
-
-    /// Re-surveys the servers (after the first discovery): replicas that came back rejoin, a missing
-    /// primary is found again.
-    pub async fn refresh(&self) {
-        let probe = self.probe.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((database, user)) = probe else { return };
-        let _one_at_a_time = self.discovering.lock().await;
-        match self.survey(&database, &user).await {
-            Ok(survey) => {
-                self.set_replicas(survey.replicas);
-                if self.primary().is_none() {
-                    self.set_primary(survey.primary);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "server survey failed"),
-        }
-    }
-
-    async fn survey(&self, database: &str, user: &str) -> Result<Survey, ClusterError> {
         let login = self.login(database, user)?;
-        let mut out = Survey::default();
+        let mut problems = Vec::new();
         for server in &self.servers {
             match BackendConn::connect(server.clone(), &login).await {
                 Ok(mut conn) => match is_standby(&mut conn).await {
-                    Ok(false) if out.primary.is_none() => out.primary = Some(server.clone()),
-                    Ok(false) => out.problems.push(format!("{server} also claims to be primary; ignored")),
-                    Ok(true) => out.replicas.push(server.clone()),
-                    Err(e) => out.problems.push(e.to_string()),
+                    Ok(false) => {
+                        self.set_primary(Some(server.clone()));
+                        return Ok(server.clone());
+                    }
+                    Ok(true) => problems.push(format!("{server} is a standby")),
+                    Err(e) => problems.push(e.to_string()),
                 },
                 // The server itself refused us (unknown database, bad password): not a topology problem.
                 Err(e @ BackendError::Server { .. }) => return Err(PoolError::Connect(e).into()),
-                Err(e) => out.problems.push(e.to_string()),
+                Err(e) => problems.push(e.to_string()),
             }
         }
-        Ok(out)
+        Err(ClusterError::NoPrimary(problems.join("; ")))
     }
 
-    pub fn replicas(&self) -> Vec<Arc<str>> {
-        self.replicas.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn topology(&self) -> std::sync::MutexGuard<'_, topology::Topology> {
+        self.topology.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_replicas(&self, replicas: Vec<Arc<str>>) {
-        let mut r = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
-        if *r != replicas {
-            tracing::info!(replicas = ?replicas.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "replica set changed");
-            *r = replicas;
+    /// The probe round in progress: a write that ends now is covered by the next round's reading.
+    pub fn probe_round(&self) -> u64 {
+        self.topology().round()
+    }
+
+    fn start_probe_round(&self) -> u64 {
+        self.topology().start_round()
+    }
+
+    fn record_probe(&self, server: &Arc<str>, round: u64, probe: Option<topology::Probe>) {
+        if let Some(up) = self.topology().record(server, round, probe) {
+            if up {
+                tracing::info!(server = %server, "server up");
+            } else {
+                tracing::warn!(server = %server, "server down");
+            }
         }
     }
 
-    fn mark_replica_down(&self, server: &Arc<str>) {
-        let mut r = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = r.iter().position(|s| s == server) {
-            tracing::warn!(server = %server, "replica unreachable; no new transactions go there");
-            r.remove(i);
+    /// Every server's health, role and lag, for status output.
+    pub fn servers_view(&self) -> Vec<topology::ServerView> {
+        self.topology().view()
+    }
+
+    /// Starts the prober, logging in as `user` to `database`.
+    pub fn spawn_prober(self: &Arc<Self>, user: &str, database: &str, interval: Duration, stop: CancellationToken) {
+        match self.login(database, user) {
+            Ok(login) => {
+                let span = tracing::info_span!("prober");
+                tokio::spawn(probe::run(self.clone(), login, interval, stop).instrument(span));
+            }
+            Err(e) => tracing::error!(error = %e, "no prober: cannot log in to the servers"),
         }
     }
 
     /// Borrows a connection to a replica for (database, user): the one with the least work in
-    /// flight. With no usable replica the primary serves (read-only work is still correct there).
+    /// flight among those fit to serve. With none, the primary serves (if `fallback_to_primary`).
+    /// `wrote_in`: the probe round in which the client's last write ended (read-your-writes).
     pub async fn checkout_replica(
         &self,
         database: &str,
         user: &str,
         timeout: Duration,
+        wrote_in: Option<u64>,
     ) -> Result<Pooled, ClusterError> {
-        if self.primary().is_none() {
-            self.discover(database, user).await?;
-        }
         let mut candidates: Vec<Arc<Pool>> = Vec::new();
-        for server in self.replicas() {
+        let readable = self.topology().readable_replicas(self.routing.max_replica_lag, wrote_in);
+        for server in readable {
             candidates.push(self.pool(server, database, user)?);
         }
         candidates.sort_by_key(|p| p.borrowed_count());
@@ -228,18 +235,21 @@ impl Cluster {
             match pool.checkout(timeout).await {
                 Ok(conn) if conn.is_standby() == Some(false) => {
                     tracing::warn!(server = %pool.key.server, "replica is no longer in recovery; not used for reads");
-                    self.mark_replica_down(&pool.key.server);
+                    self.topology().mark_down(&pool.key.server);
                     pool.clear_idle();
                 }
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Connect(e @ BackendError::Server { .. })) => return Err(PoolError::Connect(e).into()),
                 Err(PoolError::Connect(e)) => {
                     tracing::debug!(error = %e, "replica connect failed");
-                    self.mark_replica_down(&pool.key.server);
+                    self.topology().mark_down(&pool.key.server);
                     pool.clear_idle();
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !self.routing.fallback_to_primary {
+            return Err(ClusterError::NoReplica);
         }
         self.checkout_primary(None, database, user, timeout).await
     }

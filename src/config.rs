@@ -43,6 +43,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Threads serving clients; 0 means one per CPU.
     pub workers: usize,
+    pub health: HealthConfig,
+    pub routing: RoutingConfig,
 }
 
 /// When a backend connection returns to the pool.
@@ -104,6 +106,49 @@ impl Default for ClientsConfig {
             startup_timeout: Duration::from_secs(5),
             auth_method: ClientAuthMethod::ScramSha256,
         }
+    }
+}
+
+/// How pgmux watches the servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Time between probes of each server.
+    pub interval: Duration,
+    /// Consecutive failed probes before a server counts as down.
+    pub down_after: usize,
+    /// Consecutive good probes before a down server counts as up again.
+    pub up_after: usize,
+    /// Who probes: a configured user (default: the first) on this database.
+    pub user: Option<String>,
+    pub database: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(1),
+            down_after: 3,
+            up_after: 2,
+            user: None,
+            database: "postgres".into(),
+        }
+    }
+}
+
+/// Where read-only work may go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingConfig {
+    /// Replicas further behind than this get no new transactions.
+    pub max_replica_lag: Duration,
+    /// With no replica fit to serve, read-only work runs on the primary (else it waits / fails).
+    pub fallback_to_primary: bool,
+    /// After a client's write, its reads only go to replicas that have replayed it.
+    pub read_your_writes: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig { max_replica_lag: Duration::from_secs(10), fallback_to_primary: true, read_your_writes: true }
     }
 }
 

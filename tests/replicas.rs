@@ -12,6 +12,16 @@ fn with_reader(yaml_text: String) -> String {
     yaml_text.replacen("listen: 127.0.0.1:0\n", "listen: 127.0.0.1:0\nreader_listen: 127.0.0.2:0\n", 1)
 }
 
+/// Waits until the prober has seen `n` replicas up (reads go to the primary until then).
+async fn replicas_known(p: &TestProxy, n: usize) {
+    let ok = eventually(Duration::from_secs(10), || {
+        let up = p.ctx.cluster.servers_view().iter().filter(|s| s.up && s.role == "replica").count();
+        async move { up >= n }
+    })
+    .await;
+    assert!(ok, "prober never reported {n} replica(s): {:?}", p.ctx.cluster.servers_view());
+}
+
 fn reader_dsn(p: &TestProxy) -> String {
     let r = p.reader.expect("reader endpoint");
     format!("host={} port={} user=app password=app dbname=app", r.ip(), r.port())
@@ -21,6 +31,7 @@ fn reader_dsn(p: &TestProxy) -> String {
 async fn reader_endpoint_runs_on_the_replica_and_refuses_writes() {
     let c = cluster();
     let p = start_proxy_yaml(&with_reader(yaml(&[c.addr(0), c.addr(1)], "  size: 2", ""))).await;
+    replicas_known(&p, 1).await;
     let r = connect(&reader_dsn(&p)).await.unwrap();
     for _ in 0..5 {
         assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
@@ -38,6 +49,7 @@ async fn reader_endpoint_runs_on_the_replica_and_refuses_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_read_only_transactions_go_to_a_replica() {
     let p = start_proxy("  size: 2", "").await;
+    replicas_known(&p, 1).await;
     let c = connect_app(&p).await;
     assert_eq!(simple_value(&c, "begin read only; select pg_is_in_recovery()").await, "t");
     c.batch_execute("commit").await.unwrap();
@@ -71,6 +83,7 @@ async fn a_stopped_replica_is_skipped_and_used_again_when_back() {
     let cluster =
         tokio::task::spawn_blocking(|| LocalCluster::start(ClusterOptions::default())).await.unwrap().unwrap();
     let p = start_proxy_yaml(&with_reader(yaml(&[cluster.addr(0), cluster.addr(1)], "  size: 2", ""))).await;
+    replicas_known(&p, 1).await;
     let dsn = reader_dsn(&p);
     let r = connect(&dsn).await.unwrap();
     assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
@@ -99,5 +112,75 @@ async fn a_stopped_replica_is_skipped_and_used_again_when_back() {
     })
     .await;
     assert!(back, "the replica was not used again after it came back");
+    p.shutdown.abort.cancel();
+}
+
+fn lag_yaml(cluster: &LocalCluster, max_lag: &str) -> String {
+    let base = with_reader(yaml(&[cluster.addr(0), cluster.addr(1)], "  size: 2", ""));
+    format!("{base}health:\n  interval: 200ms\nrouting:\n  max_replica_lag: {max_lag}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
+    let cluster =
+        tokio::task::spawn_blocking(|| LocalCluster::start(ClusterOptions::default())).await.unwrap().unwrap();
+    let cluster = std::sync::Arc::new(cluster);
+    let p = start_proxy_yaml(&lag_yaml(&cluster, "1s")).await;
+    replicas_known(&p, 1).await;
+    let r = connect(&reader_dsn(&p)).await.unwrap();
+    assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.psql(1, "app", "select pg_wal_replay_pause()").unwrap();
+        c.psql(0, "app", "create table lag_marker(x int); insert into lag_marker values (1)").unwrap();
+    })
+    .await
+    .unwrap();
+    let moved =
+        eventually(Duration::from_secs(15), || async { simple_value(&r, "select pg_is_in_recovery()").await == "f" })
+            .await;
+    assert!(moved, "reads stayed on a replica whose replay is paused: {:?}", p.ctx.cluster.servers_view());
+    let lagging = p.ctx.cluster.servers_view().into_iter().find(|s| s.role == "replica").unwrap();
+    assert!(lagging.lag_bytes.unwrap_or(0) > 0, "{lagging:?}");
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.psql(1, "app", "select pg_wal_replay_resume()").unwrap()).await.unwrap();
+    let back =
+        eventually(Duration::from_secs(15), || async { simple_value(&r, "select pg_is_in_recovery()").await == "t" })
+            .await;
+    assert!(back, "reads never returned to the caught-up replica");
+    p.shutdown.abort.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_a_write_see_it_even_when_the_replica_lags() {
+    let cluster =
+        tokio::task::spawn_blocking(|| LocalCluster::start(ClusterOptions::default())).await.unwrap().unwrap();
+    let cluster = std::sync::Arc::new(cluster);
+    // A generous lag limit: the paused replica stays eligible for clients that did not write.
+    let p = start_proxy_yaml(&lag_yaml(&cluster, "1h")).await;
+    replicas_known(&p, 1).await;
+    let setup = connect_app(&p).await;
+    setup.batch_execute("create table ryw(x int)").await.unwrap();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.wait_replicas_caught_up(Duration::from_secs(10)).unwrap();
+        c.psql(1, "app", "select pg_wal_replay_pause()").unwrap();
+    })
+    .await
+    .unwrap();
+    let writer = connect_app(&p).await;
+    for i in 0..5 {
+        writer.batch_execute(&format!("insert into ryw values ({i})")).await.unwrap();
+        let seen = simple_value(&writer, "begin read only; select count(*) from ryw").await;
+        writer.batch_execute("commit").await.unwrap();
+        assert_eq!(seen, (i + 1).to_string(), "a client did not read its own write");
+    }
+    // A client that never wrote may read from the (stale) replica.
+    let other = connect_app(&p).await;
+    let stale = simple_value(&other, "begin read only; select pg_is_in_recovery() || ':' || count(*) from ryw").await;
+    other.batch_execute("commit").await.unwrap();
+    assert_eq!(stale, "true:0");
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.psql(1, "app", "select pg_wal_replay_resume()").unwrap()).await.unwrap();
     p.shutdown.abort.cancel();
 }

@@ -342,26 +342,7 @@ fn capture(a: &mut Active, frame: &[u8]) {
         a.capture.push(Vec::new());
         return;
     }
-    let mut row = Vec::new();
-    let mut rest = &frame[5..];
-    if rest.len() >= 2 {
-        let n = u16::from_be_bytes([rest[0], rest[1]]);
-        rest = &rest[2..];
-        for _ in 0..n {
-            if rest.len() < 4 {
-                break;
-            }
-            let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            rest = &rest[4..];
-            if len < 0 {
-                row.push(None);
-                continue;
-            }
-            let len = (len as usize).min(rest.len());
-            row.push(Some(String::from_utf8_lossy(&rest[..len]).into_owned()));
-            rest = &rest[len..];
-        }
-    }
+    let row = crate::backend::decode_text_row(&frame[5..]);
     if let Some(set) = a.capture.last_mut() {
         set.push(row);
     }

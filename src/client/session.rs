@@ -71,6 +71,8 @@ pub struct Session {
     statements: ClientStatements,
     /// The listener the client came in on.
     endpoint: Endpoint,
+    /// The probe round in which the client's last transaction on the primary ended.
+    wrote_in: Option<u64>,
     /// Why the client is pinned to its server connection (empty: it is not).
     pins: PinReasons,
     /// A session-state check is running on the server connection.
@@ -161,6 +163,7 @@ impl Session {
             state: State::Idle,
             statements: ClientStatements::default(),
             endpoint,
+            wrote_in: None,
             pins: PinReasons::default(),
             checking: false,
             pool: Some(backend.pool().clone()),
@@ -203,6 +206,10 @@ impl Session {
         if let State::Active(a) = from {
             if !matches!(self.state, State::Active(_)) {
                 self.key.slot.set(None);
+            }
+            if a.backend.is_standby() == Some(false) {
+                // It may have written: its next reads must see that (read-your-writes).
+                self.wrote_in = Some(self.ctx.cluster.probe_round());
             }
             if a.is_free() {
                 a.backend.release();
@@ -310,7 +317,8 @@ impl Session {
         let timeout = self.ctx.settings.borrow_timeout;
         let cluster = &self.ctx.cluster;
         let borrowed = if self.read_only_next() {
-            cluster.checkout_replica(&self.database, &self.user, timeout).await
+            let wrote_in = self.wrote_in.filter(|_| self.ctx.settings.read_your_writes);
+            cluster.checkout_replica(&self.database, &self.user, timeout, wrote_in).await
         } else {
             cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, timeout).await
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::address::parse_listen;
 use super::raw::Node;
 use super::reader::{Ctx, Fields, Item};
-use super::{ClientAuthMethod, ClientsConfig, Config, LogFormat, PoolConfig, PoolMode};
+use super::{ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, PoolConfig, PoolMode, RoutingConfig};
 use super::{Problem, ServerAddr, users};
 
 const POOL_MODES: &[(&str, PoolMode)] = &[("transaction", PoolMode::Transaction), ("session", PoolMode::Session)];
@@ -33,6 +33,13 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     let shutdown_timeout = top.get("shutdown_timeout").and_then(|v| ctx.duration(&v, true));
     let log_format = top.get("log_format").and_then(|v| ctx.choice(&v, LOG_FORMATS));
     let workers = top.get("workers").and_then(|v| ctx.count(&v, 0));
+    let health = read_health(ctx, top.get("health"));
+    if let Some(u) = &health.user
+        && !users.iter().any(|c| &c.name == u)
+    {
+        ctx.report("health.user", None, format!("`{u}` is not one of the configured users"));
+    }
+    let routing = read_routing(ctx, top.get("routing"));
     top.finish(ctx);
     let config = Config {
         listen: listen.map(|e| e.text).unwrap_or_default(),
@@ -45,6 +52,8 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         shutdown_timeout: shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         log_format: log_format.unwrap_or_default(),
         workers: workers.unwrap_or(0),
+        health,
+        routing,
     };
     (config, std::mem::take(&mut ctx.problems))
 }
@@ -121,6 +130,37 @@ fn read_pool(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> PoolConfig {
     };
     f.finish(ctx);
     pool
+}
+
+const BOOLS: &[(&str, bool)] = &[("true", true), ("false", false)];
+
+fn read_health(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> HealthConfig {
+    let d = HealthConfig::default();
+    let mut f = ctx.fields(item.as_ref(), "health");
+    let health = HealthConfig {
+        interval: f.get("interval").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.interval),
+        down_after: f.get("down_after").and_then(|v| ctx.count(&v, 1)).unwrap_or(d.down_after),
+        up_after: f.get("up_after").and_then(|v| ctx.count(&v, 1)).unwrap_or(d.up_after),
+        user: f.get("user").and_then(|v| ctx.text(&v)),
+        database: f.get("database").and_then(|v| ctx.text(&v)).unwrap_or(d.database),
+    };
+    f.finish(ctx);
+    health
+}
+
+fn read_routing(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> RoutingConfig {
+    let d = RoutingConfig::default();
+    let mut f = ctx.fields(item.as_ref(), "routing");
+    let routing = RoutingConfig {
+        max_replica_lag: f.get("max_replica_lag").and_then(|v| ctx.duration(&v, true)).unwrap_or(d.max_replica_lag),
+        fallback_to_primary: f
+            .get("fallback_to_primary")
+            .and_then(|v| ctx.choice(&v, BOOLS))
+            .unwrap_or(d.fallback_to_primary),
+        read_your_writes: f.get("read_your_writes").and_then(|v| ctx.choice(&v, BOOLS)).unwrap_or(d.read_your_writes),
+    };
+    f.finish(ctx);
+    routing
 }
 
 fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {

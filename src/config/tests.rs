@@ -54,6 +54,8 @@ fn minimal_config_gets_every_default() {
         shutdown_timeout: Duration::from_secs(30),
         log_format: LogFormat::Text,
         workers: 0,
+        health: HealthConfig::default(),
+        routing: RoutingConfig::default(),
     };
     assert_eq!(load(MINIMAL), expected);
 }

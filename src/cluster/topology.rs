@@ -1,0 +1,218 @@
+//! What pgmux believes about each server: up or down (with hysteresis), primary or replica, how far
+//! behind. Pure bookkeeping fed by the prober and by failed connects; routing reads it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One probe's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub in_recovery: bool,
+    /// Current WAL position (primary) or last replayed position (replica), in bytes.
+    pub lsn: u64,
+    /// Replay delay (0 when the replica has replayed all it received).
+    pub replay_lag: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Health {
+    up: bool,
+    ok_streak: usize,
+    fail_streak: usize,
+    last: Option<Probe>,
+}
+
+/// A server as the status call shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerView {
+    pub server: Arc<str>,
+    pub up: bool,
+    pub role: &'static str,
+    pub lag_bytes: Option<u64>,
+    pub lag: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Topology {
+    servers: Vec<(Arc<str>, Health)>,
+    down_after: usize,
+    up_after: usize,
+    /// Probe rounds started so far.
+    round: u64,
+    /// The primary's WAL position and the round that measured it.
+    primary_lsn: Option<(u64, u64)>,
+}
+
+impl Topology {
+    pub fn new(servers: &[Arc<str>], down_after: usize, up_after: usize) -> Topology {
+        let fresh = Health { up: true, ok_streak: 0, fail_streak: 0, last: None };
+        Topology {
+            servers: servers.iter().map(|s| (s.clone(), fresh.clone())).collect(),
+            down_after: down_after.max(1),
+            up_after: up_after.max(1),
+            round: 0,
+            primary_lsn: None,
+        }
+    }
+
+    /// A probe round begins; returns its number.
+    pub fn start_round(&mut self) -> u64 {
+        self.round += 1;
+        self.round
+    }
+
+    /// The number of the latest round started: a write finished now is covered by later rounds.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    fn health(&mut self, server: &str) -> Option<&mut Health> {
+        self.servers.iter_mut().find(|(s, _)| &**s == server).map(|(_, h)| h)
+    }
+
+    /// Records one probe (in round `round`); returns Some(up) when the server's health flipped.
+    pub fn record(&mut self, server: &str, round: u64, result: Option<Probe>) -> Option<bool> {
+        let (down_after, up_after) = (self.down_after, self.up_after);
+        if let Some(p) = result.as_ref().filter(|p| !p.in_recovery)
+            && self.primary_lsn.is_none_or(|(_, r)| r <= round)
+        {
+            self.primary_lsn = Some((p.lsn, round));
+        }
+        let h = self.health(server)?;
+        let was = h.up;
+        match result {
+            Some(p) => {
+                h.ok_streak += 1;
+                h.fail_streak = 0;
+                h.last = Some(p);
+                if !h.up && h.ok_streak >= up_after {
+                    h.up = true;
+                }
+            }
+            None => {
+                h.fail_streak += 1;
+                h.ok_streak = 0;
+                if h.up && h.fail_streak >= down_after {
+                    h.up = false;
+                }
+            }
+        }
+        (h.up != was).then_some(h.up)
+    }
+
+    /// A connection attempt failed: that is no slow probe, the server is down now.
+    pub fn mark_down(&mut self, server: &str) -> bool {
+        let down_after = self.down_after;
+        let Some(h) = self.health(server) else { return false };
+        let was = h.up;
+        h.up = false;
+        h.ok_streak = 0;
+        h.fail_streak = h.fail_streak.max(down_after);
+        was
+    }
+
+    /// Replicas fit for a read: up, in recovery, no further behind than `max_lag`, and — for a
+    /// client that wrote in probe round `wrote_in` — past the primary's position measured after it.
+    pub fn readable_replicas(&self, max_lag: Duration, wrote_in: Option<u64>) -> Vec<Arc<str>> {
+        let floor = match wrote_in {
+            None => None,
+            Some(w) => match self.primary_lsn {
+                Some((lsn, r)) if r > w => Some(lsn),
+                // No measurement of the primary since the write yet: only the primary is safe.
+                _ => return Vec::new(),
+            },
+        };
+        self.servers
+            .iter()
+            .filter(|(_, h)| h.up)
+            .filter_map(|(s, h)| h.last.as_ref().map(|p| (s, p)))
+            .filter(|(_, p)| p.in_recovery && p.replay_lag <= max_lag && floor.is_none_or(|f| p.lsn >= f))
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    pub fn view(&self) -> Vec<ServerView> {
+        let primary_lsn = self.primary_lsn.map(|(l, _)| l);
+        self.servers
+            .iter()
+            .map(|(s, h)| {
+                let p = h.last.as_ref();
+                let role = match p {
+                    None => "unknown",
+                    Some(p) if p.in_recovery => "replica",
+                    Some(_) => "primary",
+                };
+                let replica = p.filter(|p| p.in_recovery);
+                ServerView {
+                    server: s.clone(),
+                    up: h.up,
+                    role,
+                    lag_bytes: replica.and_then(|p| primary_lsn.map(|l| l.saturating_sub(p.lsn))),
+                    lag: replica.map(|p| p.replay_lag),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(in_recovery: bool, lsn: u64, lag_s: u64) -> Option<Probe> {
+        Some(Probe { in_recovery, lsn, replay_lag: Duration::from_secs(lag_s) })
+    }
+
+    fn topo() -> Topology {
+        Topology::new(&["p:1".into(), "r1:1".into(), "r2:1".into()], 3, 2)
+    }
+
+    #[test]
+    fn health_flips_only_after_consecutive_results() {
+        let mut t = topo();
+        let r = t.start_round();
+        assert_eq!(t.record("r1:1", r, None), None);
+        assert_eq!(t.record("r1:1", r, None), None);
+        assert_eq!(t.record("r1:1", r, probe(true, 0, 0)), None, "one good probe resets the streak");
+        for _ in 0..2 {
+            assert_eq!(t.record("r1:1", r, None), None);
+        }
+        assert_eq!(t.record("r1:1", r, None), Some(false));
+        assert_eq!(t.record("r1:1", r, probe(true, 0, 0)), None);
+        assert_eq!(t.record("r1:1", r, probe(true, 0, 0)), Some(true));
+        assert!(t.mark_down("r1:1"));
+        assert!(!t.view()[1].up);
+    }
+
+    #[test]
+    fn lagging_down_and_unprobed_replicas_are_not_readable() {
+        let mut t = topo();
+        let r = t.start_round();
+        t.record("p:1", r, probe(false, 1000, 0));
+        t.record("r1:1", r, probe(true, 1000, 0));
+        assert_eq!(t.readable_replicas(Duration::from_secs(10), None), vec![Arc::<str>::from("r1:1")]);
+        t.record("r1:1", r, probe(true, 900, 30));
+        assert!(t.readable_replicas(Duration::from_secs(10), None).is_empty());
+        assert_eq!(t.view()[1].lag_bytes, Some(100));
+        t.record("r2:1", r, probe(true, 1000, 0));
+        t.mark_down("r2:1");
+        assert!(t.readable_replicas(Duration::from_secs(10), None).is_empty());
+    }
+
+    #[test]
+    fn read_your_writes_needs_a_later_primary_measurement() {
+        let mut t = topo();
+        let r1 = t.start_round();
+        t.record("p:1", r1, probe(false, 1000, 0));
+        t.record("r1:1", r1, probe(true, 1000, 0));
+        let wrote_in = t.round();
+        assert!(t.readable_replicas(Duration::from_secs(10), Some(wrote_in)).is_empty(), "primary not re-measured yet");
+        let r2 = t.start_round();
+        t.record("p:1", r2, probe(false, 1500, 0));
+        t.record("r1:1", r2, probe(true, 1200, 0));
+        assert!(t.readable_replicas(Duration::from_secs(10), Some(wrote_in)).is_empty(), "replica behind the write");
+        t.record("r1:1", r2, probe(true, 1500, 0));
+        assert_eq!(t.readable_replicas(Duration::from_secs(10), Some(wrote_in)).len(), 1);
+        assert_eq!(t.readable_replicas(Duration::from_secs(10), None).len(), 1);
+    }
+}
