@@ -51,6 +51,8 @@ pub struct Cluster {
     /// Health, roles and lag of every server, from the prober and failed connects.
     topology: Mutex<topology::Topology>,
     routing: ReadRouting,
+    /// Rotates the choice among equally loaded replicas.
+    read_turn: std::sync::atomic::AtomicUsize,
     /// One discovery at a time: a storm of clients must not each probe every server.
     discovering: tokio::sync::Mutex<()>,
     pub pools: Pools,
@@ -70,6 +72,7 @@ impl Cluster {
         Cluster {
             topology: Mutex::new(topology::Topology::new(&servers, down_after, up_after)),
             routing,
+            read_turn: std::sync::atomic::AtomicUsize::new(0),
             servers,
             primary: Mutex::new(None),
             discovering: tokio::sync::Mutex::new(()),
@@ -189,8 +192,8 @@ impl Cluster {
         self.topology().start_round()
     }
 
-    fn record_probe(&self, server: &Arc<str>, round: u64, probe: Option<topology::Probe>) {
-        if let Some(up) = self.topology().record(server, round, probe) {
+    fn record_probe(&self, server: &Arc<str>, round: u64, probe: Option<topology::Probe>, now: std::time::Instant) {
+        if let Some(up) = self.topology().record(server, round, probe, now) {
             if up {
                 tracing::info!(server = %server, "server up");
             } else {
@@ -230,7 +233,13 @@ impl Cluster {
         for server in readable {
             candidates.push(self.pool(server, database, user)?);
         }
-        candidates.sort_by_key(|p| p.borrowed_count());
+        // Least work in flight first; ties rotate, so idle replicas share the load too.
+        let n = candidates.len().max(1);
+        let turn = self.read_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        let mut ranked: Vec<(usize, usize, Arc<Pool>)> =
+            candidates.into_iter().enumerate().map(|(i, p)| (p.borrowed_count(), (i + n - turn) % n, p)).collect();
+        ranked.sort_by_key(|(load, order, _)| (*load, *order));
+        let candidates: Vec<Arc<Pool>> = ranked.into_iter().map(|(_, _, p)| p).collect();
         for pool in candidates {
             match pool.checkout(timeout).await {
                 Ok(conn) if conn.is_standby() == Some(false) => {

@@ -184,3 +184,54 @@ async fn reads_after_a_write_see_it_even_when_the_replica_lags() {
     tokio::task::spawn_blocking(move || c.psql(1, "app", "select pg_wal_replay_resume()").unwrap()).await.unwrap();
     p.shutdown.abort.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_endpoint_spreads_over_both_replicas_and_never_the_primary() {
+    let opts = ClusterOptions { replicas: 2, ..ClusterOptions::default() };
+    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(opts)).await.unwrap().unwrap();
+    let servers = [cluster.addr(0), cluster.addr(1), cluster.addr(2)];
+    let p = start_proxy_yaml(&with_reader(yaml(&servers, "  size: 2", ""))).await;
+    replicas_known(&p, 2).await;
+    let r = connect(&reader_dsn(&p)).await.unwrap();
+    let mut ports = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        ports.insert(simple_value(&r, "select inet_server_port()").await);
+    }
+    let want: std::collections::BTreeSet<String> = [1, 2].iter().map(|n| cluster.port(*n).to_string()).collect();
+    assert_eq!(ports, want, "reads must reach both replicas and never the primary");
+    p.shutdown.abort.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_locking_reads_stay_on_the_primary() {
+    let p = start_proxy("  size: 2", "").await;
+    replicas_known(&p, 1).await;
+    let c = connect_app(&p).await;
+    let t = unique("wr");
+    c.batch_execute(&format!("create table {t}(x int); create sequence {t}_s")).await.unwrap();
+    for sql in [
+        format!("with w as (insert into {t} values (1) returning x) select pg_is_in_recovery() from w"),
+        format!("select pg_is_in_recovery() from {t} for update"),
+        format!("select pg_is_in_recovery() from (select nextval('{t}_s')) s"),
+        "select pg_is_in_recovery() from (select pg_advisory_xact_lock(5)) l".to_string(),
+    ] {
+        assert_eq!(simple_value(&c, &sql).await, "f", "{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_and_settings_follow_the_client_to_replicas() {
+    // Without read-your-writes, so the read right after the SET may use the replica at once.
+    let c0 = cluster();
+    let text = format!("{}routing:\n  read_your_writes: false\n", yaml(&[c0.addr(0), c0.addr(1)], "  size: 2", ""));
+    let p = start_proxy_yaml(&text).await;
+    replicas_known(&p, 1).await;
+    let c = connect_app(&p).await;
+    let stmt = c.prepare("select pg_is_in_recovery(), current_setting('statement_timeout')").await.unwrap();
+    c.batch_execute("set statement_timeout = '11s'").await.unwrap();
+    c.batch_execute("begin read only").await.unwrap();
+    let row = c.query_one(&stmt, &[]).await.unwrap();
+    c.batch_execute("commit").await.unwrap();
+    assert!(row.get::<_, bool>(0), "the read-only transaction ran on a replica");
+    assert_eq!(row.get::<_, String>(1), "11s");
+}

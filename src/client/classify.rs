@@ -76,6 +76,7 @@ pub fn classify(sql: &[u8]) -> Effects {
 /// `START TRANSACTION ISOLATION LEVEL … READ ONLY`, or `BEGIN; SET TRANSACTION READ ONLY` sent
 /// together. Anything else (including READ WRITE) is not.
 pub fn begins_read_only(sql: &[u8]) -> bool {
+    let sql = sql.strip_suffix(b"\0").unwrap_or(sql);
     let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
     let mut statements = text.split(';').map(|s| s.split_whitespace().collect::<Vec<_>>());
     let Some(first) = statements.next() else { return false };
@@ -107,6 +108,7 @@ mod tests {
             "begin transaction read only; select 1",
             "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
             "begin; set transaction read only; select 1",
+            "begin read only\0",
         ] {
             assert!(begins_read_only(sql.as_bytes()), "{sql}");
         }

@@ -10,15 +10,12 @@ use super::Cluster;
 use super::topology::Probe;
 use crate::backend::{BackendConn, LoginParams};
 
-/// Role, WAL position in bytes, and replay delay in seconds: 0 when all received WAL is replayed;
-/// when behind, the age of the last replayed transaction (unknown age — none replayed since the
-/// replica started — counts as very far behind).
+/// Role, WAL position in bytes (current on a primary, replayed on a replica), and on a replica the
+/// last received position.
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
       ELSE pg_catalog.pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint, \
-     CASE WHEN NOT pg_catalog.pg_is_in_recovery() \
-      OR pg_catalog.pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_catalog.pg_last_wal_replay_lsn() THEN 0 \
-      ELSE COALESCE(extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp()), 1e9) END";
+     (pg_catalog.pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint";
 
 /// Probes until `stop` is cancelled.
 pub async fn run(cluster: Arc<Cluster>, login: LoginParams, interval: Duration, stop: CancellationToken) {
@@ -47,7 +44,7 @@ pub async fn run(cluster: Arc<Cluster>, login: LoginParams, interval: Duration, 
                     None
                 }
             };
-            cluster.record_probe(server, round, probe);
+            cluster.record_probe(server, round, probe, std::time::Instant::now());
         }
     }
 }
@@ -60,9 +57,5 @@ async fn probe(server: &Arc<str>, conn: &mut Option<BackendConn>, login: &LoginP
     let rows = c.query_rows(PROBE_SQL).await.map_err(|e| e.to_string())?;
     let row = rows.first().ok_or("probe returned no row")?;
     let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    Ok(Probe {
-        in_recovery: col(0) == "t",
-        lsn: col(1).parse().unwrap_or(0),
-        replay_lag: Duration::from_secs_f64(col(2).parse::<f64>().unwrap_or(0.0).max(0.0)),
-    })
+    Ok(Probe { in_recovery: col(0) == "t", lsn: col(1).parse().unwrap_or(0), received: col(2).parse().ok() })
 }

@@ -2,7 +2,7 @@
 //! behind. Pure bookkeeping fed by the prober and by failed connects; routing reads it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One probe's answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,8 +10,8 @@ pub struct Probe {
     pub in_recovery: bool,
     /// Current WAL position (primary) or last replayed position (replica), in bytes.
     pub lsn: u64,
-    /// Replay delay (0 when the replica has replayed all it received).
-    pub replay_lag: Duration,
+    /// A replica's last received WAL position (None on a primary, or before streaming starts).
+    pub received: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,9 @@ struct Health {
     ok_streak: usize,
     fail_streak: usize,
     last: Option<Probe>,
+    /// When this replica was last seen with nothing left to replay; its lag is the time since.
+    caught_up_at: Option<Instant>,
+    lag: Duration,
 }
 
 /// A server as the status call shows it.
@@ -45,7 +48,8 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(servers: &[Arc<str>], down_after: usize, up_after: usize) -> Topology {
-        let fresh = Health { up: true, ok_streak: 0, fail_streak: 0, last: None };
+        let fresh =
+            Health { up: true, ok_streak: 0, fail_streak: 0, last: None, caught_up_at: None, lag: Duration::ZERO };
         Topology {
             servers: servers.iter().map(|s| (s.clone(), fresh.clone())).collect(),
             down_after: down_after.max(1),
@@ -70,9 +74,13 @@ impl Topology {
         self.servers.iter_mut().find(|(s, _)| &**s == server).map(|(_, h)| h)
     }
 
-    /// Records one probe (in round `round`); returns Some(up) when the server's health flipped.
-    pub fn record(&mut self, server: &str, round: u64, result: Option<Probe>) -> Option<bool> {
+    /// Records one probe (in round `round`, taken at `now`); returns Some(up) when the server's
+    /// health flipped. A replica is behind while it has received WAL it has not replayed, or has
+    /// not replayed up to the primary's position of an earlier round; its lag is the time since it
+    /// was last not behind.
+    pub fn record(&mut self, server: &str, round: u64, result: Option<Probe>, now: Instant) -> Option<bool> {
         let (down_after, up_after) = (self.down_after, self.up_after);
+        let primary_before = self.primary_lsn.filter(|(_, r)| *r < round).map(|(l, _)| l);
         if let Some(p) = result.as_ref().filter(|p| !p.in_recovery)
             && self.primary_lsn.is_none_or(|(_, r)| r <= round)
         {
@@ -82,6 +90,18 @@ impl Topology {
         let was = h.up;
         match result {
             Some(p) => {
+                if p.in_recovery {
+                    let behind = p.received.is_some_and(|r| r > p.lsn) || primary_before.is_some_and(|l| p.lsn < l);
+                    if !behind {
+                        h.caught_up_at = Some(now);
+                    }
+                    h.lag = match h.caught_up_at {
+                        Some(t) if behind => now.saturating_duration_since(t),
+                        Some(_) => Duration::ZERO,
+                        // Behind ever since pgmux has watched it: as far behind as pgmux can tell.
+                        None => Duration::MAX,
+                    };
+                }
                 h.ok_streak += 1;
                 h.fail_streak = 0;
                 h.last = Some(p);
@@ -126,9 +146,13 @@ impl Topology {
             .iter()
             .filter(|(_, h)| h.up)
             .filter_map(|(s, h)| h.last.as_ref().map(|p| (s, p)))
-            .filter(|(_, p)| p.in_recovery && p.replay_lag <= max_lag && floor.is_none_or(|f| p.lsn >= f))
+            .filter(|(s, p)| p.in_recovery && self.lag_of(s) <= max_lag && floor.is_none_or(|f| p.lsn >= f))
             .map(|(s, _)| s.clone())
             .collect()
+    }
+
+    fn lag_of(&self, server: &str) -> Duration {
+        self.servers.iter().find(|(s, _)| &**s == server).map(|(_, h)| h.lag).unwrap_or(Duration::MAX)
     }
 
     pub fn view(&self) -> Vec<ServerView> {
@@ -148,7 +172,7 @@ impl Topology {
                     up: h.up,
                     role,
                     lag_bytes: replica.and_then(|p| primary_lsn.map(|l| l.saturating_sub(p.lsn))),
-                    lag: replica.map(|p| p.replay_lag),
+                    lag: replica.map(|_| h.lag),
                 }
             })
             .collect()
@@ -159,8 +183,8 @@ impl Topology {
 mod tests {
     use super::*;
 
-    fn probe(in_recovery: bool, lsn: u64, lag_s: u64) -> Option<Probe> {
-        Some(Probe { in_recovery, lsn, replay_lag: Duration::from_secs(lag_s) })
+    fn probe(in_recovery: bool, lsn: u64, received: u64) -> Option<Probe> {
+        Some(Probe { in_recovery, lsn, received: in_recovery.then_some(received) })
     }
 
     fn topo() -> Topology {
@@ -171,15 +195,15 @@ mod tests {
     fn health_flips_only_after_consecutive_results() {
         let mut t = topo();
         let r = t.start_round();
-        assert_eq!(t.record("r1:1", r, None), None);
-        assert_eq!(t.record("r1:1", r, None), None);
-        assert_eq!(t.record("r1:1", r, probe(true, 0, 0)), None, "one good probe resets the streak");
+        assert_eq!(t.record("r1:1", r, None, Instant::now()), None);
+        assert_eq!(t.record("r1:1", r, None, Instant::now()), None);
+        assert_eq!(t.record("r1:1", r, probe(true, 0, 0), Instant::now()), None, "one good probe resets the streak");
         for _ in 0..2 {
-            assert_eq!(t.record("r1:1", r, None), None);
+            assert_eq!(t.record("r1:1", r, None, Instant::now()), None);
         }
-        assert_eq!(t.record("r1:1", r, None), Some(false));
-        assert_eq!(t.record("r1:1", r, probe(true, 0, 0)), None);
-        assert_eq!(t.record("r1:1", r, probe(true, 0, 0)), Some(true));
+        assert_eq!(t.record("r1:1", r, None, Instant::now()), Some(false));
+        assert_eq!(t.record("r1:1", r, probe(true, 0, 0), Instant::now()), None);
+        assert_eq!(t.record("r1:1", r, probe(true, 0, 0), Instant::now()), Some(true));
         assert!(t.mark_down("r1:1"));
         assert!(!t.view()[1].up);
     }
@@ -187,31 +211,48 @@ mod tests {
     #[test]
     fn lagging_down_and_unprobed_replicas_are_not_readable() {
         let mut t = topo();
+        let t0 = Instant::now();
+        let max = Duration::from_secs(10);
         let r = t.start_round();
-        t.record("p:1", r, probe(false, 1000, 0));
-        t.record("r1:1", r, probe(true, 1000, 0));
-        assert_eq!(t.readable_replicas(Duration::from_secs(10), None), vec![Arc::<str>::from("r1:1")]);
-        t.record("r1:1", r, probe(true, 900, 30));
-        assert!(t.readable_replicas(Duration::from_secs(10), None).is_empty());
-        assert_eq!(t.view()[1].lag_bytes, Some(100));
-        t.record("r2:1", r, probe(true, 1000, 0));
-        t.mark_down("r2:1");
-        assert!(t.readable_replicas(Duration::from_secs(10), None).is_empty());
+        t.record("p:1", r, probe(false, 1000, 0), t0);
+        t.record("r1:1", r, probe(true, 1000, 1000), t0);
+        assert_eq!(t.readable_replicas(max, None), vec![Arc::<str>::from("r1:1")]);
+        // Replay stalls behind what it received: lag grows from the last time it was caught up.
+        let r = t.start_round();
+        t.record("r1:1", r, probe(true, 1000, 1500), t0 + Duration::from_secs(5));
+        assert_eq!(t.readable_replicas(max, None).len(), 1, "5 s behind is within 10 s");
+        t.record("r1:1", r, probe(true, 1000, 1500), t0 + Duration::from_secs(11));
+        assert!(t.readable_replicas(max, None).is_empty());
+        assert_eq!(t.view()[1].lag, Some(Duration::from_secs(11)));
+        t.record("r1:1", r, probe(true, 1500, 1500), t0 + Duration::from_secs(12));
+        assert_eq!(t.readable_replicas(max, None).len(), 1, "caught up again");
+        // Behind the primary's earlier position, even if it replayed all it received.
+        let r2 = t.start_round();
+        t.record("p:1", r2, probe(false, 3000, 0), t0 + Duration::from_secs(13));
+        let r3 = t.start_round();
+        t.record("r1:1", r3, probe(true, 1500, 1500), t0 + Duration::from_secs(30));
+        assert!(t.readable_replicas(max, None).is_empty());
+        assert_eq!(t.view()[1].lag_bytes, Some(1500));
+        // Never seen caught up: unknown lag is too much lag.
+        t.record("r2:1", r3, probe(true, 0, 10), t0);
+        assert!(!t.readable_replicas(max, None).contains(&Arc::<str>::from("r2:1")));
+        t.mark_down("r1:1");
+        assert!(t.readable_replicas(Duration::MAX, None).iter().all(|s| &**s != "r1:1"));
     }
 
     #[test]
     fn read_your_writes_needs_a_later_primary_measurement() {
         let mut t = topo();
         let r1 = t.start_round();
-        t.record("p:1", r1, probe(false, 1000, 0));
-        t.record("r1:1", r1, probe(true, 1000, 0));
+        t.record("p:1", r1, probe(false, 1000, 0), Instant::now());
+        t.record("r1:1", r1, probe(true, 1000, 1000), Instant::now());
         let wrote_in = t.round();
         assert!(t.readable_replicas(Duration::from_secs(10), Some(wrote_in)).is_empty(), "primary not re-measured yet");
         let r2 = t.start_round();
-        t.record("p:1", r2, probe(false, 1500, 0));
-        t.record("r1:1", r2, probe(true, 1200, 0));
+        t.record("p:1", r2, probe(false, 1500, 0), Instant::now());
+        t.record("r1:1", r2, probe(true, 1200, 1200), Instant::now());
         assert!(t.readable_replicas(Duration::from_secs(10), Some(wrote_in)).is_empty(), "replica behind the write");
-        t.record("r1:1", r2, probe(true, 1500, 0));
+        t.record("r1:1", r2, probe(true, 1500, 1500), Instant::now());
         assert_eq!(t.readable_replicas(Duration::from_secs(10), Some(wrote_in)).len(), 1);
         assert_eq!(t.readable_replicas(Duration::from_secs(10), None).len(), 1);
     }
