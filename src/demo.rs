@@ -18,7 +18,8 @@ pub fn run(port: u16) -> ExitCode {
         }
     };
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\nservers: [{}, {}]\npool:\n  size: 20\nusers:\n  - name: app\n    password: app\n",
+        "listen: 127.0.0.1:{port}\nreader_listen: 127.0.0.1:{}\nservers: [{}, {}]\npool:\n  size: 20\nusers:\n  - name: app\n    password: app\n",
+        port.wrapping_add(1),
         cluster.addr(0),
         cluster.addr(1)
     );
@@ -50,6 +51,8 @@ pub fn run(port: u16) -> ExitCode {
         println!("pgmux is listening. Connect with:");
         println!("  psql 'postgres://app:app@127.0.0.1:{port}/app'");
         println!("  DSN: host=127.0.0.1 port={port} user=app password=app dbname=app");
+        println!("Read-only endpoint (every transaction on the replica):");
+        println!("  psql 'postgres://app:app@127.0.0.1:{}/app'", port.wrapping_add(1));
         println!("Ctrl-C stops pgmux and removes the servers and their data.");
         println!();
         watch_signals(shutdown.clone());
