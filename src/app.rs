@@ -68,6 +68,7 @@ impl Proxy {
             startup_timeout: config.clients.startup_timeout,
             borrow_timeout: config.pool.borrow_timeout,
             read_your_writes: config.routing.read_your_writes,
+            autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
         };
         let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone()));
         let probe_user = config.health.user.clone().or_else(|| config.users.first().map(|u| u.name.clone()));

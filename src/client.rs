@@ -60,6 +60,8 @@ pub struct ClientSettings {
     pub borrow_timeout: Duration,
     /// After a write, a client's reads go only to replicas that replayed it.
     pub read_your_writes: bool,
+    /// Single autocommit SELECTs proven read-only go to replicas.
+    pub autocommit_reads_to_replica: bool,
 }
 
 /// What every client task shares.
@@ -70,6 +72,8 @@ pub struct ClientCtx {
     pub cluster: Arc<Cluster>,
     pub cancels: Arc<CancelRegistry>,
     pub pin_stats: pins::PinStats,
+    /// Read-only verdicts of autocommit queries, by text hash (bounded; a miss costs ~1 µs).
+    pub select_verdicts: std::sync::Mutex<std::collections::HashMap<u64, bool>>,
     /// Set on SIGTERM: finish the current transaction, then leave.
     pub draining: CancellationToken,
     connected: AtomicUsize,
@@ -88,9 +92,27 @@ impl ClientCtx {
             cluster,
             cancels: Arc::new(CancelRegistry::default()),
             pin_stats: pins::PinStats::default(),
+            select_verdicts: Default::default(),
             draining,
             connected: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether query text `sql` is a provably read-only SELECT, cached by text.
+    pub fn select_read_only(&self, sql: &[u8]) -> bool {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(sql);
+        if let Some(v) = self.select_verdicts.lock().ok().and_then(|m| m.get(&key).copied()) {
+            return v;
+        }
+        let verdict = classify::select_is_read_only(sql);
+        if let Ok(mut m) = self.select_verdicts.lock() {
+            if m.len() >= 10_000 {
+                m.clear();
+            }
+            m.insert(key, verdict);
+        }
+        verdict
     }
 
     /// Clients past their handshake right now.

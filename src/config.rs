@@ -144,11 +144,18 @@ pub struct RoutingConfig {
     pub fallback_to_primary: bool,
     /// After a client's write, its reads only go to replicas that have replayed it.
     pub read_your_writes: bool,
+    /// Single autocommit SELECTs proven read-only go to replicas (`autocommit_reads: replica`).
+    pub autocommit_reads_to_replica: bool,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        RoutingConfig { max_replica_lag: Duration::from_secs(10), fallback_to_primary: true, read_your_writes: true }
+        RoutingConfig {
+            max_replica_lag: Duration::from_secs(10),
+            fallback_to_primary: true,
+            read_your_writes: true,
+            autocommit_reads_to_replica: false,
+        }
     }
 }
 

@@ -12,10 +12,13 @@ fn with_reader(yaml_text: String) -> String {
     yaml_text.replacen("listen: 127.0.0.1:0\n", "listen: 127.0.0.1:0\nreader_listen: 127.0.0.2:0\n", 1)
 }
 
-/// Waits until the prober has seen `n` replicas up (reads go to the primary until then).
+/// Waits until the prober has seen `n` replicas up and caught up (reads go to the primary until then).
 async fn replicas_known(p: &TestProxy, n: usize) {
     let ok = eventually(Duration::from_secs(10), || {
-        let up = p.ctx.cluster.servers_view().iter().filter(|s| s.up && s.role == "replica").count();
+        let fit = |s: &&pgmux::cluster::topology::ServerView| {
+            s.up && s.role == "replica" && s.lag.is_some_and(|l| l < Duration::from_secs(1))
+        };
+        let up = p.ctx.cluster.servers_view().iter().filter(fit).count();
         async move { up >= n }
     })
     .await;
@@ -234,4 +237,44 @@ async fn prepared_statements_and_settings_follow_the_client_to_replicas() {
     c.batch_execute("commit").await.unwrap();
     assert!(row.get::<_, bool>(0), "the read-only transaction ran on a replica");
     assert_eq!(row.get::<_, String>(1), "11s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_reads_option_sends_provable_selects_to_replicas() {
+    let c0 = cluster();
+    let base = yaml(&[c0.addr(0), c0.addr(1)], "  size: 2", "");
+    let p =
+        start_proxy_yaml(&format!("{base}routing:\n  autocommit_reads: replica\n  read_your_writes: false\n")).await;
+    replicas_known(&p, 1).await;
+    let c = connect_app(&p).await;
+    let t = unique("ac");
+    c.batch_execute(&format!("create table {t}(x int); insert into {t} values (1); create sequence {t}_s"))
+        .await
+        .unwrap();
+    assert_eq!(simple_value(&c, "select pg_is_in_recovery()").await, "t");
+    // Extended protocol, named statement (tokio-postgres prepares every query).
+    let row = c.query_one("select pg_is_in_recovery(), $1::int + 1", &[&1i32]).await.unwrap();
+    assert!(row.get::<_, bool>(0));
+    // Not provably read-only: the primary.
+    for sql in [
+        format!("select pg_is_in_recovery() from (select nextval('{t}_s')) s"),
+        format!("select pg_is_in_recovery() from {t} for update"),
+        "select pg_is_in_recovery(), md5(random()::text)".to_string(),
+        "select pg_is_in_recovery(); select 1".to_string(),
+    ] {
+        let out = c.simple_query(&sql).await.unwrap();
+        let first = out
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(first, "f", "{sql}");
+    }
+    // Off by default.
+    let q = start_proxy("  size: 2", "").await;
+    replicas_known(&q, 1).await;
+    let d = connect_app(&q).await;
+    assert_eq!(simple_value(&d, "select pg_is_in_recovery()").await, "f");
 }

@@ -92,6 +92,199 @@ pub fn begins_read_only(sql: &[u8]) -> bool {
     first.len() == 1 && statements.next().is_some_and(|w| w.starts_with(&["set", "transaction"]) && read_only(&w))
 }
 
+/// Functions a read-only SELECT may call and still be safe on a replica (stable or immutable, no
+/// side effects). Anything else — user functions above all, whose volatility no parser can see —
+/// keeps the statement on the primary.
+const SAFE_FUNCTIONS: &[&str] = &[
+    "abs",
+    "array_agg",
+    "array_length",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "cast",
+    "ceil",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "count",
+    "current_date",
+    "current_setting",
+    "date_part",
+    "date_trunc",
+    "exists",
+    "extract",
+    "floor",
+    "format",
+    "greatest",
+    "in",
+    "inet_server_port",
+    "json_agg",
+    "json_build_object",
+    "jsonb_agg",
+    "jsonb_build_object",
+    "least",
+    "left",
+    "length",
+    "lower",
+    "lpad",
+    "ltrim",
+    "max",
+    "md5",
+    "min",
+    "mod",
+    "now",
+    "nullif",
+    "pg_is_in_recovery",
+    "position",
+    "power",
+    "rank",
+    "replace",
+    "right",
+    "round",
+    "row_number",
+    "rpad",
+    "rtrim",
+    "split_part",
+    "sqrt",
+    "string_agg",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "to_char",
+    "to_date",
+    "to_number",
+    "to_timestamp",
+    "trim",
+    "trunc",
+    "upper",
+    "values",
+    "version",
+    "any",
+    "all",
+];
+
+/// Words that make a SELECT more than a read: locking clauses, SELECT INTO, data-modifying CTEs.
+const WRITE_WORDS: &[&str] =
+    &["into", "for", "insert", "update", "delete", "merge", "lock", "nextval", "setval", "call", "do", "copy"];
+
+/// Conservative: is `sql` a single SELECT (or VALUES / read-only WITH) that provably only reads?
+/// Unknown means no: string literals, quoted identifiers and comments are skipped, any function
+/// call outside `SAFE_FUNCTIONS`, any locking clause or write keyword, or a second statement
+/// sends it to the primary.
+pub fn select_is_read_only(sql: &[u8]) -> bool {
+    let mut words: Vec<(String, bool)> = Vec::new(); // (lowercase word, followed by '(')
+    let mut i = 0;
+    let n = sql.len();
+    let mut saw_semicolon = false;
+    while i < n {
+        let b = sql[i];
+        match b {
+            b'\'' | b'"' => {
+                // Literal or quoted identifier: skip to the closing quote ('' / "" escape it).
+                i += 1;
+                while i < n {
+                    if sql[i] == b {
+                        if i + 1 < n && sql[i + 1] == b {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            // $1 is a parameter; anything else is dollar quoting: not worth the risk.
+            b'$' if i + 1 < n && sql[i + 1].is_ascii_digit() => {
+                i += 1;
+                while i < n && sql[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            b'$' => return false,
+            b'-' if i + 1 < n && sql[i + 1] == b'-' => {
+                while i < n && sql[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if i + 1 < n && sql[i + 1] == b'*' => return false,
+            b';' => {
+                saw_semicolon = true;
+                i += 1;
+            }
+            b'\0' => i += 1,
+            _ if b.is_ascii_alphabetic() || b == b'_' => {
+                if saw_semicolon {
+                    return false;
+                }
+                let start = i;
+                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'.') {
+                    i += 1;
+                }
+                let word = String::from_utf8_lossy(&sql[start..i]).to_ascii_lowercase();
+                let mut j = i;
+                while j < n && sql[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                words.push((word, j < n && sql[j] == b'('));
+            }
+            _ => i += 1,
+        }
+    }
+    let Some((first, _)) = words.first() else { return false };
+    if !matches!(first.as_str(), "select" | "values" | "with" | "table") {
+        return false;
+    }
+    words.iter().all(|(w, call)| {
+        let base = w.rsplit('.').next().unwrap_or(w);
+        !WRITE_WORDS.contains(&base) && (!call || SAFE_FUNCTIONS.contains(&base) || is_keyword_before_paren(base))
+    })
+}
+
+/// Keywords that are followed by a parenthesis without being function calls.
+fn is_keyword_before_paren(w: &str) -> bool {
+    matches!(
+        w,
+        "select"
+            | "from"
+            | "where"
+            | "and"
+            | "or"
+            | "not"
+            | "as"
+            | "on"
+            | "join"
+            | "using"
+            | "over"
+            | "filter"
+            | "within"
+            | "group"
+            | "by"
+            | "partition"
+            | "order"
+            | "having"
+            | "union"
+            | "intersect"
+            | "except"
+            | "with"
+            | "lateral"
+            | "case"
+            | "when"
+            | "then"
+            | "else"
+            | "is"
+            | "between"
+            | "like"
+            | "ilike"
+            | "distinct"
+            | "array"
+            | "row"
+            | "interval"
+    )
+}
+
 /// PostgreSQL's spellings of a true boolean setting.
 pub fn is_on(v: &str) -> bool {
     matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "true" | "yes" | "1" | "t" | "y")
@@ -100,6 +293,36 @@ pub fn is_on(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_selects() {
+        for sql in [
+            "select 1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0",
+            "select count(*), max(x) from t where s = 'insert into; nextval(' group by y",
+            "with a as (select 1 as x) select x from a",
+            "select \"for\" from t -- for update\n",
+            "values (1), (2)",
+        ] {
+            assert!(select_is_read_only(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "select * from t for update",
+            "select nextval('s')",
+            "select my_func(1)",
+            "select 1; delete from t",
+            "with d as (delete from t returning *) select * from d",
+            "select * into t2 from t",
+            "insert into t select 1",
+            "select pg_advisory_lock(1)",
+            "select set_config('a', 'b', false)",
+            "select /* x */ 1",
+            "select $$x$$",
+            "",
+        ] {
+            assert!(!select_is_read_only(sql.as_bytes()), "{sql}");
+        }
+    }
 
     #[test]
     fn read_only_transactions() {

@@ -306,9 +306,43 @@ impl Session {
         }
         match check_client_header(&self.cin) {
             Ok(Some((ftag::QUERY, total))) if self.cin.len() >= total => {
-                super::classify::begins_read_only(&self.cin[5..total])
+                let sql = &self.cin[5..total];
+                super::classify::begins_read_only(sql)
+                    || self.ctx.settings.autocommit_reads_to_replica && self.ctx.select_read_only(sql)
+            }
+            Ok(Some((ftag::PARSE | ftag::BIND, _))) if self.ctx.settings.autocommit_reads_to_replica => {
+                self.extended_batch_read_only()
             }
             _ => false,
+        }
+    }
+
+    /// An extended-protocol batch up to its Sync that only runs provably read-only SELECTs:
+    /// unnamed Parse of one, Binds of it or of named ones, Describe, Execute.
+    fn extended_batch_read_only(&self) -> bool {
+        let mut pos = 0;
+        loop {
+            let Ok(Some((tag, total))) = check_client_header(&self.cin[pos..]) else { return false };
+            if self.cin.len() - pos < total {
+                return false;
+            }
+            let body = &self.cin[pos + 5..pos + total];
+            pos += total;
+            let ok = match tag {
+                ftag::PARSE => super::statements::split_parse(body).is_some_and(|(name, rest)| {
+                    name.is_empty()
+                        && super::statements::split_parse(rest).is_some_and(|(q, _)| self.ctx.select_read_only(q))
+                }),
+                ftag::BIND => super::statements::split_bind(body).is_some_and(|(_, stmt, _)| {
+                    stmt.is_empty() || self.statements.get(stmt).is_some_and(|d| d.read_only)
+                }),
+                ftag::DESCRIBE | ftag::EXECUTE => true,
+                ftag::SYNC => return true,
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
         }
     }
 

@@ -19,6 +19,8 @@ pub struct StatementDef {
     pub parse: Bytes,
     /// What executing it might do to the session.
     pub effects: Effects,
+    /// A provably read-only SELECT (autocommit executions may go to a replica).
+    pub read_only: bool,
 }
 
 impl StatementDef {
@@ -31,8 +33,13 @@ impl StatementDef {
             build::put_cstr(b, server_name.as_bytes());
             b.put_slice(rest);
         });
-        let effects = cstr(rest).map(|(query, _)| classify(query)).unwrap_or_default();
-        StatementDef { server_name, parse: parse.freeze(), effects }
+        let query = cstr(rest).map(|(q, _)| q).unwrap_or_default();
+        StatementDef {
+            server_name,
+            parse: parse.freeze(),
+            effects: classify(query),
+            read_only: super::classify::select_is_read_only(query),
+        }
     }
 }
 

@@ -158,6 +158,10 @@ fn read_routing(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> RoutingConfig {
             .and_then(|v| ctx.choice(&v, BOOLS))
             .unwrap_or(d.fallback_to_primary),
         read_your_writes: f.get("read_your_writes").and_then(|v| ctx.choice(&v, BOOLS)).unwrap_or(d.read_your_writes),
+        autocommit_reads_to_replica: f
+            .get("autocommit_reads")
+            .and_then(|v| ctx.choice(&v, &[("primary", false), ("replica", true)]))
+            .unwrap_or(d.autocommit_reads_to_replica),
     };
     f.finish(ctx);
     routing
