@@ -77,6 +77,11 @@ pub fn classify(sql: &[u8]) -> Effects {
 /// together. Anything else (including READ WRITE) is not.
 pub fn begins_read_only(sql: &[u8]) -> bool {
     let sql = sql.strip_suffix(b"\0").unwrap_or(sql);
+    // Cheap exit for the common case (runs on every borrow): only BEGIN / START can qualify.
+    let first = sql.iter().position(|b| !b.is_ascii_whitespace()).map(|i| sql[i].to_ascii_lowercase());
+    if !matches!(first, Some(b'b') | Some(b's')) {
+        return false;
+    }
     let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
     let mut statements = text.split(';').map(|s| s.split_whitespace().collect::<Vec<_>>());
     let Some(first) = statements.next() else { return false };
