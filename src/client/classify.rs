@@ -78,8 +78,9 @@ pub fn classify(sql: &[u8]) -> Effects {
 pub fn begins_read_only(sql: &[u8]) -> bool {
     let sql = sql.strip_suffix(b"\0").unwrap_or(sql);
     // Cheap exit for the common case (runs on every borrow): only BEGIN / START can qualify.
-    let first = sql.iter().position(|b| !b.is_ascii_whitespace()).map(|i| sql[i].to_ascii_lowercase());
-    if !matches!(first, Some(b'b') | Some(b's')) {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    let head = &sql[start..(start + 5).min(sql.len())];
+    if !head.eq_ignore_ascii_case(b"begin") && !head.eq_ignore_ascii_case(b"start") {
         return false;
     }
     let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
