@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::auth::UserDirectory;
 use crate::client::{AuthMethod, ClientCtx, ClientSettings, Endpoint, PoolMode};
@@ -19,6 +20,7 @@ pub struct Proxy {
     pub ctx: Arc<ClientCtx>,
     listener: TcpListener,
     reader: Option<TcpListener>,
+    admin: Option<TcpListener>,
     prober: Option<Prober>,
     drain_timeout: Duration,
 }
@@ -35,6 +37,10 @@ impl Proxy {
     pub async fn bind(config: &Config, shutdown: &Shutdown) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind(&config.listen).await?;
         let reader = match &config.reader_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let admin = match &config.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
@@ -77,11 +83,16 @@ impl Proxy {
             database: config.health.database.clone(),
             interval: config.health.interval,
         });
-        Ok(Proxy { ctx, listener, reader, prober, drain_timeout: config.shutdown_timeout })
+        Ok(Proxy { ctx, listener, reader, admin, prober, drain_timeout: config.shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin endpoint's address, if `admin_listen` is configured.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The reader endpoint's address, if `reader_listen` is configured.
@@ -102,6 +113,10 @@ impl Proxy {
         let stop_prober = tokio_util::sync::CancellationToken::new();
         if let Some(p) = &self.prober {
             self.ctx.cluster.spawn_prober(&p.user, &p.database, p.interval, stop_prober.clone());
+        }
+        if let Some(admin) = self.admin {
+            let span = tracing::info_span!("admin");
+            tokio::spawn(crate::admin::run(admin, self.ctx.clone(), stop_prober.clone()).instrument(span));
         }
         let writer =
             listener::run(self.ctx.clone(), self.listener, Endpoint::Writer, shutdown.clone(), self.drain_timeout);

@@ -10,10 +10,12 @@
 //! - `error`: the one mapping from pgmux failures to SQLSTATEs.
 //! - `client`: a client connection: handshake, session state machine, relay.
 //! - `listener`: accepting clients, and shutdown.
+//! - `admin`: the HTTP admin endpoint (/healthz, /status).
 //! - `localpg`: throwaway local PostgreSQL clusters for `pgmux demo` and the tests.
 //! - `app`: wiring a config into a running proxy.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;

@@ -144,3 +144,35 @@ async fn a_pinned_clients_state_never_reaches_the_next_client() {
     assert_eq!(row, format!("{pid}|0|0|0|0"), "the connection is reused, and clean");
     assert!(pins_become(&p, vec![]).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_reasons_are_listed_by_the_status_call() {
+    let c0 = cluster();
+    let text = yaml(&[c0.addr(0), c0.addr(1)], "  size: 2", "").replacen(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.3:0\n",
+        1,
+    );
+    let p = start_proxy_yaml(&text).await;
+    let admin = p.admin.expect("admin endpoint");
+    let a = connect_app(&p).await;
+    let _b = connect_app(&p).await;
+    a.batch_execute("listen status_test").await.unwrap();
+    assert!(pins_become(&p, vec![vec!["listen"]]).await);
+    let (code, body) = http_get(admin, "/status").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let clients = v["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 2);
+    let pinned: Vec<_> = clients.iter().filter(|c| c["pins"] == serde_json::json!(["listen"])).collect();
+    assert_eq!(pinned.len(), 1, "{body}");
+    assert_eq!(pinned[0]["user"], "app");
+    assert!(pinned[0]["server"].is_string(), "a pinned client holds its server connection");
+    assert_eq!(v["pins"]["pinned_now"], 1);
+    assert_eq!(v["pins"]["by_reason"]["listen"], 1);
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
+    a.batch_execute("unlisten *").await.unwrap();
+    assert!(pins_become(&p, vec![]).await);
+    let v: serde_json::Value = serde_json::from_str(&http_get(admin, "/status").await.1).unwrap();
+    assert_eq!(v["pins"]["pinned_now"], 0);
+}

@@ -34,6 +34,8 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// The reader endpoint, when the config has `reader_listen`.
     pub reader: Option<SocketAddr>,
+    /// The HTTP admin endpoint, when the config has `admin_listen`.
+    pub admin: Option<SocketAddr>,
     pub shutdown: Shutdown,
     pub ctx: Arc<ClientCtx>,
     pub handle: JoinHandle<()>,
@@ -66,10 +68,11 @@ pub async fn start_proxy_yaml(text: &str) -> TestProxy {
     let proxy = Proxy::bind(&config, &shutdown).await.expect("bind");
     let addr = proxy.local_addr().expect("local addr");
     let reader = proxy.reader_addr();
+    let admin = proxy.admin_addr();
     let ctx = proxy.ctx.clone();
     let s = shutdown.clone();
     let handle = tokio::spawn(async move { proxy.run(s).await });
-    TestProxy { addr, reader, shutdown, ctx, handle }
+    TestProxy { addr, reader, admin, shutdown, ctx, handle }
 }
 
 /// pgmux in front of the shared cluster (primary and replica listed), transaction mode.
@@ -180,4 +183,17 @@ pub async fn psql_value(port: u16, conn_extra: &str, sql: &str) -> String {
     })
     .await
     .expect("join")
+}
+
+/// GET `path` from the admin endpoint; returns (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: pgmux\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
 }
