@@ -145,7 +145,7 @@ pub async fn serve(ctx: Arc<ClientCtx>, mut stream: TcpStream, peer: SocketAddr,
     let _ = stream.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&crate::backend::keepalive());
-    let startup = match handshake::run(&ctx, &mut stream).await {
+    let startup = match handshake::run(&ctx, &mut stream, endpoint).await {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(HandshakeEnd::Quiet(reason)) => {

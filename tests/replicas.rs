@@ -278,3 +278,17 @@ async fn autocommit_reads_option_sends_provable_selects_to_replicas() {
     let d = connect_app(&q).await;
     assert_eq!(simple_value(&d, "select pg_is_in_recovery()").await, "f");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_log_in_and_read_while_the_primary_is_down() {
+    let cluster =
+        tokio::task::spawn_blocking(|| LocalCluster::start(ClusterOptions::default())).await.unwrap().unwrap();
+    let cluster = std::sync::Arc::new(cluster);
+    let p = start_proxy_yaml(&lag_yaml(&cluster, "10s")).await;
+    replicas_known(&p, 1).await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.stop(0, true)).await.unwrap().unwrap();
+    let r = connect(&reader_dsn(&p)).await.expect("a reader logs in without the primary");
+    assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
+    p.shutdown.abort.cancel();
+}

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::cancel::{CancelKey, send_cancel};
-use super::{Admitted, AuthMethod, ClientCtx, HandshakeEnd, settings};
+use super::{Admitted, AuthMethod, ClientCtx, Endpoint, HandshakeEnd, settings};
 use crate::auth::{md5, scram};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
@@ -39,7 +39,7 @@ type Result<T> = std::result::Result<T, HandshakeEnd>;
 /// Runs the startup: the packet exchange and authentication under `clients.startup_timeout`, then
 /// the greeting, whose wait for a server connection is bounded by `pool.borrow_timeout` instead.
 /// `Ok(None)`: a cancel request, handled.
-pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Startup>> {
+pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, endpoint: Endpoint) -> Result<Option<Startup>> {
     let limit = ctx.settings.startup_timeout;
     let login = match tokio::time::timeout(limit, login(ctx, stream)).await {
         Ok(Ok(Some(login))) => login,
@@ -47,7 +47,7 @@ pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(HandshakeEnd::Quiet("startup timeout")),
     };
-    greet(ctx, stream, login).await.map(Some)
+    greet(ctx, stream, login, endpoint).await.map(Some)
 }
 
 /// A client that proved who it is.
@@ -99,9 +99,9 @@ async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Lo
 
 /// Borrows a first server connection (it proves the database exists and the settings are valid),
 /// then sends ParameterStatus, BackendKeyData and ReadyForQuery.
-async fn greet(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, login: Login) -> Result<Startup> {
+async fn greet(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, login: Login, endpoint: Endpoint) -> Result<Startup> {
     let Login { user, database, settings, buf, mut out, admitted } = login;
-    let mut backend = first_backend(ctx, &database, &user).await?;
+    let mut backend = first_backend(ctx, &database, &user, endpoint).await?;
     if let Some(sql) = settings::sql_to_apply(&backend.applied, &settings) {
         let err = backend.simple_query(&sql).await.map_err(server_lost)?;
         if let Some(frame) = err {
@@ -126,10 +126,15 @@ fn server_lost(e: BackendError) -> HandshakeEnd {
     HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))
 }
 
-/// The first server connection proves the database exists and the settings are valid.
-async fn first_backend(ctx: &ClientCtx, database: &str, user: &str) -> Result<Pooled> {
+/// The first server connection proves the database exists and the settings are valid (a reader's
+/// comes from a replica, so readers can log in while the primary is away).
+async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: Endpoint) -> Result<Pooled> {
     let timeout = ctx.settings.borrow_timeout;
-    match ctx.cluster.checkout_primary(None, database, user, timeout).await {
+    let borrowed = match endpoint {
+        Endpoint::Writer => ctx.cluster.checkout_primary(None, database, user, timeout).await,
+        Endpoint::Reader => ctx.cluster.checkout_replica(database, user, timeout, None).await,
+    };
+    match borrowed {
         Ok(b) => Ok(b),
         Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { frame, .. }))) => {
             Err(HandshakeEnd::ServerError(frame.bytes))

@@ -170,10 +170,9 @@ impl Session {
             _admitted: admitted,
         };
         session.key.slot.set_identity(&session.user, &session.database);
-        match (session.ctx.settings.mode, endpoint) {
-            (PoolMode::Session, Endpoint::Writer) => session.activate(backend),
-            // The greeting came from the primary; a reader's session borrows a replica on first use.
-            (PoolMode::Session, Endpoint::Reader) | (PoolMode::Transaction, _) => backend.release(),
+        match session.ctx.settings.mode {
+            PoolMode::Session => session.activate(backend),
+            PoolMode::Transaction => backend.release(),
         }
         session
     }
