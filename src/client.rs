@@ -4,9 +4,11 @@
 pub mod cancel;
 pub mod classify;
 pub mod handshake;
+pub mod io;
 pub mod pins;
 pub mod relay;
 pub mod replies;
+pub mod routing;
 pub mod session;
 pub mod settings;
 pub mod statements;

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
+use super::io::{IdleTimer, ToClient, flush_now, read_more, read_server, write_now};
 use super::pins::{CHECK_SQL, PinReasons};
-use super::relay::{self, Active, ClientSink, ServerFault, check_client_header};
+use super::relay::{self, Active, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::statements::ClientStatements;
-use super::{ClientCtx, Endpoint, PoolMode, settings};
+use super::{ClientCtx, Endpoint, PoolMode, routing, settings};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
@@ -81,67 +81,6 @@ pub struct Session {
     pool: Option<Arc<Pool>>,
     /// Keeps the client counted against max_connections.
     _admitted: super::Admitted,
-}
-
-/// Writes as much of `data` as the socket takes now; the rest goes to `residue`.
-fn write_now(sock: &OwnedWriteHalf, residue: &mut BytesMut, data: &[u8]) -> io::Result<()> {
-    if residue.is_empty() {
-        match sock.try_write(data) {
-            Ok(n) => residue.extend_from_slice(&data[n..]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => residue.extend_from_slice(data),
-            Err(e) => return Err(e),
-        }
-    } else {
-        residue.extend_from_slice(data);
-    }
-    Ok(())
-}
-
-/// Writes what the socket takes from `residue`.
-fn flush_now(sock: &OwnedWriteHalf, residue: &mut BytesMut) -> io::Result<()> {
-    while !residue.is_empty() {
-        match sock.try_write(residue) {
-            Ok(n) => relay::consume(residue, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe.
-async fn read_more(sock: &mut OwnedReadHalf, buf: &mut BytesMut) -> io::Result<bool> {
-    buf.reserve(8 * 1024);
-    Ok(sock.read_buf(buf).await? > 0)
-}
-
-/// The idle timeout without a timer operation per message: the timer is re-armed only when it
-/// fires early (activity moved the deadline) — at most once per timeout period.
-struct IdleTimer {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    last_activity: tokio::time::Instant,
-    timeout: Duration,
-}
-
-impl IdleTimer {
-    fn new(timeout: Duration) -> IdleTimer {
-        let now = tokio::time::Instant::now();
-        IdleTimer { sleep: Box::pin(tokio::time::sleep_until(now + timeout)), last_activity: now, timeout }
-    }
-
-    fn touch(&mut self) {
-        self.last_activity = tokio::time::Instant::now();
-    }
-
-    /// Called when the timer fired: true if the client really was idle that long.
-    fn expired(&mut self) -> bool {
-        let deadline = self.last_activity + self.timeout;
-        if tokio::time::Instant::now() >= deadline {
-            return true;
-        }
-        self.sleep.as_mut().reset(deadline);
-        false
-    }
 }
 
 impl Session {
@@ -293,63 +232,12 @@ impl Session {
         self.wait_client(true, true).await
     }
 
-    /// Whether the next transaction may run on a replica: every transaction of the reader endpoint;
-    /// on the main endpoint, an explicit BEGIN/START TRANSACTION READ ONLY, or a session whose
-    /// default_transaction_read_only is on.
-    fn read_only_next(&self) -> bool {
-        if self.endpoint == Endpoint::Reader {
-            return true;
-        }
-        if self.settings.iter().any(|(n, v)| n == "default_transaction_read_only" && super::classify::is_on(v)) {
-            return true;
-        }
-        match check_client_header(&self.cin) {
-            Ok(Some((ftag::QUERY, total))) if self.cin.len() >= total => {
-                let sql = &self.cin[5..total];
-                super::classify::begins_read_only(sql)
-                    || self.ctx.settings.autocommit_reads_to_replica && self.ctx.select_read_only(sql)
-            }
-            Ok(Some((ftag::PARSE | ftag::BIND, _))) if self.ctx.settings.autocommit_reads_to_replica => {
-                self.extended_batch_read_only()
-            }
-            _ => false,
-        }
-    }
-
-    /// An extended-protocol batch up to its Sync that only runs provably read-only SELECTs:
-    /// unnamed Parse of one, Binds of it or of named ones, Describe, Execute.
-    fn extended_batch_read_only(&self) -> bool {
-        let mut pos = 0;
-        loop {
-            let Ok(Some((tag, total))) = check_client_header(&self.cin[pos..]) else { return false };
-            if self.cin.len() - pos < total {
-                return false;
-            }
-            let body = &self.cin[pos + 5..pos + total];
-            pos += total;
-            let ok = match tag {
-                ftag::PARSE => super::statements::split_parse(body).is_some_and(|(name, rest)| {
-                    name.is_empty()
-                        && super::statements::split_parse(rest).is_some_and(|(q, _)| self.ctx.select_read_only(q))
-                }),
-                ftag::BIND => super::statements::split_bind(body).is_some_and(|(_, stmt, _)| {
-                    stmt.is_empty() || self.statements.get(stmt).is_some_and(|d| d.read_only)
-                }),
-                ftag::DESCRIBE | ftag::EXECUTE => true,
-                ftag::SYNC => return true,
-                _ => false,
-            };
-            if !ok {
-                return false;
-            }
-        }
-    }
-
     /// Borrows a server connection for the client's next transaction.
     async fn borrow(&mut self) -> Result<(), End> {
         let timeout = self.ctx.settings.borrow_timeout;
         let cluster = &self.ctx.cluster;
-        let borrowed = if self.read_only_next() {
+        let borrowed = if routing::read_only_next(&self.ctx, self.endpoint, &self.settings, &self.cin, &self.statements)
+        {
             let wrote_in = self.wrote_in.filter(|_| self.ctx.settings.read_your_writes);
             cluster.checkout_replica(&self.database, &self.user, timeout, wrote_in).await
         } else {
@@ -614,25 +502,4 @@ async fn cleanup(mut a: Active, reset: bool) {
         a.backend.statements.clear();
     }
     a.backend.release();
-}
-
-/// The client socket as a destination for server bytes: written now, the rest kept in order.
-struct ToClient<'a> {
-    sock: &'a OwnedWriteHalf,
-    residue: &'a mut BytesMut,
-}
-
-impl ClientSink for ToClient<'_> {
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        write_now(self.sock, self.residue, bytes)
-    }
-}
-
-/// Reads more server bytes into `rbuf`. Cancel safe.
-async fn read_server(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> io::Result<usize> {
-    rbuf.reserve(16 * 1024);
-    rd.read_buf(rbuf).await
 }

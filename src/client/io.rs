@@ -1,0 +1,93 @@
+//! Socket plumbing for the session: non-blocking writes that keep the rest in order, cancel-safe
+//! reads, and the idle timer.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::relay::{self, ClientSink};
+
+/// Writes as much of `data` as the socket takes now; the rest goes to `residue`.
+pub fn write_now(sock: &OwnedWriteHalf, residue: &mut BytesMut, data: &[u8]) -> io::Result<()> {
+    if residue.is_empty() {
+        match sock.try_write(data) {
+            Ok(n) => residue.extend_from_slice(&data[n..]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => residue.extend_from_slice(data),
+            Err(e) => return Err(e),
+        }
+    } else {
+        residue.extend_from_slice(data);
+    }
+    Ok(())
+}
+
+/// Writes what the socket takes from `residue`.
+pub fn flush_now(sock: &OwnedWriteHalf, residue: &mut BytesMut) -> io::Result<()> {
+    while !residue.is_empty() {
+        match sock.try_write(residue) {
+            Ok(n) => relay::consume(residue, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe.
+pub async fn read_more(sock: &mut OwnedReadHalf, buf: &mut BytesMut) -> io::Result<bool> {
+    buf.reserve(8 * 1024);
+    Ok(sock.read_buf(buf).await? > 0)
+}
+
+/// The idle timeout without a timer operation per message: the timer is re-armed only when it
+/// fires early (activity moved the deadline) — at most once per timeout period.
+pub struct IdleTimer {
+    pub sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    last_activity: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl IdleTimer {
+    pub fn new(timeout: Duration) -> IdleTimer {
+        let now = tokio::time::Instant::now();
+        IdleTimer { sleep: Box::pin(tokio::time::sleep_until(now + timeout)), last_activity: now, timeout }
+    }
+
+    pub fn touch(&mut self) {
+        self.last_activity = tokio::time::Instant::now();
+    }
+
+    /// Called when the timer fired: true if the client really was idle that long.
+    pub fn expired(&mut self) -> bool {
+        let deadline = self.last_activity + self.timeout;
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        self.sleep.as_mut().reset(deadline);
+        false
+    }
+}
+
+/// The client socket as a destination for server bytes: written now, the rest kept in order.
+pub struct ToClient<'a> {
+    pub sock: &'a OwnedWriteHalf,
+    pub residue: &'a mut BytesMut,
+}
+
+impl ClientSink for ToClient<'_> {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        write_now(self.sock, self.residue, bytes)
+    }
+}
+
+/// Reads more server bytes into `rbuf`. Cancel safe.
+pub async fn read_server(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> io::Result<usize> {
+    rbuf.reserve(16 * 1024);
+    rd.read_buf(rbuf).await
+}

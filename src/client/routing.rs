@@ -1,0 +1,62 @@
+//! Where a client's next transaction runs: the primary, or a replica (reader endpoint, explicitly
+//! read-only transactions, read-only sessions, and provably read-only autocommit SELECTs).
+
+use super::relay::check_client_header;
+use super::statements::{self as statements_mod, ClientStatements};
+use super::{ClientCtx, Endpoint, classify};
+use crate::protocol::ftag;
+
+/// Whether the next transaction may run on a replica: every transaction of the reader endpoint;
+/// on the main endpoint, an explicit BEGIN/START TRANSACTION READ ONLY, or a session whose
+/// default_transaction_read_only is on.
+pub fn read_only_next(
+    ctx: &ClientCtx,
+    endpoint: Endpoint,
+    settings: &[(String, String)],
+    cin: &[u8],
+    statements: &ClientStatements,
+) -> bool {
+    if endpoint == Endpoint::Reader {
+        return true;
+    }
+    if settings.iter().any(|(n, v)| n == "default_transaction_read_only" && classify::is_on(v)) {
+        return true;
+    }
+    match check_client_header(cin) {
+        Ok(Some((ftag::QUERY, total))) if cin.len() >= total => {
+            let sql = &cin[5..total];
+            classify::begins_read_only(sql) || ctx.settings.autocommit_reads_to_replica && ctx.select_read_only(sql)
+        }
+        Ok(Some((ftag::PARSE | ftag::BIND, _))) if ctx.settings.autocommit_reads_to_replica => {
+            extended_batch_read_only(ctx, cin, statements)
+        }
+        _ => false,
+    }
+}
+
+/// An extended-protocol batch up to its Sync that only runs provably read-only SELECTs:
+/// unnamed Parse of one, Binds of it or of named ones, Describe, Execute.
+fn extended_batch_read_only(ctx: &ClientCtx, cin: &[u8], statements: &ClientStatements) -> bool {
+    let mut pos = 0;
+    loop {
+        let Ok(Some((tag, total))) = check_client_header(&cin[pos..]) else { return false };
+        if cin.len() - pos < total {
+            return false;
+        }
+        let body = &cin[pos + 5..pos + total];
+        pos += total;
+        let ok = match tag {
+            ftag::PARSE => statements_mod::split_parse(body).is_some_and(|(name, rest)| {
+                name.is_empty() && statements_mod::split_parse(rest).is_some_and(|(q, _)| ctx.select_read_only(q))
+            }),
+            ftag::BIND => statements_mod::split_bind(body)
+                .is_some_and(|(_, stmt, _)| stmt.is_empty() || statements.get(stmt).is_some_and(|d| d.read_only)),
+            ftag::DESCRIBE | ftag::EXECUTE => true,
+            ftag::SYNC => return true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+}
