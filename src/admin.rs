@@ -77,6 +77,7 @@ pub fn status_json(ctx: &ClientCtx) -> Value {
         "clients_connected": ctx.connected(),
         "pins": { "pinned_now": ctx.pin_stats.pinned_now.load(Ordering::Relaxed), "by_reason": by_reason },
         "primary": ctx.cluster.primary().map(|p| p.to_string()),
+        "failover": ctx.cluster.failover_stats(),
         "servers": servers,
         "pools": pools,
     })

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -13,7 +13,7 @@ pub mod probe;
 pub mod topology;
 
 use crate::auth::UserDirectory;
-use crate::backend::{BackendConn, BackendError, LoginParams};
+use crate::backend::{BackendError, LoginParams};
 use crate::pool::{Pool, PoolError, PoolKey, Pooled, Pools};
 
 /// Pool settings taken from the config.
@@ -44,20 +44,66 @@ pub enum ClusterError {
     UnknownUser(String),
 }
 
+/// How often clients waiting for a primary may ask the servers themselves (besides the prober).
+const DISCOVERY_EVERY: Duration = Duration::from_millis(100);
+
+/// The failover in progress, and counts of past ones.
+#[derive(Debug, Default)]
+struct Failover {
+    /// When a sign of trouble with the primary was first seen (a lost server connection).
+    suspected_at: Option<Instant>,
+    /// When the primary was declared lost; cleared once a primary is followed again.
+    lost_at: Option<Instant>,
+    stats: FailoverStats,
+}
+
+/// Counts of primary losses and how long they took, for status output and metrics.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FailoverStats {
+    /// Primary lost, then another server followed as primary.
+    pub failovers: u64,
+    /// Primary lost, then the same server followed again (it came back).
+    pub recoveries: u64,
+    /// First sign of trouble → primary declared lost, in the last event.
+    pub last_detect_ms: Option<u64>,
+    /// Primary declared lost → a primary followed again, in the last event.
+    pub last_recover_ms: Option<u64>,
+    /// The primary is lost and no other is known yet.
+    pub in_progress: bool,
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     servers: Vec<Arc<str>>,
-    primary: Mutex<Option<Arc<str>>>,
-    /// Health, roles and lag of every server, from the prober and failed connects.
+    /// The server followed as primary; waiters watch it change.
+    primary: tokio::sync::watch::Sender<Option<Arc<str>>>,
+    /// The server lost as primary last: its pools are retired when another takes over.
+    lost_primary: Mutex<Option<Arc<str>>>,
+    failover: Mutex<Failover>,
+    /// Health, roles and lag of every server, from the prober, discovery and failed connects.
     topology: Mutex<topology::Topology>,
     routing: ReadRouting,
-    /// Rotates the choice among equally loaded replicas.
-    read_turn: std::sync::atomic::AtomicUsize,
-    /// One discovery at a time: a storm of clients must not each probe every server.
-    discovering: tokio::sync::Mutex<()>,
+    /// One discovery at a time, and not more often than DISCOVERY_EVERY: a storm of clients must
+    /// not each probe every server.
+    discovering: tokio::sync::Mutex<Option<Instant>>,
+    /// Why the last discovery found no primary.
+    problems: Mutex<String>,
+    /// Asks the prober for a round now.
+    probe_now: tokio::sync::Notify,
+    /// The rival primaries last reported (split brain), so the warning is logged once per change.
+    rivals: Mutex<Vec<(Arc<str>, u32)>>,
     pub pools: Pools,
     settings: PoolSettings,
     users: Arc<UserDirectory>,
+}
+
+/// A failed connect that says the server cannot serve now (down, starting, shutting down, in
+/// recovery), as opposed to one refusing this login (bad password, unknown database).
+fn server_unavailable(e: &BackendError) -> bool {
+    match e {
+        BackendError::Server { code, .. } => code.starts_with("57P"),
+        _ => true,
+    }
 }
 
 impl Cluster {
@@ -72,10 +118,14 @@ impl Cluster {
         Cluster {
             topology: Mutex::new(topology::Topology::new(&servers, down_after, up_after)),
             routing,
-            read_turn: std::sync::atomic::AtomicUsize::new(0),
             servers,
-            primary: Mutex::new(None),
-            discovering: tokio::sync::Mutex::new(()),
+            primary: tokio::sync::watch::Sender::new(None),
+            lost_primary: Mutex::new(None),
+            failover: Mutex::new(Failover::default()),
+            discovering: tokio::sync::Mutex::new(None),
+            problems: Mutex::new(String::new()),
+            probe_now: tokio::sync::Notify::new(),
+            rivals: Mutex::new(Vec::new()),
             pools: Pools::default(),
             settings,
             users,
@@ -83,14 +133,132 @@ impl Cluster {
     }
 
     pub fn primary(&self) -> Option<Arc<str>> {
-        self.primary.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.primary.borrow().clone()
     }
 
-    fn set_primary(&self, server: Option<Arc<str>>) {
-        let mut p = self.primary.lock().unwrap_or_else(|e| e.into_inner());
-        if *p != server {
-            tracing::info!(primary = ?server.as_deref(), previous = ?p.as_deref(), "primary changed");
-            *p = server;
+    fn failover_state(&self) -> std::sync::MutexGuard<'_, Failover> {
+        self.failover.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Failover counts and timings.
+    pub fn failover_stats(&self) -> FailoverStats {
+        self.failover_state().stats.clone()
+    }
+
+    /// Follows `server` as the primary (None: no primary known). Logs and counts each step of a
+    /// failover; the lost primary's pooled connections are all discarded once another takes over.
+    fn set_primary(&self, server: Option<Arc<str>>, why: &str) {
+        let previous = self.primary();
+        if previous == server {
+            return;
+        }
+        let now = Instant::now();
+        let mut lost = self.lost_primary.lock().unwrap_or_else(|e| e.into_inner());
+        match &server {
+            None => {
+                let mut f = self.failover_state();
+                let detect = f.suspected_at.take().map(|t| now.saturating_duration_since(t)).unwrap_or_default();
+                f.lost_at = Some(now);
+                f.stats.in_progress = true;
+                f.stats.last_detect_ms = Some(detect.as_millis() as u64);
+                tracing::warn!(
+                    event = "primary_lost",
+                    server = ?previous.as_deref(),
+                    reason = why,
+                    detect_ms = detect.as_millis() as u64,
+                    "failover: primary lost; holding new transactions until a primary is known"
+                );
+                if previous.is_some() {
+                    *lost = previous.clone();
+                }
+            }
+            Some(new) => {
+                let mut f = self.failover_state();
+                f.suspected_at = None;
+                if let Some(lost_at) = f.lost_at.take() {
+                    let recover = now.saturating_duration_since(lost_at);
+                    f.stats.in_progress = false;
+                    f.stats.last_recover_ms = Some(recover.as_millis() as u64);
+                    let same = lost.as_deref() == Some(&**new);
+                    if same {
+                        f.stats.recoveries += 1;
+                    } else {
+                        f.stats.failovers += 1;
+                    }
+                    tracing::warn!(
+                        event = "primary_found",
+                        server = %new,
+                        previous = ?lost.as_deref(),
+                        recover_ms = recover.as_millis() as u64,
+                        "failover: following {} as the primary",
+                        if same { "the same server again" } else { "a new server" }
+                    );
+                } else {
+                    tracing::info!(event = "primary_found", server = %new, previous = ?previous.as_deref(), reason = why, "following the primary");
+                }
+                let old = previous.or_else(|| lost.take());
+                if let Some(old) = old.filter(|o| o != new) {
+                    self.retire_pools_of(&old);
+                }
+                *lost = None;
+            }
+        }
+        drop(lost);
+        self.primary.send_replace(server);
+    }
+
+    /// Discards every pooled connection to `server`, now and when borrowed ones come back.
+    fn retire_pools_of(&self, server: &str) {
+        for pool in self.pools.all().into_iter().filter(|p| &*p.key.server == server) {
+            pool.retire();
+        }
+    }
+
+    /// The primary is gone or is no longer one (`why`): stop following it, and look for one.
+    pub fn primary_lost(&self, server: &Arc<str>, why: &str) {
+        if self.primary().as_deref() != Some(&**server) {
+            return;
+        }
+        self.topology().mark_down(server);
+        self.follow_election(why);
+        self.probe_now.notify_one();
+    }
+
+    /// A server connection to `server` failed unexpectedly: if it is the primary, the prober
+    /// checks it at once (and declares it lost on the first failed probe).
+    pub fn suspect(&self, server: &Arc<str>) {
+        if self.primary().as_deref() != Some(&**server) {
+            return;
+        }
+        self.failover_state().suspected_at.get_or_insert_with(Instant::now);
+        self.probe_now.notify_one();
+    }
+
+    fn suspected(&self, server: &str) -> bool {
+        self.primary().as_deref() == Some(server) && self.failover_state().suspected_at.is_some()
+    }
+
+    /// Re-runs the election on the latest topology and follows its outcome.
+    fn follow_election(&self, why: &str) {
+        let current = self.primary();
+        let election = self.topology().elect(current.as_deref());
+        {
+            let mut rivals = self.rivals.lock().unwrap_or_else(|e| e.into_inner());
+            if *rivals != election.rivals {
+                if !election.rivals.is_empty() {
+                    tracing::error!(
+                        event = "split_brain",
+                        following = ?election.primary.as_deref(),
+                        rivals = ?election.rivals,
+                        "split brain: more than one server claims to be the primary; writes go only to the one followed (newest timeline)"
+                    );
+                }
+                *rivals = election.rivals.clone();
+            }
+        }
+        if election.primary != current {
+            let why = if election.primary.is_some() { "a probe found it" } else { why };
+            self.set_primary(election.primary, why);
         }
     }
 
@@ -113,7 +281,8 @@ impl Cluster {
     }
 
     /// Borrows a connection to the primary for (database, user). `hint` is the pool the caller used
-    /// last: when it still points at the primary, the lookup is skipped.
+    /// last: when it still points at the primary, the lookup is skipped. With no primary known (a
+    /// failover), waits for one until `timeout` runs out.
     pub async fn checkout_primary(
         &self,
         hint: Option<&Arc<Pool>>,
@@ -121,62 +290,105 @@ impl Cluster {
         user: &str,
         timeout: Duration,
     ) -> Result<Pooled, ClusterError> {
-        let primary = self.primary();
-        let pool = match (hint, &primary) {
-            (Some(h), Some(p)) if Arc::ptr_eq(&h.key.server, p) || *h.key.server == **p => h.clone(),
-            (_, Some(p)) => self.pool(p.clone(), database, user)?,
-            (_, None) => {
-                let server = self.discover(database, user).await?;
-                self.pool(server, database, user)?
-            }
-        };
-        let server = pool.key.server.clone();
-        match pool.checkout(timeout).await {
-            Ok(conn) if conn.is_standby() == Some(true) => {
-                tracing::warn!(server = %server, "primary is now a standby; rediscovering");
-                self.set_primary(None);
-                pool.clear_idle();
-                Err(ClusterError::NoPrimary(format!("{server} is in recovery")))
-            }
-            Ok(conn) => Ok(conn),
-            Err(PoolError::Connect(e)) => {
-                if !matches!(e, BackendError::Server { .. }) {
-                    self.set_primary(None);
-                    pool.clear_idle();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let primary = match self.primary() {
+                Some(p) => p,
+                None => self.wait_for_primary(database, user, deadline).await?,
+            };
+            let pool = match hint {
+                Some(h) if Arc::ptr_eq(&h.key.server, &primary) || *h.key.server == *primary => h.clone(),
+                _ => self.pool(primary.clone(), database, user)?,
+            };
+            match pool.checkout(deadline.saturating_duration_since(Instant::now())).await {
+                Ok(conn) if conn.is_standby() == Some(true) => {
+                    drop(conn);
+                    self.primary_lost(&primary, "it is in recovery (demoted)");
                 }
-                let key = pool.key.clone();
-                drop(pool);
-                self.pools.remove_if_unused(&key);
-                Err(PoolError::Connect(e).into())
+                Ok(conn) => return Ok(conn),
+                Err(PoolError::Connect(e)) if !server_unavailable(&e) => {
+                    let key = pool.key.clone();
+                    drop(pool);
+                    self.pools.remove_if_unused(&key);
+                    return Err(PoolError::Connect(e).into());
+                }
+                Err(PoolError::Connect(e)) => {
+                    self.primary_lost(&primary, &e.to_string());
+                    let key = pool.key.clone();
+                    drop(pool);
+                    self.pools.remove_if_unused(&key);
+                    *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NoPrimary(self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()));
+            }
         }
     }
 
-    /// Asks each server in turn whether it is in recovery; the first that is not becomes the primary.
-    async fn discover(&self, database: &str, user: &str) -> Result<Arc<str>, ClusterError> {
-        let _one_at_a_time = self.discovering.lock().await;
-        if let Some(p) = self.primary() {
-            return Ok(p);
+    /// Waits until a primary is known or `deadline` passes, asking the servers now and then.
+    async fn wait_for_primary(&self, database: &str, user: &str, deadline: Instant) -> Result<Arc<str>, ClusterError> {
+        let mut watch = self.primary.subscribe();
+        loop {
+            if let Some(p) = watch.borrow_and_update().clone() {
+                return Ok(p);
+            }
+            self.discover(database, user).await?;
+            if let Some(p) = self.primary() {
+                return Ok(p);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let problems = self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                return Err(ClusterError::NoPrimary(problems));
+            }
+            let _ = tokio::time::timeout_at((now + DISCOVERY_EVERY).min(deadline).into(), watch.changed()).await;
         }
-        let login = self.login(database, user)?;
+    }
+
+    /// Probes every server with the client's own login (so a broken prober login cannot hide the
+    /// primary) and follows the election. One at a time, at most every DISCOVERY_EVERY; a login the
+    /// servers refuse is the client's error.
+    async fn discover(&self, database: &str, user: &str) -> Result<(), ClusterError> {
+        let Ok(mut last) = self.discovering.try_lock() else {
+            return Ok(());
+        };
+        if last.is_some_and(|t| t.elapsed() < DISCOVERY_EVERY) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let mut login = self.login(database, user)?;
+        login.connect_timeout = login.connect_timeout.min(Duration::from_secs(2));
+        login.init_query.clear();
+        let round = self.start_probe_round();
+        let probes = self.servers.iter().map(|server| {
+            let login = &login;
+            async move {
+                let mut conn = None;
+                let r = tokio::time::timeout(login.connect_timeout, probe::probe(server, &mut conn, login)).await;
+                (server, r.unwrap_or_else(|_| Err(probe::ProbeError::Timeout)))
+            }
+        });
+        let results = futures_util::future::join_all(probes).await;
         let mut problems = Vec::new();
-        for server in &self.servers {
-            match BackendConn::connect(server.clone(), &login).await {
-                Ok(mut conn) => match is_standby(&mut conn).await {
-                    Ok(false) => {
-                        self.set_primary(Some(server.clone()));
-                        return Ok(server.clone());
-                    }
-                    Ok(true) => problems.push(format!("{server} is a standby")),
-                    Err(e) => problems.push(e.to_string()),
-                },
-                // The server itself refused us (unknown database, bad password): not a topology problem.
-                Err(e @ BackendError::Server { .. }) => return Err(PoolError::Connect(e).into()),
-                Err(e) => problems.push(e.to_string()),
+        for (server, result) in results {
+            match result {
+                Ok(p) => self.record_probe(server, round, Some(p), Instant::now()),
+                Err(probe::ProbeError::Refused(e)) if !server_unavailable(&e) => {
+                    return Err(PoolError::Connect(e).into());
+                }
+                Err(e) => {
+                    problems.push(format!("{server}: {e}"));
+                    self.record_probe(server, round, None, Instant::now());
+                }
             }
         }
-        Err(ClusterError::NoPrimary(problems.join("; ")))
+        if self.primary().is_none() {
+            problems.push("no server reports being a primary".into());
+        }
+        *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = problems.join("; ");
+        Ok(())
     }
 
     fn topology(&self) -> std::sync::MutexGuard<'_, topology::Topology> {
@@ -192,14 +404,23 @@ impl Cluster {
         self.topology().start_round()
     }
 
-    fn record_probe(&self, server: &Arc<str>, round: u64, probe: Option<topology::Probe>, now: std::time::Instant) {
-        if let Some(up) = self.topology().record(server, round, probe, now) {
-            if up {
-                tracing::info!(server = %server, "server up");
-            } else {
-                tracing::warn!(server = %server, "server down");
-            }
+    /// Records one probe's outcome and follows the primary it implies. A failed probe of a primary
+    /// already suspected (a server connection to it broke) declares it lost at once.
+    fn record_probe(&self, server: &Arc<str>, round: u64, probe: Option<topology::Probe>, now: Instant) {
+        let failed = probe.is_none();
+        let fail_fast = failed && self.suspected(server);
+        let flipped = self.topology().record(server, round, probe, now);
+        match flipped {
+            Some(true) => tracing::info!(event = "server_up", server = %server, "server up"),
+            Some(false) => tracing::warn!(event = "server_down", server = %server, "server down"),
+            None => {}
         }
+        if fail_fast {
+            self.topology().mark_down(server);
+        } else if !failed && self.primary().as_deref() == Some(&**server) {
+            self.failover_state().suspected_at = None;
+        }
+        self.follow_election("it failed its health checks");
     }
 
     /// Every server's health, role and lag, for status output.
@@ -233,9 +454,11 @@ impl Cluster {
         for server in readable {
             candidates.push(self.pool(server, database, user)?);
         }
-        // Least work in flight first; ties rotate, so idle replicas share the load too.
+        // Least work in flight first; ties go round in a random order, so idle replicas share the
+        // load too (a plain rotation lands every client on one replica when each client borrows a
+        // fixed number of times, e.g. once to log in and once for its one query).
         let n = candidates.len().max(1);
-        let turn = self.read_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        let turn = rand::random_range(0..n);
         let mut ranked: Vec<(usize, usize, Arc<Pool>)> =
             candidates.into_iter().enumerate().map(|(i, p)| (p.borrowed_count(), (i + n - turn) % n, p)).collect();
         ranked.sort_by_key(|(load, order, _)| (*load, *order));
@@ -243,9 +466,11 @@ impl Cluster {
         for pool in candidates {
             match pool.checkout(timeout).await {
                 Ok(conn) if conn.is_standby() == Some(false) => {
+                    // Promoted: it leaves the reader set once the prober has seen it (asked now).
                     tracing::warn!(server = %pool.key.server, "replica is no longer in recovery; not used for reads");
-                    self.topology().mark_down(&pool.key.server);
-                    pool.clear_idle();
+                    drop(conn);
+                    pool.retire();
+                    self.probe_now.notify_one();
                 }
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Connect(e @ BackendError::Server { .. })) => return Err(PoolError::Connect(e).into()),
@@ -272,14 +497,4 @@ impl Cluster {
             }
         }
     }
-}
-
-async fn is_standby(conn: &mut BackendConn) -> Result<bool, BackendError> {
-    if let Some(v) = conn.is_standby() {
-        return Ok(v);
-    }
-    // Servers before 14 do not report in_hot_standby: ask, and let a standby answer with an error
-    // (division by zero) so no result rows need decoding.
-    let err = conn.simple_query("SELECT 1 / (NOT pg_catalog.pg_is_in_recovery())::int").await?;
-    Ok(err.is_some())
 }

@@ -48,8 +48,16 @@ pub struct Pool {
     /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
     /// one of these outside a transaction is answered without borrowing a connection.
     known_statements: Mutex<HashSet<Arc<str>>>,
+    /// Connections opened before this are discarded instead of reused (the server was retired).
+    valid_since: Mutex<Option<Instant>>,
+    /// Bounds connection attempts in flight, so a pool refilling after a failover does not hit
+    /// its server with `size` logins at once.
+    connecting: Semaphore,
     pub stats: PoolStats,
 }
+
+/// Connection attempts one pool makes at a time.
+const CONNECTS_AT_ONCE: usize = 4;
 
 /// Bound on `known_statements` (it is only a shortcut: forgetting costs a round trip later).
 const KNOWN_STATEMENTS_MAX: usize = 10_000;
@@ -63,6 +71,8 @@ impl Pool {
             permits: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::new()),
             known_statements: Mutex::new(HashSet::new()),
+            valid_since: Mutex::new(None),
+            connecting: Semaphore::new(CONNECTS_AT_ONCE),
             stats: PoolStats::default(),
         })
     }
@@ -99,7 +109,10 @@ impl Pool {
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
-        let conn = BackendConn::connect(self.key.server.clone(), &self.login).await?;
+        let conn = {
+            let _turn = self.connecting.acquire().await.map_err(|_| PoolError::Timeout)?;
+            BackendConn::connect(self.key.server.clone(), &self.login).await?
+        };
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit })
     }
@@ -143,6 +156,16 @@ impl Pool {
             idle.clear();
         }
     }
+
+    /// Discards every connection open now: the idle ones at once, borrowed ones when they return.
+    pub fn retire(&self) {
+        *self.valid_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.clear_idle();
+    }
+
+    fn still_valid(&self, conn: &BackendConn) -> bool {
+        self.valid_since.lock().map(|v| v.is_none_or(|t| conn.created >= t)).unwrap_or(false)
+    }
 }
 
 /// A borrowed connection. `release()` returns it for reuse; dropping it any other way closes it,
@@ -158,6 +181,10 @@ impl Pooled {
     /// Returns a clean connection (idle, no transaction, nothing unread) to the pool.
     pub fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
+            if !self.pool.still_valid(&conn) {
+                self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             conn.last_used = Instant::now();
             if let Ok(mut idle) = self.pool.idle.lock() {
                 idle.push(conn);

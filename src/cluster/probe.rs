@@ -1,21 +1,41 @@
-//! The prober: one task that asks every server, every `health.interval`, for its role, WAL position
-//! and replay delay over a connection of its own, and feeds the answers to the topology.
+//! The prober: one task that asks every server, every `health.interval` (and at once when a server
+//! connection to the primary breaks), for its role, WAL position, replay state and timeline, over a
+//! connection of its own, and feeds the answers to the topology. Servers are asked concurrently, so
+//! one that hangs does not delay news of the others.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
 use super::topology::Probe;
-use crate::backend::{BackendConn, LoginParams};
+use crate::backend::{BackendConn, BackendError, LoginParams};
 
-/// Role, WAL position in bytes (current on a primary, replayed on a replica), and on a replica the
-/// last received position.
+/// Role, WAL position in bytes (current on a primary, replayed on a replica), on a replica the last
+/// received position, and on a primary its timeline (from the name of the current WAL file: the
+/// checkpoint's timeline lags behind a promotion).
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
       ELSE pg_catalog.pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint, \
-     (pg_catalog.pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint";
+     (pg_catalog.pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint, \
+     CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE ('x' || pg_catalog.substr( \
+      pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END";
+
+/// Why a probe got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Connecting or logging in failed.
+    #[error(transparent)]
+    Refused(BackendError),
+    /// The connection failed after login.
+    #[error("{0}")]
+    Lost(String),
+    #[error("timed out")]
+    Timeout,
+}
 
 /// Probes until `stop` is cancelled.
 pub async fn run(cluster: Arc<Cluster>, login: LoginParams, interval: Duration, stop: CancellationToken) {
@@ -23,39 +43,73 @@ pub async fn run(cluster: Arc<Cluster>, login: LoginParams, interval: Duration, 
     let mut conns: Vec<Option<BackendConn>> = servers.iter().map(|_| None).collect();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let limit = interval.max(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = cluster.probe_now.notified() => {}
             _ = stop.cancelled() => return,
         }
         let round = cluster.start_probe_round();
-        for (server, conn) in servers.iter().zip(conns.iter_mut()) {
-            let result = tokio::time::timeout(interval.max(Duration::from_secs(1)), probe(server, conn, &login)).await;
+        let mut pending: FuturesUnordered<_> = servers
+            .iter()
+            .zip(conns.iter_mut())
+            .map(|(server, conn)| {
+                let login = &login;
+                async move {
+                    let r = tokio::time::timeout(limit, probe_again(server, conn, login)).await;
+                    (server, conn, r.unwrap_or(Err(ProbeError::Timeout)))
+                }
+            })
+            .collect();
+        while let Some((server, conn, result)) = pending.next().await {
             let probe = match result {
-                Ok(Ok(p)) => Some(p),
-                Ok(Err(e)) => {
+                Ok(p) => Some(p),
+                Err(e) => {
                     tracing::debug!(server = %server, error = %e, "probe failed");
                     *conn = None;
                     None
                 }
-                Err(_) => {
-                    tracing::debug!(server = %server, "probe timed out");
-                    *conn = None;
-                    None
-                }
             };
-            cluster.record_probe(server, round, probe, std::time::Instant::now());
+            cluster.record_probe(server, round, probe, Instant::now());
         }
     }
 }
 
-async fn probe(server: &Arc<str>, conn: &mut Option<BackendConn>, login: &LoginParams) -> Result<Probe, String> {
+/// Probes over the kept connection; if that one fails, once more over a fresh one (the kept one
+/// may have been closed for reasons of its own: a terminated backend, an idle timeout).
+async fn probe_again(
+    server: &Arc<str>,
+    conn: &mut Option<BackendConn>,
+    login: &LoginParams,
+) -> Result<Probe, ProbeError> {
+    let kept = conn.is_some();
+    match probe(server, conn, login).await {
+        Err(ProbeError::Lost(_)) if kept => {
+            *conn = None;
+            probe(server, conn, login).await
+        }
+        other => other,
+    }
+}
+
+/// One probe over `conn` (connecting first if it is None).
+pub async fn probe(
+    server: &Arc<str>,
+    conn: &mut Option<BackendConn>,
+    login: &LoginParams,
+) -> Result<Probe, ProbeError> {
     if conn.is_none() {
-        *conn = Some(BackendConn::connect(server.clone(), login).await.map_err(|e| e.to_string())?);
+        *conn = Some(BackendConn::connect(server.clone(), login).await.map_err(ProbeError::Refused)?);
     }
     let c = conn.as_mut().expect("just set");
-    let rows = c.query_rows(PROBE_SQL).await.map_err(|e| e.to_string())?;
-    let row = rows.first().ok_or("probe returned no row")?;
+    let rows = c.query_rows(PROBE_SQL).await.map_err(|e| ProbeError::Lost(e.to_string()))?;
+    let row = rows.first().ok_or_else(|| ProbeError::Lost("probe returned no row".into()))?;
     let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    Ok(Probe { in_recovery: col(0) == "t", lsn: col(1).parse().unwrap_or(0), received: col(2).parse().ok() })
+    Ok(Probe {
+        in_recovery: col(0) == "t",
+        lsn: col(1).parse().unwrap_or(0),
+        received: col(2).parse().ok(),
+        timeline: col(3).parse().ok(),
+    })
 }

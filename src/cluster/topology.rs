@@ -12,6 +12,8 @@ pub struct Probe {
     pub lsn: u64,
     /// A replica's last received WAL position (None on a primary, or before streaming starts).
     pub received: Option<u64>,
+    /// A primary's current timeline (None on a replica).
+    pub timeline: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,17 @@ pub struct Topology {
     round: u64,
     /// The primary's WAL position and the round that measured it.
     primary_lsn: Option<(u64, u64)>,
+    /// The newest timeline pgmux has followed a primary on: an older one is never followed again.
+    followed_timeline: u32,
+}
+
+/// What an election found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Election {
+    /// The server to follow as primary (None: no server qualifies).
+    pub primary: Option<Arc<str>>,
+    /// Servers that claim to be primary besides the one chosen, with their timelines (split brain).
+    pub rivals: Vec<(Arc<str>, u32)>,
 }
 
 impl Topology {
@@ -56,6 +69,7 @@ impl Topology {
             up_after: up_after.max(1),
             round: 0,
             primary_lsn: None,
+            followed_timeline: 0,
         }
     }
 
@@ -131,6 +145,38 @@ impl Topology {
         was
     }
 
+    /// Chooses the primary to follow, `current` being the one followed now: among servers that are
+    /// up and not in recovery, one on the newest timeline, never on a timeline older than one already
+    /// followed (an old primary restarted without rejoining). `current` keeps its place among equals,
+    /// so the choice never flips back and forth.
+    pub fn elect(&mut self, current: Option<&str>) -> Election {
+        let claimants: Vec<(Arc<str>, u32)> = self
+            .servers
+            .iter()
+            .filter(|(_, h)| h.up)
+            .filter_map(|(s, h)| {
+                h.last.as_ref().filter(|p| !p.in_recovery).map(|p| (s.clone(), p.timeline.unwrap_or(0)))
+            })
+            .collect();
+        let newest = claimants.iter().map(|(_, t)| *t).max().filter(|t| *t >= self.followed_timeline);
+        let Some(newest) = newest else {
+            return Election { primary: None, rivals: claimants };
+        };
+        let chosen = claimants
+            .iter()
+            .find(|(s, t)| *t == newest && Some(&**s) == current)
+            .or_else(|| claimants.iter().find(|(_, t)| *t == newest))
+            .map(|(s, _)| s.clone());
+        self.followed_timeline = newest;
+        let rivals = claimants.into_iter().filter(|(s, _)| Some(s) != chosen.as_ref()).collect();
+        Election { primary: chosen, rivals }
+    }
+
+    /// Whether `server`'s latest probe found it in recovery (None: never probed successfully).
+    pub fn in_recovery(&self, server: &str) -> Option<bool> {
+        self.servers.iter().find(|(s, _)| &**s == server).and_then(|(_, h)| h.last.as_ref()).map(|p| p.in_recovery)
+    }
+
     /// Replicas fit for a read: up, in recovery, no further behind than `max_lag`, and — for a
     /// client that wrote in probe round `wrote_in` — past the primary's position measured after it.
     pub fn readable_replicas(&self, max_lag: Duration, wrote_in: Option<u64>) -> Vec<Arc<str>> {
@@ -184,7 +230,52 @@ mod tests {
     use super::*;
 
     fn probe(in_recovery: bool, lsn: u64, received: u64) -> Option<Probe> {
-        Some(Probe { in_recovery, lsn, received: in_recovery.then_some(received) })
+        Some(Probe {
+            in_recovery,
+            lsn,
+            received: in_recovery.then_some(received),
+            timeline: (!in_recovery).then_some(1),
+        })
+    }
+
+    fn primary_on(timeline: u32) -> Option<Probe> {
+        Some(Probe { in_recovery: false, lsn: 0, received: None, timeline: Some(timeline) })
+    }
+
+    #[test]
+    fn election_follows_the_newest_timeline_and_never_flips_back() {
+        let mut t = topo();
+        let now = Instant::now();
+        let r = t.start_round();
+        t.record("p:1", r, primary_on(1), now);
+        t.record("r1:1", r, probe(true, 0, 0), now);
+        let e = t.elect(None);
+        assert_eq!(e.primary.as_deref(), Some("p:1"));
+        assert!(e.rivals.is_empty());
+        // The primary dies; nobody qualifies until a replica is promoted.
+        t.mark_down("p:1");
+        assert_eq!(t.elect(Some("p:1")).primary, None);
+        t.record("r1:1", r, primary_on(2), now);
+        assert_eq!(t.elect(None).primary.as_deref(), Some("r1:1"));
+        // The old primary comes back claiming primary on its old timeline: ignored, and reported.
+        for _ in 0..2 {
+            t.record("p:1", r, primary_on(1), now);
+        }
+        let e = t.elect(Some("r1:1"));
+        assert_eq!(e.primary.as_deref(), Some("r1:1"));
+        assert_eq!(e.rivals, vec![(Arc::<str>::from("p:1"), 1)]);
+        // Even with the new primary gone, the old timeline is never followed again.
+        t.mark_down("r1:1");
+        assert_eq!(t.elect(Some("r1:1")).primary, None);
+        // Two claimants on one timeline: the current one keeps its place.
+        let mut t = topo();
+        t.record("p:1", r, primary_on(3), now);
+        t.record("r2:1", r, primary_on(3), now);
+        assert_eq!(t.elect(Some("r2:1")).primary.as_deref(), Some("r2:1"));
+        assert_eq!(t.elect(None).primary.as_deref(), Some("p:1"));
+        // A newer timeline wins over the current primary (a replica was promoted while it lived).
+        t.record("r1:1", r, primary_on(4), now);
+        assert_eq!(t.elect(Some("p:1")).primary.as_deref(), Some("r1:1"));
     }
 
     fn topo() -> Topology {
