@@ -1,6 +1,7 @@
 //! One client connection, from its first byte to its close: handshake, then the session that relays
 //! its transactions over borrowed server connections.
 
+pub mod aborted;
 pub mod cancel;
 pub mod classify;
 pub mod handshake;

@@ -25,8 +25,14 @@ pub enum ClientError {
     StartupFailed(String),
     #[error("server connection lost during the transaction: {0}")]
     ServerLost(String),
-    #[error("server connection lost inside a transaction, which was rolled back: {0}")]
+    #[error("server connection lost; the transaction block was aborted and must be rolled back: {0}")]
     ServerLostInTransaction(String),
+    /// PostgreSQL's own error (and wording) for a request inside an aborted transaction block.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    TransactionAborted,
+    /// Session state that lived only on a lost server connection (`{0}` says which) is gone.
+    #[error("server connection lost; session state that could not be carried over is gone: {0}")]
+    SessionStateLost(String),
     #[error("terminating connection due to administrator command")]
     Shutdown,
     #[error("terminating connection due to idle-session timeout")]
@@ -38,7 +44,15 @@ pub enum ClientError {
 impl ClientError {
     /// Whether the client's connection ends with this error (FATAL) or carries on (ERROR).
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, ClientError::BorrowTimeout(_) | ClientError::ServerUnavailable(_) | ClientError::ServerLost(_))
+        !matches!(
+            self,
+            ClientError::BorrowTimeout(_)
+                | ClientError::ServerUnavailable(_)
+                | ClientError::ServerLost(_)
+                | ClientError::ServerLostInTransaction(_)
+                | ClientError::TransactionAborted
+                | ClientError::SessionStateLost(_)
+        )
     }
 
     pub fn sqlstate(&self) -> &'static str {
@@ -47,7 +61,10 @@ impl ClientError {
             ClientError::AuthFailed(_) => "28P01",
             ClientError::TooManyClients | ClientError::BorrowTimeout(_) => "53300",
             ClientError::ServerUnavailable(_) | ClientError::StartupFailed(_) => "08001",
-            ClientError::ServerLost(_) | ClientError::ServerLostInTransaction(_) => "08006",
+            ClientError::ServerLost(_) | ClientError::ServerLostInTransaction(_) | ClientError::SessionStateLost(_) => {
+                "08006"
+            }
+            ClientError::TransactionAborted => "25P02",
             ClientError::Shutdown => "57P01",
             ClientError::IdleTimeout => "57P05",
             ClientError::FeatureNotSupported(_) => "0A000",
@@ -78,7 +95,9 @@ mod tests {
             (ClientError::ServerUnavailable("x".into()), "08001", Severity::Error),
             (ClientError::ServerLost("x".into()), "08006", Severity::Error),
             (ClientError::StartupFailed("x".into()), "08001", Severity::Fatal),
-            (ClientError::ServerLostInTransaction("x".into()), "08006", Severity::Fatal),
+            (ClientError::ServerLostInTransaction("x".into()), "08006", Severity::Error),
+            (ClientError::TransactionAborted, "25P02", Severity::Error),
+            (ClientError::SessionStateLost("temp tables".into()), "08006", Severity::Error),
             (ClientError::Shutdown, "57P01", Severity::Fatal),
             (ClientError::IdleTimeout, "57P05", Severity::Fatal),
             (ClientError::FeatureNotSupported("x".into()), "0A000", Severity::Fatal),
@@ -86,5 +105,13 @@ mod tests {
         for (err, code, sev) in cases {
             assert_eq!((err.sqlstate(), err.severity()), (code, sev), "{err}");
         }
+    }
+
+    #[test]
+    fn aborted_transaction_wording_is_postgres_own() {
+        assert_eq!(
+            ClientError::TransactionAborted.to_string(),
+            "current transaction is aborted, commands ignored until end of transaction block"
+        );
     }
 }

@@ -87,6 +87,34 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, options: &[Str
     });
 }
 
+/// CommandComplete with its command tag (e.g. `ROLLBACK`).
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    message(buf, b'C', |b| put_cstr(b, tag.as_bytes()));
+}
+
+pub fn bind_complete(buf: &mut BytesMut) {
+    message(buf, b'2', |_| {});
+}
+
+/// NoData: the statement or portal returns no rows.
+pub fn no_data(buf: &mut BytesMut) {
+    message(buf, b'n', |_| {});
+}
+
+pub fn empty_query_response(buf: &mut BytesMut) {
+    message(buf, b'I', |_| {});
+}
+
+/// ParameterDescription: the type OIDs of a statement's parameters.
+pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
+    message(buf, b't', |b| {
+        b.put_u16(types.len() as u16);
+        for &oid in types {
+            b.put_u32(oid);
+        }
+    });
+}
+
 /// A simple-protocol Query.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
@@ -122,6 +150,21 @@ mod tests {
     fn quotes_literals() {
         assert_eq!(quote_literal("a'b"), "'a''b'");
         assert_eq!(quote_literal(r"a\b"), r"E'a\\b'");
+    }
+
+    #[test]
+    fn reply_messages_encode_as_postgres_does() {
+        let mut b = BytesMut::new();
+        command_complete(&mut b, "ROLLBACK");
+        bind_complete(&mut b);
+        no_data(&mut b);
+        empty_query_response(&mut b);
+        parameter_description(&mut b, &[23]);
+        let mut want = vec![b'C', 0, 0, 0, 13];
+        want.extend_from_slice(b"ROLLBACK\0");
+        want.extend_from_slice(&[b'2', 0, 0, 0, 4, b'n', 0, 0, 0, 4, b'I', 0, 0, 0, 4]);
+        want.extend_from_slice(&[b't', 0, 0, 0, 10, 0, 1, 0, 0, 0, 23]);
+        assert_eq!(&b[..], &want[..]);
     }
 
     #[test]
