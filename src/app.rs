@@ -75,6 +75,7 @@ impl Proxy {
             borrow_timeout: config.pool.borrow_timeout,
             read_your_writes: config.routing.read_your_writes,
             autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
+            close_on_lost_session_state: config.pool.lost_session_state == config::LostSessionState::Close,
         };
         let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone()));
         let probe_user = config.health.user.clone().or_else(|| config.users.first().map(|u| u.name.clone()));

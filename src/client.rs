@@ -65,6 +65,8 @@ pub struct ClientSettings {
     pub read_your_writes: bool,
     /// Single autocommit SELECTs proven read-only go to replicas.
     pub autocommit_reads_to_replica: bool,
+    /// Close (rather than error once and continue) a client whose pinned state died with its server.
+    pub close_on_lost_session_state: bool,
 }
 
 /// What every client task shares.

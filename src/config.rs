@@ -71,6 +71,18 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     /// Backend connections idle longer than this are closed.
     pub idle_timeout: Duration,
+    /// What happens to a client whose pinned session state died with its server.
+    pub lost_session_state: LostSessionState,
+}
+
+/// A client pinned to a server connection (or in session mode) whose server went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LostSessionState {
+    /// One error says what was lost; the client then carries on, unpinned, on another connection.
+    #[default]
+    Continue,
+    /// FATAL, and the client's connection closes (as if it had been connected to the server).
+    Close,
 }
 
 impl Default for PoolConfig {
@@ -82,6 +94,7 @@ impl Default for PoolConfig {
             init_query: String::new(),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10 * 60),
+            lost_session_state: LostSessionState::Continue,
         }
     }
 }

@@ -23,9 +23,11 @@ pub enum ClientError {
     ServerUnavailable(String),
     #[error("could not connect to server: {0}")]
     StartupFailed(String),
-    #[error("server connection lost during the transaction: {0}")]
+    #[error("server connection lost (the server may be failing over; new work waits for a primary): {0}")]
     ServerLost(String),
-    #[error("server connection lost; the transaction block was aborted and must be rolled back: {0}")]
+    #[error(
+        "server connection lost (the server may be failing over); the transaction block was aborted and must be rolled back: {0}"
+    )]
     ServerLostInTransaction(String),
     /// PostgreSQL's own error (and wording) for a request inside an aborted transaction block.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
@@ -33,6 +35,9 @@ pub enum ClientError {
     /// Session state that lived only on a lost server connection (`{0}` says which) is gone.
     #[error("server connection lost; session state that could not be carried over is gone: {0}")]
     SessionStateLost(String),
+    /// As `SessionStateLost`, for a client configured to be closed then (`lost_session_state: close`).
+    #[error("terminating connection: the server connection was lost, and with it session state: {0}")]
+    SessionStateLostClosed(String),
     #[error("terminating connection due to administrator command")]
     Shutdown,
     #[error("terminating connection due to idle-session timeout")]
@@ -61,9 +66,10 @@ impl ClientError {
             ClientError::AuthFailed(_) => "28P01",
             ClientError::TooManyClients | ClientError::BorrowTimeout(_) => "53300",
             ClientError::ServerUnavailable(_) | ClientError::StartupFailed(_) => "08001",
-            ClientError::ServerLost(_) | ClientError::ServerLostInTransaction(_) | ClientError::SessionStateLost(_) => {
-                "08006"
-            }
+            ClientError::ServerLost(_)
+            | ClientError::ServerLostInTransaction(_)
+            | ClientError::SessionStateLost(_)
+            | ClientError::SessionStateLostClosed(_) => "08006",
             ClientError::TransactionAborted => "25P02",
             ClientError::Shutdown => "57P01",
             ClientError::IdleTimeout => "57P05",
@@ -97,6 +103,7 @@ mod tests {
             (ClientError::StartupFailed("x".into()), "08001", Severity::Fatal),
             (ClientError::ServerLostInTransaction("x".into()), "08006", Severity::Error),
             (ClientError::TransactionAborted, "25P02", Severity::Error),
+            (ClientError::SessionStateLostClosed("x".into()), "08006", Severity::Fatal),
             (ClientError::SessionStateLost("temp tables".into()), "08006", Severity::Error),
             (ClientError::Shutdown, "57P01", Severity::Fatal),
             (ClientError::IdleTimeout, "57P05", Severity::Fatal),

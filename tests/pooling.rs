@@ -262,3 +262,75 @@ async fn pgbench_simple_and_extended_complete_without_errors() {
         assert_pgbench_clean(&out, 2000, mode);
     }
 }
+
+/// Tags, SQLSTATEs of errors and ReadyForQuery statuses of a reply, e.g. ["E08006", "ZE"].
+fn outline(msgs: &[common::raw::Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|(t, _)| matches!(t, b'E' | b'Z' | b'C'))
+        .map(|(t, b)| match t {
+            b'E' => format!("E{}", common::raw::field(b, b'C').unwrap_or_default()),
+            b'Z' => format!("Z{}", b[0] as char),
+            _ => format!("C{}", String::from_utf8_lossy(&b[..b.len() - 1])),
+        })
+        .collect()
+}
+
+/// Terminates the server session serving `app_name` once it runs `pg_sleep`.
+async fn kill_sleeping(app_name: &str) {
+    let running = format!(
+        "select count(*) from pg_stat_activity where application_name = '{app_name}' and state = 'active' and query like '%pg_sleep%'"
+    );
+    assert!(eventually(Duration::from_secs(10), || async { admin_sql(0, &running).await == "1" }).await);
+    admin_sql(
+        0,
+        &format!("select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{app_name}'"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_under_a_pipeline_fails_each_batch_and_keeps_the_client() {
+    use common::raw::{Raw, message};
+    let p = start_proxy("  size: 2", "").await;
+    let name = unique("killed");
+    let (mut raw, _) = Raw::login(p.addr, &[("application_name", &name)]).await;
+    let query = |sql: &str| message(b'Q', format!("{sql}\0").as_bytes());
+    let extended_select = {
+        let mut b = message(b'P', b"\0SELECT 1\0\0\0");
+        b.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+        b.extend(message(b'E', b"\0\0\0\0\0"));
+        b.extend(message(b'S', b""));
+        b
+    };
+
+    // Inside a transaction block: three batches in flight, the first one sleeping, when the server
+    // session dies. Each gets its own error; the block stays aborted until the client ends it.
+    assert_eq!(outline(&raw.query("BEGIN").await), ["CBEGIN", "ZT"]);
+    let mut pipeline = query("SELECT pg_sleep(30)");
+    pipeline.extend(query("SELECT 1"));
+    pipeline.extend(&extended_select);
+    raw.send(&pipeline).await;
+    kill_sleeping(&name).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.extend(outline(&raw.until_ready().await));
+    }
+    assert_eq!(got, ["E08006", "ZE", "E25P02", "ZE", "E25P02", "ZE"]);
+    assert_eq!(outline(&raw.query("SELECT 2").await), ["E25P02", "ZE"]);
+    assert_eq!(outline(&raw.query("COMMIT").await), ["CROLLBACK", "ZI"], "COMMIT of an aborted block rolls back");
+    let ok = raw.query("SELECT 42").await;
+    assert_eq!(outline(&ok), ["CSELECT 1", "ZI"], "{ok:?}");
+
+    // Outside a transaction: every pipelined batch fails on its own, then work goes on.
+    let mut pipeline = query("SELECT pg_sleep(30)");
+    pipeline.extend(&extended_select);
+    pipeline.extend(query("SELECT 3"));
+    raw.send(&pipeline).await;
+    kill_sleeping(&name).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.extend(outline(&raw.until_ready().await));
+    }
+    assert_eq!(got, ["E08006", "ZI", "E08006", "ZI", "E08006", "ZI"]);
+    assert_eq!(outline(&raw.query("SELECT 4").await), ["CSELECT 1", "ZI"]);
+}

@@ -318,8 +318,15 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
     if tag == b'S' {
         let body = frame[5..].to_vec();
         a.backend.note_parameter(&body);
-    } else if tag == b'E' && invalidates_statements(&frame[5..]) {
-        a.backend.statements.needs_reset = true;
+    } else if tag == b'E' {
+        if let Some(message) = fatal_message(&frame[5..]) {
+            // The server ends this session (shutdown, crash, terminated backend): the client's
+            // stays, so it hears of it from pgmux as a lost server connection, not as a FATAL.
+            return Err(ServerFault::Fatal(message));
+        }
+        if invalidates_statements(&frame[5..]) {
+            a.backend.statements.needs_reset = true;
+        }
     }
     let verdict = a.replies.on_server(tag, status).map_err(|e| ServerFault::Protocol(e.to_string()))?;
     match verdict {
@@ -357,9 +364,20 @@ fn invalidates_statements(error_body: &[u8]) -> bool {
     code == Some("0A000") && msg.starts_with("cached plan must not change result type")
 }
 
+/// The message of an ErrorResponse that ends the server session (FATAL or PANIC), if it is one.
+fn fatal_message(error_body: &[u8]) -> Option<String> {
+    let fields = error_fields(error_body);
+    let field = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.as_str());
+    let severity = field(b'V').or_else(|| field(b'S'))?;
+    matches!(severity, "FATAL" | "PANIC")
+        .then(|| format!("{} (SQLSTATE {})", field(b'M').unwrap_or("server session ended"), field(b'C').unwrap_or("?")))
+}
+
 /// Why relaying server bytes stopped.
 #[derive(Debug)]
 pub enum ServerFault {
+    /// The server ended the session with this FATAL error.
+    Fatal(String),
     /// The server broke the protocol: the connection cannot be trusted.
     Protocol(String),
     /// The client's socket failed.

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use super::aborted::{Aborted, Step};
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
 use super::io::{IdleTimer, ToClient, flush_now, read_more, read_server, write_now};
@@ -38,6 +39,9 @@ enum State {
     Active(Box<Active>),
     /// The client's current batch failed inside pgmux: drop its messages up to the next Sync.
     Discarding,
+    /// The server connection died under the client: its transaction block (or pinned state) is
+    /// gone, and pgmux answers for the server until the client has heard and ended the block.
+    Aborted(Box<Aborted>),
 }
 
 /// Why the session ended.
@@ -122,6 +126,7 @@ impl Session {
                 State::Idle => self.idle_step().await,
                 State::Active(_) => self.active_step().await,
                 State::Discarding => self.discard_step().await,
+                State::Aborted(_) => self.aborted_step().await,
             };
             if let Err(end) = step {
                 break end;
@@ -285,6 +290,32 @@ impl Session {
         self.wait_client(false, false).await
     }
 
+    /// Answers the client for a server that is gone, until it has ended its lost transaction block
+    /// (or heard that its session state was lost).
+    async fn aborted_step(&mut self) -> Result<(), End> {
+        if self.ctx.draining.is_cancelled() {
+            return Err(End::Fatal(ClientError::Shutdown));
+        }
+        while let Some((_, total)) = check_client_header(&self.cin).map_err(End::Fatal)? {
+            if self.cin.len() < total {
+                break;
+            }
+            let frame = self.cin.split_to(total);
+            let State::Aborted(ab) = &mut self.state else { return Ok(()) };
+            match ab.on_frame_with_statements(&frame, &mut self.statements, &mut self.cout).map_err(End::Fatal)? {
+                Step::Continue => {}
+                Step::Terminate => return Err(End::Terminated),
+                Step::Done => {
+                    flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
+                    self.transition(State::Idle);
+                    return Ok(());
+                }
+            }
+        }
+        flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
+        self.wait_client(false, true).await
+    }
+
     /// Relays between client and server until something needs the state machine.
     async fn active_step(&mut self) -> Result<(), End> {
         let State::Active(a) = &mut self.state else {
@@ -366,6 +397,7 @@ impl Session {
             Err(ServerFault::Protocol(e)) => {
                 return self.server_lost(format!("protocol error: {e}"));
             }
+            Err(ServerFault::Fatal(e)) => return self.server_lost(e),
         }
         if self.ctx.settings.mode != PoolMode::Transaction || !a.is_free() {
             return Ok(());
@@ -420,33 +452,67 @@ impl Session {
         self.key.slot.set_pins(new);
     }
 
-    /// The server connection failed mid-conversation: fail what was in flight. A client inside a
-    /// transaction block is closed, so no later statement of its can run outside that transaction.
+    /// The server connection failed mid-conversation (a crash, a failover, a terminated backend):
+    /// fail what was in flight and keep the client. A client inside a transaction block gets the
+    /// block's errors from pgmux until it ends the block; a client whose pinned state died with the
+    /// server is told so once (or closed, if configured). The primary is checked at once.
     fn server_lost(&mut self, why: String) -> Result<(), End> {
         let State::Active(a) = &self.state else {
             return Ok(());
         };
         let tracker = &a.replies;
         let (status, pending, batch_open) = (tracker.status(), tracker.pending_ready(), tracker.batch_open());
-        tracing::warn!(user = %self.user, server = %a.backend.server, reason = %why, "server connection lost");
+        let server = a.backend.server.clone();
+        tracing::warn!(event = "server_lost", user = %self.user, server = %server, reason = %why, "server connection lost");
+        self.ctx.cluster.suspect(&server);
+        let session_mode = self.ctx.settings.mode == PoolMode::Session;
+        let lost_state = (!self.pins.is_empty() || session_mode).then(|| {
+            let mut what = self.pins.names().join(", ");
+            if session_mode {
+                what =
+                    if what.is_empty() { "the session (session mode)".into() } else { format!("the session: {what}") };
+            }
+            what
+        });
         if !self.pins.is_empty() {
             // What pinned the client lived on that connection and is gone with it.
             self.ctx.pin_stats.record(&self.user, self.pins, PinReasons::default());
             self.pins = PinReasons::default();
             self.key.slot.set_pins(self.pins);
         }
-        if status != TxStatus::Idle {
-            return Err(End::Fatal(ClientError::ServerLostInTransaction(why)));
+        if let Some(what) = &lost_state
+            && self.ctx.settings.close_on_lost_session_state
+        {
+            return Err(End::Fatal(ClientError::SessionStateLostClosed(what.clone())));
         }
-        let next = if pending > 0 {
-            ClientError::ServerLost(why).write_to(&mut self.cout);
-            for _ in 0..pending {
-                build::ready_for_query(&mut self.cout, TxStatus::Idle);
-            }
-            State::Idle
+        let in_block = status != TxStatus::Idle;
+        let error = |first: bool| match &lost_state {
+            Some(what) if first => ClientError::SessionStateLost(format!("{what} ({why})")),
+            _ if in_block && !first => ClientError::TransactionAborted,
+            _ if in_block => ClientError::ServerLostInTransaction(why.clone()),
+            _ => ClientError::ServerLost(why.clone()),
+        };
+        // Like the server would: each request owed an answer fails (every batch its own error
+        // before its ReadyForQuery, or a driver reading the next batch's replies is lost); a block
+        // stays aborted.
+        let mut told = false;
+        let ready = if in_block { TxStatus::Failed } else { TxStatus::Idle };
+        for _ in 0..pending {
+            error(!told).write_to(&mut self.cout);
+            told = true;
+            build::ready_for_query(&mut self.cout, ready);
+        }
+        if batch_open {
+            error(!told).write_to(&mut self.cout);
+            told = true;
+        }
+        let next = if in_block {
+            State::Aborted(Box::new(Aborted::in_transaction((!told).then(|| error(true)), batch_open)))
         } else if batch_open {
-            ClientError::ServerLost(why).write_to(&mut self.cout);
             State::Discarding
+        } else if !told && lost_state.is_some() {
+            // Nothing in flight: the next request hears of it.
+            State::Aborted(Box::new(Aborted::owed(error(true))))
         } else {
             State::Idle
         };

@@ -6,9 +6,14 @@ use std::time::Duration;
 use super::address::parse_listen;
 use super::raw::Node;
 use super::reader::{Ctx, Fields, Item};
-use super::{ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, PoolConfig, PoolMode, RoutingConfig};
+use super::{
+    ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig, PoolMode,
+    RoutingConfig,
+};
 use super::{Problem, ServerAddr, users};
 
+const LOST_SESSION_STATE: &[(&str, LostSessionState)] =
+    &[("continue", LostSessionState::Continue), ("close", LostSessionState::Close)];
 const POOL_MODES: &[(&str, PoolMode)] = &[("transaction", PoolMode::Transaction), ("session", PoolMode::Session)];
 const AUTH_METHODS: &[(&str, ClientAuthMethod)] =
     &[("scram-sha-256", ClientAuthMethod::ScramSha256), ("md5", ClientAuthMethod::Md5)];
@@ -127,6 +132,10 @@ fn read_pool(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> PoolConfig {
         init_query: f.get("init_query").and_then(|v| ctx.text(&v)).unwrap_or(d.init_query),
         connect_timeout: f.get("connect_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.connect_timeout),
         idle_timeout: f.get("idle_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.idle_timeout),
+        lost_session_state: f
+            .get("lost_session_state")
+            .and_then(|v| ctx.choice(&v, LOST_SESSION_STATE))
+            .unwrap_or(d.lost_session_state),
     };
     f.finish(ctx);
     pool

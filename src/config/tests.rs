@@ -43,6 +43,7 @@ fn minimal_config_gets_every_default() {
             init_query: String::new(),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
+            lost_session_state: LostSessionState::Continue,
         },
         clients: ClientsConfig {
             max_connections: 10_000,
@@ -77,6 +78,7 @@ pool:
   init_query: SET statement_timeout = '30s'
   connect_timeout: 2s
   idle_timeout: 1h30m
+  lost_session_state: close
 clients:
   max_connections: 100
   idle_timeout: 1d
@@ -103,6 +105,7 @@ log_format: json
         init_query: "SET statement_timeout = '30s'".into(),
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5400),
+        lost_session_state: LostSessionState::Close,
     };
     assert_eq!(config.pool, pool);
     let clients = ClientsConfig {

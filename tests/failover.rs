@@ -1,0 +1,250 @@
+//! Primary failover with real servers: the primary is crashed (`pg_ctl stop -m immediate`) under
+//! connected clients and a writer loop, a replica is promoted (`pg_ctl promote`) ~2 s later, and
+//! pgmux must keep every client connected, fail only what was in flight, follow the new primary by
+//! itself, and never write to the old primary once it comes back claiming to be one.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestProxy, connect, eventually, http_get, simple_value, sqlstate, start_proxy_yaml};
+use pgmux::localpg::{ClusterOptions, LocalCluster};
+use tokio::sync::Mutex;
+
+fn failover_yaml(c: &LocalCluster, lost_session_state: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nservers: [{}, {}]\n\
+         pool:\n  size: 12\n  borrow_timeout: 30s\n  connect_timeout: 2s\n  lost_session_state: {lost_session_state}\n\
+         health:\n  interval: 200ms\n\
+         users:\n  - name: app\n    password: app\n",
+        c.addr(0),
+        c.addr(1)
+    )
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("join")
+}
+
+/// The port of the server that answered, and whether it is in recovery.
+async fn where_am_i(c: &tokio_postgres::Client) -> Result<(i32, bool), tokio_postgres::Error> {
+    let row = c.query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[]).await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+async fn status(p: &TestProxy) -> serde_json::Value {
+    let (code, body) = http_get(p.admin.expect("admin endpoint"), "/status").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status is JSON")
+}
+
+/// Rows a writer loop had acknowledged, with when.
+#[derive(Default)]
+struct Writes {
+    acked: Vec<(i64, Instant)>,
+    errors: Vec<(String, Instant)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_keeps_clients_connected_and_follows_the_new_primary() {
+    let cluster =
+        Arc::new(blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await);
+    cluster.stop_when_process_exits();
+    let (p0, p1) = (cluster.port(0) as i32, cluster.port(1) as i32);
+    let proxy = start_proxy_yaml(&failover_yaml(&cluster, "continue")).await;
+    let closing = start_proxy_yaml(&failover_yaml(&cluster, "close")).await;
+    let dsn = proxy.dsn("app", "app", "app");
+
+    let setup = connect(&dsn).await.expect("connect");
+    setup.batch_execute("CREATE TABLE fo (id bigserial PRIMARY KEY, who text NOT NULL)").await.expect("create table");
+    assert_eq!(where_am_i(&setup).await.unwrap(), (p0, false));
+
+    // 40 idle clients, each with a named prepared statement and a setting of its own.
+    let mut idle = Vec::new();
+    for i in 0..40 {
+        let c = connect(&dsn).await.expect("idle client connects");
+        c.batch_execute(&format!("SET application_name = 'idle{i}'")).await.unwrap();
+        let st = c.prepare("SELECT $1::int + 1, current_setting('application_name')").await.unwrap();
+        let row = c.query_one(&st, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+        idle.push((c, st));
+    }
+    // 7 clients inside a transaction that wrote.
+    let mut in_tx = Vec::new();
+    for i in 0..7 {
+        let c = connect(&dsn).await.expect("client connects");
+        c.batch_execute(&format!("BEGIN; INSERT INTO fo (who) VALUES ('tx{i}')")).await.unwrap();
+        in_tx.push(c);
+    }
+    // A client pinned by a temp table, and one on the proxy configured to close such clients.
+    let pinned = connect(&dsn).await.unwrap();
+    pinned.batch_execute("CREATE TEMP TABLE scratch (x int); INSERT INTO scratch VALUES (1)").await.unwrap();
+    let pinned_closed = connect(&closing.dsn("app", "app", "app")).await.unwrap();
+    pinned_closed.batch_execute("CREATE TEMP TABLE scratch (x int)").await.unwrap();
+
+    // The writer loop: autocommit inserts on one connection, retrying after errors.
+    let writes = Arc::new(Mutex::new(Writes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_conn = Arc::new(connect(&dsn).await.unwrap());
+    let writer = {
+        let (writes, stop, c) = (writes.clone(), stop.clone(), writer_conn.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match c.query_one("INSERT INTO fo (who) VALUES ('writer') RETURNING id", &[]).await {
+                    Ok(row) => writes.lock().await.acked.push((row.get(0), Instant::now())),
+                    Err(e) => {
+                        writes.lock().await.errors.push((format!("{e} {:?}", sqlstate(&e)), Instant::now()));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        })
+    };
+    assert!(eventually(Duration::from_secs(10), || async { writes.lock().await.acked.len() >= 50 }).await);
+    // Everything acknowledged before this point is on the replica once this returns.
+    let replicated = writes.lock().await.acked.len();
+    let c2 = cluster.clone();
+    blocking(move || c2.wait_replicas_caught_up(Duration::from_secs(30))).await.expect("replica catches up");
+    let replicated: Vec<i64> = writes.lock().await.acked[..replicated].iter().map(|(id, _)| *id).collect();
+
+    // Crash the primary; promote the replica about two seconds later.
+    let c2 = cluster.clone();
+    let crashed_at = Instant::now();
+    blocking(move || c2.stop(0, true)).await.expect("crash the primary");
+
+    // While no primary exists: in-flight transactions fail with a clear error, and the clients
+    // can end their failed block without waiting for a server.
+    for c in &in_tx {
+        let err = c.batch_execute("INSERT INTO fo (who) VALUES ('lost')").await.expect_err("the transaction is gone");
+        let code = sqlstate(&err).unwrap_or_default();
+        assert!(code.starts_with("08") || code == "57P01", "in-flight transaction error: {err:?}");
+        let err2 = c.batch_execute("SELECT 1").await.expect_err("still in the failed block");
+        assert_eq!(sqlstate(&err2).as_deref(), Some("25P02"), "{err2:?}");
+        c.batch_execute("ROLLBACK").await.expect("ROLLBACK of the lost transaction");
+    }
+    // The pinned client hears that its session state is gone, once.
+    let err = pinned.simple_query("SELECT count(*) FROM scratch").await.expect_err("temp table lost");
+    assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err:?}");
+    let message = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(message.contains("temp"), "says what was lost: {message}");
+    // On the proxy configured so, the pinned client is closed instead.
+    assert!(
+        eventually(Duration::from_secs(10), || async { pinned_closed.simple_query("SELECT 1").await.is_err() }).await,
+        "pinned client not closed"
+    );
+    assert!(eventually(Duration::from_secs(5), || async { pinned_closed.is_closed() }).await);
+
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(crashed_at.elapsed())).await;
+    let c2 = cluster.clone();
+    let promote_started = Instant::now();
+    blocking(move || c2.promote(1)).await.expect("promote the replica");
+    let promoted_at = Instant::now();
+    eprintln!("promotion took {:?}", promoted_at - promote_started);
+
+    // New transactions waited for the new primary instead of failing: every client's next one
+    // commits there.
+    for (i, c) in in_tx.iter().enumerate() {
+        let row = c
+            .query_one(
+                "WITH w AS (INSERT INTO fo (who) VALUES ('after') RETURNING id) \
+                 SELECT inet_server_port(), pg_is_in_recovery() FROM w",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("client {i}'s next transaction: {e:?}"));
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, bool>(1)), (p1, false));
+    }
+    // Idle clients noticed nothing: their prepared statements and settings work on the new primary.
+    for (i, (c, st)) in idle.iter().enumerate() {
+        let row = c.query_one(st, &[&(i as i32)]).await.unwrap_or_else(|e| panic!("idle client {i}: {e:?}"));
+        assert_eq!(row.get::<_, i32>(0), i as i32 + 1);
+        assert_eq!(row.get::<_, String>(1), format!("idle{i}"), "settings re-established");
+        assert_eq!(where_am_i(c).await.unwrap(), (p1, false));
+    }
+    // The pinned client goes on, unpinned, on the new primary.
+    assert_eq!(simple_value(&pinned, "SELECT inet_server_port()::text").await, p1.to_string());
+    let err = pinned.simple_query("SELECT count(*) FROM scratch").await.expect_err("temp table is gone");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42P01"));
+
+    // The writer loop resumed by itself, on its own connection.
+    let resumed_at = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((_, t)) = writes.lock().await.acked.iter().rev().find(|(_, t)| *t > promoted_at) {
+                break *t;
+            }
+            assert!(Instant::now() < deadline, "writer never resumed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    eprintln!("writer resumed {:?} after the promotion finished", resumed_at - promoted_at);
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let w = writes.lock().await;
+    for (e, t) in &w.errors {
+        eprintln!("writer error {:?} after the crash: {e}", t.saturating_duration_since(crashed_at));
+    }
+    for (e, t) in &w.errors {
+        assert!(*t >= crashed_at, "a write failed before the crash: {e}");
+        assert!(e.contains("Some(\"08006\")") || e.contains("Some(\"57P01\")"), "unclear write error: {e}");
+    }
+
+    // No client connection was closed by pgmux.
+    assert!(!writer_conn.is_closed() && !pinned.is_closed() && !setup.is_closed());
+    assert!(idle.iter().all(|(c, _)| !c.is_closed()) && in_tx.iter().all(|c| !c.is_closed()));
+
+    // Every row acknowledged before the crash and replicated is there; so is every later one.
+    // (Rows acknowledged between the sync point and the crash may be lost to asynchronous
+    // replication, through pgmux or not.)
+    let after: Vec<i64> = w.acked.iter().filter(|(_, t)| *t > promote_started).map(|(id, _)| *id).collect();
+    assert!(!after.is_empty());
+    let ids: Vec<i64> = replicated.iter().chain(after.iter()).copied().collect();
+    let present: i64 =
+        setup.query_one("SELECT count(*) FROM fo WHERE id = ANY($1)", &[&ids]).await.expect("count").get(0);
+    assert_eq!(present, ids.len() as i64, "acknowledged rows missing after the failover");
+    let lost: i64 = setup.query_one("SELECT count(*) FROM fo WHERE who = 'lost'", &[]).await.unwrap().get(0);
+    assert_eq!(lost, 0);
+    drop(w);
+
+    let s = status(&proxy).await;
+    assert_eq!(s["primary"], cluster.addr(1), "{s}");
+    assert_eq!(s["failover"]["failovers"], 1, "{s}");
+    assert_eq!(s["failover"]["in_progress"], false, "{s}");
+
+    // The old primary comes back without rejoining: it claims to be a primary (on the old
+    // timeline). pgmux sees it, and still sends no write to it.
+    let c2 = cluster.clone();
+    blocking(move || c2.start_node(0)).await.expect("restart the old primary");
+    assert_eq!(cluster.psql(0, "app", "SELECT pg_is_in_recovery()").unwrap(), "f");
+    let seen = eventually(Duration::from_secs(15), || async {
+        let s = status(&proxy).await;
+        s["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["server"] == cluster.addr(0) && v["up"] == true && v["role"] == "primary")
+    })
+    .await;
+    assert!(seen, "pgmux never saw the old primary come back: {}", status(&proxy).await);
+    let before = cluster.psql(0, "app", "SELECT count(*) FROM fo").unwrap();
+    for _ in 0..20 {
+        let c = connect(&dsn).await.unwrap();
+        let row = c
+            .query_one(
+                "WITH w AS (INSERT INTO fo (who) VALUES ('late') RETURNING id) SELECT inet_server_port() FROM w",
+                &[],
+            )
+            .await
+            .expect("write after the old primary returned");
+        assert_eq!(row.get::<_, i32>(0), p1, "a write reached the old primary");
+    }
+    assert_eq!(cluster.psql(0, "app", "SELECT count(*) FROM fo").unwrap(), before, "old primary got writes");
+    let s = status(&proxy).await;
+    assert_eq!(s["primary"], cluster.addr(1), "{s}");
+    assert_eq!(s["failover"]["failovers"], 1, "never flipped back: {s}");
+
+    proxy.shutdown.drain.cancel();
+    closing.shutdown.drain.cancel();
+}
