@@ -46,6 +46,19 @@ pub fn keepalive() -> socket2::TcpKeepalive {
         .with_retries(3)
 }
 
+/// Keepalive for server sockets: tighter, since a silent server holds up its clients' transactions.
+fn server_keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3)
+}
+
+/// How long data sent to a server may stay unacknowledged before the socket fails
+/// (TCP_USER_TIMEOUT): a server that vanished (network partition, dead host) is noticed by the
+/// first statement sent to it, not after the kernel's retransmissions give up (~15 min).
+const SERVER_USER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Who to log in as, where.
 #[derive(Debug, Clone)]
 pub struct LoginParams {
@@ -75,6 +88,8 @@ pub struct BackendConn {
     standby: Option<bool>,
     /// pgmux-named prepared statements that exist on this connection.
     pub statements: prepared::ServerStatements,
+    /// Shuts the socket down from elsewhere (see `Pool::retire`).
+    pub cutter: Arc<socket2::Socket>,
     pub created: Instant,
     pub last_used: Instant,
 }
@@ -93,7 +108,11 @@ impl BackendConn {
         let io_err = move |source| BackendError::Io { server: s2.clone(), source };
         let stream = TcpStream::connect(&*server).await.map_err(&io_err)?;
         stream.set_nodelay(true).map_err(&io_err)?;
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
+        let sock = socket2::SockRef::from(&stream);
+        let _ = sock.set_tcp_keepalive(&server_keepalive());
+        let _ = sock.set_tcp_user_timeout(Some(SERVER_USER_TIMEOUT));
+        // A second handle on the socket, so the pool can cut it while a client holds it.
+        let cutter = Arc::new(sock.try_clone().map_err(&io_err)?);
         let (rd, wr) = stream.into_split();
         let mut conn = BackendConn {
             rd,
@@ -106,6 +125,7 @@ impl BackendConn {
             applied: Vec::new(),
             statements: prepared::ServerStatements::default(),
             standby: None,
+            cutter,
             created: Instant::now(),
             last_used: Instant::now(),
         };

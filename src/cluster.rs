@@ -207,10 +207,10 @@ impl Cluster {
         self.primary.send_replace(server);
     }
 
-    /// Discards every pooled connection to `server`, now and when borrowed ones come back.
+    /// Discards every connection to `server`, cutting those in use: what runs there fails now.
     fn retire_pools_of(&self, server: &str) {
         for pool in self.pools.all().into_iter().filter(|p| &*p.key.server == server) {
-            pool.retire();
+            pool.retire(true);
         }
     }
 
@@ -469,7 +469,7 @@ impl Cluster {
                     // Promoted: it leaves the reader set once the prober has seen it (asked now).
                     tracing::warn!(server = %pool.key.server, "replica is no longer in recovery; not used for reads");
                     drop(conn);
-                    pool.retire();
+                    pool.retire(false);
                     self.probe_now.notify_one();
                 }
                 Ok(conn) => return Ok(conn),

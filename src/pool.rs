@@ -50,6 +50,9 @@ pub struct Pool {
     known_statements: Mutex<HashSet<Arc<str>>>,
     /// Connections opened before this are discarded instead of reused (the server was retired).
     valid_since: Mutex<Option<Instant>>,
+    /// Every open connection's socket (handles that die with their connection), to cut them all
+    /// when the server must no longer be used.
+    sockets: Mutex<Vec<std::sync::Weak<socket2::Socket>>>,
     /// Bounds connection attempts in flight, so a pool refilling after a failover does not hit
     /// its server with `size` logins at once.
     connecting: Semaphore,
@@ -72,6 +75,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             known_statements: Mutex::new(HashSet::new()),
             valid_since: Mutex::new(None),
+            sockets: Mutex::new(Vec::new()),
             connecting: Semaphore::new(CONNECTS_AT_ONCE),
             stats: PoolStats::default(),
         })
@@ -114,6 +118,10 @@ impl Pool {
             BackendConn::connect(self.key.server.clone(), &self.login).await?
         };
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut sockets) = self.sockets.lock() {
+            sockets.retain(|s| s.strong_count() > 0);
+            sockets.push(Arc::downgrade(&conn.cutter));
+        }
         Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit })
     }
 
@@ -158,9 +166,16 @@ impl Pool {
     }
 
     /// Discards every connection open now: the idle ones at once, borrowed ones when they return.
-    pub fn retire(&self) {
+    /// With `cut`, borrowed ones are shut down too, so whatever runs on them fails at once (the
+    /// server was replaced as primary: nothing more may be written there).
+    pub fn retire(&self, cut: bool) {
         *self.valid_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.clear_idle();
+        if cut && let Ok(mut sockets) = self.sockets.lock() {
+            for s in sockets.drain(..).filter_map(|s| s.upgrade()) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     fn still_valid(&self, conn: &BackendConn) -> bool {

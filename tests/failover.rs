@@ -248,3 +248,43 @@ async fn failover_keeps_clients_connected_and_follows_the_new_primary() {
     proxy.shutdown.drain.cancel();
     closing.shutdown.drain.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_beside_a_live_primary_takes_all_writes() {
+    let cluster =
+        Arc::new(blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await);
+    cluster.stop_when_process_exits();
+    let (p0, p1) = (cluster.port(0) as i32, cluster.port(1) as i32);
+    let proxy = start_proxy_yaml(&failover_yaml(&cluster, "continue")).await;
+    let dsn = proxy.dsn("app", "app", "app");
+    let c = connect(&dsn).await.unwrap();
+    c.batch_execute("CREATE TABLE sb (id serial PRIMARY KEY, at int)").await.unwrap();
+    let holder = connect(&dsn).await.unwrap();
+    holder.batch_execute("BEGIN; INSERT INTO sb (at) VALUES (inet_server_port())").await.unwrap();
+    assert_eq!(where_am_i(&holder).await.unwrap(), (p0, false));
+    let c2 = cluster.clone();
+    blocking(move || c2.wait_replicas_caught_up(Duration::from_secs(30))).await.unwrap();
+
+    // Split brain: the replica is promoted while the old primary lives on.
+    let c2 = cluster.clone();
+    blocking(move || c2.promote(1)).await.expect("promote");
+    let moved = eventually(Duration::from_secs(10), || async {
+        status(&proxy).await["primary"] == serde_json::json!(cluster.addr(1))
+    })
+    .await;
+    assert!(moved, "pgmux never followed the newer timeline: {}", status(&proxy).await);
+    // The transaction open on the old primary was cut, not allowed to commit there.
+    let err = holder.batch_execute("COMMIT").await.expect_err("the old primary's transaction must not commit");
+    assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err:?}");
+    assert!(!holder.is_closed());
+    for _ in 0..10 {
+        let row = c
+            .query_one("WITH w AS (INSERT INTO sb (at) VALUES (1) RETURNING id) SELECT inet_server_port() FROM w", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), p1);
+    }
+    assert_eq!(where_am_i(&holder).await.unwrap(), (p1, false));
+    assert_eq!(cluster.psql(0, "app", "SELECT count(*) FROM sb").unwrap(), "0", "the old primary got a write");
+    proxy.shutdown.drain.cancel();
+}
