@@ -136,6 +136,11 @@ async fn failover_keeps_clients_connected_and_follows_the_new_primary() {
     );
     assert!(eventually(Duration::from_secs(5), || async { pinned_closed.is_closed() }).await);
 
+    // A client logging in while there is no primary waits for one.
+    let newcomer = {
+        let dsn = dsn.clone();
+        tokio::spawn(async move { connect(&dsn).await })
+    };
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(crashed_at.elapsed())).await;
     let c2 = cluster.clone();
     let promote_started = Instant::now();
@@ -156,6 +161,8 @@ async fn failover_keeps_clients_connected_and_follows_the_new_primary() {
             .unwrap_or_else(|e| panic!("client {i}'s next transaction: {e:?}"));
         assert_eq!((row.get::<_, i32>(0), row.get::<_, bool>(1)), (p1, false));
     }
+    let newcomer = newcomer.await.unwrap().expect("a login during the failover succeeds once a primary is known");
+    assert_eq!(where_am_i(&newcomer).await.unwrap(), (p1, false));
     // Idle clients noticed nothing: their prepared statements and settings work on the new primary.
     for (i, (c, st)) in idle.iter().enumerate() {
         let row = c.query_one(st, &[&(i as i32)]).await.unwrap_or_else(|e| panic!("idle client {i}: {e:?}"));
