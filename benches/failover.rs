@@ -435,6 +435,9 @@ struct Outcome {
     stopped_at: Instant,
     logs: Vec<ClientLog>,
     rows: RowCheck,
+    /// When the `app` sessions open on the new primary at the end were started, in ms since the
+    /// crash (pg_stat_activity): for pgmux, its pool refilling after the failover.
+    sessions_started: Vec<i64>,
     pgmux_log: Option<PathBuf>,
     notes: Vec<String>,
 }
@@ -557,14 +560,19 @@ async fn run_target(target: Target, k: &Knobs) -> Result<Outcome, String> {
     // must not make the extra outage look negative.
     let first_new = logs.iter().filter_map(|l| l.commits.iter().find(|c| c.port == new_port)).map(|c| c.at).min();
     let writable_at = match first_new {
-        Some(first) if first < writable_at => {
+        Some(first) if first + Duration::from_millis(1) <= writable_at => {
             let late = ms(writable_at - first);
             let why = "after a writer's first commit there: promotion done set to that commit";
             notes.push(format!("the monitor saw the end of recovery {late} {why}"));
             first
         }
-        _ => writable_at,
+        Some(first) => writable_at.min(first),
+        None => writable_at,
     };
+    let sessions_started = sessions_started(new_port, crash_wall).await.unwrap_or_else(|e| {
+        notes.push(format!("sessions on the new primary not read: {e}"));
+        Vec::new()
+    });
     let rows = check_rows(new_port, crash_at, &logs).await.unwrap_or_else(|e| {
         notes.push(format!("rows not checked: {e}"));
         RowCheck::default()
@@ -602,9 +610,20 @@ async fn run_target(target: Target, k: &Knobs) -> Result<Outcome, String> {
         stopped_at,
         logs,
         rows,
+        sessions_started,
         pgmux_log,
         notes,
     })
+}
+
+/// `backend_start` of the `app` sessions on the node at `port`, in ms since `crash` (same clock).
+async fn sessions_started(port: i32, crash: SystemTime) -> Result<Vec<i64>, String> {
+    let c = connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=postgres")).await?;
+    let sql = "SELECT extract(epoch FROM backend_start)::float8 FROM pg_stat_activity \
+               WHERE usename = 'app' AND backend_type = 'client backend' ORDER BY 1";
+    let rows = c.query(sql, &[]).await.map_err(|e| describe(&e))?;
+    let crash = crash.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    Ok(rows.iter().map(|r| ((r.get::<_, f64>(0) - crash) * 1000.0).round() as i64).collect())
 }
 
 /// What the new primary holds, against what the writers were told. Rows are told apart by
@@ -786,6 +805,23 @@ impl Outcome {
             text += &format!(" (answered {} to {} since the crash)", self.rel(*first), self.rel(*last));
         }
         text + "."
+    }
+
+    /// Each writer's first commit on the new primary − promotion done (ms, sorted), for writers that
+    /// saw an error after the crash and for the others.
+    fn back_by_error(&self) -> (Vec<i64>, Vec<i64>) {
+        let (mut errored, mut clean) = (Vec::new(), Vec::new());
+        for log in &self.logs {
+            let Some(first) = log.commits.iter().find(|c| c.port == self.new_port) else { continue };
+            let extra = signed_ms(first.at, self.writable_at);
+            match log.errors.iter().any(|e| e.at > self.crash_at) {
+                true => errored.push(extra),
+                false => clean.push(extra),
+            }
+        }
+        errored.sort();
+        clean.sort();
+        (errored, clean)
     }
 
     /// The most frequent errors writers saw: (count, first seen, message).
@@ -974,11 +1010,29 @@ fn report(k: &Knobs, results: &[Result<Outcome, String>]) {
             ms(o.promote_cmd),
             o.cut_off(),
         );
-        let per_writer: Vec<String> = f.extra_per_writer.iter().map(i64::to_string).collect();
+        let (errored, clean) = o.back_by_error();
+        let list = |v: &[i64]| {
+            if v.is_empty() { "none".to_string() } else { v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ") }
+        };
         println!(
-            "Each writer's first commit on the new primary, ms after promotion done: {}.\n",
-            per_writer.join(", ")
+            "Each writer's first commit on the new primary, ms after promotion done — writers that saw an error \
+             after the crash: {}; the others: {}.\n",
+            list(&errored),
+            list(&clean)
         );
+        if !o.sessions_started.is_empty() {
+            let since_promotion = signed_ms(o.writable_at, o.crash_at);
+            let started: Vec<String> = o.sessions_started.iter().map(|t| (t - since_promotion).to_string()).collect();
+            println!(
+                "Sessions of `app` open on the new primary at the end ({}), started ms after promotion done \
+                 (`pg_stat_activity.backend_start`): {}.\n",
+                match o.target {
+                    Target::Pgmux => "pgmux's pool, and its prober's from before the crash",
+                    Target::Direct => "the writers",
+                },
+                started.join(", ")
+            );
+        }
         println!("| since crash | event |\n|--:|---|");
         for (at, what) in o.timeline() {
             println!("| {at} | {what} |");
