@@ -11,6 +11,7 @@ mod duration;
 mod expand;
 mod raw;
 mod reader;
+mod show;
 mod users;
 
 #[cfg(test)]
@@ -38,6 +39,8 @@ pub struct Config {
     pub pool: PoolConfig,
     pub clients: ClientsConfig,
     pub users: Vec<UserConfig>,
+    /// Users (each one of `users`) who may open the admin console (database `pgmux`).
+    pub admin_users: Vec<String>,
     /// How long SIGTERM waits for running transactions before closing.
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
@@ -293,6 +296,7 @@ mod example_tests {
         let servers: Vec<String> = config.servers.iter().map(ServerAddr::to_string).collect();
         assert_eq!(servers, ["127.0.0.1:5432", "127.0.0.1:5433"]);
         assert_eq!(config.user("app").map(|u| u.password.as_str()), Some("app"));
+        assert_eq!(config.admin_users, ["app"]);
         assert_eq!(config.pool, PoolConfig::default());
         assert_eq!(config.clients, ClientsConfig::default());
     }

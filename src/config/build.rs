@@ -34,7 +34,8 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     let pool = read_pool(ctx, top.get("pool"));
     let clients = read_clients(ctx, top.get("clients"));
     let users_item = top.require(ctx, "users");
-    let users = users::read_users(ctx, users_item, env);
+    let (users, user_names) = users::read_users(ctx, users_item, env);
+    let admin_users = users::read_admin_users(ctx, top.get("admin_users"), &user_names);
     let shutdown_timeout = top.get("shutdown_timeout").and_then(|v| ctx.duration(&v, true));
     let log_format = top.get("log_format").and_then(|v| ctx.choice(&v, LOG_FORMATS));
     let workers = top.get("workers").and_then(|v| ctx.count(&v, 0));
@@ -54,6 +55,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         pool,
         clients,
         users,
+        admin_users,
         shutdown_timeout: shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         log_format: log_format.unwrap_or_default(),
         workers: workers.unwrap_or(0),

@@ -28,6 +28,22 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// Writes `duration` the way it would be configured (`1h30m`, `250ms`, `0s`), to the millisecond.
+pub(super) fn format_duration(duration: Duration) -> String {
+    let mut millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    let mut text = String::new();
+    for &(unit, unit_millis) in UNITS.iter().rev() {
+        if millis >= unit_millis {
+            text.push_str(&format!("{}{unit}", millis / unit_millis));
+            millis %= unit_millis;
+        }
+    }
+    text
+}
+
 fn invalid(text: &str) -> String {
     format!(
         "`{text}` is not a duration; write a whole number with a unit: ms, s, m, h or d (e.g. `250ms`, `5s`, `1h30m`)"
@@ -72,6 +88,16 @@ mod tests {
         ];
         for (text, expected) in table {
             assert_eq!(parse_duration(text).as_ref(), Ok(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        let table = [("0s", 0), ("250ms", 250), ("5s", 5_000), ("1h30m", 5_400_000), ("1d1s500ms", 86_401_500)];
+        for (text, millis) in table {
+            let duration = Duration::from_millis(millis);
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text), Ok(duration));
         }
     }
 

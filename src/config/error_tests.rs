@@ -130,6 +130,24 @@ fn duplicates_are_reported() {
 }
 
 #[test]
+fn admin_users_must_be_configured_users() {
+    assert_one(
+        &with("admin_users: [app, root]\n"),
+        "admin_users[1]",
+        Some(7),
+        "`root` is not one of the configured users",
+    );
+    let found = problems(&with("admin_users:\n  - app\n  - app\n  - [x]\n"));
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(&found[0], "admin_users[1]", Some(9), "duplicates admin_users[0]");
+    assert_problem(&found[1], "admin_users[2]", Some(10), "expected a string, found a list");
+    assert_one(&with("admin_users: app\n"), "admin_users", Some(7), "expected a list");
+    // A user whose secret failed is reported once, not again as an unknown admin.
+    let yaml = with("admin_users: [app]\n").replace("password: app", "password_env: UNSET_PASSWORD");
+    assert_one(&yaml, "users[0].password_env", Some(6), "`UNSET_PASSWORD` is not set");
+}
+
+#[test]
 fn secrets_need_exactly_one_source() {
     let yaml = BASE.replace("    password: app\n", "");
     assert_one(&yaml, "users[0]", Some(5), "exactly one of `password`");

@@ -52,6 +52,7 @@ fn minimal_config_gets_every_default() {
             auth_method: ClientAuthMethod::ScramSha256,
         },
         users: vec![user("app", "app")],
+        admin_users: vec![],
         shutdown_timeout: Duration::from_secs(30),
         log_format: LogFormat::Text,
         workers: 0,
@@ -89,6 +90,7 @@ users:
     password: s3cret
   - name: batch
     password: 0123
+admin_users: [batch]
 shutdown_timeout: 0s
 log_format: json
 ";
@@ -117,6 +119,7 @@ log_format: json
     assert_eq!(config.clients, clients);
     // A plain scalar that looks like a number is kept as written.
     assert_eq!(config.users, [user("app", "s3cret"), user("batch", "0123")]);
+    assert_eq!(config.admin_users, ["batch"]);
     assert_eq!(config.shutdown_timeout, Duration::ZERO);
     assert_eq!(config.log_format, LogFormat::Json);
 }

@@ -7,15 +7,17 @@ use super::reader::{Ctx, Fields, Item};
 const SECRET_KEYS: [&str; 3] = ["password", "password_env", "password_file"];
 const SECRET_CHOICE: &str = "needs exactly one of `password`, `password_env` or `password_file`";
 
-/// Reads every user; names must be unique. A missing `users` key was already reported.
+/// Reads every user; names must be unique. A missing `users` key was already reported. Also
+/// returns every name defined, including users whose secret failed (already reported), so that
+/// references to them are not reported a second time.
 pub(super) fn read_users(
     ctx: &mut Ctx<'_>,
     item: Option<Item<'_>>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Vec<UserConfig> {
-    let Some(item) = item else { return Vec::new() };
+) -> (Vec<UserConfig>, Vec<String>) {
+    let Some(item) = item else { return (Vec::new(), Vec::new()) };
     let Some(elements) = ctx.list(&item) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     if elements.is_empty() {
         ctx.report_at(&item, "must list at least one user");
@@ -37,7 +39,26 @@ pub(super) fn read_users(
             }
         }
     }
-    users
+    (users, names.into_iter().map(|(name, _)| name).collect())
+}
+
+/// `admin_users`: a list of names, each one of `users` (`defined`), without repeats.
+pub(super) fn read_admin_users(ctx: &mut Ctx<'_>, item: Option<Item<'_>>, defined: &[String]) -> Vec<String> {
+    let Some(elements) = item.as_ref().and_then(|item| ctx.list(item)) else {
+        return Vec::new();
+    };
+    let mut admins: Vec<(String, String)> = Vec::new();
+    for element in &elements {
+        let Some(name) = ctx.text(element) else { continue };
+        if !defined.contains(&name) {
+            ctx.report_at(element, format!("`{name}` is not one of the configured users"));
+        } else if let Some((_, first)) = admins.iter().find(|(seen, _)| *seen == name) {
+            ctx.report_at(element, format!("`{name}` duplicates {first}"));
+        } else {
+            admins.push((name, element.path.clone()));
+        }
+    }
+    admins.into_iter().map(|(name, _)| name).collect()
 }
 
 /// One user's name (with its item, so duplicates can point at it) and secret.
