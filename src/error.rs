@@ -44,6 +44,21 @@ pub enum ClientError {
     IdleTimeout,
     #[error("{0}")]
     FeatureNotSupported(String),
+    /// A login to the admin console (database `pgmux`) by a user not in `admin_users`; the
+    /// wording starts like PgBouncer's.
+    #[error("not allowed: user \"{0}\" may not use the admin console (not in admin_users)")]
+    ConsoleNotAllowed(String),
+    /// Admin console input that is not one of its commands.
+    #[error("{0}")]
+    ConsoleSyntax(String),
+    /// An admin console command (or protocol feature) pgmux does not offer (yet).
+    #[error("{0}")]
+    ConsoleUnsupported(String),
+    /// PAUSE waited this long and transactions were still running (the pause stays in effect).
+    #[error(
+        "PAUSE gave up waiting after {waited:?}: {busy} transaction(s) still running; new transactions stay held until RESUME"
+    )]
+    PauseTimeout { waited: Duration, busy: usize },
 }
 
 impl ClientError {
@@ -57,6 +72,9 @@ impl ClientError {
                 | ClientError::ServerLostInTransaction(_)
                 | ClientError::TransactionAborted
                 | ClientError::SessionStateLost(_)
+                | ClientError::ConsoleSyntax(_)
+                | ClientError::ConsoleUnsupported(_)
+                | ClientError::PauseTimeout { .. }
         )
     }
 
@@ -73,7 +91,12 @@ impl ClientError {
             ClientError::TransactionAborted => "25P02",
             ClientError::Shutdown => "57P01",
             ClientError::IdleTimeout => "57P05",
-            ClientError::FeatureNotSupported(_) => "0A000",
+            ClientError::FeatureNotSupported(_) | ClientError::ConsoleUnsupported(_) => "0A000",
+            // PostgreSQL's code for a role that may not connect to a database.
+            ClientError::ConsoleNotAllowed(_) => "42501",
+            ClientError::ConsoleSyntax(_) => "42601",
+            // As for a statement timeout.
+            ClientError::PauseTimeout { .. } => "57014",
         }
     }
 
@@ -108,6 +131,10 @@ mod tests {
             (ClientError::Shutdown, "57P01", Severity::Fatal),
             (ClientError::IdleTimeout, "57P05", Severity::Fatal),
             (ClientError::FeatureNotSupported("x".into()), "0A000", Severity::Fatal),
+            (ClientError::ConsoleNotAllowed("u".into()), "42501", Severity::Fatal),
+            (ClientError::ConsoleSyntax("x".into()), "42601", Severity::Error),
+            (ClientError::ConsoleUnsupported("x".into()), "0A000", Severity::Error),
+            (ClientError::PauseTimeout { waited: Duration::from_secs(1), busy: 2 }, "57014", Severity::Error),
         ];
         for (err, code, sev) in cases {
             assert_eq!((err.sqlstate(), err.severity()), (code, sev), "{err}");

@@ -115,6 +115,38 @@ pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
     });
 }
 
+/// RowDescription for result columns sent in text format: (name, type OID) each, e.g. 25 = text.
+pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
+    message(buf, b'T', |b| {
+        b.put_i16(columns.len() as i16);
+        for (name, oid) in columns {
+            put_cstr(b, name.as_bytes());
+            b.put_i32(0); // not a table column
+            b.put_i16(0);
+            b.put_u32(*oid);
+            b.put_i16(-1); // variable length
+            b.put_i32(-1); // no type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// DataRow with text values; `None` is SQL NULL.
+pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
+    message(buf, b'D', |b| {
+        b.put_i16(values.len() as i16);
+        for value in values {
+            match value {
+                Some(v) => {
+                    b.put_i32(v.as_ref().len() as i32);
+                    b.put_slice(v.as_ref().as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
 /// A simple-protocol Query.
 pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
@@ -165,6 +197,18 @@ mod tests {
         want.extend_from_slice(&[b'2', 0, 0, 0, 4, b'n', 0, 0, 0, 4, b'I', 0, 0, 0, 4]);
         want.extend_from_slice(&[b't', 0, 0, 0, 10, 0, 1, 0, 0, 0, 23]);
         assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn rows_encode_as_postgres_does() {
+        let mut b = BytesMut::new();
+        row_description(&mut b, &[("a", 25)]);
+        let mut want = vec![b'T', 0, 0, 0, 26, 0, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25];
+        want.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]);
+        assert_eq!(&b[..], &want[..]);
+        b.clear();
+        data_row(&mut b, &[Some("xy"), None]);
+        assert_eq!(&b[..], &[b'D', 0, 0, 0, 16, 0, 2, 0, 0, 0, 2, b'x', b'y', 0xff, 0xff, 0xff, 0xff]);
     }
 
     #[test]
