@@ -77,7 +77,7 @@ impl Proxy {
             autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
             close_on_lost_session_state: config.pool.lost_session_state == config::LostSessionState::Close,
         };
-        let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone()));
+        let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone(), Arc::new(config.clone())));
         let probe_user = config.health.user.clone().or_else(|| config.users.first().map(|u| u.name.clone()));
         let prober = probe_user.map(|user| Prober {
             user,

@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod classify;
 pub mod handshake;
 pub mod io;
+pub mod pause;
 pub mod pins;
 pub mod relay;
 pub mod replies;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::UserDirectory;
 use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::error::ClientError;
 use cancel::CancelRegistry;
 
@@ -79,8 +81,12 @@ pub struct ClientCtx {
     pub pin_stats: pins::PinStats,
     /// Read-only verdicts of autocommit queries, by text hash (bounded; a miss costs ~1 µs).
     pub select_verdicts: std::sync::Mutex<std::collections::HashMap<u64, bool>>,
-    /// Set on SIGTERM: finish the current transaction, then leave.
+    /// Set on SIGTERM (or the admin console's SHUTDOWN): finish the current transaction, then leave.
     pub draining: CancellationToken,
+    /// PAUSE / RESUME: every borrow of a server connection passes it.
+    pub pause: pause::PauseGate,
+    /// The configuration in force (SHOW CONFIG, admin_users).
+    pub config: Arc<Config>,
     connected: AtomicUsize,
 }
 
@@ -90,6 +96,7 @@ impl ClientCtx {
         users: Arc<UserDirectory>,
         cluster: Arc<Cluster>,
         draining: CancellationToken,
+        config: Arc<Config>,
     ) -> ClientCtx {
         ClientCtx {
             settings,
@@ -99,6 +106,8 @@ impl ClientCtx {
             pin_stats: pins::PinStats::default(),
             select_verdicts: Default::default(),
             draining,
+            pause: pause::PauseGate::default(),
+            config,
             connected: AtomicUsize::new(0),
         }
     }

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::cancel::{CancelKey, send_cancel};
+use super::pause::Held;
 use super::{Admitted, AuthMethod, ClientCtx, Endpoint, HandshakeEnd, settings};
 use crate::auth::{md5, scram};
 use crate::backend::BackendError;
@@ -130,10 +131,17 @@ fn server_lost(e: BackendError) -> HandshakeEnd {
 /// comes from a replica, so readers can log in while the primary is away).
 async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: Endpoint) -> Result<Pooled> {
     let timeout = ctx.settings.borrow_timeout;
-    let borrowed = match endpoint {
-        Endpoint::Writer => ctx.cluster.checkout_primary(None, database, user, timeout).await,
-        Endpoint::Reader => ctx.cluster.checkout_replica(database, user, timeout, None).await,
+    // While paused, logins wait too (a login borrows, and a paused server may be restarting).
+    let left = match ctx.pause.enter(timeout, &ctx.draining).await {
+        Ok(left) => left,
+        Err(Held::TimedOut) => return Err(ClientError::BorrowTimeout(timeout).into()),
+        Err(Held::ShuttingDown) => return Err(ClientError::Shutdown.into()),
     };
+    let borrowed = match endpoint {
+        Endpoint::Writer => ctx.cluster.checkout_primary(None, database, user, left).await,
+        Endpoint::Reader => ctx.cluster.checkout_replica(database, user, left, None).await,
+    };
+    ctx.pause.leave();
     match borrowed {
         Ok(b) => Ok(b),
         Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { frame, .. }))) => {

@@ -14,6 +14,7 @@ use super::aborted::{Aborted, Step};
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
 use super::io::{IdleTimer, ToClient, flush_now, read_more, read_server, write_now};
+use super::pause::Held;
 use super::pins::{CHECK_SQL, PinReasons};
 use super::relay::{self, Active, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
@@ -237,35 +238,48 @@ impl Session {
         self.wait_client(true, true).await
     }
 
-    /// Borrows a server connection for the client's next transaction.
+    /// Borrows a server connection for the client's next transaction, through the pause gate.
     async fn borrow(&mut self) -> Result<(), End> {
         let timeout = self.ctx.settings.borrow_timeout;
+        let left = match self.ctx.pause.enter(timeout, &self.ctx.draining).await {
+            Ok(left) => left,
+            Err(Held::ShuttingDown) => return Err(End::Fatal(ClientError::Shutdown)),
+            Err(Held::TimedOut) => {
+                self.fail_batch(ClientError::BorrowTimeout(timeout));
+                return Ok(());
+            }
+        };
         let cluster = &self.ctx.cluster;
         let borrowed = if routing::read_only_next(&self.ctx, self.endpoint, &self.settings, &self.cin, &self.statements)
         {
             let wrote_in = self.wrote_in.filter(|_| self.ctx.settings.read_your_writes);
-            cluster.checkout_replica(&self.database, &self.user, timeout, wrote_in).await
+            cluster.checkout_replica(&self.database, &self.user, left, wrote_in).await
         } else {
-            cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, timeout).await
+            cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, left).await
         };
-        let err = match borrowed {
+        match borrowed {
             Ok(backend) => {
                 if !self.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, backend.pool())) {
                     self.pool = Some(backend.pool().clone());
                 }
                 self.activate(backend);
-                return Ok(());
             }
-            Err(ClusterError::Pool(PoolError::Timeout)) => ClientError::BorrowTimeout(timeout),
+            Err(ClusterError::Pool(PoolError::Timeout)) => self.fail_batch(ClientError::BorrowTimeout(timeout)),
             Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { message, .. }))) => {
-                ClientError::ServerUnavailable(message)
+                self.fail_batch(ClientError::ServerUnavailable(message))
             }
-            Err(e) => ClientError::ServerUnavailable(e.to_string()),
-        };
+            Err(e) => self.fail_batch(ClientError::ServerUnavailable(e.to_string())),
+        }
+        // Now holding (the cancel slot shows it) or failed: PAUSE may count this client.
+        self.ctx.pause.leave();
+        Ok(())
+    }
+
+    /// No server connection for the client's batch: tell it why, and drop the rest of the batch.
+    fn fail_batch(&mut self, err: ClientError) {
         tracing::warn!(user = %self.user, database = %self.database, error = %err, "no server connection for a transaction");
         err.write_to(&mut self.cout);
         self.transition(State::Discarding);
-        Ok(())
     }
 
     /// After an error pgmux raised for the current batch: drop messages up to its Sync (or the failed
