@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ pub struct Pool {
     /// Bounds connection attempts in flight, so a pool refilling after a failover does not hit
     /// its server with `size` logins at once.
     connecting: Semaphore,
+    /// Borrowers waiting for a connection to be free right now.
+    waiting: AtomicUsize,
     pub stats: PoolStats,
 }
 
@@ -77,6 +79,7 @@ impl Pool {
             valid_since: Mutex::new(None),
             sockets: Mutex::new(Vec::new()),
             connecting: Semaphore::new(CONNECTS_AT_ONCE),
+            waiting: AtomicUsize::new(0),
             stats: PoolStats::default(),
         })
     }
@@ -94,17 +97,25 @@ impl Pool {
         self.size - self.permits.available_permits()
     }
 
+    /// Borrowers waiting for a connection right now.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Borrows a connection, waiting at most `timeout` for one to be free.
     pub async fn checkout(self: &Arc<Self>, timeout: Duration) -> Result<Pooled, PoolError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| {
-                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    PoolError::Timeout
-                })?
-                .map_err(|_| PoolError::Timeout)?,
+            Err(_) => {
+                let _waiting = Waiting::new(&self.waiting);
+                tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| {
+                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        PoolError::Timeout
+                    })?
+                    .map_err(|_| PoolError::Timeout)?
+            }
         };
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         while let Some(mut conn) = self.pop_idle() {
@@ -180,6 +191,22 @@ impl Pool {
 
     fn still_valid(&self, conn: &BackendConn) -> bool {
         self.valid_since.lock().map(|v| v.is_none_or(|t| conn.created >= t)).unwrap_or(false)
+    }
+}
+
+/// Counts a borrower as waiting while it lives (also when its wait is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ServerView {
     pub role: &'static str,
     pub lag_bytes: Option<u64>,
     pub lag: Option<Duration>,
+    /// A primary's timeline, from its last probe.
+    pub timeline: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -219,6 +221,7 @@ impl Topology {
                     role,
                     lag_bytes: replica.and_then(|p| primary_lsn.map(|l| l.saturating_sub(p.lsn))),
                     lag: replica.map(|_| h.lag),
+                    timeline: p.and_then(|p| p.timeline),
                 }
             })
             .collect()
