@@ -1,7 +1,10 @@
-//! The HTTP admin endpoint (`admin_listen`): GET /healthz and GET /status, the JSON rendering of
-//! one [`snapshot`].
+//! The operator's interfaces: the HTTP endpoint (`admin_listen`: GET /healthz, GET /status as JSON)
+//! here, and the SQL admin console (`console`, database `pgmux`). Both report one [`snapshot`].
 
+pub mod commands;
+pub mod console;
 pub mod snapshot;
+pub mod tables;
 
 use std::sync::Arc;
 

@@ -154,32 +154,51 @@ impl Drop for Admitted {
     }
 }
 
-/// Serves one accepted client connection until it closes.
-pub async fn serve(ctx: Arc<ClientCtx>, mut stream: TcpStream, peer: SocketAddr, endpoint: Endpoint) {
+/// A client that logged in to the admin console: served by the caller (`admin::console`), as
+/// nothing in this module knows the console's commands.
+#[derive(Debug)]
+pub struct ConsoleClient {
+    pub stream: TcpStream,
+    pub login: handshake::ConsoleLogin,
+}
+
+/// Serves one accepted client connection until it closes; a client of the admin console is handed
+/// back once greeted.
+pub async fn serve(
+    ctx: Arc<ClientCtx>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+) -> Option<ConsoleClient> {
     let _ = stream.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&crate::backend::keepalive());
     let startup = match handshake::run(&ctx, &mut stream, endpoint).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return,
+        Ok(Some(handshake::Greeted::Session(s))) => s,
+        Ok(Some(handshake::Greeted::Console(login))) => {
+            tracing::info!(%peer, user = %login.user, "admin console session");
+            return Some(ConsoleClient { stream, login });
+        }
+        Ok(None) => return None,
         Err(HandshakeEnd::Quiet(reason)) => {
             tracing::debug!(%peer, reason, "client left during startup");
-            return;
+            return None;
         }
         Err(HandshakeEnd::Error(err)) => {
             tracing::info!(%peer, error = %err, sqlstate = err.sqlstate(), "client rejected");
             let mut buf = BytesMut::new();
             err.write_to(&mut buf);
             let _ = stream.write_all(&buf).await;
-            return;
+            return None;
         }
         Err(HandshakeEnd::ServerError(frame)) => {
             let _ = stream.write_all(&frame).await;
-            return;
+            return None;
         }
     };
     tracing::debug!(%peer, user = %startup.user, database = %startup.database, "client connected");
-    session::Session::new(ctx, stream, startup, endpoint).run().await;
+    session::Session::new(ctx, stream, *startup, endpoint).run().await;
+    None
 }
 
 /// Why a handshake did not produce a session.

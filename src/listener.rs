@@ -1,14 +1,16 @@
 //! Accepting client connections: one named task per client, all owned by a tracker so shutdown can
-//! drain them (SIGTERM) or drop them (SIGINT).
+//! drain them (SIGTERM, or SHUTDOWN on the admin console) or drop them (SIGINT).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admin;
 use crate::client::{self, ClientCtx, Endpoint};
 
 /// How the process is asked to stop.
@@ -39,7 +41,7 @@ pub async fn run(
                 Ok((stream, peer)) => {
                     next_id += 1;
                     let span = tracing::info_span!("client", id = next_id, %peer);
-                    tracker.spawn(client::serve(ctx.clone(), stream, peer, endpoint).instrument(span));
+                    tracker.spawn(serve(ctx.clone(), stream, peer, endpoint).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -58,6 +60,13 @@ pub async fn run(
         _ = tracker.wait() => tracing::info!("all clients gone"),
         _ = tokio::time::sleep(drain_timeout) => tracing::warn!(left = tracker.len(), "drain timeout; closing the rest"),
         _ = shutdown.abort.cancelled() => {}
+    }
+}
+
+/// One client: a session relaying its transactions, or the admin console if it logged in there.
+async fn serve(ctx: Arc<ClientCtx>, stream: TcpStream, peer: SocketAddr, endpoint: Endpoint) {
+    if let Some(console) = client::serve(ctx.clone(), stream, peer, endpoint).await {
+        admin::console::run(ctx, console).await;
     }
 }
 

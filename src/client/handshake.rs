@@ -35,12 +35,33 @@ pub struct Startup {
     pub(crate) admitted: Admitted,
 }
 
+/// The virtual database of the admin console.
+pub const CONSOLE_DATABASE: &str = "pgmux";
+
+/// A client that logged in to the admin console (database `pgmux`) as one of `admin_users`, and
+/// was greeted. It never borrows a server connection.
+#[derive(Debug)]
+pub struct ConsoleLogin {
+    pub user: String,
+    pub key: CancelKey,
+    /// Bytes the client sent after its startup, not yet handled.
+    pub pending: BytesMut,
+    pub(crate) admitted: Admitted,
+}
+
+/// Where a client goes after its startup.
+#[derive(Debug)]
+pub enum Greeted {
+    Session(Box<Startup>),
+    Console(ConsoleLogin),
+}
+
 type Result<T> = std::result::Result<T, HandshakeEnd>;
 
 /// Runs the startup: the packet exchange and authentication under `clients.startup_timeout`, then
 /// the greeting, whose wait for a server connection is bounded by `pool.borrow_timeout` instead.
 /// `Ok(None)`: a cancel request, handled.
-pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, endpoint: Endpoint) -> Result<Option<Startup>> {
+pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, endpoint: Endpoint) -> Result<Option<Greeted>> {
     let limit = ctx.settings.startup_timeout;
     let login = match tokio::time::timeout(limit, login(ctx, stream)).await {
         Ok(Ok(Some(login))) => login,
@@ -48,7 +69,47 @@ pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, endpoint: Endpoin
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(HandshakeEnd::Quiet("startup timeout")),
     };
-    greet(ctx, stream, login, endpoint).await.map(Some)
+    if login.database == CONSOLE_DATABASE {
+        return greet_console(ctx, stream, login).await.map(|c| Some(Greeted::Console(c)));
+    }
+    greet(ctx, stream, login, endpoint).await.map(|s| Some(Greeted::Session(Box::new(s))))
+}
+
+/// What the admin console reports about itself at startup (PgBouncer's console does the same).
+fn console_parameters(user: &str) -> [(&'static str, &str); 10] {
+    [
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("IntervalStyle", "postgres"),
+        ("is_superuser", "on"),
+        ("server_encoding", "UTF8"),
+        // Clients read the major version from the leading number.
+        ("server_version", concat!("15.0 (pgmux ", env!("CARGO_PKG_VERSION"), ")")),
+        ("session_authorization", user),
+        ("standard_conforming_strings", "on"),
+    ]
+}
+
+/// Admits one of `admin_users` to the console (anyone else, authenticated like any client, is
+/// refused after authentication, as PostgreSQL refuses a database a role may not connect to).
+async fn greet_console(ctx: &ClientCtx, stream: &mut TcpStream, login: Login) -> Result<ConsoleLogin> {
+    let Login { user, buf, mut out, admitted, .. } = login;
+    if !ctx.config.admin_users.contains(&user) {
+        send(stream, &mut out).await?;
+        return Err(ClientError::ConsoleNotAllowed(user).into());
+    }
+    let key = ctx.cancels.register();
+    key.slot.set_identity(&user, CONSOLE_DATABASE);
+    for (name, value) in console_parameters(&user) {
+        build::parameter_status(&mut out, name, value);
+    }
+    build::parameter_status(&mut out, "TimeZone", "UTC");
+    build::backend_key_data(&mut out, key.pid, key.secret);
+    build::ready_for_query(&mut out, TxStatus::Idle);
+    send(stream, &mut out).await?;
+    Ok(ConsoleLogin { user, key, pending: buf, admitted })
 }
 
 /// A client that proved who it is.
