@@ -10,7 +10,7 @@
 //! - `error`: the one mapping from pgmux failures to SQLSTATEs.
 //! - `client`: a client connection: handshake, session state machine, relay.
 //! - `listener`: accepting clients, and shutdown.
-//! - `admin`: the HTTP admin endpoint (/healthz, /status).
+//! - `admin`: the operator's interfaces: HTTP (/healthz, /status) and the SQL admin console.
 //! - `localpg`: throwaway local PostgreSQL clusters for `pgmux demo` and the tests.
 //! - `app`: wiring a config into a running proxy.
 #![forbid(unsafe_code)]
