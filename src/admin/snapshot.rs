@@ -57,6 +57,10 @@ pub struct PoolView {
 
 /// Reads the proxy's state now.
 pub fn snapshot(ctx: &ClientCtx) -> Snapshot {
+    // Borrowers passing the pause gate are counted before the clients holding connections: one
+    // that leaves the gate in between is then seen holding (it sets its slot before it leaves).
+    let passing_pause = ctx.pause.passing();
+    let clients = ctx.cancels.status();
     let servers = ctx.cluster.servers_view();
     let role_of = |server: &str| servers.iter().find(|s| &*s.server == server).map_or("unknown", |s| s.role);
     let mut pools: Vec<PoolView> = ctx
@@ -84,7 +88,7 @@ pub fn snapshot(ctx: &ClientCtx) -> Snapshot {
         .collect();
     pools.sort_by(|a, b| (&a.database, &a.user, &a.server).cmp(&(&b.database, &b.user, &b.server)));
     Snapshot {
-        clients: ctx.cancels.status(),
+        clients,
         clients_connected: ctx.connected(),
         pinned_now: ctx.pin_stats.pinned_now.load(Ordering::Relaxed),
         pins_by_reason: PinReasons::ALL.iter().map(|(r, name)| (*name, ctx.pin_stats.count(*r))).collect(),
@@ -94,7 +98,7 @@ pub fn snapshot(ctx: &ClientCtx) -> Snapshot {
         pools,
         paused: ctx.pause.is_paused(),
         held_by_pause: ctx.pause.held(),
-        passing_pause: ctx.pause.passing(),
+        passing_pause,
         draining: ctx.draining.is_cancelled(),
         pool_mode: match ctx.settings.mode {
             PoolMode::Transaction => "transaction",
