@@ -18,7 +18,7 @@ pub fn run(port: u16) -> ExitCode {
         }
     };
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\nreader_listen: 127.0.0.1:{}\nservers: [{}, {}]\npool:\n  size: 20\nusers:\n  - name: app\n    password: app\n",
+        "listen: 127.0.0.1:{port}\nreader_listen: 127.0.0.1:{}\nservers: [{}, {}]\npool:\n  size: 20\nusers:\n  - name: app\n    password: app\nadmin_users: [app]\n",
         port.wrapping_add(1),
         cluster.addr(0),
         cluster.addr(1)
