@@ -3,6 +3,8 @@
 //! Modules, lowest layer first:
 //! - `config`: the YAML configuration, validated as a whole.
 //! - `protocol`: wire framing, startup packets, the messages pgmux builds or inspects.
+//! - `net`: the byte streams connections run on (TCP, or the local end of a TLS pump).
+//! - `tls`: certificates and modes towards clients and servers (reloadable), the TLS pump tasks.
 //! - `auth`: SCRAM-SHA-256 and MD5 verification of clients against the configured users.
 //! - `backend`: one logged-in connection to a PostgreSQL server.
 //! - `pool`: per (server, database, user) pools of backend connections.
@@ -26,5 +28,7 @@ pub mod demo;
 pub mod error;
 pub mod listener;
 pub mod localpg;
+pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod tls;

@@ -52,6 +52,20 @@ pub fn packet_len(buf: &[u8]) -> Result<Option<usize>, StartupError> {
     Ok(Some(len))
 }
 
+/// The encryption request the first 8 bytes of a connection make, if they are one (an SSLRequest
+/// or GSSENCRequest is exactly 8 bytes: length 8 and the request code).
+pub fn encryption_request(first: &[u8]) -> Option<StartupPacket> {
+    let first: &[u8; 8] = first.get(..8)?.try_into().ok()?;
+    if first[..4] != 8u32.to_be_bytes() {
+        return None;
+    }
+    match u32::from_be_bytes([first[4], first[5], first[6], first[7]]) {
+        SSL_REQUEST => Some(StartupPacket::Ssl),
+        GSSENC_REQUEST => Some(StartupPacket::GssEnc),
+        _ => None,
+    }
+}
+
 /// Parses one whole startup-phase packet (length prefix included).
 pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
     if packet.len() < 8 {
@@ -162,6 +176,10 @@ mod tests {
     fn parses_each_packet_kind() {
         assert_eq!(parse(&packet(SSL_REQUEST, b"")), Ok(StartupPacket::Ssl));
         assert_eq!(parse(&packet(GSSENC_REQUEST, b"")), Ok(StartupPacket::GssEnc));
+        assert_eq!(encryption_request(&packet(SSL_REQUEST, b"")), Some(StartupPacket::Ssl));
+        assert_eq!(encryption_request(&packet(GSSENC_REQUEST, b"")), Some(StartupPacket::GssEnc));
+        assert_eq!(encryption_request(&packet(CANCEL_REQUEST, &[0; 8])), None);
+        assert_eq!(encryption_request(&packet(SSL_REQUEST, b"")[..7]), None);
         let mut body = 7i32.to_be_bytes().to_vec();
         body.extend_from_slice(&(-9i32).to_be_bytes());
         assert_eq!(parse(&packet(CANCEL_REQUEST, &body)), Ok(StartupPacket::Cancel { pid: 7, secret: -9 }));
