@@ -12,6 +12,7 @@ mod expand;
 mod raw;
 mod reader;
 mod show;
+mod tls;
 mod users;
 
 #[cfg(test)]
@@ -20,7 +21,7 @@ mod error_tests;
 mod tests;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use address::{AddrError, ServerAddr};
@@ -48,6 +49,10 @@ pub struct Config {
     pub workers: usize,
     pub health: HealthConfig,
     pub routing: RoutingConfig,
+    /// TLS towards clients.
+    pub tls: TlsConfig,
+    /// TLS towards the servers.
+    pub server_tls: ServerTlsConfig,
 }
 
 /// When a backend connection returns to the pool.
@@ -173,6 +178,53 @@ impl Default for RoutingConfig {
             autocommit_reads_to_replica: false,
         }
     }
+}
+
+/// Client-facing TLS (`tls:`). TLS is offered only with a certificate and a mode other than `disable`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM certificate chain, leaf first; required with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+/// When clients may or must use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Never: SSLRequest is answered `N`.
+    Disable,
+    /// TLS offered when a certificate is configured; plaintext accepted too.
+    Allow,
+    /// Same as `allow` for pgmux (the default).
+    #[default]
+    Prefer,
+    /// Plaintext clients are refused (FATAL 28000).
+    Require,
+}
+
+/// Server-facing TLS (`server_tls:`), with libpq's `sslmode` meanings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerTlsConfig {
+    pub mode: ServerTlsMode,
+    /// PEM CA certificate(s) that server certificates must chain to (verify-ca, verify-full).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerTlsMode {
+    /// Plaintext only (the default: what pgmux did before TLS).
+    #[default]
+    Disable,
+    /// TLS when the server accepts it, unverified; plaintext otherwise.
+    Prefer,
+    /// TLS or fail; the certificate is not verified.
+    Require,
+    /// TLS, certificate chain checked against `ca_file`.
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must name the host of the server address.
+    VerifyFull,
 }
 
 /// How clients authenticate to pgmux.

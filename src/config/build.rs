@@ -10,7 +10,7 @@ use super::{
     ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig, PoolMode,
     RoutingConfig,
 };
-use super::{Problem, ServerAddr, users};
+use super::{Problem, ServerAddr, tls, users};
 
 const LOST_SESSION_STATE: &[(&str, LostSessionState)] =
     &[("continue", LostSessionState::Continue), ("close", LostSessionState::Close)];
@@ -46,6 +46,8 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         ctx.report("health.user", None, format!("`{u}` is not one of the configured users"));
     }
     let routing = read_routing(ctx, top.get("routing"));
+    let tls = tls::read_tls(ctx, top.get("tls"));
+    let server_tls = tls::read_server_tls(ctx, top.get("server_tls"));
     top.finish(ctx);
     let config = Config {
         listen: listen.map(|e| e.text).unwrap_or_default(),
@@ -61,6 +63,8 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         workers: workers.unwrap_or(0),
         health,
         routing,
+        tls,
+        server_tls,
     };
     (config, std::mem::take(&mut ctx.problems))
 }

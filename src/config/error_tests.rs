@@ -227,3 +227,30 @@ log_format: ${LOG_FORMAT}
     assert_eq!(rendered.lines().count(), expected.len(), "{rendered}");
     assert!(rendered.starts_with("line 1: listen: `127.0.0.1` has no port"), "{rendered}");
 }
+
+#[test]
+fn tls_problems_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = crate::tls::test_certs::write(dir.path(), &["localhost"]);
+    let other = tempfile::tempdir().unwrap();
+    let other = crate::tls::test_certs::write(other.path(), &["localhost"]);
+    let (cert, key, ca) = (files.cert.display(), files.key.display(), files.ca.display());
+    assert_one(&with(&format!("tls:\n  cert_file: {cert}\n")), "tls.cert_file", Some(8), "needs `key_file`");
+    assert_one(&with(&format!("tls:\n  key_file: {key}\n")), "tls.key_file", Some(8), "needs `cert_file`");
+    assert_one(&with("tls:\n  mode: require\n"), "tls.mode", Some(8), "`require` needs `cert_file`");
+    assert_one(&with("tls:\n  mode: on\n"), "tls.mode", Some(8), "one of: disable, allow, prefer, require");
+    let missing = format!("tls:\n  cert_file: /nonexistent/cert.pem\n  key_file: {key}\n");
+    assert_one(&with(&missing), "tls.cert_file", Some(8), "/nonexistent/cert.pem");
+    let mismatched = format!("tls:\n  cert_file: {cert}\n  key_file: {}\n", other.key.display());
+    assert_one(&with(&mismatched), "tls.key_file", Some(9), "does not fit the certificate");
+    let not_a_cert = format!("tls:\n  cert_file: {key}\n  key_file: {key}\n");
+    assert_one(&with(&not_a_cert), "tls.cert_file", Some(8), "no PEM certificate");
+    assert_one(&with("server_tls:\n  mode: verify-full\n"), "server_tls.mode", Some(8), "need `ca_file`");
+    let unused = format!("server_tls:\n  mode: require\n  ca_file: {ca}\n");
+    assert_one(&with(&unused), "server_tls.ca_file", Some(9), "only used with mode `verify-ca` or `verify-full`");
+    let bad_ca = format!("server_tls:\n  mode: verify-ca\n  ca_file: {key}\n");
+    assert_one(&with(&bad_ca), "server_tls.ca_file", Some(9), "no PEM certificate");
+    assert_one(&with("server_tls:\n  mode: verify\n"), "server_tls.mode", Some(8), "verify-ca, verify-full");
+    assert_one(&with("server_tls:\n  sslmode: require\n"), "server_tls.sslmode", Some(8), "unknown key");
+}
+

@@ -2,7 +2,7 @@
 //! console's SHOW CONFIG. Secrets are never part of it: a user shows only its name.
 
 use super::duration::format_duration;
-use super::{ClientAuthMethod, Config, LogFormat, LostSessionState, PoolMode};
+use super::{ClientAuthMethod, Config, LogFormat, LostSessionState, PoolMode, ServerTlsMode, TlsMode};
 
 impl Config {
     /// Every key with the value in force, in the order proxy.yaml documents them. Users appear as
@@ -10,6 +10,7 @@ impl Config {
     pub fn effective(&self) -> Vec<(String, String)> {
         let d = format_duration;
         let optional = |v: &Option<String>| v.clone().unwrap_or_default();
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let servers = self.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let autocommit_reads = if self.routing.autocommit_reads_to_replica { "replica" } else { "primary" };
         let head = [
@@ -44,6 +45,11 @@ impl Config {
             ("routing.fallback_to_primary", self.routing.fallback_to_primary.to_string()),
             ("routing.read_your_writes", self.routing.read_your_writes.to_string()),
             ("routing.autocommit_reads", autocommit_reads.into()),
+            ("tls.mode", tls_mode(self.tls.mode).into()),
+            ("tls.cert_file", path(&self.tls.cert_file)),
+            ("tls.key_file", path(&self.tls.key_file)),
+            ("server_tls.mode", server_tls_mode(self.server_tls.mode).into()),
+            ("server_tls.ca_file", path(&self.server_tls.ca_file)),
         ];
         let owned = |(key, value): (&str, String)| (key.to_owned(), value);
         head.into_iter().map(owned).chain(users).chain(tail.into_iter().map(owned)).collect()
@@ -68,6 +74,25 @@ fn auth_method(method: ClientAuthMethod) -> &'static str {
     match method {
         ClientAuthMethod::ScramSha256 => "scram-sha-256",
         ClientAuthMethod::Md5 => "md5",
+    }
+}
+
+fn tls_mode(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Disable => "disable",
+        TlsMode::Allow => "allow",
+        TlsMode::Prefer => "prefer",
+        TlsMode::Require => "require",
+    }
+}
+
+fn server_tls_mode(mode: ServerTlsMode) -> &'static str {
+    match mode {
+        ServerTlsMode::Disable => "disable",
+        ServerTlsMode::Prefer => "prefer",
+        ServerTlsMode::Require => "require",
+        ServerTlsMode::VerifyCa => "verify-ca",
+        ServerTlsMode::VerifyFull => "verify-full",
     }
 }
 
@@ -116,6 +141,9 @@ admin_users: [ops]
         assert_eq!(value(&rows, "users[1].name"), Some("ops"));
         assert_eq!(value(&rows, "admin_users"), Some("ops"));
         assert_eq!(value(&rows, "routing.autocommit_reads"), Some("primary"));
+        assert_eq!(value(&rows, "tls.mode"), Some("prefer"));
+        assert_eq!(value(&rows, "tls.cert_file"), Some(""));
+        assert_eq!(value(&rows, "server_tls.mode"), Some("disable"));
     }
 
     #[test]

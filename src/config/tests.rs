@@ -58,6 +58,8 @@ fn minimal_config_gets_every_default() {
         workers: 0,
         health: HealthConfig::default(),
         routing: RoutingConfig::default(),
+        tls: TlsConfig { mode: TlsMode::Prefer, cert_file: None, key_file: None },
+        server_tls: ServerTlsConfig { mode: ServerTlsMode::Disable, ca_file: None },
     };
     assert_eq!(load(MINIMAL), expected);
 }
@@ -254,3 +256,28 @@ users:
     assert_eq!(config.pool.size, 3);
     assert_eq!(config.users, [user("app", "app"), user("other", "app")]);
 }
+
+#[test]
+fn tls_sections_name_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = crate::tls::test_certs::write(dir.path(), &["localhost"]);
+    let yaml = format!(
+        "{MINIMAL}tls:\n  mode: require\n  cert_file: {}\n  key_file: {}\nserver_tls:\n  mode: verify-full\n  ca_file: {}\n",
+        files.cert.display(),
+        files.key.display(),
+        files.ca.display()
+    );
+    let config = load(&yaml);
+    let tls = TlsConfig { mode: TlsMode::Require, cert_file: Some(files.cert), key_file: Some(files.key.clone()) };
+    assert_eq!(config.tls, tls);
+    assert_eq!(config.server_tls, ServerTlsConfig { mode: ServerTlsMode::VerifyFull, ca_file: Some(files.ca) });
+    for (mode, expected) in [("disable", TlsMode::Disable), ("allow", TlsMode::Allow), ("prefer", TlsMode::Prefer)] {
+        assert_eq!(load(&format!("{MINIMAL}tls: {{mode: {mode}}}\n")).tls.mode, expected);
+    }
+    for (mode, expected) in
+        [("disable", ServerTlsMode::Disable), ("prefer", ServerTlsMode::Prefer), ("require", ServerTlsMode::Require)]
+    {
+        assert_eq!(load(&format!("{MINIMAL}server_tls: {{mode: {mode}}}\n")).server_tls.mode, expected);
+    }
+}
+
