@@ -11,6 +11,7 @@ use crate::client::{AuthMethod, ClientCtx, ClientSettings, Endpoint, PoolMode};
 use crate::cluster::{Cluster, PoolSettings, ReadRouting};
 use crate::config::{self, Config};
 use crate::listener::{self, Shutdown};
+use crate::tls::{self, TlsError, TlsSettings};
 
 /// How often idle server connections are checked against `pool.idle_timeout`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
@@ -44,6 +45,8 @@ impl Proxy {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let (acceptor, connector) = tls_from_config(config).map_err(std::io::Error::other)?;
+        let tls = Arc::new(TlsSettings::new(acceptor, connector));
         let users = Arc::new(UserDirectory::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str()))));
         let cluster = Arc::new(Cluster::new(
             config.servers.iter().map(|s| s.to_string()).collect(),
@@ -52,6 +55,7 @@ impl Proxy {
                 connect_timeout: config.pool.connect_timeout,
                 init_query: config.pool.init_query.clone(),
                 idle_timeout: config.pool.idle_timeout,
+                tls: tls.clone(),
             },
             ReadRouting {
                 max_replica_lag: config.routing.max_replica_lag,
@@ -77,7 +81,8 @@ impl Proxy {
             autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
             close_on_lost_session_state: config.pool.lost_session_state == config::LostSessionState::Close,
         };
-        let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone(), Arc::new(config.clone())));
+        let config_arc = Arc::new(config.clone());
+        let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone(), config_arc, tls));
         let probe_user = config.health.user.clone().or_else(|| config.users.first().map(|u| u.name.clone()));
         let prober = probe_user.map(|user| Prober {
             user,
@@ -130,4 +135,36 @@ impl Proxy {
         stop_prober.cancel();
         maintenance.abort();
     }
+}
+
+/// Loads the certificates `config` names and swaps them in for new connections (client-facing
+/// `tls` and server-facing `server_tls` together, or neither if anything fails to load). Sessions
+/// and server connections already encrypted keep the settings they started with.
+pub fn reload_tls(ctx: &ClientCtx, config: &Config) -> Result<(), TlsError> {
+    let (acceptor, connector) = tls_from_config(config)?;
+    ctx.tls.replace(acceptor, connector);
+    tracing::info!("TLS settings reloaded");
+    Ok(())
+}
+
+fn tls_from_config(config: &Config) -> Result<(tls::Acceptor, tls::Connector), TlsError> {
+    let t = &config.tls;
+    let mode = match t.mode {
+        config::TlsMode::Disable => tls::ClientMode::Disable,
+        config::TlsMode::Allow => tls::ClientMode::Allow,
+        config::TlsMode::Prefer => tls::ClientMode::Prefer,
+        config::TlsMode::Require => tls::ClientMode::Require,
+    };
+    let files = t.cert_file.as_deref().zip(t.key_file.as_deref());
+    let acceptor = tls::Acceptor::new(mode, files)?;
+    let s = &config.server_tls;
+    let mode = match s.mode {
+        config::ServerTlsMode::Disable => tls::ServerMode::Disable,
+        config::ServerTlsMode::Prefer => tls::ServerMode::Prefer,
+        config::ServerTlsMode::Require => tls::ServerMode::Require,
+        config::ServerTlsMode::VerifyCa => tls::ServerMode::VerifyCa,
+        config::ServerTlsMode::VerifyFull => tls::ServerMode::VerifyFull,
+    };
+    let connector = tls::Connector::new(mode, s.ca_file.as_deref())?;
+    Ok((acceptor, connector))
 }

@@ -2,6 +2,7 @@
 //! runs on it by itself. Relaying client traffic over it is the client module's job.
 
 pub mod prepared;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io;
@@ -15,8 +16,8 @@ use std::future::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::net::{ReadHalf, WriteHalf};
 use crate::protocol::frame::{Frame, MAX_MESSAGE_LEN, split_frame};
 use crate::protocol::{TxStatus, btag, build, error_fields};
 
@@ -35,6 +36,9 @@ pub enum BackendError {
     Server { server: Arc<str>, code: String, message: String, frame: Frame },
     #[error("{server}: protocol error: {detail}")]
     Protocol { server: Arc<str>, detail: String },
+    /// TLS was required and could not be set up (refused, or the certificate failed verification).
+    #[error("{server}: TLS: {detail}")]
+    Tls { server: Arc<str>, detail: String },
 }
 
 /// TCP keepalive for every socket pgmux holds: a peer that vanished without a FIN is noticed in
@@ -67,14 +71,16 @@ pub struct LoginParams {
     pub database: String,
     pub connect_timeout: Duration,
     pub init_query: String,
+    /// `server_tls`, read at each connect (a reload applies to new connections).
+    pub tls: Arc<crate::tls::TlsSettings>,
 }
 
 /// A logged-in server connection.
 #[derive(Debug)]
 pub struct BackendConn {
     /// The socket's halves: reading and writing wait independently in the relay.
-    pub rd: OwnedReadHalf,
-    pub wr: OwnedWriteHalf,
+    pub rd: ReadHalf,
+    pub wr: WriteHalf,
     /// Bytes read from the server and not yet handled.
     pub rbuf: BytesMut,
     pub server: Arc<str>,
@@ -111,8 +117,10 @@ impl BackendConn {
         let sock = socket2::SockRef::from(&stream);
         let _ = sock.set_tcp_keepalive(&server_keepalive());
         let _ = sock.set_tcp_user_timeout(Some(SERVER_USER_TIMEOUT));
-        // A second handle on the socket, so the pool can cut it while a client holds it.
+        // A second handle on the socket, so the pool can cut it while a client holds it (with TLS,
+        // cutting the TCP socket ends the pump, and with it the local end the session reads).
         let cutter = Arc::new(sock.try_clone().map_err(&io_err)?);
+        let stream = tls::negotiate(stream, &login.tls.servers(), &server).await?;
         let (rd, wr) = stream.into_split();
         let mut conn = BackendConn {
             rd,

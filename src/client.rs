@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod classify;
 pub mod handshake;
 pub mod io;
+pub mod negotiate;
 pub mod pause;
 pub mod pins;
 pub mod relay;
@@ -23,12 +24,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::UserDirectory;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::ClientError;
+use crate::net::Stream;
+use crate::tls::TlsSettings;
 use cancel::CancelRegistry;
 
 /// Transaction or session pooling.
@@ -87,6 +91,8 @@ pub struct ClientCtx {
     pub pause: pause::PauseGate,
     /// The configuration in force (SHOW CONFIG, admin_users).
     pub config: Arc<Config>,
+    /// pgmux's certificate and TLS modes (swapped on reload; sessions keep what they started with).
+    pub tls: Arc<TlsSettings>,
     connected: AtomicUsize,
 }
 
@@ -97,6 +103,7 @@ impl ClientCtx {
         cluster: Arc<Cluster>,
         draining: CancellationToken,
         config: Arc<Config>,
+        tls: Arc<TlsSettings>,
     ) -> ClientCtx {
         ClientCtx {
             settings,
@@ -108,6 +115,7 @@ impl ClientCtx {
             draining,
             pause: pause::PauseGate::default(),
             config,
+            tls,
             connected: AtomicUsize::new(0),
         }
     }
@@ -158,25 +166,35 @@ impl Drop for Admitted {
 /// nothing in this module knows the console's commands.
 #[derive(Debug)]
 pub struct ConsoleClient {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub login: handshake::ConsoleLogin,
 }
 
 /// Serves one accepted client connection until it closes; a client of the admin console is handed
 /// back once greeted.
-pub async fn serve(
-    ctx: Arc<ClientCtx>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    endpoint: Endpoint,
-) -> Option<ConsoleClient> {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) -> Option<ConsoleClient> {
+    let _ = tcp.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&crate::backend::keepalive());
-    let startup = match handshake::run(&ctx, &mut stream, endpoint).await {
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
+    // Encryption and login share one deadline.
+    let deadline = Instant::now() + ctx.settings.startup_timeout;
+    let transport = match tokio::time::timeout_at(deadline, negotiate::run(ctx.tls.clients(), tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(end)) => {
+            tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "client left during TLS negotiation: startup timeout");
+            return None;
+        }
+    };
+    let negotiate::Transport { mut stream, security, pending } = transport;
+    let tls = security.channel_binding.is_some();
+    let startup = match handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline).await {
         Ok(Some(handshake::Greeted::Session(s))) => s,
         Ok(Some(handshake::Greeted::Console(login))) => {
-            tracing::info!(%peer, user = %login.user, "admin console session");
+            tracing::info!(%peer, user = %login.user, tls, "admin console session");
             return Some(ConsoleClient { stream, login });
         }
         Ok(None) => return None,
@@ -196,7 +214,7 @@ pub async fn serve(
             return None;
         }
     };
-    tracing::debug!(%peer, user = %startup.user, database = %startup.database, "client connected");
+    tracing::debug!(%peer, user = %startup.user, database = %startup.database, tls, "client connected");
     session::Session::new(ctx, stream, *startup, endpoint).run().await;
     None
 }

@@ -23,6 +23,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub init_query: String,
     pub idle_timeout: Duration,
+    /// TLS towards the servers (and towards clients: shared, so one reload swaps both).
+    pub tls: Arc<crate::tls::TlsSettings>,
 }
 
 /// Where read-only work may go (from `routing:`).
@@ -270,6 +272,7 @@ impl Cluster {
             database: database.to_string(),
             connect_timeout: self.settings.connect_timeout,
             init_query: self.settings.init_query.clone(),
+            tls: self.settings.tls.clone(),
         })
     }
 

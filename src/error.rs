@@ -17,6 +17,9 @@ pub enum ClientError {
     AuthProtocol(String),
     #[error("sorry, too many clients already")]
     TooManyClients,
+    /// A plaintext client while `tls.mode` is `require`.
+    #[error("pgmux accepts only TLS connections (tls.mode: require): connect with sslmode=require or stronger")]
+    TlsRequired,
     #[error("timed out after {0:?} waiting for a server connection")]
     BorrowTimeout(Duration),
     #[error("could not connect to server: {0}")]
@@ -82,6 +85,7 @@ impl ClientError {
         match self {
             ClientError::Protocol(_) | ClientError::AuthProtocol(_) => "08P01",
             ClientError::AuthFailed(_) => "28P01",
+            ClientError::TlsRequired => "28000",
             ClientError::TooManyClients | ClientError::BorrowTimeout(_) => "53300",
             ClientError::ServerUnavailable(_) | ClientError::StartupFailed(_) => "08001",
             ClientError::ServerLost(_)
@@ -119,6 +123,7 @@ mod tests {
         let cases: Vec<(ClientError, &str, Severity)> = vec![
             (ClientError::Protocol("x".into()), "08P01", Severity::Fatal),
             (ClientError::AuthFailed("u".into()), "28P01", Severity::Fatal),
+            (ClientError::TlsRequired, "28000", Severity::Fatal),
             (ClientError::TooManyClients, "53300", Severity::Fatal),
             (ClientError::BorrowTimeout(Duration::from_secs(1)), "53300", Severity::Error),
             (ClientError::ServerUnavailable("x".into()), "08001", Severity::Error),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::commands::{self, Reply};
 use super::tables::Table;
@@ -65,7 +64,7 @@ pub async fn run(ctx: Arc<ClientCtx>, client: ConsoleClient) {
 }
 
 impl Console {
-    async fn serve(&mut self, stream: &mut TcpStream) -> End {
+    async fn serve(&mut self, stream: &mut crate::net::Stream) -> End {
         let idle = self.ctx.settings.idle_timeout;
         loop {
             if let Some(end) = self.handle_input().await {

@@ -1,4 +1,5 @@
-//! Server side of SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL speaks it, without channel binding.
+//! Server side of SCRAM-SHA-256 (RFC 5802 / 7677) as PostgreSQL speaks it, and of
+//! SCRAM-SHA-256-PLUS with `tls-server-end-point` channel binding (RFC 5929) over TLS.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -7,6 +8,17 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+const CBIND_TYPE: &str = "tls-server-end-point";
+
+/// Channel binding in one exchange: `offered` is the tls-server-end-point data of pgmux's
+/// certificate when SCRAM-SHA-256-PLUS was offered (a TLS connection); `chosen` says whether the
+/// client picked that mechanism.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Binding<'a> {
+    pub offered: Option<&'a [u8]>,
+    pub chosen: bool,
+}
 
 /// StoredKey / ServerKey and salt derived from a password once.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,7 +82,8 @@ pub struct Exchange {
     client_first_bare: String,
     server_first: String,
     nonce: String,
-    cbind_header: String,
+    /// The gs2 header and channel binding data the client-final `c=` must carry.
+    cbind_input: Vec<u8>,
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -80,23 +93,42 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Handles the client-first message (`SASLInitialResponse` data); returns the server-first message.
-pub fn server_first(verifier: Verifier, client_first: &[u8]) -> Result<(Exchange, String), ScramError> {
+pub fn server_first(
+    verifier: Verifier,
+    client_first: &[u8],
+    binding: Binding<'_>,
+) -> Result<(Exchange, String), ScramError> {
     let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Protocol("not UTF-8"))?;
-    // gs2 header: "n,," (no binding) or "y,," (client could bind but thinks we can't); "p=" we never offered.
-    let (cbind_header, bare) = match msg.as_bytes().first() {
-        Some(b'n') | Some(b'y') => {
-            let mut parts = msg.splitn(3, ',');
-            let flag = parts.next().unwrap_or_default();
-            let authzid = parts.next().ok_or(ScramError::Protocol("malformed gs2 header"))?;
-            let bare = parts.next().ok_or(ScramError::Protocol("malformed gs2 header"))?;
-            if flag.len() != 1 || !authzid.is_empty() && !authzid.starts_with("a=") {
-                return Err(ScramError::Protocol("malformed gs2 header"));
-            }
-            (format!("{flag},{authzid},"), bare)
-        }
-        Some(b'p') => return Err(ScramError::Protocol("channel binding was not offered")),
+    let mut parts = msg.splitn(3, ',');
+    let (flag, authzid, bare) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(flag), Some(authzid), Some(bare)) => (flag, authzid, bare),
         _ => return Err(ScramError::Protocol("malformed SCRAM message")),
     };
+    if !authzid.is_empty() && !authzid.starts_with("a=") {
+        return Err(ScramError::Protocol("malformed gs2 header"));
+    }
+    // What the client must echo (base64) in its final message: the gs2 header, then the binding data.
+    let mut cbind_input = format!("{flag},{authzid},").into_bytes();
+    match (flag, binding.chosen) {
+        ("n", false) => {}
+        // The client could bind but believes pgmux cannot: over TLS that is a downgrade.
+        ("y", false) if binding.offered.is_some() => {
+            return Err(ScramError::Protocol("SCRAM channel binding negotiation error"));
+        }
+        ("y", false) => {}
+        ("n" | "y", true) => return Err(ScramError::Protocol("SCRAM-SHA-256-PLUS requires channel binding")),
+        (p, chosen) if p.starts_with("p=") => {
+            if !chosen {
+                return Err(ScramError::Protocol("channel binding data sent with SCRAM-SHA-256"));
+            }
+            let data = binding.offered.ok_or(ScramError::Protocol("channel binding was not offered"))?;
+            if &p[2..] != CBIND_TYPE {
+                return Err(ScramError::Protocol("unsupported SCRAM channel-binding type"));
+            }
+            cbind_input.extend_from_slice(data);
+        }
+        _ => return Err(ScramError::Protocol("malformed gs2 header")),
+    }
     let client_nonce = bare
         .split(',')
         .find_map(|attr| attr.strip_prefix("r="))
@@ -111,7 +143,7 @@ pub fn server_first(verifier: Verifier, client_first: &[u8]) -> Result<(Exchange
         client_first_bare: bare.to_string(),
         server_first: server_first.clone(),
         nonce,
-        cbind_header,
+        cbind_input,
     };
     Ok((exchange, server_first))
 }
@@ -125,7 +157,7 @@ impl Exchange {
         let cbind =
             attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or(ScramError::Protocol("missing channel binding"))?;
         let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(ScramError::Protocol("missing nonce"))?;
-        if B64.decode(cbind).ok().as_deref() != Some(self.cbind_header.as_bytes()) {
+        if B64.decode(cbind).ok().as_deref() != Some(self.cbind_input.as_slice()) {
             return Err(ScramError::Protocol("unexpected channel binding data"));
         }
         if nonce != self.nonce {
@@ -152,9 +184,18 @@ mod tests {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
     fn run(password_server: &str, password_client: &str) -> Result<(), ScramError> {
+        run_bound(password_server, password_client, ChannelBinding::unsupported(), Binding::default())
+    }
+
+    fn run_bound(
+        password_server: &str,
+        password_client: &str,
+        client_binding: ChannelBinding,
+        binding: Binding<'_>,
+    ) -> Result<(), ScramError> {
         let verifier = Verifier::from_password(password_server);
-        let mut client = ScramSha256::new(password_client.as_bytes(), ChannelBinding::unsupported());
-        let (ex, first) = server_first(verifier, client.message())?;
+        let mut client = ScramSha256::new(password_client.as_bytes(), client_binding);
+        let (ex, first) = server_first(verifier, client.message(), binding)?;
         client.update(first.as_bytes()).unwrap();
         let fin = ex.server_final(client.message())?;
         client.finish(fin.as_bytes()).unwrap();
@@ -175,7 +216,7 @@ mod tests {
     #[test]
     fn decoy_never_matches() {
         let mut client = ScramSha256::new(b"x", ChannelBinding::unsupported());
-        let (ex, first) = server_first(Verifier::decoy(), client.message()).unwrap();
+        let (ex, first) = server_first(Verifier::decoy(), client.message(), Binding::default()).unwrap();
         client.update(first.as_bytes()).unwrap();
         assert_eq!(ex.server_final(client.message()), Err(ScramError::BadProof));
     }
@@ -184,9 +225,32 @@ mod tests {
     fn malformed_messages_are_protocol_errors() {
         let v = Verifier::from_password("x");
         for bad in [&b""[..], b"p=tls-server-end-point,,n=,r=abc", b"n,,n=", b"x,,r=a", b"\xff"] {
-            assert!(matches!(server_first(v.clone(), bad), Err(ScramError::Protocol(_))));
+            assert!(matches!(server_first(v.clone(), bad, Binding::default()), Err(ScramError::Protocol(_))));
         }
-        let (ex, _) = server_first(v, b"n,,n=,r=abc").unwrap();
+        let (ex, _) = server_first(v, b"n,,n=,r=abc", Binding::default()).unwrap();
         assert!(matches!(ex.server_final(b"c=biws,r=zzz,p=AAAA"), Err(ScramError::Protocol(_))));
+    }
+
+    #[test]
+    fn channel_binding_over_tls() {
+        let data: &[u8] = b"certificate hash";
+        let plus = Binding { offered: Some(data), chosen: true };
+        let bound = || ChannelBinding::tls_server_end_point(data.to_vec());
+        assert_eq!(run_bound("pw", "pw", bound(), plus), Ok(()));
+        assert_eq!(run_bound("pw", "nope", bound(), plus), Err(ScramError::BadProof));
+        // Bound to another certificate (a man in the middle): the client-final data differs.
+        let other = ChannelBinding::tls_server_end_point(b"another hash".to_vec());
+        assert!(matches!(run_bound("pw", "pw", other, plus), Err(ScramError::Protocol(_))));
+        // Plain SCRAM over TLS still works; a client that says it could bind ("y") is a downgrade.
+        let tls_plain = Binding { offered: Some(data), chosen: false };
+        assert_eq!(run_bound("pw", "pw", ChannelBinding::unsupported(), tls_plain), Ok(()));
+        let downgraded = run_bound("pw", "pw", ChannelBinding::unrequested(), tls_plain);
+        assert_eq!(downgraded, Err(ScramError::Protocol("SCRAM channel binding negotiation error")));
+        assert_eq!(run_bound("pw", "pw", ChannelBinding::unrequested(), Binding::default()), Ok(()));
+        // Binding data where none was offered, or -PLUS without data.
+        let none_offered = Binding { offered: None, chosen: true };
+        assert!(matches!(run_bound("pw", "pw", bound(), none_offered), Err(ScramError::Protocol(_))));
+        assert!(matches!(run_bound("pw", "pw", bound(), tls_plain), Err(ScramError::Protocol(_))));
+        assert!(matches!(run_bound("pw", "pw", ChannelBinding::unsupported(), plus), Err(ScramError::Protocol(_))));
     }
 }

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::cancel::{CancelKey, send_cancel};
+use super::negotiate::Security;
 use super::pause::Held;
 use super::{Admitted, AuthMethod, ClientCtx, Endpoint, HandshakeEnd, settings};
 use crate::auth::{md5, scram};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
+use crate::net::Stream;
 use crate::pool::{PoolError, Pooled};
 use crate::protocol::build;
 use crate::protocol::frame::{Frame, split_frame};
@@ -58,12 +60,19 @@ pub enum Greeted {
 
 type Result<T> = std::result::Result<T, HandshakeEnd>;
 
-/// Runs the startup: the packet exchange and authentication under `clients.startup_timeout`, then
-/// the greeting, whose wait for a server connection is bounded by `pool.borrow_timeout` instead.
-/// `Ok(None)`: a cancel request, handled.
-pub async fn run(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, endpoint: Endpoint) -> Result<Option<Greeted>> {
-    let limit = ctx.settings.startup_timeout;
-    let login = match tokio::time::timeout(limit, login(ctx, stream)).await {
+/// Runs the startup: the packet exchange and authentication until `deadline` (the end of
+/// `clients.startup_timeout`), then the greeting, whose wait for a server connection is bounded by
+/// `pool.borrow_timeout` instead. `pending`: client bytes already read. `Ok(None)`: a cancel
+/// request, handled.
+pub async fn run(
+    ctx: &Arc<ClientCtx>,
+    stream: &mut Stream,
+    security: &Security,
+    pending: BytesMut,
+    endpoint: Endpoint,
+    deadline: Instant,
+) -> Result<Option<Greeted>> {
+    let login = match tokio::time::timeout_at(deadline, login(ctx, stream, security, pending)).await {
         Ok(Ok(Some(login))) => login,
         Ok(Ok(None)) => return Ok(None),
         Ok(Err(e)) => return Err(e),
@@ -94,7 +103,7 @@ fn console_parameters(user: &str) -> [(&'static str, &str); 10] {
 
 /// Admits one of `admin_users` to the console (anyone else, authenticated like any client, is
 /// refused after authentication, as PostgreSQL refuses a database a role may not connect to).
-async fn greet_console(ctx: &ClientCtx, stream: &mut TcpStream, login: Login) -> Result<ConsoleLogin> {
+async fn greet_console(ctx: &ClientCtx, stream: &mut Stream, login: Login) -> Result<ConsoleLogin> {
     let Login { user, buf, mut out, admitted, .. } = login;
     if !ctx.config.admin_users.contains(&user) {
         send(stream, &mut out).await?;
@@ -122,13 +131,14 @@ struct Login {
     admitted: Admitted,
 }
 
-async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Login>> {
-    let mut buf = BytesMut::with_capacity(1024);
+async fn login(ctx: &Arc<ClientCtx>, stream: &mut Stream, security: &Security, pending: BytesMut) -> Result<Option<Login>> {
+    let mut buf = pending;
+    buf.reserve(1024);
     let (minor, params, unsupported) = loop {
         let packet = read_startup_packet(stream, &mut buf).await?;
         match startup::parse(&packet).map_err(|e| ClientError::Protocol(e.to_string()))? {
             StartupPacket::Ssl | StartupPacket::GssEnc => {
-                // Encryption is not offered (yet): the client may continue in plaintext.
+                // TLS was settled before the first packet (negotiate): a second request is declined.
                 stream.write_all(b"N").await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
             }
             StartupPacket::Cancel { pid, secret } => {
@@ -138,6 +148,9 @@ async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Lo
                     tracing::warn!(server = %target.server, error = %e, "could not forward cancel request");
                 }
                 return Ok(None);
+            }
+            StartupPacket::Startup { .. } if security.tls_required && security.channel_binding.is_none() => {
+                return Err(ClientError::TlsRequired.into());
             }
             StartupPacket::Startup { minor, params, unsupported_options } => {
                 break (minor, params, unsupported_options);
@@ -154,14 +167,15 @@ async fn login(ctx: &Arc<ClientCtx>, stream: &mut TcpStream) -> Result<Option<Lo
     if minor > 0 || !unsupported.is_empty() {
         build::negotiate_protocol_version(&mut out, 0, &unsupported);
     }
-    authenticate(ctx, stream, &mut buf, &mut out, &user).await?;
+    let binding = security.channel_binding.as_deref();
+    authenticate(ctx, stream, &mut buf, &mut out, &user, binding).await?;
     build::authentication(&mut out, 0, &[]);
     Ok(Some(Login { user, database, settings, buf, out, admitted }))
 }
 
 /// Borrows a first server connection (it proves the database exists and the settings are valid),
 /// then sends ParameterStatus, BackendKeyData and ReadyForQuery.
-async fn greet(ctx: &Arc<ClientCtx>, stream: &mut TcpStream, login: Login, endpoint: Endpoint) -> Result<Startup> {
+async fn greet(ctx: &Arc<ClientCtx>, stream: &mut Stream, login: Login, endpoint: Endpoint) -> Result<Startup> {
     let Login { user, database, settings, buf, mut out, admitted } = login;
     let mut backend = first_backend(ctx, &database, &user, endpoint).await?;
     if let Some(sql) = settings::sql_to_apply(&backend.applied, &settings) {
@@ -214,7 +228,7 @@ async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: En
 }
 
 /// Reads one length-prefixed startup packet (no tag byte).
-async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut> {
+async fn read_startup_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut> {
     loop {
         if let Some(len) = startup::packet_len(buf).map_err(|e| ClientError::Protocol(e.to_string()))?
             && buf.len() >= len
@@ -229,7 +243,7 @@ async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Resu
 }
 
 /// Reads one password-phase message (`p`); anything else is a protocol violation.
-async fn read_password_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame> {
+async fn read_password_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<Frame> {
     loop {
         match split_frame(buf, MAX_STARTUP_LEN).map_err(|e| ClientError::Protocol(e.to_string()))? {
             Some(f) if f.tag == ftag::PASSWORD => return Ok(f),
@@ -252,7 +266,7 @@ async fn read_password_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Re
     }
 }
 
-async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<()> {
+async fn send(stream: &mut Stream, out: &mut BytesMut) -> Result<()> {
     stream.write_all(out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
     out.clear();
     Ok(())
@@ -260,16 +274,17 @@ async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<()> {
 
 async fn authenticate(
     ctx: &ClientCtx,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: &str,
+    channel_binding: Option<&[u8]>,
 ) -> Result<()> {
     let secret = ctx.users.get(user);
     let ok = match ctx.settings.auth {
         AuthMethod::ScramSha256 => {
             let verifier = secret.map(|s| s.scram.clone()).unwrap_or_else(scram::Verifier::decoy);
-            scram_exchange(stream, buf, out, verifier).await?
+            scram_exchange(stream, buf, out, verifier, channel_binding).await?
         }
         AuthMethod::Md5 => {
             let salt: [u8; 4] = rand::rng().random();
@@ -286,21 +301,29 @@ async fn authenticate(
     if ok && secret.is_some() { Ok(()) } else { Err(ClientError::AuthFailed(user.to_string()).into()) }
 }
 
+/// SCRAM-SHA-256, and over TLS SCRAM-SHA-256-PLUS too (bound to pgmux's certificate,
+/// `channel_binding`), offered first as PostgreSQL does.
 async fn scram_exchange(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     verifier: scram::Verifier,
+    channel_binding: Option<&[u8]>,
 ) -> Result<bool> {
     let mut mechanisms = Vec::new();
+    if channel_binding.is_some() {
+        mechanisms.extend_from_slice(scram::MECHANISM_PLUS.as_bytes());
+        mechanisms.push(0);
+    }
     mechanisms.extend_from_slice(scram::MECHANISM.as_bytes());
     mechanisms.extend_from_slice(&[0, 0]);
     build::authentication(out, 10, &mechanisms);
     send(stream, out).await?;
 
     let frame = read_password_message(stream, buf).await?;
-    let client_first = parse_sasl_initial(frame.body())?;
-    let (exchange, server_first) = scram::server_first(verifier, client_first).map_err(scram_err)?;
+    let (chosen, client_first) = parse_sasl_initial(frame.body(), channel_binding.is_some())?;
+    let binding = scram::Binding { offered: channel_binding, chosen };
+    let (exchange, server_first) = scram::server_first(verifier, client_first, binding).map_err(scram_err)?;
     build::authentication(out, 11, server_first.as_bytes());
     send(stream, out).await?;
 
@@ -322,13 +345,16 @@ fn scram_err(e: scram::ScramError) -> HandshakeEnd {
     }
 }
 
-/// SASLInitialResponse body: mechanism name, then an Int32 length and that many bytes.
-fn parse_sasl_initial(body: &[u8]) -> Result<&[u8]> {
+/// SASLInitialResponse body: mechanism name, then an Int32 length and that many bytes. Returns
+/// whether the client chose SCRAM-SHA-256-PLUS (only valid when `plus_offered`), and the data.
+fn parse_sasl_initial(body: &[u8], plus_offered: bool) -> Result<(bool, &[u8])> {
     let bad = |m: &str| HandshakeEnd::Error(ClientError::AuthProtocol(m.to_string()));
     let (mech, mut rest) = cstr(body).ok_or_else(|| bad("malformed SASL initial response"))?;
-    if mech != scram::MECHANISM.as_bytes() {
-        return Err(bad("client selected an invalid SASL authentication mechanism"));
-    }
+    let plus = match mech {
+        m if m == scram::MECHANISM.as_bytes() => false,
+        m if m == scram::MECHANISM_PLUS.as_bytes() && plus_offered => true,
+        _ => return Err(bad("client selected an invalid SASL authentication mechanism")),
+    };
     if rest.remaining() < 4 {
         return Err(bad("malformed SASL initial response"));
     }
@@ -336,5 +362,5 @@ fn parse_sasl_initial(body: &[u8]) -> Result<&[u8]> {
     if len < 0 || len as usize != rest.len() {
         return Err(bad("malformed SASL initial response"));
     }
-    Ok(rest)
+    Ok((plus, rest))
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use crate::net::{ReadHalf, WriteHalf};
 
 use super::relay::{self, ClientSink};
 
 /// Writes as much of `data` as the socket takes now; the rest goes to `residue`.
-pub fn write_now(sock: &OwnedWriteHalf, residue: &mut BytesMut, data: &[u8]) -> io::Result<()> {
+pub fn write_now(sock: &WriteHalf, residue: &mut BytesMut, data: &[u8]) -> io::Result<()> {
     if residue.is_empty() {
         match sock.try_write(data) {
             Ok(n) => residue.extend_from_slice(&data[n..]),
@@ -25,7 +25,7 @@ pub fn write_now(sock: &OwnedWriteHalf, residue: &mut BytesMut, data: &[u8]) -> 
 }
 
 /// Writes what the socket takes from `residue`.
-pub fn flush_now(sock: &OwnedWriteHalf, residue: &mut BytesMut) -> io::Result<()> {
+pub fn flush_now(sock: &WriteHalf, residue: &mut BytesMut) -> io::Result<()> {
     while !residue.is_empty() {
         match sock.try_write(residue) {
             Ok(n) => relay::consume(residue, n),
@@ -37,7 +37,7 @@ pub fn flush_now(sock: &OwnedWriteHalf, residue: &mut BytesMut) -> io::Result<()
 }
 
 /// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe.
-pub async fn read_more(sock: &mut OwnedReadHalf, buf: &mut BytesMut) -> io::Result<bool> {
+pub async fn read_more(sock: &mut ReadHalf, buf: &mut BytesMut) -> io::Result<bool> {
     buf.reserve(8 * 1024);
     Ok(sock.read_buf(buf).await? > 0)
 }
@@ -73,7 +73,7 @@ impl IdleTimer {
 
 /// The client socket as a destination for server bytes: written now, the rest kept in order.
 pub struct ToClient<'a> {
-    pub sock: &'a OwnedWriteHalf,
+    pub sock: &'a WriteHalf,
     pub residue: &'a mut BytesMut,
 }
 
@@ -87,7 +87,7 @@ impl ClientSink for ToClient<'_> {
 }
 
 /// Reads more server bytes into `rbuf`. Cancel safe.
-pub async fn read_server(rd: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> io::Result<usize> {
+pub async fn read_server(rd: &mut ReadHalf, rbuf: &mut BytesMut) -> io::Result<usize> {
     rbuf.reserve(16 * 1024);
     rd.read_buf(rbuf).await
 }

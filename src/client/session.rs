@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::aborted::{Aborted, Step};
 use super::cancel::{CancelKey, CancelTarget};
@@ -23,6 +21,7 @@ use super::{ClientCtx, Endpoint, PoolMode, routing, settings};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
+use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::pool::{Pool, PoolError, Pooled};
 use crate::protocol::{TxStatus, build, ftag};
 
@@ -59,8 +58,8 @@ enum End {
 pub struct Session {
     ctx: Arc<ClientCtx>,
     /// The client socket's halves: reads and writes wait independently.
-    client_rd: OwnedReadHalf,
-    client_wr: OwnedWriteHalf,
+    client_rd: ReadHalf,
+    client_wr: WriteHalf,
     /// Closes the client after `clients.idle_timeout` without a message.
     idle: IdleTimer,
     /// Client bytes not yet handled.
@@ -89,7 +88,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(ctx: Arc<ClientCtx>, client: TcpStream, startup: Startup, endpoint: Endpoint) -> Session {
+    pub fn new(ctx: Arc<ClientCtx>, client: Stream, startup: Startup, endpoint: Endpoint) -> Session {
         let Startup { user, database, settings, key, backend, pending, admitted } = startup;
         let (client_rd, client_wr) = client.into_split();
         let ctx_idle = ctx.settings.idle_timeout;

@@ -1,0 +1,38 @@
+//! Asking a server for TLS (SSLRequest) as `server_tls` says, and when it agrees, running the
+//! connection through a pump so the rest of pgmux sees a plain socket.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::BackendError;
+use crate::net::Stream;
+use crate::tls::{Connector, ServerMode, pump};
+
+/// Returns the stream to log in over: TLS (through a pump) or, where allowed, the plain socket.
+pub async fn negotiate(mut tcp: TcpStream, connector: &Connector, server: &Arc<str>) -> Result<Stream, BackendError> {
+    let Some((tls, name)) = connector.for_server(server) else {
+        return Ok(Stream::Tcp(tcp));
+    };
+    let io_err = |source| BackendError::Io { server: server.clone(), source };
+    let tls_err = |detail: String| BackendError::Tls { server: server.clone(), detail };
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await.map_err(io_err)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(io_err)?;
+    match (answer[0], connector.mode) {
+        (b'S', _) => {}
+        (b'N', ServerMode::Prefer) => return Ok(Stream::Tcp(tcp)),
+        (b'N', mode) => {
+            return Err(tls_err(format!("the server does not accept TLS (server_tls.mode: {})", mode.name())));
+        }
+        (other, _) => return Err(tls_err(format!("unexpected answer {other:#04x} to SSLRequest"))),
+    }
+    // Only the server's answer was read, so nothing sent in plaintext can pass for encrypted data.
+    let stream = tls.connect(name, tcp).await.map_err(|e| tls_err(format!("TLS handshake failed: {e}")))?;
+    Ok(Stream::Unix(pump::spawn(stream, "server").map_err(io_err)?))
+}

@@ -1,0 +1,110 @@
+//! A client's first bytes decide whether it speaks TLS: an SSLRequest is answered `S` when pgmux
+//! has a certificate and TLS is enabled, then TLS is accepted; a first byte 0x16 is a TLS handshake
+//! without SSLRequest (PostgreSQL 17 `sslnegotiation=direct`), accepted only with ALPN
+//! `postgresql`. GSSENCRequests are declined. Anything else is a plaintext startup for the handshake.
+//!
+//! A TLS client continues on the local end of a pump (`tls::pump`); a plaintext one on its socket.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::HandshakeEnd;
+use crate::error::ClientError;
+use crate::net::{Rewind, Stream};
+use crate::protocol::startup::{self, StartupPacket};
+use crate::tls::{ALPN_POSTGRESQL, Acceptor, Certified, pump};
+
+/// The first byte of a TLS record carrying a handshake message.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A client connection once encryption is settled.
+#[derive(Debug)]
+pub struct Transport {
+    pub stream: Stream,
+    pub security: Security,
+    /// Bytes read from the client and not yet handled (the start of its startup packet).
+    pub pending: BytesMut,
+}
+
+/// What the handshake needs to know about the connection's encryption.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// tls-server-end-point data of the certificate the client saw; `None` in plaintext.
+    pub channel_binding: Option<Arc<[u8]>>,
+    /// Plaintext clients are refused (`tls.mode: require`).
+    pub tls_required: bool,
+}
+
+type Result<T> = std::result::Result<T, HandshakeEnd>;
+
+/// Reads the client's first bytes and sets up TLS if it asks for it.
+pub async fn run(acceptor: Arc<Acceptor>, mut tcp: TcpStream) -> Result<Transport> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        while buf.len() < 8 && buf.first() != Some(&TLS_HANDSHAKE) {
+            if tcp.read_buf(&mut buf).await.map_err(|_| HandshakeEnd::Quiet("read failed"))? == 0 {
+                return Err(HandshakeEnd::Quiet("closed during startup"));
+            }
+        }
+        if buf[0] == TLS_HANDSHAKE {
+            return direct_tls(&acceptor, tcp, buf).await;
+        }
+        match startup::encryption_request(&buf) {
+            Some(StartupPacket::Ssl) => {
+                buf.advance(8);
+                if let Some(cert) = acceptor.offered() {
+                    // Bytes sent before the handshake would be taken as if they came encrypted.
+                    if !buf.is_empty() {
+                        let mut out = BytesMut::new();
+                        ClientError::Protocol("received unencrypted data after SSL request".into()).write_to(&mut out);
+                        let _ = tcp.write_all(&out).await;
+                        return Err(HandshakeEnd::Quiet("unencrypted data after SSL request"));
+                    }
+                    reply(&mut tcp, b'S').await?;
+                    return accept(&acceptor, cert, Rewind::new(Default::default(), tcp), false).await;
+                }
+                reply(&mut tcp, b'N').await?;
+            }
+            Some(_) => {
+                buf.advance(8);
+                reply(&mut tcp, b'N').await?;
+            }
+            None => {
+                let security = Security { channel_binding: None, tls_required: acceptor.required() };
+                return Ok(Transport { stream: Stream::Tcp(tcp), security, pending: buf });
+            }
+        }
+    }
+}
+
+async fn reply(tcp: &mut TcpStream, answer: u8) -> Result<()> {
+    tcp.write_all(&[answer]).await.map_err(|_| HandshakeEnd::Quiet("write failed"))
+}
+
+/// A TLS handshake without SSLRequest: the bytes already read are its start.
+async fn direct_tls(acceptor: &Acceptor, tcp: TcpStream, buf: BytesMut) -> Result<Transport> {
+    let Some(cert) = acceptor.offered() else {
+        tracing::info!("direct TLS connection refused: TLS is not enabled");
+        return Err(HandshakeEnd::Quiet("direct TLS without TLS enabled"));
+    };
+    accept(acceptor, cert, Rewind::new(buf.freeze(), tcp), true).await
+}
+
+async fn accept(acceptor: &Acceptor, cert: &Certified, io: Rewind<TcpStream>, direct: bool) -> Result<Transport> {
+    let tls = tokio_rustls::TlsAcceptor::from(cert.config.clone()).accept(io).await.map_err(|e| {
+        tracing::info!(error = %e, "TLS handshake with client failed");
+        HandshakeEnd::Quiet("TLS handshake failed")
+    })?;
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if direct && alpn != Some(ALPN_POSTGRESQL) {
+        // PostgreSQL's rule: without the ALPN a direct TLS connection could be another protocol's.
+        tracing::info!("direct TLS connection without ALPN `postgresql` refused");
+        return Err(HandshakeEnd::Quiet("direct TLS without ALPN"));
+    }
+    let local = pump::spawn(tls, "client").map_err(|_| HandshakeEnd::Quiet("socket pair failed"))?;
+    let security = Security { channel_binding: Some(cert.end_point.clone()), tls_required: acceptor.required() };
+    Ok(Transport { stream: Stream::Unix(local), security, pending: BytesMut::new() })
+}
