@@ -49,6 +49,15 @@ pub struct ClusterOptions {
     pub databases: Vec<(String, String)>,
     pub max_connections: u32,
     pub auth: HostAuth,
+    /// `ssl = on` with this certificate and key (PEM files, copied into each data dir).
+    pub ssl: Option<SslFiles>,
+}
+
+/// A server certificate (chain, leaf first) and its private key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct SslFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for ClusterOptions {
@@ -59,6 +68,7 @@ impl Default for ClusterOptions {
             databases: vec![("app".into(), "app".into())],
             max_connections: 300,
             auth: HostAuth::ScramSha256,
+            ssl: None,
         }
     }
 }
@@ -369,6 +379,9 @@ impl LocalCluster {
              full_page_writes = off\nshared_buffers = '128MB'\ninclude 'node.conf'\n",
             opts.max_connections
         );
+        if let Some(ssl) = &opts.ssl {
+            conf += &self.install_ssl(&data, ssl)?;
+        }
         self.write_file(&path, &conf)?;
         // The first matching line wins.
         let hba = format!(
@@ -378,6 +391,21 @@ impl LocalCluster {
         );
         self.write_file(&data.join("pg_hba.conf"), &hba)?;
         self.launch(node)
+    }
+
+    /// Copies the certificate and key into the data dir, readable by the server only (it refuses a
+    /// key others can read), and returns the settings that use them (relative to the data dir, so
+    /// replicas cloned from it use their own copies).
+    fn install_ssl(&self, data: &Path, ssl: &SslFiles) -> Result<String, LocalPgError> {
+        use std::os::unix::fs::PermissionsExt;
+        for (from, to) in [(&ssl.cert, "server.crt"), (&ssl.key, "server.key")] {
+            let to = data.join(to);
+            fs::copy(from, &to).map_err(io_err(format!("copy {} to {}", from.display(), to.display())))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o600))
+                .map_err(io_err(format!("chmod {}", to.display())))?;
+            self.own(&to)?;
+        }
+        Ok("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n".into())
     }
 
     fn create_roles(&self, opts: &ClusterOptions) -> Result<(), LocalPgError> {
