@@ -181,7 +181,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (unix_a, unix_b) = UnixStream::pair().unwrap();
-        let pairs = [(Stream::Tcp(tcp.unwrap()), Stream::Tcp(accepted.unwrap().0)), (Stream::Unix(unix_a), Stream::Unix(unix_b))];
+        let pairs = [
+            (Stream::Tcp(tcp.unwrap()), Stream::Tcp(accepted.unwrap().0)),
+            (Stream::Unix(unix_a), Stream::Unix(unix_b)),
+        ];
         for (a, mut b) in pairs {
             let (mut rd, wr) = a.into_split();
             wr.writable().await.unwrap();

@@ -131,7 +131,12 @@ struct Login {
     admitted: Admitted,
 }
 
-async fn login(ctx: &Arc<ClientCtx>, stream: &mut Stream, security: &Security, pending: BytesMut) -> Result<Option<Login>> {
+async fn login(
+    ctx: &Arc<ClientCtx>,
+    stream: &mut Stream,
+    security: &Security,
+    pending: BytesMut,
+) -> Result<Option<Login>> {
     let mut buf = pending;
     buf.reserve(1024);
     let (minor, params, unsupported) = loop {

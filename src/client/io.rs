@@ -4,9 +4,9 @@
 use std::io;
 use std::time::Duration;
 
+use crate::net::{ReadHalf, WriteHalf};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use crate::net::{ReadHalf, WriteHalf};
 
 use super::relay::{self, ClientSink};
 

@@ -253,4 +253,3 @@ fn tls_problems_name_the_key() {
     assert_one(&with("server_tls:\n  mode: verify\n"), "server_tls.mode", Some(8), "verify-ca, verify-full");
     assert_one(&with("server_tls:\n  sslmode: require\n"), "server_tls.sslmode", Some(8), "unknown key");
 }
-

@@ -280,4 +280,3 @@ fn tls_sections_name_their_files() {
         assert_eq!(load(&format!("{MINIMAL}server_tls: {{mode: {mode}}}\n")).server_tls.mode, expected);
     }
 }
-
