@@ -33,6 +33,52 @@ struct Prober {
     interval: Duration,
 }
 
+fn user_directory(config: &Config) -> UserDirectory {
+    UserDirectory::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str())))
+}
+
+fn pool_settings(config: &Config, tls: &Arc<TlsSettings>) -> PoolSettings {
+    PoolSettings {
+        size: config.pool.size,
+        connect_timeout: config.pool.connect_timeout,
+        init_query: config.pool.init_query.clone(),
+        idle_timeout: config.pool.idle_timeout,
+        tls: tls.clone(),
+    }
+}
+
+fn read_routing(config: &Config) -> ReadRouting {
+    ReadRouting {
+        max_replica_lag: config.routing.max_replica_lag,
+        fallback_to_primary: config.routing.fallback_to_primary,
+    }
+}
+
+fn client_settings(config: &Config) -> ClientSettings {
+    ClientSettings {
+        mode: match config.pool.mode {
+            config::PoolMode::Transaction => PoolMode::Transaction,
+            config::PoolMode::Session => PoolMode::Session,
+        },
+        auth: match config.clients.auth_method {
+            config::ClientAuthMethod::ScramSha256 => AuthMethod::ScramSha256,
+            config::ClientAuthMethod::Md5 => AuthMethod::Md5,
+        },
+        max_connections: config.clients.max_connections,
+        idle_timeout: config.clients.idle_timeout,
+        startup_timeout: config.clients.startup_timeout,
+        borrow_timeout: config.pool.borrow_timeout,
+        read_your_writes: config.routing.read_your_writes,
+        autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
+        close_on_lost_session_state: config.pool.lost_session_state == config::LostSessionState::Close,
+    }
+}
+
+fn prober_of(config: &Config) -> Option<Prober> {
+    let user = config.health.user.clone().or_else(|| config.users.first().map(|u| u.name.clone()))?;
+    Some(Prober { user, database: config.health.database.clone(), interval: config.health.interval })
+}
+
 impl Proxy {
     /// Binds `config.listen` and builds the pools (no server connection is opened yet).
     pub async fn bind(config: &Config, shutdown: &Shutdown) -> std::io::Result<Proxy> {
@@ -47,48 +93,18 @@ impl Proxy {
         };
         let (acceptor, connector) = tls_from_config(config).map_err(std::io::Error::other)?;
         let tls = Arc::new(TlsSettings::new(acceptor, connector));
-        let users = Arc::new(UserDirectory::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str()))));
+        let users = Arc::new(arc_swap::ArcSwap::from_pointee(user_directory(config)));
         let cluster = Arc::new(Cluster::new(
             config.servers.iter().map(|s| s.to_string()).collect(),
-            PoolSettings {
-                size: config.pool.size,
-                connect_timeout: config.pool.connect_timeout,
-                init_query: config.pool.init_query.clone(),
-                idle_timeout: config.pool.idle_timeout,
-                tls: tls.clone(),
-            },
-            ReadRouting {
-                max_replica_lag: config.routing.max_replica_lag,
-                fallback_to_primary: config.routing.fallback_to_primary,
-            },
+            pool_settings(config, &tls),
+            read_routing(config),
             (config.health.down_after, config.health.up_after),
             users.clone(),
         ));
-        let settings = ClientSettings {
-            mode: match config.pool.mode {
-                config::PoolMode::Transaction => PoolMode::Transaction,
-                config::PoolMode::Session => PoolMode::Session,
-            },
-            auth: match config.clients.auth_method {
-                config::ClientAuthMethod::ScramSha256 => AuthMethod::ScramSha256,
-                config::ClientAuthMethod::Md5 => AuthMethod::Md5,
-            },
-            max_connections: config.clients.max_connections,
-            idle_timeout: config.clients.idle_timeout,
-            startup_timeout: config.clients.startup_timeout,
-            borrow_timeout: config.pool.borrow_timeout,
-            read_your_writes: config.routing.read_your_writes,
-            autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
-            close_on_lost_session_state: config.pool.lost_session_state == config::LostSessionState::Close,
-        };
+        let settings = client_settings(config);
         let config_arc = Arc::new(config.clone());
         let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone(), config_arc, tls));
-        let probe_user = config.health.user.clone().or_else(|| config.users.first().map(|u| u.name.clone()));
-        let prober = probe_user.map(|user| Prober {
-            user,
-            database: config.health.database.clone(),
-            interval: config.health.interval,
-        });
+        let prober = prober_of(config);
         Ok(Proxy { ctx, listener, reader, admin, prober, drain_timeout: config.shutdown_timeout })
     }
 
@@ -116,10 +132,11 @@ impl Proxy {
                 cluster.close_idle();
             }
         });
-        let stop_prober = tokio_util::sync::CancellationToken::new();
+        let stop_prober = self.ctx.stop_tasks.clone();
         if let Some(p) = &self.prober {
             self.ctx.cluster.spawn_prober(&p.user, &p.database, p.interval, stop_prober.clone());
         }
+        watch_reload_signal(self.ctx.clone());
         if let Some(admin) = self.admin {
             let span = tracing::info_span!("admin");
             tokio::spawn(crate::admin::run(admin, self.ctx.clone(), stop_prober.clone()).instrument(span));
@@ -167,4 +184,93 @@ fn tls_from_config(config: &Config) -> Result<(tls::Acceptor, tls::Connector), T
     };
     let connector = tls::Connector::new(mode, s.ca_file.as_deref())?;
     Ok((acceptor, connector))
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no configuration file to re-read (pgmux was started from a config in memory)")]
+    NoFile,
+    #[error("the configuration file is invalid; nothing was changed:\n{0}")]
+    Invalid(String),
+    #[error("these settings cannot change while pgmux runs (restart to change them); nothing was changed: {}", .0.join(", "))]
+    NotLive(Vec<&'static str>),
+    #[error("TLS files could not be loaded; nothing was changed: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// Re-reads the configuration file, validates it whole, and applies it at once: users and
+/// passwords, pool sizes and timeouts, servers added or removed, routing, health, TLS
+/// certificates. Settings that cannot change live are refused by name, and then nothing changes.
+/// Returns the keys whose values changed. No client is dropped.
+pub fn reload(ctx: &ClientCtx) -> Result<Vec<String>, ReloadError> {
+    let path = ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(ReloadError::NoFile)?;
+    let new = Config::load(&path).map_err(|e| ReloadError::Invalid(e.to_string()))?;
+    let old = ctx.config.load_full();
+    let fixed: [(&'static str, bool); 6] = [
+        ("listen", old.listen != new.listen),
+        ("reader_listen", old.reader_listen != new.reader_listen),
+        ("admin_listen", old.admin_listen != new.admin_listen),
+        ("workers", old.workers != new.workers),
+        ("log_format", old.log_format != new.log_format),
+        ("pool.mode", old.pool.mode != new.pool.mode),
+    ];
+    let refused: Vec<&'static str> = fixed.iter().filter(|(_, changed)| *changed).map(|(k, _)| *k).collect();
+    if !refused.is_empty() {
+        return Err(ReloadError::NotLive(refused));
+    }
+    // The one step that can still fail goes first.
+    let (acceptor, connector) = tls_from_config(&new)?;
+    let before = old.effective();
+    let mut changed: Vec<String> =
+        new.effective().into_iter().filter(|kv| !before.contains(kv)).map(|(k, _)| k).collect();
+    if old.users != new.users && !changed.iter().any(|k| k.starts_with("users")) {
+        changed.push("users".into());
+    }
+    ctx.tls.replace(acceptor, connector);
+    ctx.users.store(Arc::new(user_directory(&new)));
+    ctx.settings.store(Arc::new(client_settings(&new)));
+    ctx.cluster.apply(
+        pool_settings(&new, &ctx.tls),
+        read_routing(&new),
+        new.servers.iter().map(|s| s.to_string()).collect(),
+        (new.health.down_after, new.health.up_after),
+    );
+    if let Some(p) = prober_of(&new) {
+        ctx.cluster.spawn_prober(&p.user, &p.database, p.interval, ctx.stop_tasks.clone());
+    }
+    ctx.config.store(Arc::new(new));
+    Ok(changed)
+}
+
+/// Reloads and logs the outcome (SIGHUP, the console's RELOAD).
+pub fn reload_and_log(ctx: &ClientCtx, source: &str) -> Result<Vec<String>, ReloadError> {
+    let result = reload(ctx);
+    match &result {
+        Ok(changed) => tracing::info!(event = "reload_applied", source, changed = ?changed, "configuration reloaded"),
+        Err(e) => tracing::error!(event = "reload_refused", source, error = %e, "configuration not reloaded"),
+    }
+    result
+}
+
+/// SIGHUP reloads the configuration.
+fn watch_reload_signal(ctx: Arc<ClientCtx>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    let span = tracing::info_span!("reload");
+    tokio::spawn(
+        async move {
+            let stop = ctx.stop_tasks.clone();
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => { let _ = reload_and_log(&ctx, "SIGHUP"); }
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+        .instrument(span),
+    );
 }

@@ -78,8 +78,10 @@ pub struct ClientSettings {
 /// What every client task shares.
 #[derive(Debug)]
 pub struct ClientCtx {
-    pub settings: ClientSettings,
-    pub users: Arc<UserDirectory>,
+    /// Swapped whole on reload; a session reads it once per transaction.
+    pub settings: arc_swap::ArcSwap<ClientSettings>,
+    /// Shared with the cluster (server logins); swapped whole on reload.
+    pub users: Arc<arc_swap::ArcSwap<UserDirectory>>,
     pub cluster: Arc<Cluster>,
     pub cancels: Arc<CancelRegistry>,
     pub pin_stats: pins::PinStats,
@@ -90,7 +92,11 @@ pub struct ClientCtx {
     /// PAUSE / RESUME: every borrow of a server connection passes it.
     pub pause: pause::PauseGate,
     /// The configuration in force (SHOW CONFIG, admin_users).
-    pub config: Arc<Config>,
+    pub config: arc_swap::ArcSwap<Config>,
+    /// The file the config came from, re-read on reload (None: built in memory).
+    pub config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// Stops the background tasks (prober, reload signal) when the proxy stops.
+    pub stop_tasks: CancellationToken,
     /// pgmux's certificate and TLS modes (swapped on reload; sessions keep what they started with).
     pub tls: Arc<TlsSettings>,
     connected: AtomicUsize,
@@ -99,14 +105,14 @@ pub struct ClientCtx {
 impl ClientCtx {
     pub fn new(
         settings: ClientSettings,
-        users: Arc<UserDirectory>,
+        users: Arc<arc_swap::ArcSwap<UserDirectory>>,
         cluster: Arc<Cluster>,
         draining: CancellationToken,
         config: Arc<Config>,
         tls: Arc<TlsSettings>,
     ) -> ClientCtx {
         ClientCtx {
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             users,
             cluster,
             cancels: Arc::new(CancelRegistry::default()),
@@ -114,7 +120,9 @@ impl ClientCtx {
             select_verdicts: Default::default(),
             draining,
             pause: pause::PauseGate::default(),
-            config,
+            config: arc_swap::ArcSwap::new(config),
+            config_path: Default::default(),
+            stop_tasks: CancellationToken::new(),
             tls,
             connected: AtomicUsize::new(0),
         }
@@ -145,7 +153,7 @@ impl ClientCtx {
     fn admit(self: &Arc<Self>) -> Result<Admitted, ClientError> {
         let n = self.connected.fetch_add(1, Ordering::AcqRel);
         let admitted = Admitted(self.clone());
-        if n >= self.settings.max_connections {
+        if n >= self.settings.load().max_connections {
             return Err(ClientError::TooManyClients);
         }
         Ok(admitted)
@@ -177,7 +185,7 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
     // Encryption and login share one deadline.
-    let deadline = Instant::now() + ctx.settings.startup_timeout;
+    let deadline = Instant::now() + ctx.settings.load().startup_timeout;
     let transport = match tokio::time::timeout_at(deadline, negotiate::run(ctx.tls.clients(), tcp)).await {
         Ok(Ok(t)) => t,
         Ok(Err(end)) => {

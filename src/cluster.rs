@@ -5,6 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -76,7 +78,8 @@ pub struct FailoverStats {
 
 #[derive(Debug)]
 pub struct Cluster {
-    servers: Vec<Arc<str>>,
+    /// Every configured server (swapped whole on reload).
+    servers: ArcSwap<Vec<Arc<str>>>,
     /// The server followed as primary; waiters watch it change.
     primary: tokio::sync::watch::Sender<Option<Arc<str>>>,
     /// The server lost as primary last: its pools are retired when another takes over.
@@ -84,7 +87,7 @@ pub struct Cluster {
     failover: Mutex<Failover>,
     /// Health, roles and lag of every server, from the prober, discovery and failed connects.
     topology: Mutex<topology::Topology>,
-    routing: ReadRouting,
+    routing: ArcSwap<ReadRouting>,
     /// One discovery at a time, and not more often than DISCOVERY_EVERY: a storm of clients must
     /// not each probe every server.
     discovering: tokio::sync::Mutex<Option<Instant>>,
@@ -95,8 +98,10 @@ pub struct Cluster {
     /// The rival primaries last reported (split brain), so the warning is logged once per change.
     rivals: Mutex<Vec<(Arc<str>, u32)>>,
     pub pools: Pools,
-    settings: PoolSettings,
-    users: Arc<UserDirectory>,
+    settings: ArcSwap<PoolSettings>,
+    users: Arc<ArcSwap<UserDirectory>>,
+    /// Stops the running prober (a reload replaces it).
+    prober: Mutex<Option<CancellationToken>>,
 }
 
 /// A failed connect that says the server cannot serve now (down, starting, shutting down, in
@@ -114,13 +119,13 @@ impl Cluster {
         settings: PoolSettings,
         routing: ReadRouting,
         (down_after, up_after): (usize, usize),
-        users: Arc<UserDirectory>,
+        users: Arc<ArcSwap<UserDirectory>>,
     ) -> Cluster {
         let servers: Vec<Arc<str>> = servers.into_iter().map(Arc::from).collect();
         Cluster {
             topology: Mutex::new(topology::Topology::new(&servers, down_after, up_after)),
-            routing,
-            servers,
+            routing: ArcSwap::from_pointee(routing),
+            servers: ArcSwap::from_pointee(servers),
             primary: tokio::sync::watch::Sender::new(None),
             lost_primary: Mutex::new(None),
             failover: Mutex::new(Failover::default()),
@@ -129,9 +134,45 @@ impl Cluster {
             probe_now: tokio::sync::Notify::new(),
             rivals: Mutex::new(Vec::new()),
             pools: Pools::default(),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             users,
+            prober: Mutex::new(None),
         }
+    }
+
+    /// Every configured server.
+    pub fn servers(&self) -> Arc<Vec<Arc<str>>> {
+        self.servers.load_full()
+    }
+
+    /// Applies reloaded settings: pool sizes and logins (passwords, timeouts, init_query) of every
+    /// pool, routing, health thresholds, and the server list — a server no longer listed gets no
+    /// new work (its pools are retired; transactions running there finish), a new one is probed.
+    pub fn apply(&self, settings: PoolSettings, routing: ReadRouting, servers: Vec<String>, health: (usize, usize)) {
+        let servers: Vec<Arc<str>> = servers.into_iter().map(Arc::from).collect();
+        let removed: Vec<Arc<str>> = self.servers().iter().filter(|s| !servers.contains(s)).cloned().collect();
+        self.topology().reconfigure(&servers, health.0, health.1);
+        self.servers.store(Arc::new(servers));
+        self.settings.store(Arc::new(settings));
+        self.routing.store(Arc::new(routing));
+        for pool in self.pools.all() {
+            if removed.contains(&pool.key.server) {
+                pool.retire(false);
+                continue;
+            }
+            match self.login(&pool.key.database, &pool.key.user) {
+                Ok(login) => pool.reconfigure(login, self.settings.load().size),
+                // The user is gone: its pools serve the sessions still open, no new logins.
+                Err(_) => pool.retire(false),
+            }
+        }
+        if let Some(p) = self.primary()
+            && removed.contains(&p)
+        {
+            self.set_primary(None, "it was removed from the configuration");
+            self.follow_election("it was removed from the configuration");
+        }
+        self.probe_now.notify_one();
     }
 
     pub fn primary(&self) -> Option<Arc<str>> {
@@ -265,21 +306,22 @@ impl Cluster {
     }
 
     fn login(&self, database: &str, user: &str) -> Result<LoginParams, ClusterError> {
-        let secret = self.users.get(user).ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
+        let secret = self.users.load().get(user).cloned().ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
+        let settings = self.settings.load();
         Ok(LoginParams {
             user: user.to_string(),
             password: secret.password.clone(),
             database: database.to_string(),
-            connect_timeout: self.settings.connect_timeout,
-            init_query: self.settings.init_query.clone(),
-            tls: self.settings.tls.clone(),
+            connect_timeout: settings.connect_timeout,
+            init_query: settings.init_query.clone(),
+            tls: settings.tls.clone(),
         })
     }
 
     pub fn pool(&self, server: Arc<str>, database: &str, user: &str) -> Result<Arc<Pool>, ClusterError> {
         let login = self.login(database, user)?;
         let key = PoolKey { server, database: database.to_string(), user: user.to_string() };
-        let size = self.settings.size;
+        let size = self.settings.load().size;
         Ok(self.pools.get_or_create(key, |k| Pool::new(k.clone(), login, size)))
     }
 
@@ -365,7 +407,8 @@ impl Cluster {
         login.connect_timeout = login.connect_timeout.min(Duration::from_secs(2));
         login.init_query.clear();
         let round = self.start_probe_round();
-        let probes = self.servers.iter().map(|server| {
+        let servers = self.servers();
+        let probes = servers.iter().map(|server| {
             let login = &login;
             async move {
                 let mut conn = None;
@@ -435,8 +478,13 @@ impl Cluster {
     pub fn spawn_prober(self: &Arc<Self>, user: &str, database: &str, interval: Duration, stop: CancellationToken) {
         match self.login(database, user) {
             Ok(login) => {
+                // One prober at a time: a new one (after a reload) replaces the old.
+                let mine = stop.child_token();
+                if let Some(old) = self.prober.lock().unwrap_or_else(|e| e.into_inner()).replace(mine.clone()) {
+                    old.cancel();
+                }
                 let span = tracing::info_span!("prober");
-                tokio::spawn(probe::run(self.clone(), login, interval, stop).instrument(span));
+                tokio::spawn(probe::run(self.clone(), login, interval, mine).instrument(span));
             }
             Err(e) => tracing::error!(error = %e, "no prober: cannot log in to the servers"),
         }
@@ -453,7 +501,7 @@ impl Cluster {
         wrote_in: Option<u64>,
     ) -> Result<Pooled, ClusterError> {
         let mut candidates: Vec<Arc<Pool>> = Vec::new();
-        let readable = self.topology().readable_replicas(self.routing.max_replica_lag, wrote_in);
+        let readable = self.topology().readable_replicas(self.routing.load().max_replica_lag, wrote_in);
         for server in readable {
             candidates.push(self.pool(server, database, user)?);
         }
@@ -485,7 +533,7 @@ impl Cluster {
                 Err(e) => return Err(e.into()),
             }
         }
-        if !self.routing.fallback_to_primary {
+        if !self.routing.load().fallback_to_primary {
             return Err(ClusterError::NoReplica);
         }
         self.checkout_primary(None, database, user, timeout).await
@@ -493,8 +541,9 @@ impl Cluster {
 
     /// Closes connections idle longer than the configured idle timeout, in every pool.
     pub fn close_idle(&self) {
+        let idle_timeout = self.settings.load().idle_timeout;
         for pool in self.pools.all() {
-            let n = pool.close_idle_older_than(self.settings.idle_timeout);
+            let n = pool.close_idle_older_than(idle_timeout);
             if n > 0 {
                 tracing::debug!(server = %pool.key.server, database = %pool.key.database, user = %pool.key.user, closed = n, "closed idle server connections");
             }

@@ -41,6 +41,9 @@ pub enum ClientError {
     /// As `SessionStateLost`, for a client configured to be closed then (`lost_session_state: close`).
     #[error("terminating connection: the server connection was lost, and with it session state: {0}")]
     SessionStateLostClosed(String),
+    /// A reload changed nothing (invalid file, a setting that cannot change live).
+    #[error("{0}")]
+    ReloadRefused(String),
     #[error("terminating connection due to administrator command")]
     Shutdown,
     #[error("terminating connection due to idle-session timeout")]
@@ -78,6 +81,7 @@ impl ClientError {
                 | ClientError::ConsoleSyntax(_)
                 | ClientError::ConsoleUnsupported(_)
                 | ClientError::PauseTimeout { .. }
+                | ClientError::ReloadRefused(_)
         )
     }
 
@@ -93,6 +97,7 @@ impl ClientError {
             | ClientError::SessionStateLost(_)
             | ClientError::SessionStateLostClosed(_) => "08006",
             ClientError::TransactionAborted => "25P02",
+            ClientError::ReloadRefused(_) => "F0000",
             ClientError::Shutdown => "57P01",
             ClientError::IdleTimeout => "57P05",
             ClientError::FeatureNotSupported(_) | ClientError::ConsoleUnsupported(_) => "0A000",
@@ -131,6 +136,7 @@ mod tests {
             (ClientError::StartupFailed("x".into()), "08001", Severity::Fatal),
             (ClientError::ServerLostInTransaction("x".into()), "08006", Severity::Error),
             (ClientError::TransactionAborted, "25P02", Severity::Error),
+            (ClientError::ReloadRefused("x".into()), "F0000", Severity::Error),
             (ClientError::SessionStateLostClosed("x".into()), "08006", Severity::Fatal),
             (ClientError::SessionStateLost("temp tables".into()), "08006", Severity::Error),
             (ClientError::Shutdown, "57P01", Severity::Fatal),

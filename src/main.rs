@@ -69,7 +69,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.log_format);
-            serve(config)
+            serve(config, cli.config)
         }
     }
 }
@@ -82,7 +82,7 @@ fn raise_fd_limit() {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, path: std::path::PathBuf) -> ExitCode {
     raise_fd_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("pgmux-worker");
@@ -105,6 +105,7 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        *proxy.ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
         pgmux::listener::watch_signals(shutdown.clone());
         proxy.run(shutdown).await;
         ExitCode::SUCCESS

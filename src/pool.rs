@@ -41,8 +41,8 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct Pool {
     pub key: PoolKey,
-    login: LoginParams,
-    size: usize,
+    login: Mutex<LoginParams>,
+    size: std::sync::atomic::AtomicUsize,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<BackendConn>>,
     /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
@@ -71,8 +71,8 @@ impl Pool {
     pub fn new(key: PoolKey, login: LoginParams, size: usize) -> Arc<Pool> {
         Arc::new(Pool {
             key,
-            login,
-            size,
+            login: Mutex::new(login),
+            size: std::sync::atomic::AtomicUsize::new(size),
             permits: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::new()),
             known_statements: Mutex::new(HashSet::new()),
@@ -85,7 +85,27 @@ impl Pool {
     }
 
     pub fn size(&self) -> usize {
-        self.size
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Takes reloaded login settings (for connections opened from now on) and a new size: a
+    /// larger pool lends more at once; a smaller one takes permits back as borrowers return them.
+    pub fn reconfigure(self: &Arc<Self>, login: LoginParams, size: usize) {
+        *self.login.lock().unwrap_or_else(|e| e.into_inner()) = login;
+        let old = self.size.swap(size, Ordering::AcqRel);
+        if size > old {
+            self.permits.add_permits(size - old);
+        } else if size < old {
+            let owed = (old - size) - self.permits.forget_permits(old - size);
+            if owed > 0 {
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(owed as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
     }
 
     pub fn idle_count(&self) -> usize {
@@ -94,7 +114,7 @@ impl Pool {
 
     /// Connections lent out right now.
     pub fn borrowed_count(&self) -> usize {
-        self.size - self.permits.available_permits()
+        self.size().saturating_sub(self.permits.available_permits())
     }
 
     /// Borrowers waiting for a connection right now.
@@ -126,7 +146,7 @@ impl Pool {
         }
         let conn = {
             let _turn = self.connecting.acquire().await.map_err(|_| PoolError::Timeout)?;
-            BackendConn::connect(self.key.server.clone(), &self.login).await?
+            BackendConn::connect(self.key.server.clone(), &self.login()).await?
         };
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut sockets) = self.sockets.lock() {
@@ -134,6 +154,10 @@ impl Pool {
             sockets.push(Arc::downgrade(&conn.cutter));
         }
         Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit })
+    }
+
+    fn login(&self) -> LoginParams {
+        self.login.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn pop_idle(&self) -> Option<BackendConn> {

@@ -137,7 +137,7 @@ pub async fn execute(ctx: &ClientCtx, command: Command) -> Result<Reply, ClientE
 fn show(ctx: &ClientCtx, topic: Topic) -> Reply {
     let table = match topic {
         Topic::Help => return Reply::Done { tag: "SHOW", notice: Some(HELP.into()) },
-        Topic::Config => tables::key_values(ctx.config.effective()),
+        Topic::Config => tables::key_values(ctx.config.load().effective()),
         Topic::Version => tables::version(),
         Topic::Pools => tables::pools(&snapshot(ctx)),
         Topic::Clients => tables::clients(&snapshot(ctx)),
@@ -156,7 +156,7 @@ fn show(ctx: &ClientCtx, topic: Topic) -> Reply {
 async fn pause(ctx: &ClientCtx) -> Result<Reply, ClientError> {
     let newly = ctx.pause.pause();
     tracing::warn!(event = "pause", already = !newly, "PAUSE: new transactions are held until RESUME");
-    let limit = ctx.config.shutdown_timeout;
+    let limit = ctx.config.load().shutdown_timeout;
     let deadline = Instant::now() + limit;
     let keeping = loop {
         let s = snapshot(ctx);
@@ -188,11 +188,19 @@ fn resume(ctx: &ClientCtx) -> Reply {
     Reply::Done { tag: "RESUME", notice: (!was).then(|| "pgmux was not paused".to_owned()) }
 }
 
-/// Live reload does not exist yet; this is where it will be applied.
-fn reload(_ctx: &ClientCtx) -> Result<Reply, ClientError> {
-    Err(ClientError::ConsoleUnsupported(
-        "RELOAD is not supported yet: restart pgmux to apply a changed configuration".into(),
-    ))
+/// Re-reads and applies the configuration file, as SIGHUP does; says which keys changed.
+fn reload(ctx: &ClientCtx) -> Result<Reply, ClientError> {
+    match crate::app::reload_and_log(ctx, "console") {
+        Ok(changed) => {
+            let notice = if changed.is_empty() {
+                "nothing changed".to_owned()
+            } else {
+                format!("changed: {}", changed.join(", "))
+            };
+            Ok(Reply::Done { tag: "RELOAD", notice: Some(notice) })
+        }
+        Err(e) => Err(ClientError::ReloadRefused(e.to_string())),
+    }
 }
 
 /// As SIGTERM: stop accepting, let running transactions finish (up to `shutdown_timeout`), exit.

@@ -65,7 +65,7 @@ pub async fn run(ctx: Arc<ClientCtx>, client: ConsoleClient) {
 
 impl Console {
     async fn serve(&mut self, stream: &mut crate::net::Stream) -> End {
-        let idle = self.ctx.settings.idle_timeout;
+        let idle = self.ctx.settings.load().idle_timeout;
         loop {
             if let Some(end) = self.handle_input().await {
                 return end;

@@ -100,7 +100,7 @@ pub fn snapshot(ctx: &ClientCtx) -> Snapshot {
         held_by_pause: ctx.pause.held(),
         passing_pause,
         draining: ctx.draining.is_cancelled(),
-        pool_mode: match ctx.settings.mode {
+        pool_mode: match ctx.settings.load().mode {
             PoolMode::Transaction => "transaction",
             PoolMode::Session => "session",
         },

@@ -105,7 +105,7 @@ fn console_parameters(user: &str) -> [(&'static str, &str); 10] {
 /// refused after authentication, as PostgreSQL refuses a database a role may not connect to).
 async fn greet_console(ctx: &ClientCtx, stream: &mut Stream, login: Login) -> Result<ConsoleLogin> {
     let Login { user, buf, mut out, admitted, .. } = login;
-    if !ctx.config.admin_users.contains(&user) {
+    if !ctx.config.load().admin_users.contains(&user) {
         send(stream, &mut out).await?;
         return Err(ClientError::ConsoleNotAllowed(user).into());
     }
@@ -210,7 +210,7 @@ fn server_lost(e: BackendError) -> HandshakeEnd {
 /// The first server connection proves the database exists and the settings are valid (a reader's
 /// comes from a replica, so readers can log in while the primary is away).
 async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: Endpoint) -> Result<Pooled> {
-    let timeout = ctx.settings.borrow_timeout;
+    let timeout = ctx.settings.load().borrow_timeout;
     // While paused, logins wait too (a login borrows, and a paused server may be restarting).
     let left = match ctx.pause.enter(timeout, &ctx.draining).await {
         Ok(left) => left,
@@ -285,8 +285,9 @@ async fn authenticate(
     user: &str,
     channel_binding: Option<&[u8]>,
 ) -> Result<()> {
-    let secret = ctx.users.get(user);
-    let ok = match ctx.settings.auth {
+    let users = ctx.users.load();
+    let secret = users.get(user);
+    let ok = match ctx.settings.load().auth {
         AuthMethod::ScramSha256 => {
             let verifier = secret.map(|s| s.scram.clone()).unwrap_or_else(scram::Verifier::decoy);
             scram_exchange(stream, buf, out, verifier, channel_binding).await?

@@ -25,9 +25,10 @@ pub fn read_only_next(
     match check_client_header(cin) {
         Ok(Some((ftag::QUERY, total))) if cin.len() >= total => {
             let sql = &cin[5..total];
-            classify::begins_read_only(sql) || ctx.settings.autocommit_reads_to_replica && ctx.select_read_only(sql)
+            classify::begins_read_only(sql)
+                || ctx.settings.load().autocommit_reads_to_replica && ctx.select_read_only(sql)
         }
-        Ok(Some((ftag::PARSE | ftag::BIND, _))) if ctx.settings.autocommit_reads_to_replica => {
+        Ok(Some((ftag::PARSE | ftag::BIND, _))) if ctx.settings.load().autocommit_reads_to_replica => {
             extended_batch_read_only(ctx, cin, statements)
         }
         _ => false,

@@ -75,6 +75,8 @@ pub struct Session {
     statements: ClientStatements,
     /// The listener the client came in on.
     endpoint: Endpoint,
+    /// `pool.mode` (fixed for the process: a reload cannot change it).
+    mode: PoolMode,
     /// The probe round in which the client's last transaction on the primary ended.
     wrote_in: Option<u64>,
     /// Why the client is pinned to its server connection (empty: it is not).
@@ -91,7 +93,8 @@ impl Session {
     pub fn new(ctx: Arc<ClientCtx>, client: Stream, startup: Startup, endpoint: Endpoint) -> Session {
         let Startup { user, database, settings, key, backend, pending, admitted } = startup;
         let (client_rd, client_wr) = client.into_split();
-        let ctx_idle = ctx.settings.idle_timeout;
+        let ctx_idle = ctx.settings.load().idle_timeout;
+        let mode = ctx.settings.load().mode;
         let mut session = Session {
             ctx,
             client_rd,
@@ -106,6 +109,7 @@ impl Session {
             state: State::Idle,
             statements: ClientStatements::default(),
             endpoint,
+            mode,
             wrote_in: None,
             pins: PinReasons::default(),
             checking: false,
@@ -113,7 +117,7 @@ impl Session {
             _admitted: admitted,
         };
         session.key.slot.set_identity(&session.user, &session.database);
-        match session.ctx.settings.mode {
+        match session.mode {
             PoolMode::Session => session.activate(backend),
             PoolMode::Transaction => backend.release(),
         }
@@ -219,7 +223,7 @@ impl Session {
         }
         match check_client_header(&self.cin).map_err(End::Fatal)? {
             Some((ftag::TERMINATE, _)) => return Err(End::Terminated),
-            Some((ftag::PARSE, _)) if self.ctx.settings.mode == PoolMode::Transaction => {
+            Some((ftag::PARSE, _)) if self.mode == PoolMode::Transaction => {
                 if let Some(pool) = &self.pool
                     && let Some(n) =
                         relay::answer_prepare_locally(&self.cin, &mut self.statements, pool, &mut self.cout)
@@ -239,7 +243,7 @@ impl Session {
 
     /// Borrows a server connection for the client's next transaction, through the pause gate.
     async fn borrow(&mut self) -> Result<(), End> {
-        let timeout = self.ctx.settings.borrow_timeout;
+        let timeout = self.ctx.settings.load().borrow_timeout;
         let left = match self.ctx.pause.enter(timeout, &self.ctx.draining).await {
             Ok(left) => left,
             Err(Held::ShuttingDown) => return Err(End::Fatal(ClientError::Shutdown)),
@@ -251,7 +255,7 @@ impl Session {
         let cluster = &self.ctx.cluster;
         let borrowed = if routing::read_only_next(&self.ctx, self.endpoint, &self.settings, &self.cin, &self.statements)
         {
-            let wrote_in = self.wrote_in.filter(|_| self.ctx.settings.read_your_writes);
+            let wrote_in = self.wrote_in.filter(|_| self.ctx.settings.load().read_your_writes);
             cluster.checkout_replica(&self.database, &self.user, left, wrote_in).await
         } else {
             cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, left).await
@@ -335,7 +339,7 @@ impl Session {
             return Ok(());
         };
         // Client → server: whole frames only, so a half-sent message never reaches a server.
-        let mode = self.ctx.settings.mode;
+        let mode = self.mode;
         // While pgmux checks the session after a transaction, the client's next messages wait: they
         // may belong on another connection (a write after a read-only transaction on a replica).
         while a.to_server.len() < HIGH_WATER && !self.checking {
@@ -361,7 +365,7 @@ impl Session {
         flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
 
         let free = a.replies.is_free();
-        let session_idle = free && (self.ctx.settings.mode == PoolMode::Session || !self.pins.is_empty());
+        let session_idle = free && (self.mode == PoolMode::Session || !self.pins.is_empty());
         if session_idle && self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
@@ -412,7 +416,7 @@ impl Session {
             }
             Err(ServerFault::Fatal(e)) => return self.server_lost(e),
         }
-        if self.ctx.settings.mode != PoolMode::Transaction || !a.is_free() {
+        if self.mode != PoolMode::Transaction || !a.is_free() {
             return Ok(());
         }
         if self.checking {
@@ -478,7 +482,7 @@ impl Session {
         let server = a.backend.server.clone();
         tracing::warn!(event = "server_lost", user = %self.user, server = %server, reason = %why, "server connection lost");
         self.ctx.cluster.suspect(&server);
-        let session_mode = self.ctx.settings.mode == PoolMode::Session;
+        let session_mode = self.mode == PoolMode::Session;
         let lost_state = (!self.pins.is_empty() || session_mode).then(|| {
             let mut what = self.pins.names().join(", ");
             if session_mode {
@@ -494,7 +498,7 @@ impl Session {
             self.key.slot.set_pins(self.pins);
         }
         if let Some(what) = &lost_state
-            && self.ctx.settings.close_on_lost_session_state
+            && self.ctx.settings.load().close_on_lost_session_state
         {
             return Err(End::Fatal(ClientError::SessionStateLostClosed(what.clone())));
         }
@@ -545,7 +549,7 @@ impl Session {
         let state = std::mem::replace(&mut self.state, State::Idle);
         self.key.slot.set(None);
         if let State::Active(a) = state {
-            let reset = self.ctx.settings.mode == PoolMode::Session || !self.pins.is_empty();
+            let reset = self.mode == PoolMode::Session || !self.pins.is_empty();
             if !self.pins.contains(PinReasons::LOAD) {
                 let _ = tokio::time::timeout(CLEANUP_TIMEOUT, cleanup(*a, reset)).await;
             }

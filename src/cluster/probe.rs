@@ -39,7 +39,7 @@ pub enum ProbeError {
 
 /// Probes until `stop` is cancelled.
 pub async fn run(cluster: Arc<Cluster>, login: LoginParams, interval: Duration, stop: CancellationToken) {
-    let servers = cluster.servers.clone();
+    let servers = cluster.servers();
     let mut conns: Vec<Option<BackendConn>> = servers.iter().map(|_| None).collect();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -75,6 +75,23 @@ impl Topology {
         }
     }
 
+    /// Follows a reloaded server list and thresholds: servers still listed keep what is known of
+    /// them, new ones start fresh (up, unprobed), removed ones are forgotten.
+    pub fn reconfigure(&mut self, servers: &[Arc<str>], down_after: usize, up_after: usize) {
+        let fresh = Topology::new(servers, down_after, up_after);
+        let mut old = std::mem::take(&mut self.servers);
+        self.servers = fresh
+            .servers
+            .into_iter()
+            .map(|(s, h)| match old.iter().position(|(o, _)| *o == s) {
+                Some(i) => old.swap_remove(i),
+                None => (s, h),
+            })
+            .collect();
+        self.down_after = fresh.down_after;
+        self.up_after = fresh.up_after;
+    }
+
     /// A probe round begins; returns its number.
     pub fn start_round(&mut self) -> u64 {
         self.round += 1;
@@ -332,6 +349,19 @@ mod tests {
         assert!(!t.readable_replicas(max, None).contains(&Arc::<str>::from("r2:1")));
         t.mark_down("r1:1");
         assert!(t.readable_replicas(Duration::MAX, None).iter().all(|s| &**s != "r1:1"));
+    }
+
+    #[test]
+    fn reconfigure_keeps_known_servers_and_adds_fresh_ones() {
+        let mut t = topo();
+        let r = t.start_round();
+        t.record("p:1", r, probe(false, 5, 0), Instant::now());
+        t.mark_down("r1:1");
+        t.reconfigure(&["p:1".into(), "r1:1".into(), "r3:1".into()], 1, 1);
+        let v = t.view();
+        assert_eq!(v.iter().map(|s| &*s.server).collect::<Vec<_>>(), ["p:1", "r1:1", "r3:1"]);
+        assert_eq!((v[0].role, v[1].up, v[2].up, v[2].role), ("primary", false, true, "unknown"));
+        assert!(t.record("r1:1", r, probe(true, 5, 5), Instant::now()) == Some(true), "new threshold: 1 good probe");
     }
 
     #[test]
