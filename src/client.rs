@@ -4,6 +4,7 @@
 pub mod aborted;
 pub mod cancel;
 pub mod classify;
+pub mod collector;
 pub mod handshake;
 pub mod io;
 pub mod negotiate;
@@ -18,7 +19,7 @@ pub mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -31,6 +32,7 @@ use crate::auth::UserDirectory;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::ClientError;
+use crate::metrics::Metrics;
 use crate::net::Stream;
 use crate::tls::TlsSettings;
 use cancel::CancelRegistry;
@@ -84,7 +86,9 @@ pub struct ClientCtx {
     pub users: Arc<arc_swap::ArcSwap<UserDirectory>>,
     pub cluster: Arc<Cluster>,
     pub cancels: Arc<CancelRegistry>,
-    pub pin_stats: pins::PinStats,
+    pub pin_stats: Arc<pins::PinStats>,
+    /// The proxy's metrics registry and hot-path handles (scraped at GET /metrics).
+    pub metrics: Metrics,
     /// Read-only verdicts of autocommit queries, by text hash (bounded; a miss costs ~1 µs).
     pub select_verdicts: std::sync::Mutex<std::collections::HashMap<u64, bool>>,
     /// Set on SIGTERM (or the admin console's SHUTDOWN): finish the current transaction, then leave.
@@ -100,6 +104,8 @@ pub struct ClientCtx {
     /// pgmux's certificate and TLS modes (swapped on reload; sessions keep what they started with).
     pub tls: Arc<TlsSettings>,
     connected: AtomicUsize,
+    /// The main listener is accepting clients (for readiness).
+    accepting: AtomicBool,
 }
 
 impl ClientCtx {
@@ -111,12 +117,23 @@ impl ClientCtx {
         config: Arc<Config>,
         tls: Arc<TlsSettings>,
     ) -> ClientCtx {
+        let cancels = Arc::new(CancelRegistry::default());
+        let pin_stats = Arc::new(pins::PinStats::default());
+        let metrics = Metrics::new();
+        metrics.register(crate::cluster::collector::ClusterCollector::new(cluster.clone()));
+        metrics.register(collector::ClientCollector::new(
+            cluster.clone(),
+            cancels.clone(),
+            pin_stats.clone(),
+            metrics.errors.clone(),
+        ));
         ClientCtx {
             settings: arc_swap::ArcSwap::from_pointee(settings),
             users,
             cluster,
-            cancels: Arc::new(CancelRegistry::default()),
-            pin_stats: pins::PinStats::default(),
+            cancels,
+            pin_stats,
+            metrics,
             select_verdicts: Default::default(),
             draining,
             pause: pause::PauseGate::default(),
@@ -125,7 +142,17 @@ impl ClientCtx {
             stop_tasks: CancellationToken::new(),
             tls,
             connected: AtomicUsize::new(0),
+            accepting: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the main listener accepts clients now (false before it starts and once draining).
+    pub fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_accepting(&self, on: bool) {
+        self.accepting.store(on, Ordering::Relaxed);
     }
 
     /// Whether query text `sql` is a provably read-only SELECT, cached by text.
@@ -181,22 +208,25 @@ pub struct ConsoleClient {
 /// Serves one accepted client connection until it closes; a client of the admin console is handed
 /// back once greeted.
 pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) -> Option<ConsoleClient> {
+    let counters = &ctx.metrics.clients;
+    let _open = counters.accepted();
     let _ = tcp.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
     // Encryption and login share one deadline.
     let deadline = Instant::now() + ctx.settings.load().startup_timeout;
-    let transport = match tokio::time::timeout_at(deadline, negotiate::run(ctx.tls.clients(), tcp)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(end)) => {
-            tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "client left during TLS negotiation: startup timeout");
-            return None;
-        }
-    };
+    let transport =
+        match tokio::time::timeout_at(deadline, negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(end)) => {
+                tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "client left during TLS negotiation: startup timeout");
+                return None;
+            }
+        };
     let negotiate::Transport { mut stream, security, pending } = transport;
     let tls = security.channel_binding.is_some();
     let startup = match handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline).await {
@@ -212,8 +242,11 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
         }
         Err(HandshakeEnd::Error(err)) => {
             tracing::info!(%peer, error = %err, sqlstate = err.sqlstate(), "client rejected");
+            if matches!(err, ClientError::AuthFailed(_)) {
+                counters.setup_failed_auth.inc();
+            }
             let mut buf = BytesMut::new();
-            err.write_to(&mut buf);
+            err.write_to(&mut buf, &ctx.metrics.errors);
             let _ = stream.write_all(&buf).await;
             return None;
         }
@@ -222,6 +255,7 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
             return None;
         }
     };
+    counters.setup_succeeded.inc();
     tracing::debug!(%peer, user = %startup.user, database = %startup.database, tls, "client connected");
     session::Session::new(ctx, stream, *startup, endpoint).run().await;
     None

@@ -1,5 +1,6 @@
 //! The one place that turns a pgmux-made failure into what the client sees: severity, SQLSTATE, message.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -113,9 +114,35 @@ impl ClientError {
         if self.is_fatal() { Severity::Fatal } else { Severity::Error }
     }
 
-    /// Appends the ErrorResponse for this error to `buf`.
-    pub fn write_to(&self, buf: &mut BytesMut) {
-        error_response(buf, self.severity(), self.sqlstate(), &self.to_string());
+    /// Appends the ErrorResponse for this error to `buf`, and counts it: every error pgmux sends
+    /// goes through here.
+    pub fn write_to(&self, buf: &mut BytesMut, counts: &ErrorCounts) {
+        let code = self.sqlstate();
+        counts.count(code);
+        error_response(buf, self.severity(), code, &self.to_string());
+    }
+}
+
+/// Every SQLSTATE `ClientError::sqlstate` returns (a test keeps the two in step).
+pub const SQLSTATES: [&str; 14] = [
+    "08P01", "28P01", "28000", "53300", "08001", "08006", "25P02", "57P01", "57P05", "0A000", "42501", "42601",
+    "57014", "F0000",
+];
+
+/// Errors pgmux sent to clients, by SQLSTATE (indexed like `SQLSTATES`).
+#[derive(Debug, Default)]
+pub struct ErrorCounts([AtomicU64; SQLSTATES.len()]);
+
+impl ErrorCounts {
+    fn count(&self, code: &str) {
+        if let Some(i) = SQLSTATES.iter().position(|c| *c == code) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (SQLSTATE, errors sent with it so far), for every SQLSTATE pgmux may send.
+    pub fn snapshot(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        SQLSTATES.iter().zip(&self.0).map(|(code, n)| (*code, n.load(Ordering::Relaxed)))
     }
 }
 
@@ -147,9 +174,16 @@ mod tests {
             (ClientError::ConsoleUnsupported("x".into()), "0A000", Severity::Error),
             (ClientError::PauseTimeout { waited: Duration::from_secs(1), busy: 2 }, "57014", Severity::Error),
         ];
-        for (err, code, sev) in cases {
-            assert_eq!((err.sqlstate(), err.severity()), (code, sev), "{err}");
+        let counts = ErrorCounts::default();
+        for (err, code, sev) in &cases {
+            assert_eq!((err.sqlstate(), err.severity()), (*code, *sev), "{err}");
+            err.write_to(&mut BytesMut::new(), &counts);
         }
+        // Every error written was counted under its SQLSTATE: the table knows them all.
+        let total: u64 = counts.snapshot().map(|(_, n)| n).sum();
+        assert_eq!(total, cases.len() as u64);
+        let busy = counts.snapshot().find(|(c, _)| *c == "53300").map(|(_, n)| n);
+        assert_eq!(busy, Some(2));
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - `tls`: certificates and modes towards clients and servers (reloadable), the TLS pump tasks.
 //! - `auth`: SCRAM-SHA-256 and MD5 verification of clients against the configured users.
 //! - `backend`: one logged-in connection to a PostgreSQL server.
+//! - `metrics`: the Prometheus registry, hot-path handles and scrape-time family helpers.
 //! - `pool`: per (server, database, user) pools of backend connections.
 //! - `cluster`: the servers, which one is the primary, and their pools.
 //! - `error`: the one mapping from pgmux failures to SQLSTATEs.
 //! - `client`: a client connection: handshake, session state machine, relay.
 //! - `listener`: accepting clients, and shutdown.
-//! - `admin`: the operator's interfaces: HTTP (/healthz, /status) and the SQL admin console.
+//! - `admin`: the operator's interfaces: HTTP (/healthz, /readyz, /metrics, /status) and the SQL
+//!   admin console.
 //! - `localpg`: throwaway local PostgreSQL clusters for `pgmux demo` and the tests.
 //! - `app`: wiring a config into a running proxy.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod demo;
 pub mod error;
 pub mod listener;
 pub mod localpg;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;

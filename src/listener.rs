@@ -34,6 +34,11 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, ?endpoint, "accepting clients");
+    // Readiness follows the main listener.
+    let main = endpoint == Endpoint::Writer;
+    if main {
+        ctx.set_accepting(true);
+    }
     let mut next_id: u64 = 0;
     loop {
         tokio::select! {
@@ -50,8 +55,14 @@ pub async fn run(
                 }
             },
             _ = shutdown.drain.cancelled() => break,
-            _ = shutdown.abort.cancelled() => return,
+            _ = shutdown.abort.cancelled() => break,
         }
+    }
+    if main {
+        ctx.set_accepting(false);
+    }
+    if shutdown.abort.is_cancelled() {
+        return;
     }
     drop(listener);
     tracker.close();

@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::{BackendConn, BackendError, LoginParams};
+use crate::metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -29,13 +31,43 @@ pub enum PoolError {
     Connect(#[from] BackendError),
 }
 
-/// Counters a pool keeps about itself.
-#[derive(Debug, Default)]
+/// Counters a pool keeps about itself (read by the metrics collector at scrape time).
+#[derive(Debug)]
 pub struct PoolStats {
+    /// Connections opened (logged in and ready).
     pub opened: AtomicU64,
+    /// Connection attempts, and those that failed.
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
     pub discarded: AtomicU64,
     pub borrows: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Client requests (Query, Execute, FunctionCall) relayed over this pool's connections, added
+    /// when each connection comes back.
+    pub queries: AtomicU64,
+    /// Borrow → connection in hand (a borrow served at once counts as 0, without a clock read).
+    pub borrow_wait: Histogram,
+    /// Connection in hand → given back (a transaction; a whole session in session mode).
+    pub held: Histogram,
+    /// Borrow → given back: `borrow_wait` + `held` of the same borrow.
+    pub borrow_to_release: Histogram,
+}
+
+impl Default for PoolStats {
+    fn default() -> Self {
+        PoolStats {
+            opened: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
+            borrows: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            borrow_wait: metrics::latency_histogram("pgmux_borrow_wait_seconds", "borrow wait"),
+            held: metrics::latency_histogram("pgmux_server_held_seconds", "held"),
+            borrow_to_release: metrics::latency_histogram("pgmux_transaction_seconds", "borrow to release"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -122,11 +154,20 @@ impl Pool {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// Connections open now (lent or idle; those cut by `retire` no longer count).
+    pub fn open_count(&self) -> usize {
+        self.sockets.lock().map(|s| s.iter().filter(|s| s.strong_count() > 0).count()).unwrap_or(0)
+    }
+
     /// Borrows a connection, waiting at most `timeout` for one to be free.
     pub async fn checkout(self: &Arc<Self>, timeout: Duration) -> Result<Pooled, PoolError> {
+        // The clock is read only when the borrow has to wait or connect: a borrow served at once
+        // (the common case) waited ~0, and its one clock read is taken when it is lent.
+        let mut started = None;
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
+                started = Some(Instant::now());
                 let _waiting = Waiting::new(&self.waiting);
                 tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
                     .await
@@ -140,20 +181,32 @@ impl Pool {
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         while let Some(mut conn) = self.pop_idle() {
             if conn.looks_idle() {
-                return Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit });
+                return Ok(self.lend(conn, permit, started));
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
+        started.get_or_insert_with(Instant::now);
         let conn = {
             let _turn = self.connecting.acquire().await.map_err(|_| PoolError::Timeout)?;
-            BackendConn::connect(self.key.server.clone(), &self.login()).await?
+            self.stats.connects.fetch_add(1, Ordering::Relaxed);
+            BackendConn::connect(self.key.server.clone(), &self.login()).await.inspect_err(|_| {
+                self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            })?
         };
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut sockets) = self.sockets.lock() {
             sockets.retain(|s| s.strong_count() > 0);
             sockets.push(Arc::downgrade(&conn.cutter));
         }
-        Ok(Pooled { conn: Some(conn), pool: self.clone(), _permit: permit })
+        Ok(self.lend(conn, permit, started))
+    }
+
+    /// Hands `conn` out, recording how long the borrow waited (since `started`; None: not at all).
+    fn lend(self: &Arc<Self>, conn: BackendConn, permit: OwnedSemaphorePermit, started: Option<Instant>) -> Pooled {
+        let now = Instant::now();
+        let waited = started.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
+        self.stats.borrow_wait.observe(metrics::seconds(waited));
+        Pooled { conn: Some(conn), pool: self.clone(), _permit: permit, lent_at: now, waited, queries: 0 }
     }
 
     fn login(&self) -> LoginParams {
@@ -241,20 +294,43 @@ pub struct Pooled {
     conn: Option<BackendConn>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
+    /// When it was lent, and how long the borrow waited for it.
+    lent_at: Instant,
+    waited: Duration,
+    /// Client requests relayed over it while lent (added to the pool's count once, at the end).
+    queries: u32,
 }
 
 impl Pooled {
     /// Returns a clean connection (idle, no transaction, nothing unread) to the pool.
     pub fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
+            let now = Instant::now();
+            self.record_loan(now);
             if !self.pool.still_valid(&conn) {
                 self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            conn.last_used = Instant::now();
+            conn.last_used = now;
             if let Ok(mut idle) = self.pool.idle.lock() {
                 idle.push(conn);
             }
+        }
+    }
+
+    /// Notes one client request (Query, Execute, FunctionCall) relayed over this connection.
+    pub fn note_query(&mut self) {
+        self.queries = self.queries.wrapping_add(1);
+    }
+
+    /// Records the loan that ends at `now`: how long it was held, and the requests it carried.
+    fn record_loan(&self, now: Instant) {
+        let stats = &self.pool.stats;
+        let held = now.saturating_duration_since(self.lent_at);
+        stats.held.observe(metrics::seconds(held));
+        stats.borrow_to_release.observe(metrics::seconds(held + self.waited));
+        if self.queries > 0 {
+            stats.queries.fetch_add(u64::from(self.queries), Ordering::Relaxed);
         }
     }
 
@@ -266,6 +342,7 @@ impl Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         if self.conn.take().is_some() {
+            self.record_loan(Instant::now());
             self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -54,7 +54,7 @@ pub async fn run(ctx: Arc<ClientCtx>, client: ConsoleClient) {
     match &end {
         End::Fatal(err) => {
             tracing::info!(user = %console.user, error = %err, sqlstate = err.sqlstate(), "closing admin console");
-            err.write_to(&mut console.out);
+            err.write_to(&mut console.out, &console.ctx.metrics.errors);
         }
         End::Terminated | End::Gone => tracing::debug!(user = %console.user, ?end, "admin console left"),
     }
@@ -125,12 +125,12 @@ impl Console {
             }
             ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE | ftag::FLUSH => {
                 if !self.skipping {
-                    extended_protocol_refused().write_to(&mut self.out);
+                    extended_protocol_refused().write_to(&mut self.out, &self.ctx.metrics.errors);
                     self.skipping = true;
                 }
             }
             ftag::FUNCTION_CALL => {
-                extended_protocol_refused().write_to(&mut self.out);
+                extended_protocol_refused().write_to(&mut self.out, &self.ctx.metrics.errors);
                 build::ready_for_query(&mut self.out, TxStatus::Idle);
             }
             // Left over from a COPY that never started: PostgreSQL ignores these too.
@@ -158,7 +158,7 @@ impl Console {
             match reply {
                 Ok(reply) => write_reply(&mut self.out, reply),
                 Err(e) => {
-                    e.write_to(&mut self.out);
+                    e.write_to(&mut self.out, &self.ctx.metrics.errors);
                     break;
                 }
             }

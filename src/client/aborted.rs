@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::statements::{self, ClientStatements, StatementDef};
-use crate::error::ClientError;
+use crate::error::{ClientError, ErrorCounts};
 use crate::protocol::{TxStatus, build, cstr, ftag};
 
 /// What the session does after a frame.
@@ -54,22 +54,33 @@ pub struct Aborted {
     end_statements: HashMap<Vec<u8>, EndKind>,
     /// Portals bound here to such statements.
     end_portals: HashMap<Vec<u8>, EndKind>,
+    /// Where the errors sent are counted.
+    errors: Arc<ErrorCounts>,
 }
 
 impl Aborted {
     /// The client's transaction block is lost. `first`: error for the next request (None: 25P02).
     /// `skipping`: the client is mid extended-protocol batch whose error was already sent: ignore up to Sync.
-    pub fn in_transaction(first: Option<ClientError>, skipping: bool) -> Aborted {
-        Aborted::new(Mode::InTransaction, first, skipping)
+    /// `errors` counts the errors sent.
+    pub fn in_transaction(first: Option<ClientError>, skipping: bool, errors: Arc<ErrorCounts>) -> Aborted {
+        Aborted::new(Mode::InTransaction, first, skipping, errors)
     }
 
     /// Not in a transaction block: the next request fails with `err`, then Done.
-    pub fn owed(err: ClientError) -> Aborted {
-        Aborted::new(Mode::Owed, Some(err), false)
+    pub fn owed(err: ClientError, errors: Arc<ErrorCounts>) -> Aborted {
+        Aborted::new(Mode::Owed, Some(err), false, errors)
     }
 
-    fn new(mode: Mode, first: Option<ClientError>, skipping: bool) -> Aborted {
-        Aborted { mode, first, skipping, ended: false, end_statements: HashMap::new(), end_portals: HashMap::new() }
+    fn new(mode: Mode, first: Option<ClientError>, skipping: bool, errors: Arc<ErrorCounts>) -> Aborted {
+        Aborted {
+            mode,
+            first,
+            skipping,
+            ended: false,
+            end_statements: HashMap::new(),
+            end_portals: HashMap::new(),
+            errors,
+        }
     }
 
     /// Handles one whole client frame (tag + 4-byte length + body), appending replies to `out`.
@@ -292,7 +303,7 @@ impl Aborted {
         if kind == EndKind::Commit
             && let Some(err) = self.first.take()
         {
-            err.write_to(out);
+            err.write_to(out, &self.errors);
             return true;
         }
         build::command_complete(out, "ROLLBACK");
@@ -310,7 +321,7 @@ impl Aborted {
             // Owed mode, a Query after a failed batch's error but before its Sync.
             (false, None, Mode::Owed) => ClientError::ServerLost("not run: the batch before it failed".into()),
         };
-        err.write_to(out);
+        err.write_to(out, &self.errors);
     }
 
     /// ReadyForQuery for the request just answered.
@@ -538,14 +549,14 @@ mod tests {
 
     #[test]
     fn simple_rollback_ends_the_block() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let (replies, step) = run(&mut a, &[query("ROLLBACK")]);
         assert_eq!((replies, step), (vec!["C ROLLBACK".to_string(), "Z I".into()], Step::Done));
     }
 
     #[test]
     fn simple_queries_fail_until_the_end_first_error_once() {
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         let (replies, step) = run(&mut a, &[query("SELECT 1"), query("insert into t values (1)")]);
         assert_eq!(replies, ["E 08006", "Z E", "E 25P02", "Z E"]);
         assert_eq!(step, Step::Continue);
@@ -555,28 +566,28 @@ mod tests {
 
     #[test]
     fn commit_is_answered_rollback() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let (replies, step) = run(&mut a, &[query("select 1"), query("COMMIT")]);
         assert_eq!(replies, ["E 25P02", "Z E", "C ROLLBACK", "Z I"]);
         assert_eq!(step, Step::Done);
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         assert_eq!(run(&mut a, &[query("end transaction")]).0, ["C ROLLBACK", "Z I"]);
     }
 
     #[test]
     fn commit_before_any_error_fails_with_the_first_error() {
         // The client never saw an error: a bare ROLLBACK tag would read as success to most drivers.
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         let (replies, step) = run(&mut a, &[query("COMMIT")]);
         assert_eq!((replies, step), (vec!["E 08006".to_string(), "Z I".into()], Step::Done));
         // A ROLLBACK asked for what happened anyway.
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         assert_eq!(run(&mut a, &[query("rollback")]).0, ["C ROLLBACK", "Z I"]);
     }
 
     #[test]
     fn error_messages_are_the_variants() {
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         let mut out = BytesMut::new();
         a.on_frame(&query("select 1"), &mut out).unwrap();
         assert!(message_of(&out).contains("primary failed over"), "{}", message_of(&out));
@@ -587,14 +598,14 @@ mod tests {
 
     #[test]
     fn empty_query_does_not_fail() {
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         let (replies, _) = run(&mut a, &[query(""), query(" ; -- ping"), query("select 1")]);
         assert_eq!(replies, ["I", "Z E", "I", "Z E", "E 08006", "Z E"]);
     }
 
     #[test]
     fn extended_rollback_like_pgjdbc() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let (replies, step) = run(&mut a, &[parse("", "ROLLBACK"), bind("", ""), execute(""), sync()]);
         assert_eq!(replies, ["1", "2", "C ROLLBACK", "Z I"]);
         assert_eq!(step, Step::Done);
@@ -602,7 +613,7 @@ mod tests {
 
     #[test]
     fn extended_rollback_with_describes_and_flush() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let frames = [
             parse("s1", "rollback work"),
             describe(b'S', "s1"),
@@ -620,18 +631,18 @@ mod tests {
 
     #[test]
     fn extended_commit_is_answered_rollback() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let (replies, step) = run(&mut a, &[parse("", "COMMIT"), bind("", ""), execute(""), sync()]);
         assert_eq!((replies, step), (vec!["1".into(), "2".into(), "C ROLLBACK".into(), "Z I".into()], Step::Done));
         // Owing the first error, the COMMIT fails with it; the block is over all the same.
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         let (replies, step) = run(&mut a, &[parse("", "COMMIT"), bind("", ""), execute(""), sync()]);
         assert_eq!((replies, step), (vec!["1".into(), "2".into(), "E 08006".into(), "Z I".into()], Step::Done));
     }
 
     #[test]
     fn failed_extended_batch_sends_one_error() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let frames = [parse("", "SELECT 1"), bind("", ""), describe(b'P', ""), execute(""), sync()];
         let (replies, step) = run(&mut a, &frames);
         assert_eq!((replies, step), (vec!["E 25P02".to_string(), "Z E".into()], Step::Continue));
@@ -642,7 +653,7 @@ mod tests {
 
     #[test]
     fn first_error_once_then_25p02_in_batches() {
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         let batch = [parse("", "SELECT 1"), bind("", ""), execute(""), sync()];
         assert_eq!(run(&mut a, &batch).0, ["E 08006", "Z E"]);
         assert_eq!(run(&mut a, &batch).0, ["E 25P02", "Z E"]);
@@ -651,26 +662,26 @@ mod tests {
     #[test]
     fn each_kind_of_request_fails() {
         for frame in [bind("", "nope"), describe(b'S', "nope"), describe(b'P', "nope"), execute("nope")] {
-            let mut a = Aborted::in_transaction(None, false);
+            let mut a = Aborted::in_transaction(None, false, Default::default());
             assert_eq!(run(&mut a, &[frame, bind("", ""), sync()]).0, ["E 25P02", "Z E"]);
         }
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         assert_eq!(run(&mut a, &[function_call()]).0, ["E 25P02", "Z E"]);
         // ROLLBACK TO a savepoint cannot be honoured: the savepoint died with the server.
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         assert_eq!(run(&mut a, &[parse("", "ROLLBACK TO SAVEPOINT a"), sync()]).0, ["E 25P02", "Z E"]);
     }
 
     #[test]
     fn bind_with_parameters_fails() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let b = msg(b'B', b"\0\0\0\0\0\x01\0\0\0\x011\0\0");
         assert_eq!(run(&mut a, &[parse("", "ROLLBACK"), b, execute(""), sync()]).0, ["1", "E 25P02", "Z E"]);
     }
 
     #[test]
     fn close_works_in_the_aborted_block() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let (replies, step) = run(&mut a, &[close(b'S', "other"), close(b'P', ""), sync()]);
         assert_eq!((replies, step), (vec!["3".to_string(), "3".into(), "Z E".into()], Step::Continue));
         // A closed end statement is gone.
@@ -680,7 +691,7 @@ mod tests {
 
     #[test]
     fn bare_sync_answers_e() {
-        let mut a = Aborted::in_transaction(Some(lost()), false);
+        let mut a = Aborted::in_transaction(Some(lost()), false, Default::default());
         assert_eq!(run(&mut a, &[sync(), flush()]), (vec!["Z E".to_string()], Step::Continue));
         // The first error is still owed.
         assert_eq!(run(&mut a, &[query("select 1")]).0, ["E 08006", "Z E"]);
@@ -688,7 +699,7 @@ mod tests {
 
     #[test]
     fn starting_mid_batch_skips_to_sync() {
-        let mut a = Aborted::in_transaction(None, true);
+        let mut a = Aborted::in_transaction(None, true, Default::default());
         let frames = [bind("", "x"), execute(""), function_call(), parse("", "ROLLBACK"), sync()];
         assert_eq!(run(&mut a, &frames), (vec!["Z E".to_string()], Step::Continue));
         assert_eq!(run(&mut a, &[query("rollback")]).0, ["C ROLLBACK", "Z I"]);
@@ -696,7 +707,7 @@ mod tests {
 
     #[test]
     fn query_ends_skipping() {
-        let mut a = Aborted::in_transaction(None, true);
+        let mut a = Aborted::in_transaction(None, true, Default::default());
         assert_eq!(
             run(&mut a, &[execute(""), query("ROLLBACK")]),
             (vec!["C ROLLBACK".into(), "Z I".into()], Step::Done)
@@ -705,7 +716,7 @@ mod tests {
 
     #[test]
     fn messages_after_the_end_in_the_same_batch_fail() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let frames = [parse("", "ROLLBACK"), bind("", ""), execute(""), parse("", "BEGIN"), execute(""), sync()];
         let (replies, step) = run(&mut a, &frames);
         assert_eq!(replies, ["1", "2", "C ROLLBACK", "E 08006", "Z I"]);
@@ -714,13 +725,13 @@ mod tests {
 
     #[test]
     fn copy_messages_are_dropped_and_terminate_ends() {
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let frames = [msg(b'd', b"1\t2\n"), msg(b'c', b""), msg(b'f', b"oops\0")];
         assert_eq!(run(&mut a, &frames), (vec![], Step::Continue));
         assert_eq!(run(&mut a, &[msg(b'X', b"")]), (vec![], Step::Terminate));
-        let mut a = Aborted::in_transaction(None, true);
+        let mut a = Aborted::in_transaction(None, true, Default::default());
         assert_eq!(run(&mut a, &[msg(b'X', b"")]), (vec![], Step::Terminate));
-        let mut a = Aborted::owed(ClientError::SessionStateLost("temp tables".into()));
+        let mut a = Aborted::owed(ClientError::SessionStateLost("temp tables".into()), Default::default());
         assert_eq!(run(&mut a, &[msg(b'd', b"x"), msg(b'X', b"")]), (vec![], Step::Terminate));
     }
 
@@ -737,18 +748,18 @@ mod tests {
             msg(b'E', b"\0"),
             msg(b'C', b"S"),
         ] {
-            let mut a = Aborted::in_transaction(None, false);
+            let mut a = Aborted::in_transaction(None, false, Default::default());
             assert!(matches!(a.on_frame(&frame, &mut out), Err(ClientError::Protocol(_))), "{frame:?}");
         }
         assert!(out.is_empty());
         // Unknown tags are violations even while skipping.
-        let mut a = Aborted::in_transaction(None, true);
+        let mut a = Aborted::in_transaction(None, true, Default::default());
         assert!(a.on_frame(&msg(b'z', b""), &mut out).is_err());
     }
 
     #[test]
     fn owed_error_on_next_query() {
-        let mut a = Aborted::owed(ClientError::SessionStateLost("temp tables".into()));
+        let mut a = Aborted::owed(ClientError::SessionStateLost("temp tables".into()), Default::default());
         let mut out = BytesMut::new();
         assert_eq!(a.on_frame(&query("select 1"), &mut out).unwrap(), Step::Done);
         assert_eq!(decode(&out), ["E 08006", "Z I"]);
@@ -757,19 +768,19 @@ mod tests {
 
     #[test]
     fn owed_error_on_next_batch() {
-        let mut a = Aborted::owed(ClientError::SessionStateLost("advisory locks".into()));
+        let mut a = Aborted::owed(ClientError::SessionStateLost("advisory locks".into()), Default::default());
         let frames = [parse("", "select 1"), bind("", ""), describe(b'P', ""), execute(""), flush(), sync()];
         assert_eq!(run(&mut a, &frames), (vec!["E 08006".to_string(), "Z I".into()], Step::Done));
         // Even a ROLLBACK gets it: the client believes it is in no block.
-        let mut a = Aborted::owed(ClientError::SessionStateLost("x".into()));
+        let mut a = Aborted::owed(ClientError::SessionStateLost("x".into()), Default::default());
         assert_eq!(run(&mut a, &[query("ROLLBACK")]).0, ["E 08006", "Z I"]);
-        let mut a = Aborted::owed(ClientError::SessionStateLost("x".into()));
+        let mut a = Aborted::owed(ClientError::SessionStateLost("x".into()), Default::default());
         assert_eq!(run(&mut a, &[function_call()]), (vec!["E 08006".to_string(), "Z I".into()], Step::Done));
     }
 
     #[test]
     fn owed_error_waits_past_a_bare_sync() {
-        let mut a = Aborted::owed(ClientError::SessionStateLost("x".into()));
+        let mut a = Aborted::owed(ClientError::SessionStateLost("x".into()), Default::default());
         assert_eq!(run(&mut a, &[flush(), sync()]), (vec!["Z I".to_string()], Step::Continue));
         assert_eq!(run(&mut a, &[query("select 1")]), (vec!["E 08006".to_string(), "Z I".into()], Step::Done));
     }
@@ -780,14 +791,14 @@ mod tests {
         let mut stmts = ClientStatements::default();
         stmts.insert("S_2".into(), Arc::new(StatementDef::new(b"ROLLBACK\0\0\0")));
         stmts.insert("S_1".into(), Arc::new(StatementDef::new(b"select 1\0\0\0")));
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let mut out = BytesMut::new();
         for f in [bind("", "S_1"), sync(), bind("", "S_2"), execute(""), sync()] {
             a.on_frame_with_statements(&f, &mut stmts, &mut out).unwrap();
         }
         assert_eq!(decode(&out), ["E 25P02", "Z E", "2", "C ROLLBACK", "Z I"]);
         // Without the session's statements S_2 is unknown.
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         assert_eq!(run(&mut a, &[bind("", "S_2"), sync()]).0, ["E 25P02", "Z E"]);
     }
 
@@ -795,7 +806,7 @@ mod tests {
     fn statements_parsed_and_closed_here_reach_the_session() {
         let mut stmts = ClientStatements::default();
         stmts.insert("old".into(), Arc::new(StatementDef::new(b"select 1\0\0\0")));
-        let mut a = Aborted::in_transaction(None, false);
+        let mut a = Aborted::in_transaction(None, false, Default::default());
         let mut out = BytesMut::new();
         for f in [parse("S_3", "COMMIT"), parse("bad", "select 2"), sync(), close(b'S', "old"), sync()] {
             a.on_frame_with_statements(&f, &mut stmts, &mut out).unwrap();
@@ -869,9 +880,9 @@ mod tests {
                 (0..len).map(|i| if (seed >> i) & 3 == 0 { 0 } else { (seed >> (i % 8)) as u8 }).collect();
             let frame = msg(tags[(seed >> 40) as usize % tags.len()], &body);
             let mut a = if seed & 1 == 0 {
-                Aborted::in_transaction(None, seed & 2 == 0)
+                Aborted::in_transaction(None, seed & 2 == 0, Default::default())
             } else {
-                Aborted::owed(ClientError::SessionStateLost("x".into()))
+                Aborted::owed(ClientError::SessionStateLost("x".into()), Default::default())
             };
             let _ = a.on_frame(&frame, &mut BytesMut::new());
             let _ = parse_words(&body);

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::HandshakeEnd;
-use crate::error::ClientError;
+use crate::error::{ClientError, ErrorCounts};
 use crate::net::{Rewind, Stream};
 use crate::protocol::startup::{self, StartupPacket};
 use crate::tls::{ALPN_POSTGRESQL, Acceptor, Certified, pump};
@@ -40,8 +40,8 @@ pub struct Security {
 
 type Result<T> = std::result::Result<T, HandshakeEnd>;
 
-/// Reads the client's first bytes and sets up TLS if it asks for it.
-pub async fn run(acceptor: Arc<Acceptor>, mut tcp: TcpStream) -> Result<Transport> {
+/// Reads the client's first bytes and sets up TLS if it asks for it (`errors` counts an error sent).
+pub async fn run(acceptor: Arc<Acceptor>, mut tcp: TcpStream, errors: &ErrorCounts) -> Result<Transport> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         while buf.len() < 8 && buf.first() != Some(&TLS_HANDSHAKE) {
@@ -59,7 +59,8 @@ pub async fn run(acceptor: Arc<Acceptor>, mut tcp: TcpStream) -> Result<Transpor
                     // Bytes sent before the handshake would be taken as if they came encrypted.
                     if !buf.is_empty() {
                         let mut out = BytesMut::new();
-                        ClientError::Protocol("received unencrypted data after SSL request".into()).write_to(&mut out);
+                        ClientError::Protocol("received unencrypted data after SSL request".into())
+                            .write_to(&mut out, errors);
                         let _ = tcp.write_all(&out).await;
                         return Err(HandshakeEnd::Quiet("unencrypted data after SSL request"));
                     }

@@ -93,6 +93,9 @@ pub fn client_frame(
     let tag = frame[0];
     let body = &frame[5..];
     let rewrite = mode == PoolMode::Transaction;
+    if matches!(tag, ftag::QUERY | ftag::EXECUTE | ftag::FUNCTION_CALL) {
+        a.backend.note_query();
+    }
     match tag {
         ftag::PARSE if rewrite => client_parse(a, stmts, &frame)?,
         ftag::BIND if rewrite => {

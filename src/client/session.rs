@@ -253,11 +253,14 @@ impl Session {
             }
         };
         let cluster = &self.ctx.cluster;
+        let routed = &self.ctx.metrics.routed;
         let borrowed = if routing::read_only_next(&self.ctx, self.endpoint, &self.settings, &self.cin, &self.statements)
         {
+            routed.replica.inc();
             let wrote_in = self.wrote_in.filter(|_| self.ctx.settings.load().read_your_writes);
             cluster.checkout_replica(&self.database, &self.user, left, wrote_in).await
         } else {
+            routed.primary.inc();
             cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, left).await
         };
         match borrowed {
@@ -281,7 +284,7 @@ impl Session {
     /// No server connection for the client's batch: tell it why, and drop the rest of the batch.
     fn fail_batch(&mut self, err: ClientError) {
         tracing::warn!(user = %self.user, database = %self.database, error = %err, "no server connection for a transaction");
-        err.write_to(&mut self.cout);
+        err.write_to(&mut self.cout, &self.ctx.metrics.errors);
         self.transition(State::Discarding);
     }
 
@@ -515,21 +518,25 @@ impl Session {
         let mut told = false;
         let ready = if in_block { TxStatus::Failed } else { TxStatus::Idle };
         for _ in 0..pending {
-            error(!told).write_to(&mut self.cout);
+            error(!told).write_to(&mut self.cout, &self.ctx.metrics.errors);
             told = true;
             build::ready_for_query(&mut self.cout, ready);
         }
         if batch_open {
-            error(!told).write_to(&mut self.cout);
+            error(!told).write_to(&mut self.cout, &self.ctx.metrics.errors);
             told = true;
         }
         let next = if in_block {
-            State::Aborted(Box::new(Aborted::in_transaction((!told).then(|| error(true)), batch_open)))
+            State::Aborted(Box::new(Aborted::in_transaction(
+                (!told).then(|| error(true)),
+                batch_open,
+                self.ctx.metrics.errors.clone(),
+            )))
         } else if batch_open {
             State::Discarding
         } else if !told && lost_state.is_some() {
             // Nothing in flight: the next request hears of it.
-            State::Aborted(Box::new(Aborted::owed(error(true))))
+            State::Aborted(Box::new(Aborted::owed(error(true), self.ctx.metrics.errors.clone())))
         } else {
             State::Idle
         };
@@ -542,7 +549,7 @@ impl Session {
         match &end {
             End::Fatal(err) => {
                 tracing::info!(user = %self.user, error = %err, sqlstate = err.sqlstate(), "closing client");
-                err.write_to(&mut self.cout);
+                err.write_to(&mut self.cout, &self.ctx.metrics.errors);
             }
             End::Terminated | End::Gone => tracing::debug!(user = %self.user, ?end, "client left"),
         }

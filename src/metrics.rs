@@ -1,0 +1,269 @@
+//! Prometheus metrics: one registry per proxy (never the crate's global default), the proxy-wide
+//! counters the client code bumps, and the families scrape-time collectors fill from live state.
+//!
+//! Hot-path rule: the per-transaction work is an atomic add or a histogram observe on a handle
+//! resolved beforehand (here at construction, per pool when the pool is made). Label lookups
+//! (`with_label_values`) happen at construction or at scrape time only. Labels stay bounded:
+//! database, user, server, role and fixed sets (tls, route, reason, SQLSTATE) — never a client
+//! address or SQL text.
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::error::ErrorCounts;
+
+/// Bucket bounds (seconds) of the per-transaction latency histograms: from 100 µs (a borrow served
+/// at once, a cached point SELECT) to two minutes (the default `borrow_timeout`).
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+
+/// A latency histogram for one pool: unlabelled and unregistered; the pool collector reports it
+/// with the pool's labels at scrape time.
+pub fn latency_histogram(name: &str, help: &str) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+        .expect("static histogram options are valid")
+}
+
+/// Seconds as Prometheus wants them.
+pub fn seconds(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Client connection counters, resolved for `tls="false"` (every client until TLS lands).
+#[derive(Debug, Clone)]
+pub struct ClientCounters {
+    pub received: IntCounter,
+    pub current: IntGauge,
+    pub setup_succeeded: IntCounter,
+    pub setup_failed_auth: IntCounter,
+    pub closed: IntCounter,
+}
+
+impl ClientCounters {
+    /// Counts an accepted connection; the guard counts it closed when dropped.
+    pub fn accepted(&self) -> OpenClient {
+        self.received.inc();
+        self.current.inc();
+        OpenClient(self.clone())
+    }
+}
+
+/// A client connection counted as open.
+#[derive(Debug)]
+pub struct OpenClient(ClientCounters);
+
+impl Drop for OpenClient {
+    fn drop(&mut self) {
+        self.0.current.dec();
+        self.0.closed.inc();
+    }
+}
+
+/// Where transactions were sent, decided per borrow.
+#[derive(Debug, Clone)]
+pub struct RouteCounters {
+    pub primary: IntCounter,
+    pub replica: IntCounter,
+}
+
+/// The proxy's metrics: the registry, and the handles the hot paths use.
+pub struct Metrics {
+    registry: Registry,
+    pub clients: ClientCounters,
+    pub routed: RouteCounters,
+    /// Errors pgmux itself sent, by SQLSTATE (counted where they are written, in `error.rs`).
+    pub errors: Arc<ErrorCounts>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(v.clone())).expect("metric registered once");
+            v
+        };
+        let tls = ["false"];
+        let gauge = IntGaugeVec::new(
+            Opts::new("pgmux_client_connections", "Client connections open now (any phase, startup included)."),
+            &["tls"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(gauge.clone())).expect("metric registered once");
+        let clients = ClientCounters {
+            received: counter("pgmux_client_connections_received_total", "Client connections accepted.", &["tls"])
+                .with_label_values(&tls),
+            current: gauge.with_label_values(&tls),
+            setup_succeeded: counter(
+                "pgmux_client_connections_setup_succeeded_total",
+                "Client connections that completed startup (authenticated and greeted).",
+                &["tls"],
+            )
+            .with_label_values(&tls),
+            setup_failed_auth: counter(
+                "pgmux_client_connections_setup_failed_auth_total",
+                "Client connections refused for a wrong password or unknown user (28P01).",
+                &["tls"],
+            )
+            .with_label_values(&tls),
+            closed: counter(
+                "pgmux_client_connections_closed_total",
+                "Client connections closed, for any reason.",
+                &["tls"],
+            )
+            .with_label_values(&tls),
+        };
+        let routes = counter(
+            "pgmux_routing_decisions_total",
+            "Transactions routed, by target chosen: replica (read-only work) or primary.",
+            &["route"],
+        );
+        let routed = RouteCounters {
+            primary: routes.with_label_values(&["primary"]),
+            replica: routes.with_label_values(&["replica"]),
+        };
+        Metrics { registry, clients, routed, errors: Arc::new(ErrorCounts::default()) }
+    }
+
+    /// Adds a scrape-time collector (each subsystem registers its own).
+    pub fn register(&self, collector: impl Collector + 'static) {
+        if let Err(e) = self.registry.register(Box::new(collector)) {
+            tracing::error!(error = %e, "metrics collector not registered");
+        }
+    }
+
+    /// Everything, in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "metrics rendering failed");
+            String::new()
+        })
+    }
+}
+
+/// A metric family a collector reports at scrape time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Name, help, type and label names of a scrape-time family: a collector's table of these gives both
+/// its descriptors and its families, so the two cannot disagree.
+#[derive(Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+}
+
+/// Descriptors for a collector's `desc()`.
+pub fn descs(specs: &[&'static Spec]) -> Vec<Desc> {
+    specs
+        .iter()
+        .map(|s| {
+            let labels = s.labels.iter().map(|l| l.to_string()).collect();
+            Desc::new(s.name.into(), s.help.into(), labels, Default::default()).expect("valid metric descriptor")
+        })
+        .collect()
+}
+
+/// The families of one collector being filled at scrape time, one per spec of its table.
+#[derive(Debug)]
+pub struct Families(Vec<(&'static Spec, MetricFamily)>);
+
+impl Families {
+    pub fn new(specs: &[&'static Spec]) -> Families {
+        Families(specs.iter().map(|s| (*s, family(s))).collect())
+    }
+
+    fn slot(&mut self, spec: &'static Spec) -> &mut MetricFamily {
+        let i = self.0.iter().position(|(s, _)| std::ptr::eq(*s, spec));
+        let i = i.unwrap_or_else(|| panic!("{} is not in this collector's table", spec.name));
+        &mut self.0[i].1
+    }
+
+    /// One sample of a counter or gauge family.
+    pub fn add(&mut self, spec: &'static Spec, values: &[&str], value: f64) {
+        let mut m = proto::Metric::from_label(label_pairs(spec, values));
+        match spec.kind {
+            Kind::Counter => {
+                let mut c = proto::Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            Kind::Gauge => {
+                let mut g = proto::Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+            Kind::Histogram => panic!("{}: a histogram takes add_histogram()", spec.name),
+        }
+        self.slot(spec).mut_metric().push(m);
+    }
+
+    /// One labelled histogram of a histogram family.
+    pub fn add_histogram(&mut self, spec: &'static Spec, values: &[&str], h: &Histogram) {
+        use prometheus::core::Metric as _;
+        assert_eq!(spec.kind, Kind::Histogram, "{}: not a histogram", spec.name);
+        let mut m = h.metric();
+        m.set_label(label_pairs(spec, values));
+        self.slot(spec).mut_metric().push(m);
+    }
+
+    /// The families (empty ones are left out of the output by the registry).
+    pub fn finish(self) -> Vec<MetricFamily> {
+        self.0.into_iter().map(|(_, f)| f).collect()
+    }
+}
+
+fn family(spec: &Spec) -> MetricFamily {
+    let mut mf = MetricFamily::default();
+    mf.set_name(spec.name.into());
+    mf.set_help(spec.help.into());
+    mf.set_field_type(match spec.kind {
+        Kind::Counter => MetricType::COUNTER,
+        Kind::Gauge => MetricType::GAUGE,
+        Kind::Histogram => MetricType::HISTOGRAM,
+    });
+    mf
+}
+
+/// Label pairs sorted by name, as the crate's own metrics have them.
+fn label_pairs(spec: &Spec, values: &[&str]) -> Vec<LabelPair> {
+    assert_eq!(values.len(), spec.labels.len(), "{}: label values", spec.name);
+    let mut pairs: Vec<LabelPair> = spec
+        .labels
+        .iter()
+        .zip(values)
+        .map(|(name, value)| {
+            let mut p = LabelPair::default();
+            p.set_name(name.to_string());
+            p.set_value(value.to_string());
+            p
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.name().cmp(b.name()));
+    pairs
+}
+
+#[cfg(test)]
+mod tests;
