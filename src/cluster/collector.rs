@@ -29,6 +29,7 @@ spec!(
     POOL,
     "Server connections in a transaction now (approximated by those lent: a lent connection is in a transaction, or pinned, or in session mode)."
 );
+spec!(WAITING, "pgmux_borrow_waiting", Gauge, POOL, "Borrowers waiting for a server connection of the pool now.");
 spec!(MAX, "pgmux_server_connections_max", Gauge, POOL, "Server connections allowed per pool (pool.size).");
 spec!(
     REQUESTS,
@@ -141,11 +142,12 @@ spec!(
 );
 spec!(IN_PROGRESS, "pgmux_failover_in_progress", Gauge, &[], "1 while the primary is lost and no other is known.");
 
-static SPECS: [&Spec; 25] = [
+static SPECS: [&Spec; 26] = [
     &OPEN,
     &IDLE,
     &BORROWED,
     &IN_TX,
+    &WAITING,
     &MAX,
     &REQUESTS,
     &SETUP_OK,
@@ -191,6 +193,7 @@ impl ClusterCollector {
             out.add(&IDLE, &labels, pool.idle_count() as f64);
             out.add(&BORROWED, &labels, borrowed);
             out.add(&IN_TX, &labels, borrowed);
+            out.add(&WAITING, &labels, pool.waiting_count() as f64);
             out.add(&MAX, &labels, pool.size() as f64);
             for (spec, counter) in [
                 (&REQUESTS, &s.connects),
@@ -307,6 +310,7 @@ mod tests {
         let labels = "database=\"db\",server=\"p:1\",user=\"app\"";
         has(&text, &format!("pgmux_server_connections_max{{{labels}}} 4"));
         has(&text, &format!("pgmux_server_connections_borrowed{{{labels}}} 0"));
+        has(&text, &format!("pgmux_borrow_waiting{{{labels}}} 0"));
         has(&text, &format!("pgmux_server_connections{{{labels}}} 0"));
         has(&text, &format!("pgmux_borrows_total{{{labels}}} 3"));
         has(&text, &format!("pgmux_borrow_wait_seconds_count{{{labels}}} 1"));
