@@ -203,13 +203,15 @@ impl Drop for Admitted {
 pub struct ConsoleClient {
     pub stream: Stream,
     pub login: handshake::ConsoleLogin,
+    /// Keeps the connection counted as open in the metrics while the console serves it.
+    pub counted: crate::metrics::OpenClient,
 }
 
 /// Serves one accepted client connection until it closes; a client of the admin console is handed
 /// back once greeted.
 pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) -> Option<ConsoleClient> {
     let counters = &ctx.metrics.clients;
-    let _open = counters.accepted();
+    let open = counters.accepted();
     let _ = tcp.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
@@ -233,7 +235,8 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
         Ok(Some(handshake::Greeted::Session(s))) => s,
         Ok(Some(handshake::Greeted::Console(login))) => {
             tracing::info!(%peer, user = %login.user, tls, "admin console session");
-            return Some(ConsoleClient { stream, login });
+            counters.setup_succeeded.inc();
+            return Some(ConsoleClient { stream, login, counted: open });
         }
         Ok(None) => return None,
         Err(HandshakeEnd::Quiet(reason)) => {
@@ -258,6 +261,7 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     counters.setup_succeeded.inc();
     tracing::debug!(%peer, user = %startup.user, database = %startup.database, tls, "client connected");
     session::Session::new(ctx, stream, *startup, endpoint).run().await;
+    drop(open);
     None
 }
 

@@ -277,3 +277,26 @@ async fn readyz_wants_a_primary_and_healthz_only_a_live_process() {
     assert_eq!(s.sum("pgmux_server_is_primary", &[("server", &closed.to_string())]), 0.0);
     p.shutdown.abort.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_console_session_counts_as_an_open_client_connection() {
+    let c = cluster();
+    let text = yaml(&[c.addr(0), c.addr(1)], "  size: 1", "")
+        .replacen("listen: 127.0.0.1:0\n", "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n", 1)
+        .replace("shutdown_timeout: 10s\n", "shutdown_timeout: 10s\nadmin_users: [u2]\n");
+    let p = start_proxy_yaml(&text).await;
+    let tls = [("tls", "false")];
+    let console = connect(&p.dsn("u2", "u2", "pgmux")).await.expect("admin console login");
+    console.simple_query("SHOW POOLS").await.unwrap();
+    let s = Scrape::take(&p).await;
+    assert_eq!(s.sum("pgmux_client_connections", &tls), 1.0);
+    assert_eq!(s.sum("pgmux_client_connections_setup_succeeded_total", &tls), 1.0);
+    drop(console);
+    let closed = eventually(Duration::from_secs(5), || async {
+        let s = Scrape::take(&p).await;
+        s.sum("pgmux_client_connections", &tls) == 0.0 && s.sum("pgmux_client_connections_closed_total", &tls) == 1.0
+    })
+    .await;
+    assert!(closed, "the console session was never counted closed");
+    p.shutdown.abort.cancel();
+}

@@ -46,7 +46,7 @@ struct Console {
 /// Serves the console until the client leaves, idles past `clients.idle_timeout`, or pgmux shuts
 /// down (the console does not hold up a drain).
 pub async fn run(ctx: Arc<ClientCtx>, client: ConsoleClient) {
-    let ConsoleClient { mut stream, login } = client;
+    let ConsoleClient { mut stream, login, counted: _counted } = client;
     let ConsoleLogin { user, key, pending, admitted } = login;
     let mut console =
         Console { ctx, user, cin: pending, out: BytesMut::new(), skipping: false, _listed: (key, admitted) };
