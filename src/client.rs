@@ -210,8 +210,7 @@ pub struct ConsoleClient {
 /// Serves one accepted client connection until it closes; a client of the admin console is handed
 /// back once greeted.
 pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) -> Option<ConsoleClient> {
-    let counters = &ctx.metrics.clients;
-    let open = counters.accepted();
+    let mut open = ctx.metrics.clients.accepted();
     let _ = tcp.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
@@ -231,11 +230,14 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
         };
     let negotiate::Transport { mut stream, security, pending } = transport;
     let tls = security.channel_binding.is_some();
+    if tls {
+        open.encrypted();
+    }
     let startup = match handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline).await {
         Ok(Some(handshake::Greeted::Session(s))) => s,
         Ok(Some(handshake::Greeted::Console(login))) => {
             tracing::info!(%peer, user = %login.user, tls, "admin console session");
-            counters.setup_succeeded.inc();
+            open.setup_succeeded();
             return Some(ConsoleClient { stream, login, counted: open });
         }
         Ok(None) => return None,
@@ -246,7 +248,7 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
         Err(HandshakeEnd::Error(err)) => {
             tracing::info!(%peer, error = %err, sqlstate = err.sqlstate(), "client rejected");
             if matches!(err, ClientError::AuthFailed(_)) {
-                counters.setup_failed_auth.inc();
+                open.setup_failed_auth();
             }
             let mut buf = BytesMut::new();
             err.write_to(&mut buf, &ctx.metrics.errors);
@@ -258,7 +260,7 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
             return None;
         }
     };
-    counters.setup_succeeded.inc();
+    open.setup_succeeded();
     tracing::debug!(%peer, user = %startup.user, database = %startup.database, tls, "client connected");
     session::Session::new(ctx, stream, *startup, endpoint).run().await;
     drop(open);

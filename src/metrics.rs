@@ -32,33 +32,57 @@ pub fn seconds(d: std::time::Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Client connection counters, resolved for `tls="false"` (every client until TLS lands).
+/// Client connection counters; those split by TLS are indexed by `tls as usize`.
 #[derive(Debug, Clone)]
 pub struct ClientCounters {
-    pub received: IntCounter,
-    pub current: IntGauge,
-    pub setup_succeeded: IntCounter,
-    pub setup_failed_auth: IntCounter,
-    pub closed: IntCounter,
+    received: IntCounter,
+    current: [IntGauge; 2],
+    setup_succeeded: [IntCounter; 2],
+    setup_failed_auth: [IntCounter; 2],
+    closed: [IntCounter; 2],
 }
 
 impl ClientCounters {
-    /// Counts an accepted connection; the guard counts it closed when dropped.
+    /// Counts an accepted connection, as plaintext until it negotiates TLS; the guard counts it
+    /// closed when dropped.
     pub fn accepted(&self) -> OpenClient {
         self.received.inc();
-        self.current.inc();
-        OpenClient(self.clone())
+        self.current[0].inc();
+        OpenClient { counters: self.clone(), tls: false }
     }
 }
 
 /// A client connection counted as open.
 #[derive(Debug)]
-pub struct OpenClient(ClientCounters);
+pub struct OpenClient {
+    counters: ClientCounters,
+    tls: bool,
+}
+
+impl OpenClient {
+    /// The connection negotiated TLS: counted as a TLS connection from now on.
+    pub fn encrypted(&mut self) {
+        if !self.tls {
+            self.counters.current[0].dec();
+            self.counters.current[1].inc();
+            self.tls = true;
+        }
+    }
+
+    pub fn setup_succeeded(&self) {
+        self.counters.setup_succeeded[usize::from(self.tls)].inc();
+    }
+
+    pub fn setup_failed_auth(&self) {
+        self.counters.setup_failed_auth[usize::from(self.tls)].inc();
+    }
+}
 
 impl Drop for OpenClient {
     fn drop(&mut self) {
-        self.0.current.dec();
-        self.0.closed.inc();
+        let tls = usize::from(self.tls);
+        self.counters.current[tls].dec();
+        self.counters.closed[tls].inc();
     }
 }
 
@@ -98,35 +122,36 @@ impl Metrics {
             registry.register(Box::new(v.clone())).expect("metric registered once");
             v
         };
-        let tls = ["false"];
         let gauge = IntGaugeVec::new(
             Opts::new("pgmux_client_connections", "Client connections open now (any phase, startup included)."),
             &["tls"],
         )
         .expect("valid metric");
         registry.register(Box::new(gauge.clone())).expect("metric registered once");
+        let by_tls = |v: &IntCounterVec| [v.with_label_values(&["false"]), v.with_label_values(&["true"])];
         let clients = ClientCounters {
-            received: counter("pgmux_client_connections_received_total", "Client connections accepted.", &["tls"])
-                .with_label_values(&tls),
-            current: gauge.with_label_values(&tls),
-            setup_succeeded: counter(
+            received: {
+                let c = IntCounter::new("pgmux_client_connections_received_total", "Client connections accepted.")
+                    .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("metric registered once");
+                c
+            },
+            current: [gauge.with_label_values(&["false"]), gauge.with_label_values(&["true"])],
+            setup_succeeded: by_tls(&counter(
                 "pgmux_client_connections_setup_succeeded_total",
                 "Client connections that completed startup (authenticated and greeted).",
                 &["tls"],
-            )
-            .with_label_values(&tls),
-            setup_failed_auth: counter(
+            )),
+            setup_failed_auth: by_tls(&counter(
                 "pgmux_client_connections_setup_failed_auth_total",
                 "Client connections refused for a wrong password or unknown user (28P01).",
                 &["tls"],
-            )
-            .with_label_values(&tls),
-            closed: counter(
+            )),
+            closed: by_tls(&counter(
                 "pgmux_client_connections_closed_total",
                 "Client connections closed, for any reason.",
                 &["tls"],
-            )
-            .with_label_values(&tls),
+            )),
         };
         let routes = counter(
             "pgmux_routing_decisions_total",

@@ -152,6 +152,31 @@ async fn plain_connections_are_not_offered_channel_binding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connection_metrics_are_split_by_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path(), "");
+    let p = proxy_with(&format!("admin_listen: 127.0.0.1:0\n{}", tls_section("prefer", &c))).await;
+    let encrypted = connect_tls(&p, &c.ca, "sslmode=require").await.unwrap();
+    let plain = connect(&p.dsn("app", "app", "app")).await.unwrap();
+    let err = psql(conninfo(&p, "sslmode=require password=wrong"), "select 1").await.unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+    let (code, text) = http_get(p.admin.unwrap(), "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "pgmux_client_connections{tls=\"true\"} 1",
+        "pgmux_client_connections{tls=\"false\"} 1",
+        "pgmux_client_connections_received_total 3",
+        "pgmux_client_connections_setup_succeeded_total{tls=\"true\"} 1",
+        "pgmux_client_connections_setup_succeeded_total{tls=\"false\"} 1",
+        "pgmux_client_connections_setup_failed_auth_total{tls=\"true\"} 1",
+        "pgmux_client_connections_closed_total{tls=\"true\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    drop((encrypted, plain));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_over_tls_and_plaintext_refused_under_require() {
     let dir = tempfile::tempdir().unwrap();
     let c = certs(dir.path(), "");

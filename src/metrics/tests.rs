@@ -68,19 +68,31 @@ fn a_family_outside_the_table_is_a_bug() {
 }
 
 #[test]
-fn client_counters_count_connections_open_and_closed() {
+fn client_counters_count_connections_open_and_closed_by_tls() {
     let m = Metrics::new();
     let a = m.clients.accepted();
-    let b = m.clients.accepted();
+    let mut b = m.clients.accepted();
+    b.encrypted();
+    b.setup_succeeded();
+    a.setup_failed_auth();
     drop(a);
     let text = m.render();
-    assert!(text.contains("pgmux_client_connections{tls=\"false\"} 1\n"), "{text}");
-    assert!(text.contains("pgmux_client_connections_received_total{tls=\"false\"} 2\n"), "{text}");
-    assert!(text.contains("pgmux_client_connections_closed_total{tls=\"false\"} 1\n"), "{text}");
+    for line in [
+        "pgmux_client_connections{tls=\"false\"} 0",
+        "pgmux_client_connections{tls=\"true\"} 1",
+        "pgmux_client_connections_received_total 2",
+        "pgmux_client_connections_setup_succeeded_total{tls=\"true\"} 1",
+        "pgmux_client_connections_setup_failed_auth_total{tls=\"false\"} 1",
+        "pgmux_client_connections_closed_total{tls=\"false\"} 1",
+        "pgmux_client_connections_closed_total{tls=\"true\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
     drop(b);
     m.routed.replica.inc();
     let text = m.render();
-    assert!(text.contains("pgmux_client_connections{tls=\"false\"} 0\n"), "{text}");
+    assert!(text.contains("pgmux_client_connections{tls=\"true\"} 0\n"), "{text}");
+    assert!(text.contains("pgmux_client_connections_closed_total{tls=\"true\"} 1\n"), "{text}");
     assert!(text.contains("pgmux_routing_decisions_total{route=\"replica\"} 1\n"), "{text}");
     assert!(text.contains("pgmux_routing_decisions_total{route=\"primary\"} 0\n"), "{text}");
 }
