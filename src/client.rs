@@ -87,6 +87,8 @@ pub struct ClientCtx {
     pub cluster: Arc<Cluster>,
     pub cancels: Arc<CancelRegistry>,
     pub pin_stats: Arc<pins::PinStats>,
+    /// Rate limits for log events that can storm.
+    pub log_limits: crate::log_limit::LogLimits,
     /// The proxy's metrics registry and hot-path handles (scraped at GET /metrics).
     pub metrics: Metrics,
     /// Read-only verdicts of autocommit queries, by text hash (bounded; a miss costs ~1 µs).
@@ -133,6 +135,7 @@ impl ClientCtx {
             cluster,
             cancels,
             pin_stats,
+            log_limits: Default::default(),
             metrics,
             select_verdicts: Default::default(),
             draining,
@@ -246,7 +249,9 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
             return None;
         }
         Err(HandshakeEnd::Error(err)) => {
-            tracing::info!(%peer, error = %err, sqlstate = err.sqlstate(), "client rejected");
+            if let Some(held_back) = ctx.log_limits.client_rejected.check() {
+                tracing::info!(event = "client_rejected", %peer, error = %err, sqlstate = err.sqlstate(), held_back, "client rejected");
+            }
             if matches!(err, ClientError::AuthFailed(_)) {
                 open.setup_failed_auth();
             }

@@ -11,6 +11,7 @@
 //! - `pool`: per (server, database, user) pools of backend connections.
 //! - `cluster`: the servers, which one is the primary, and their pools.
 //! - `error`: the one mapping from pgmux failures to SQLSTATEs.
+//! - `log_limit`: rate limits for log events that can come in storms.
 //! - `client`: a client connection: handshake, session state machine, relay.
 //! - `listener`: accepting clients, and shutdown.
 //! - `admin`: the operator's interfaces: HTTP (/healthz, /readyz, /metrics, /status) and the SQL
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod error;
 pub mod listener;
 pub mod localpg;
+pub mod log_limit;
 pub mod metrics;
 pub mod net;
 pub mod pool;

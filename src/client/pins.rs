@@ -87,6 +87,8 @@ pub struct PinStats {
     pub by_reason: [AtomicU64; 6],
     /// Clients pinned right now.
     pub pinned_now: AtomicI64,
+    /// Pin and unpin log lines (an application may pin on every transaction).
+    log: crate::log_limit::Limiter,
 }
 
 impl PinStats {
@@ -101,15 +103,19 @@ impl PinStats {
             }
         }
         match (old.is_empty(), new.is_empty()) {
+            (true, false) => self.pinned_now.fetch_add(1, Ordering::Relaxed),
+            (false, true) => self.pinned_now.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        let Some(held_back) = self.log.check() else { return };
+        match (old.is_empty(), new.is_empty()) {
             (true, false) => {
-                self.pinned_now.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(user, reasons = %new, "client pinned to its server connection");
+                tracing::info!(event = "pinned", user, reasons = %new, held_back, "client pinned to its server connection")
             }
-            (false, true) => {
-                self.pinned_now.fetch_sub(1, Ordering::Relaxed);
-                tracing::info!(user, was = %old, "client unpinned");
+            (false, true) => tracing::info!(event = "unpinned", user, was = %old, held_back, "client unpinned"),
+            _ => {
+                tracing::info!(event = "pin_changed", user, reasons = %new, was = %old, held_back, "client pin reasons changed")
             }
-            _ => tracing::info!(user, reasons = %new, was = %old, "client pin reasons changed"),
         }
     }
 

@@ -283,7 +283,9 @@ impl Session {
 
     /// No server connection for the client's batch: tell it why, and drop the rest of the batch.
     fn fail_batch(&mut self, err: ClientError) {
-        tracing::warn!(user = %self.user, database = %self.database, error = %err, "no server connection for a transaction");
+        if let Some(held_back) = self.ctx.log_limits.no_server.check() {
+            tracing::warn!(event = "no_server", user = %self.user, database = %self.database, error = %err, held_back, "no server connection for a transaction");
+        }
         err.write_to(&mut self.cout, &self.ctx.metrics.errors);
         self.transition(State::Discarding);
     }
@@ -483,7 +485,9 @@ impl Session {
         let tracker = &a.replies;
         let (status, pending, batch_open) = (tracker.status(), tracker.pending_ready(), tracker.batch_open());
         let server = a.backend.server.clone();
-        tracing::warn!(event = "server_lost", user = %self.user, server = %server, reason = %why, "server connection lost");
+        if let Some(held_back) = self.ctx.log_limits.server_lost.check() {
+            tracing::warn!(event = "server_lost", user = %self.user, server = %server, reason = %why, held_back, "server connection lost");
+        }
         self.ctx.cluster.suspect(&server);
         let session_mode = self.mode == PoolMode::Session;
         let lost_state = (!self.pins.is_empty() || session_mode).then(|| {
