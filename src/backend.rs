@@ -97,6 +97,8 @@ pub struct BackendConn {
     /// Shuts the socket down from elsewhere (see `Pool::retire`).
     pub cutter: Arc<socket2::Socket>,
     pub created: Instant,
+    /// The pool generation this connection was opened in (see `Pool::retire`).
+    pub generation: u64,
     pub last_used: Instant,
 }
 
@@ -135,6 +137,7 @@ impl BackendConn {
             standby: None,
             cutter,
             created: Instant::now(),
+            generation: 0,
             last_used: Instant::now(),
         };
         let mut out = BytesMut::new();

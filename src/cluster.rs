@@ -336,17 +336,22 @@ impl Cluster {
         user: &str,
         timeout: Duration,
     ) -> Result<Pooled, ClusterError> {
-        let deadline = Instant::now() + timeout;
+        // The clock is read only once the first attempt fails: the common borrow reads none here.
+        let mut deadline: Option<Instant> = None;
         loop {
             let primary = match self.primary() {
                 Some(p) => p,
-                None => self.wait_for_primary(database, user, deadline).await?,
+                None => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    self.wait_for_primary(database, user, deadline).await?
+                }
             };
             let pool = match hint {
                 Some(h) if Arc::ptr_eq(&h.key.server, &primary) || *h.key.server == *primary => h.clone(),
                 _ => self.pool(primary.clone(), database, user)?,
             };
-            match pool.checkout(deadline.saturating_duration_since(Instant::now())).await {
+            let remaining = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+            match pool.checkout(remaining).await {
                 Ok(conn) if conn.is_standby() == Some(true) => {
                     drop(conn);
                     self.primary_lost(&primary, "it is in recovery (demoted)");
@@ -367,6 +372,7 @@ impl Cluster {
                 }
                 Err(e) => return Err(e.into()),
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             if Instant::now() >= deadline {
                 return Err(ClusterError::NoPrimary(self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()));
             }

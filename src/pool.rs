@@ -80,8 +80,8 @@ pub struct Pool {
     /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
     /// one of these outside a transaction is answered without borrowing a connection.
     known_statements: Mutex<HashSet<Arc<str>>>,
-    /// Connections opened before this are discarded instead of reused (the server was retired).
-    valid_since: Mutex<Option<Instant>>,
+    /// The generation a connection must have been opened in to be reused; `retire` moves it on.
+    valid_since: AtomicU64,
     /// Every open connection's socket (handles that die with their connection), to cut them all
     /// when the server must no longer be used.
     sockets: Mutex<Vec<std::sync::Weak<socket2::Socket>>>,
@@ -108,7 +108,7 @@ impl Pool {
             permits: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::new()),
             known_statements: Mutex::new(HashSet::new()),
-            valid_since: Mutex::new(None),
+            valid_since: AtomicU64::new(0),
             sockets: Mutex::new(Vec::new()),
             connecting: Semaphore::new(CONNECTS_AT_ONCE),
             waiting: AtomicUsize::new(0),
@@ -186,13 +186,15 @@ impl Pool {
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
         started.get_or_insert_with(Instant::now);
-        let conn = {
+        let generation = self.valid_since.load(Ordering::Acquire);
+        let mut conn = {
             let _turn = self.connecting.acquire().await.map_err(|_| PoolError::Timeout)?;
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
             BackendConn::connect(self.key.server.clone(), &self.login()).await.inspect_err(|_| {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
             })?
         };
+        conn.generation = generation;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut sockets) = self.sockets.lock() {
             sockets.retain(|s| s.strong_count() > 0);
@@ -257,7 +259,7 @@ impl Pool {
     /// With `cut`, borrowed ones are shut down too, so whatever runs on them fails at once (the
     /// server was replaced as primary: nothing more may be written there).
     pub fn retire(&self, cut: bool) {
-        *self.valid_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.valid_since.fetch_add(1, Ordering::AcqRel);
         self.clear_idle();
         if cut && let Ok(mut sockets) = self.sockets.lock() {
             for s in sockets.drain(..).filter_map(|s| s.upgrade()) {
@@ -267,7 +269,7 @@ impl Pool {
     }
 
     fn still_valid(&self, conn: &BackendConn) -> bool {
-        self.valid_since.lock().map(|v| v.is_none_or(|t| conn.created >= t)).unwrap_or(false)
+        conn.generation == self.valid_since.load(Ordering::Acquire)
     }
 }
 
