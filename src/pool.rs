@@ -76,7 +76,10 @@ pub struct Pool {
     login: Mutex<LoginParams>,
     size: std::sync::atomic::AtomicUsize,
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<BackendConn>>,
+    /// Boxed, so lending and returning a connection moves a pointer, not the whole struct
+    /// (callgrind: ~1,000 instructions per transaction less).
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<BackendConn>>>,
     /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
     /// one of these outside a transaction is answered without borrowing a connection.
     known_statements: Mutex<HashSet<Arc<str>>>,
@@ -190,7 +193,7 @@ impl Pool {
         let mut conn = {
             let _turn = self.connecting.acquire().await.map_err(|_| PoolError::Timeout)?;
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
-            BackendConn::connect(self.key.server.clone(), &self.login()).await.inspect_err(|_| {
+            BackendConn::connect(self.key.server.clone(), &self.login()).await.map(Box::new).inspect_err(|_| {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
             })?
         };
@@ -204,7 +207,12 @@ impl Pool {
     }
 
     /// Hands `conn` out, recording how long the borrow waited (since `started`; None: not at all).
-    fn lend(self: &Arc<Self>, conn: BackendConn, permit: OwnedSemaphorePermit, started: Option<Instant>) -> Pooled {
+    fn lend(
+        self: &Arc<Self>,
+        conn: Box<BackendConn>,
+        permit: OwnedSemaphorePermit,
+        started: Option<Instant>,
+    ) -> Pooled {
         let now = Instant::now();
         let waited = started.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
         self.stats.borrow_wait.observe(metrics::seconds(waited));
@@ -215,7 +223,7 @@ impl Pool {
         self.login.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn pop_idle(&self) -> Option<BackendConn> {
+    fn pop_idle(&self) -> Option<Box<BackendConn>> {
         self.idle.lock().ok()?.pop()
     }
 
@@ -293,7 +301,7 @@ impl Drop for Waiting<'_> {
 /// so a connection in an unknown state can never reach another client.
 #[derive(Debug)]
 pub struct Pooled {
-    conn: Option<BackendConn>,
+    conn: Option<Box<BackendConn>>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
     /// When it was lent, and how long the borrow waited for it.
