@@ -105,6 +105,24 @@ pub struct Cluster {
     prober: Mutex<Option<CancellationToken>>,
 }
 
+/// A cluster for unit tests: `servers`, pools of `size`, users `(name, password)`; nothing connects.
+#[cfg(test)]
+pub fn test_cluster(servers: &[&str], size: usize, users: &[(&str, &str)]) -> Arc<Cluster> {
+    Arc::new(Cluster::new(
+        servers.iter().map(|s| s.to_string()).collect(),
+        PoolSettings {
+            size,
+            connect_timeout: Duration::from_secs(1),
+            init_query: String::new(),
+            idle_timeout: Duration::from_secs(60),
+            tls: Arc::new(crate::tls::TlsSettings::disabled()),
+        },
+        ReadRouting { max_replica_lag: Duration::from_secs(10), fallback_to_primary: true },
+        (3, 2),
+        Arc::new(ArcSwap::from_pointee(UserDirectory::new(users.iter().copied()))),
+    ))
+}
+
 /// A failed connect that says the server cannot serve now (down, starting, shutting down, in
 /// recovery), as opposed to one refusing this login (bad password, unknown database).
 fn server_unavailable(e: &BackendError) -> bool {

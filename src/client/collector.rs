@@ -101,26 +101,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::auth::UserDirectory;
     use crate::client::cancel::CancelTarget;
-    use crate::cluster::{PoolSettings, ReadRouting};
     use crate::metrics::Metrics;
 
     #[test]
     fn pinned_clients_are_counted_per_pool_and_errors_by_class() {
-        let cluster = Arc::new(Cluster::new(
-            vec!["p:1".into()],
-            PoolSettings {
-                size: 2,
-                connect_timeout: Duration::from_secs(1),
-                init_query: String::new(),
-                idle_timeout: Duration::from_secs(60),
-                tls: Arc::new(crate::tls::TlsSettings::disabled()),
-            },
-            ReadRouting { max_replica_lag: Duration::from_secs(10), fallback_to_primary: true },
-            (3, 2),
-            Arc::new(arc_swap::ArcSwap::from_pointee(UserDirectory::new([("app", "pw"), ("bob", "pw")]))),
-        ));
+        let cluster = crate::cluster::test_cluster(&["p:1"], 2, &[("app", "pw"), ("bob", "pw")]);
         let _app = cluster.pool("p:1".into(), "db", "app").unwrap();
         let _bob = cluster.pool("p:1".into(), "db", "bob").unwrap();
         let cancels = Arc::new(CancelRegistry::default());

@@ -255,28 +255,14 @@ impl Collector for ClusterCollector {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
-    use crate::auth::UserDirectory;
     use crate::cluster::topology::Probe;
-    use crate::cluster::{PoolSettings, ReadRouting};
     use crate::metrics::Metrics;
 
     fn cluster() -> Arc<Cluster> {
-        Arc::new(Cluster::new(
-            vec!["p:1".into(), "r:2".into()],
-            PoolSettings {
-                size: 4,
-                connect_timeout: Duration::from_secs(1),
-                init_query: String::new(),
-                idle_timeout: Duration::from_secs(60),
-                tls: Arc::new(crate::tls::TlsSettings::disabled()),
-            },
-            ReadRouting { max_replica_lag: Duration::from_secs(10), fallback_to_primary: true },
-            (3, 2),
-            Arc::new(arc_swap::ArcSwap::from_pointee(UserDirectory::new([("app", "pw")]))),
-        ))
+        crate::cluster::test_cluster(&["p:1", "r:2"], 4, &[("app", "pw")])
     }
 
     fn has(text: &str, line: &str) {
