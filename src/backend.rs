@@ -112,6 +112,23 @@ impl BackendConn {
     }
 
     async fn connect_inner(server: Arc<str>, login: &LoginParams) -> Result<BackendConn, BackendError> {
+        let servers_tls = login.tls.servers();
+        match Self::connect_over(server.clone(), login, &servers_tls).await {
+            // libpq's `prefer`: a server that agreed to TLS but could not complete it is tried
+            // again in plaintext, on a new connection.
+            Err(BackendError::Tls { detail, .. }) if servers_tls.mode == crate::tls::ServerMode::Prefer => {
+                tracing::warn!(server = %server, error = %detail, "TLS to the server failed; trying plaintext (server_tls.mode: prefer)");
+                Self::connect_over(server, login, &crate::tls::Connector::disabled()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_over(
+        server: Arc<str>,
+        login: &LoginParams,
+        servers_tls: &crate::tls::Connector,
+    ) -> Result<BackendConn, BackendError> {
         let s2 = server.clone();
         let io_err = move |source| BackendError::Io { server: s2.clone(), source };
         let stream = TcpStream::connect(&*server).await.map_err(&io_err)?;
@@ -122,7 +139,7 @@ impl BackendConn {
         // A second handle on the socket, so the pool can cut it while a client holds it (with TLS,
         // cutting the TCP socket ends the pump, and with it the local end the session reads).
         let cutter = Arc::new(sock.try_clone().map_err(&io_err)?);
-        let stream = tls::negotiate(stream, &login.tls.servers(), &server).await?;
+        let stream = tls::negotiate(stream, servers_tls, &server).await?;
         let (rd, wr) = stream.into_split();
         let mut conn = BackendConn {
             rd,

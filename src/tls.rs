@@ -159,8 +159,10 @@ impl Connector {
     pub fn new(mode: ServerMode, ca_file: Option<&Path>) -> Result<Connector, TlsError> {
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match mode {
             ServerMode::Disable => return Ok(Connector::disabled()),
-            ServerMode::Prefer | ServerMode::Require => Arc::new(verify::NoVerification::new(provider())),
-            ServerMode::VerifyCa | ServerMode::VerifyFull => {
+            ServerMode::Prefer => Arc::new(verify::NoVerification::new(provider())),
+            // libpq: with a root certificate at hand, `require` checks the chain as `verify-ca` does.
+            ServerMode::Require if ca_file.is_none() => Arc::new(verify::NoVerification::new(provider())),
+            ServerMode::Require | ServerMode::VerifyCa | ServerMode::VerifyFull => {
                 let path = ca_file.ok_or_else(|| TlsError::Config("server_tls.ca_file is required".into()))?;
                 let mut roots = RootCertStore::empty();
                 for cert in load_certs("server_tls.ca_file", path)? {
@@ -170,7 +172,7 @@ impl Connector {
                     .build()
                     .map_err(|e| TlsError::Config(e.to_string()))?;
                 match mode {
-                    ServerMode::VerifyCa => Arc::new(verify::ChainOnly::new(webpki)),
+                    ServerMode::Require | ServerMode::VerifyCa => Arc::new(verify::ChainOnly::new(webpki)),
                     _ => webpki,
                 }
             }

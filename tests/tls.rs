@@ -275,6 +275,8 @@ async fn server_connections_over_tls() {
         (&by_name, verify("verify-full", &c.ca)),
         (&by_ip, verify("verify-ca", &c.ca)),
         (&by_ip, "server_tls: {mode: require}\n".into()),
+        // libpq: `require` with a root certificate checks the chain (not the name).
+        (&by_ip, verify("require", &c.ca)),
     ];
     for (servers, server_tls) in cases {
         let p = start_proxy_yaml(&with(servers, &server_tls)).await;
@@ -294,7 +296,12 @@ async fn server_connections_over_tls() {
     }
     // A certificate from another CA fails verification, and so does one for another name under
     // verify-full; the client is told why.
-    for (servers, server_tls) in [(&by_ip, verify("verify-ca", &other.ca)), (&by_ip, verify("verify-full", &c.ca))] {
+    let wrong = [
+        (&by_ip, verify("verify-ca", &other.ca)),
+        (&by_ip, verify("require", &other.ca)),
+        (&by_ip, verify("verify-full", &c.ca)),
+    ];
+    for (servers, server_tls) in wrong {
         let p = start_proxy_yaml(&with(servers, &server_tls)).await;
         let e = connect_app_err(&p).await;
         assert!(e.contains("TLS handshake failed") && e.contains("certificate"), "{server_tls}: {e}");

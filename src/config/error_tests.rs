@@ -246,8 +246,13 @@ fn tls_problems_name_the_key() {
     let not_a_cert = format!("tls:\n  cert_file: {key}\n  key_file: {key}\n");
     assert_one(&with(&not_a_cert), "tls.cert_file", Some(8), "no PEM certificate");
     assert_one(&with("server_tls:\n  mode: verify-full\n"), "server_tls.mode", Some(8), "need `ca_file`");
-    let unused = format!("server_tls:\n  mode: require\n  ca_file: {ca}\n");
-    assert_one(&with(&unused), "server_tls.ca_file", Some(9), "only used with mode `verify-ca` or `verify-full`");
+    let unused = format!("server_tls:\n  mode: prefer\n  ca_file: {ca}\n");
+    assert_one(
+        &with(&unused),
+        "server_tls.ca_file",
+        Some(9),
+        "only used with mode `require`, `verify-ca` or `verify-full`",
+    );
     let bad_ca = format!("server_tls:\n  mode: verify-ca\n  ca_file: {key}\n");
     assert_one(&with(&bad_ca), "server_tls.ca_file", Some(9), "no PEM certificate");
     assert_one(&with("server_tls:\n  mode: verify\n"), "server_tls.mode", Some(8), "verify-ca, verify-full");

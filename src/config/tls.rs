@@ -63,10 +63,12 @@ pub(super) fn read_server_tls(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> Serv
     let mode = mode_item.as_ref().and_then(|v| ctx.choice(v, SERVER_TLS_MODES)).unwrap_or_default();
     let ca = ca_item.as_ref().and_then(|v| ctx.text(v)).map(PathBuf::from);
     let verifies = matches!(mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull);
+    // `require` takes a CA too (then it checks the chain, as libpq does with a root certificate).
+    let takes_ca = verifies || mode == ServerTlsMode::Require;
     match (&ca_item, &mode_item) {
         (None, Some(m)) if verifies => ctx.report_at(m, "`verify-ca` and `verify-full` need `ca_file`"),
-        (Some(c), _) if !verifies => {
-            ctx.report_at(c, "is only used with mode `verify-ca` or `verify-full`");
+        (Some(c), _) if !takes_ca => {
+            ctx.report_at(c, "is only used with mode `require`, `verify-ca` or `verify-full`");
         }
         (Some(c), _) => {
             if let Some(path) = &ca
