@@ -99,6 +99,8 @@ pub struct BackendConn {
     pub created: Instant,
     /// The pool generation this connection was opened in (see `Pool::retire`).
     pub generation: u64,
+    /// The connection runs over TLS (`server_tls`).
+    pub tls: bool,
     pub last_used: Instant,
 }
 
@@ -140,6 +142,7 @@ impl BackendConn {
         // cutting the TCP socket ends the pump, and with it the local end the session reads).
         let cutter = Arc::new(sock.try_clone().map_err(&io_err)?);
         let stream = tls::negotiate(stream, servers_tls, &server).await?;
+        let over_tls = matches!(stream, crate::net::Stream::Unix(_));
         let (rd, wr) = stream.into_split();
         let mut conn = BackendConn {
             rd,
@@ -155,6 +158,7 @@ impl BackendConn {
             cutter,
             created: Instant::now(),
             generation: 0,
+            tls: over_tls,
             last_used: Instant::now(),
         };
         let mut out = BytesMut::new();

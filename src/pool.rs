@@ -87,7 +87,7 @@ pub struct Pool {
     valid_since: AtomicU64,
     /// Every open connection's socket (handles that die with their connection), to cut them all
     /// when the server must no longer be used.
-    sockets: Mutex<Vec<std::sync::Weak<socket2::Socket>>>,
+    sockets: Mutex<Vec<(std::sync::Weak<socket2::Socket>, bool)>>,
     /// Bounds connection attempts in flight, so a pool refilling after a failover does not hit
     /// its server with `size` logins at once.
     connecting: Semaphore,
@@ -143,6 +143,11 @@ impl Pool {
         }
     }
 
+    /// Connections open now that run over TLS.
+    pub fn tls_count(&self) -> usize {
+        self.sockets.lock().map(|s| s.iter().filter(|(s, tls)| *tls && s.strong_count() > 0).count()).unwrap_or(0)
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
@@ -159,7 +164,7 @@ impl Pool {
 
     /// Connections open now (lent or idle; those cut by `retire` no longer count).
     pub fn open_count(&self) -> usize {
-        self.sockets.lock().map(|s| s.iter().filter(|s| s.strong_count() > 0).count()).unwrap_or(0)
+        self.sockets.lock().map(|s| s.iter().filter(|(s, _)| s.strong_count() > 0).count()).unwrap_or(0)
     }
 
     /// Borrows a connection, waiting at most `timeout` for one to be free.
@@ -200,8 +205,8 @@ impl Pool {
         conn.generation = generation;
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut sockets) = self.sockets.lock() {
-            sockets.retain(|s| s.strong_count() > 0);
-            sockets.push(Arc::downgrade(&conn.cutter));
+            sockets.retain(|(s, _)| s.strong_count() > 0);
+            sockets.push((Arc::downgrade(&conn.cutter), conn.tls));
         }
         Ok(self.lend(conn, permit, started))
     }
@@ -270,7 +275,7 @@ impl Pool {
         self.valid_since.fetch_add(1, Ordering::AcqRel);
         self.clear_idle();
         if cut && let Ok(mut sockets) = self.sockets.lock() {
-            for s in sockets.drain(..).filter_map(|s| s.upgrade()) {
+            for s in sockets.drain(..).filter_map(|(s, _)| s.upgrade()) {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
         }

@@ -282,6 +282,8 @@ async fn server_connections_over_tls() {
         let p = start_proxy_yaml(&with(servers, &server_tls)).await;
         let client = connect_app(&p).await;
         assert_eq!(simple_value(&client, BACKEND_SSL).await, "t", "{server_tls}");
+        let tls_open: usize = p.ctx.cluster.pools.all().iter().map(|pool| pool.tls_count()).sum();
+        assert!(tls_open >= 1, "pgmux_server_connections_tls counts it: {tls_open}");
         // The pool's connections are reused over their pumps, transaction after transaction.
         for i in 0..20 {
             assert_eq!(simple_value(&client, &format!("select {i}")).await, i.to_string());

@@ -21,6 +21,7 @@ macro_rules! spec {
 
 spec!(OPEN, "pgmux_server_connections", Gauge, POOL, "Server connections open now (lent or idle).");
 spec!(IDLE, "pgmux_server_connections_idle", Gauge, POOL, "Server connections idle in the pool now.");
+spec!(TLS, "pgmux_server_connections_tls", Gauge, POOL, "Server connections open now that run over TLS.");
 spec!(BORROWED, "pgmux_server_connections_borrowed", Gauge, POOL, "Server connections lent to clients now.");
 spec!(
     IN_TX,
@@ -142,9 +143,10 @@ spec!(
 );
 spec!(IN_PROGRESS, "pgmux_failover_in_progress", Gauge, &[], "1 while the primary is lost and no other is known.");
 
-static SPECS: [&Spec; 26] = [
+static SPECS: [&Spec; 27] = [
     &OPEN,
     &IDLE,
+    &TLS,
     &BORROWED,
     &IN_TX,
     &WAITING,
@@ -191,6 +193,7 @@ impl ClusterCollector {
             let borrowed = pool.borrowed_count() as f64;
             out.add(&OPEN, &labels, pool.open_count() as f64);
             out.add(&IDLE, &labels, pool.idle_count() as f64);
+            out.add(&TLS, &labels, pool.tls_count() as f64);
             out.add(&BORROWED, &labels, borrowed);
             out.add(&IN_TX, &labels, borrowed);
             out.add(&WAITING, &labels, pool.waiting_count() as f64);
