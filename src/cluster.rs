@@ -75,6 +75,11 @@ pub struct FailoverStats {
     pub last_recover_ms: Option<u64>,
     /// The primary is lost and no other is known yet.
     pub in_progress: bool,
+    /// Primaries declared lost, and the sums over them of detect and recover times (with
+    /// failovers + recoveries as the count of recoveries: averages, as Prometheus sums).
+    pub losses: u64,
+    pub detect_ms_total: u64,
+    pub recover_ms_total: u64,
 }
 
 #[derive(Debug)]
@@ -223,6 +228,8 @@ impl Cluster {
                 f.lost_at = Some(now);
                 f.stats.in_progress = true;
                 f.stats.last_detect_ms = Some(detect.as_millis() as u64);
+                f.stats.losses += 1;
+                f.stats.detect_ms_total += detect.as_millis() as u64;
                 tracing::warn!(
                     event = "primary_lost",
                     server = ?previous.as_deref(),
@@ -241,6 +248,7 @@ impl Cluster {
                     let recover = now.saturating_duration_since(lost_at);
                     f.stats.in_progress = false;
                     f.stats.last_recover_ms = Some(recover.as_millis() as u64);
+                    f.stats.recover_ms_total += recover.as_millis() as u64;
                     let same = lost.as_deref() == Some(&**new);
                     if same {
                         f.stats.recoveries += 1;

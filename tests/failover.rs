@@ -219,6 +219,8 @@ async fn failover_keeps_clients_connected_and_follows_the_new_primary() {
     assert_eq!(s["primary"], cluster.addr(1), "{s}");
     assert_eq!(s["failover"]["failovers"], 1, "{s}");
     assert_eq!(s["failover"]["in_progress"], false, "{s}");
+    assert_eq!(s["failover"]["losses"], 1, "{s}");
+    assert!(s["failover"]["recover_ms_total"].as_u64().is_some_and(|ms| ms > 0), "{s}");
 
     // The old primary comes back without rejoining: it claims to be a primary (on the old
     // timeline). pgmux sees it, and still sends no write to it.

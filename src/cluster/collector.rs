@@ -120,6 +120,21 @@ spec!(
     "WAL bytes the replica has still to replay, against the primary's last probed position."
 );
 spec!(FAILOVERS, "pgmux_failovers_total", Counter, &[], "Primary lost, then another server followed as primary.");
+spec!(LOSSES, "pgmux_primary_losses_total", Counter, &[], "Primaries declared lost.");
+spec!(
+    DETECT_SUM,
+    "pgmux_failover_detect_seconds_total",
+    Counter,
+    &[],
+    "Sum over primary losses of first sign of trouble to primary declared lost."
+);
+spec!(
+    RECOVER_SUM,
+    "pgmux_failover_recover_seconds_total",
+    Counter,
+    &[],
+    "Sum over recoveries (failovers + recoveries) of primary lost to a primary followed again."
+);
 spec!(
     RECOVERIES,
     "pgmux_failover_recoveries_total",
@@ -143,7 +158,7 @@ spec!(
 );
 spec!(IN_PROGRESS, "pgmux_failover_in_progress", Gauge, &[], "1 while the primary is lost and no other is known.");
 
-static SPECS: [&Spec; 27] = [
+static SPECS: [&Spec; 30] = [
     &OPEN,
     &IDLE,
     &TLS,
@@ -167,6 +182,9 @@ static SPECS: [&Spec; 27] = [
     &LAG_SECONDS,
     &LAG_BYTES,
     &FAILOVERS,
+    &LOSSES,
+    &DETECT_SUM,
+    &RECOVER_SUM,
     &RECOVERIES,
     &DETECT,
     &RECOVER,
@@ -233,6 +251,9 @@ impl ClusterCollector {
         let f = self.cluster.failover_stats();
         out.add(&FAILOVERS, &[], f.failovers as f64);
         out.add(&RECOVERIES, &[], f.recoveries as f64);
+        out.add(&LOSSES, &[], f.losses as f64);
+        out.add(&DETECT_SUM, &[], f.detect_ms_total as f64 / 1000.0);
+        out.add(&RECOVER_SUM, &[], f.recover_ms_total as f64 / 1000.0);
         if let Some(ms) = f.last_detect_ms {
             out.add(&DETECT, &[], ms as f64 / 1000.0);
         }
