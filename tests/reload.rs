@@ -175,3 +175,42 @@ async fn sighup_reloads_the_running_binary() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_servers() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    let users = "users:\n  - name: app\n    password: app\nadmin_users: [app]\n";
+    let with_servers = |servers: &[String]| {
+        format!(
+            "listen: 127.0.0.1:0\nservers: [{}]\npool:\n  size: 3\nhealth:\n  interval: 200ms\n{users}",
+            servers.join(", ")
+        )
+    };
+    std::fs::write(&path, with_servers(&[c.addr(0)])).unwrap();
+    let p = start_from_file(&path).await;
+    let client = connect_app(&p).await;
+    let read_only_port =
+        || async { simple_value(&client, "BEGIN READ ONLY; SELECT inet_server_port()::text; COMMIT").await };
+    // With the primary alone, read-only work falls back to it.
+    assert_eq!(read_only_port().await, c.port(0).to_string());
+
+    // The replica is added: probed, then serving read-only transactions.
+    std::fs::write(&path, with_servers(&[c.addr(0), c.addr(1)])).unwrap();
+    let notice = reload(&p).await.expect("reload applied");
+    assert!(notice.contains("servers"), "{notice}");
+    let replica_port = c.port(1).to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || async { read_only_port().await == replica_port }).await,
+        "the added replica never served a read-only transaction"
+    );
+
+    // Removed again: no new work for it, the client goes on.
+    std::fs::write(&path, with_servers(&[c.addr(0)])).unwrap();
+    reload(&p).await.expect("reload applied");
+    assert!(p.ctx.cluster.servers_view().iter().all(|s| *s.server != *c.addr(1)), "removed server still listed");
+    for _ in 0..10 {
+        assert_eq!(read_only_port().await, c.port(0).to_string());
+    }
+}
