@@ -108,6 +108,9 @@ pub struct Cluster {
     users: Arc<ArcSwap<UserDirectory>>,
     /// Stops the running prober (a reload replaces it).
     prober: Mutex<Option<CancellationToken>>,
+    /// The prober's login, which discovery uses too: a client's own login would add a connection
+    /// the server counts against that user beyond `pool.size`.
+    probe_login: Mutex<Option<LoginParams>>,
 }
 
 /// A cluster for unit tests: `servers`, pools of `size`, users `(name, password)`; nothing connects.
@@ -161,6 +164,7 @@ impl Cluster {
             settings: ArcSwap::from_pointee(settings),
             users,
             prober: Mutex::new(None),
+            probe_login: Mutex::new(None),
         }
     }
 
@@ -425,9 +429,11 @@ impl Cluster {
         }
     }
 
-    /// Probes every server with the client's own login (so a broken prober login cannot hide the
-    /// primary) and follows the election. One at a time, at most every DISCOVERY_EVERY; a login the
-    /// servers refuse is the client's error.
+    /// Probes every server and follows the election. One at a time, at most every
+    /// DISCOVERY_EVERY. It logs in as the prober does (a client's own login would be one more
+    /// connection the server counts against that user); if the servers refuse the prober's login,
+    /// discovery uses the client's from then on (so a broken prober login cannot hide the primary),
+    /// and a login the servers refuse is then the client's error.
     async fn discover(&self, database: &str, user: &str) -> Result<(), ClusterError> {
         let Ok(mut last) = self.discovering.try_lock() else {
             return Ok(());
@@ -436,7 +442,12 @@ impl Cluster {
             return Ok(());
         }
         *last = Some(Instant::now());
-        let mut login = self.login(database, user)?;
+        let probe_login = self.probe_login.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let as_prober = probe_login.is_some();
+        let mut login = match probe_login {
+            Some(l) => l,
+            None => self.login(database, user)?,
+        };
         login.connect_timeout = login.connect_timeout.min(Duration::from_secs(2));
         login.init_query.clear();
         let round = self.start_probe_round();
@@ -454,6 +465,11 @@ impl Cluster {
         for (server, result) in results {
             match result {
                 Ok(p) => self.record_probe(server, round, Some(p), Instant::now()),
+                Err(probe::ProbeError::Refused(e)) if !server_unavailable(&e) && as_prober => {
+                    tracing::warn!(server = %server, error = %e, "the servers refuse the prober's login; discovery uses the clients' own");
+                    *self.probe_login.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    problems.push(format!("{server}: {e}"));
+                }
                 Err(probe::ProbeError::Refused(e)) if !server_unavailable(&e) => {
                     return Err(PoolError::Connect(e).into());
                 }
@@ -512,6 +528,7 @@ impl Cluster {
         match self.login(database, user) {
             Ok(login) => {
                 // One prober at a time: a new one (after a reload) replaces the old.
+                *self.probe_login.lock().unwrap_or_else(|e| e.into_inner()) = Some(login.clone());
                 let mine = stop.child_token();
                 if let Some(old) = self.prober.lock().unwrap_or_else(|e| e.into_inner()).replace(mine.clone()) {
                     old.cancel();
