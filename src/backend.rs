@@ -181,7 +181,7 @@ impl BackendConn {
 
     fn server_error(&self, frame: Frame) -> BackendError {
         let fields = error_fields(frame.body());
-        let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone()).unwrap_or_default();
+        let get = |c: u8| crate::protocol::error_field(&fields, c).unwrap_or_default().to_string();
         BackendError::Server { server: self.server.clone(), code: get(b'C'), message: get(b'M'), frame }
     }
 

@@ -59,6 +59,8 @@ struct Failover {
     suspected_at: Option<Instant>,
     /// When the primary was declared lost; cleared once a primary is followed again.
     lost_at: Option<Instant>,
+    /// The server lost as primary last: its pools are retired when another takes over.
+    lost: Option<Arc<str>>,
     stats: FailoverStats,
 }
 
@@ -73,7 +75,7 @@ pub struct FailoverStats {
     pub last_detect_ms: Option<u64>,
     /// Primary declared lost → a primary followed again, in the last event.
     pub last_recover_ms: Option<u64>,
-    /// The primary is lost and no other is known yet.
+    /// The primary is lost and no other is known yet (derived when the stats are read).
     pub in_progress: bool,
     /// Primaries declared lost, and the sums over them of detect and recover times (with
     /// failovers + recoveries as the count of recoveries: averages, as Prometheus sums).
@@ -88,8 +90,6 @@ pub struct Cluster {
     servers: ArcSwap<Vec<Arc<str>>>,
     /// The server followed as primary; waiters watch it change.
     primary: tokio::sync::watch::Sender<Option<Arc<str>>>,
-    /// The server lost as primary last: its pools are retired when another takes over.
-    lost_primary: Mutex<Option<Arc<str>>>,
     failover: Mutex<Failover>,
     /// Health, roles and lag of every server, from the prober, discovery and failed connects.
     topology: Mutex<topology::Topology>,
@@ -154,7 +154,6 @@ impl Cluster {
             routing: ArcSwap::from_pointee(routing),
             servers: ArcSwap::from_pointee(servers),
             primary: tokio::sync::watch::Sender::new(None),
-            lost_primary: Mutex::new(None),
             failover: Mutex::new(Failover::default()),
             discovering: tokio::sync::Mutex::new(None),
             problems: Mutex::new(String::new()),
@@ -213,7 +212,8 @@ impl Cluster {
 
     /// Failover counts and timings.
     pub fn failover_stats(&self) -> FailoverStats {
-        self.failover_state().stats.clone()
+        let f = self.failover_state();
+        FailoverStats { in_progress: f.lost_at.is_some(), ..f.stats.clone() }
     }
 
     /// Follows `server` as the primary (None: no primary known). Logs and counts each step of a
@@ -224,13 +224,12 @@ impl Cluster {
             return;
         }
         let now = Instant::now();
-        let mut lost = self.lost_primary.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self.failover_state();
+        let mut retire = None;
         match &server {
             None => {
-                let mut f = self.failover_state();
                 let detect = f.suspected_at.take().map(|t| now.saturating_duration_since(t)).unwrap_or_default();
                 f.lost_at = Some(now);
-                f.stats.in_progress = true;
                 f.stats.last_detect_ms = Some(detect.as_millis() as u64);
                 f.stats.losses += 1;
                 f.stats.detect_ms_total += detect.as_millis() as u64;
@@ -242,18 +241,16 @@ impl Cluster {
                     "failover: primary lost; holding new transactions until a primary is known"
                 );
                 if previous.is_some() {
-                    *lost = previous.clone();
+                    f.lost = previous.clone();
                 }
             }
             Some(new) => {
-                let mut f = self.failover_state();
                 f.suspected_at = None;
                 if let Some(lost_at) = f.lost_at.take() {
                     let recover = now.saturating_duration_since(lost_at);
-                    f.stats.in_progress = false;
                     f.stats.last_recover_ms = Some(recover.as_millis() as u64);
                     f.stats.recover_ms_total += recover.as_millis() as u64;
-                    let same = lost.as_deref() == Some(&**new);
+                    let same = f.lost.as_deref() == Some(&**new);
                     if same {
                         f.stats.recoveries += 1;
                     } else {
@@ -262,7 +259,7 @@ impl Cluster {
                     tracing::warn!(
                         event = "primary_found",
                         server = %new,
-                        previous = ?lost.as_deref(),
+                        previous = ?f.lost.as_deref(),
                         recover_ms = recover.as_millis() as u64,
                         "failover: following {} as the primary",
                         if same { "the same server again" } else { "a new server" }
@@ -270,14 +267,14 @@ impl Cluster {
                 } else {
                     tracing::info!(event = "primary_found", server = %new, previous = ?previous.as_deref(), reason = why, "following the primary");
                 }
-                let old = previous.or_else(|| lost.take());
-                if let Some(old) = old.filter(|o| o != new) {
-                    self.retire_pools_of(&old);
-                }
-                *lost = None;
+                retire = previous.or_else(|| f.lost.take()).filter(|old| old != new);
+                f.lost = None;
             }
         }
-        drop(lost);
+        drop(f);
+        if let Some(old) = retire {
+            self.retire_pools_of(&old);
+        }
         self.primary.send_replace(server);
     }
 

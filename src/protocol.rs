@@ -73,6 +73,11 @@ pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Parses the fields of an ErrorResponse / NoticeResponse body into (code, value) pairs.
+/// The value of field `code` among `error_fields`' output.
+pub fn error_field(fields: &[(u8, String)], code: u8) -> Option<&str> {
+    fields.iter().find(|(k, _)| *k == code).map(|(_, v)| v.as_str())
+}
+
 pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();
     let mut rest = body;

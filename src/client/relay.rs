@@ -12,7 +12,7 @@ use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
 use crate::error::ClientError;
 use crate::pool::Pooled;
 use crate::protocol::frame::{MAX_MESSAGE_LEN, frontend_len_ok, peek_header};
-use crate::protocol::{TxStatus, build, error_fields, ftag};
+use crate::protocol::{TxStatus, build, error_field, error_fields, ftag};
 
 /// A server connection lent to the client, and the conversation on it.
 #[derive(Debug)]
@@ -322,12 +322,13 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
         let body = frame[5..].to_vec();
         a.backend.note_parameter(&body);
     } else if tag == b'E' {
-        if let Some(message) = fatal_message(&frame[5..]) {
+        let fields = error_fields(&frame[5..]);
+        if let Some(message) = fatal_message(&fields) {
             // The server ends this session (shutdown, crash, terminated backend): the client's
             // stays, so it hears of it from pgmux as a lost server connection, not as a FATAL.
             return Err(ServerFault::Fatal(message));
         }
-        if invalidates_statements(&frame[5..]) {
+        if invalidates_statements(&fields) {
             a.backend.statements.needs_reset = true;
         }
     }
@@ -360,17 +361,14 @@ fn capture(a: &mut Active, frame: &[u8]) {
 
 /// A table changed under a shared statement ("cached plan must not change result type"): the
 /// connection's statements must be prepared afresh before the next borrower.
-fn invalidates_statements(error_body: &[u8]) -> bool {
-    let fields = error_fields(error_body);
-    let code = fields.iter().find(|(k, _)| *k == b'C').map(|(_, v)| v.as_str());
-    let msg = fields.iter().find(|(k, _)| *k == b'M').map(|(_, v)| v.as_str()).unwrap_or("");
-    code == Some("0A000") && msg.starts_with("cached plan must not change result type")
+fn invalidates_statements(fields: &[(u8, String)]) -> bool {
+    error_field(fields, b'C') == Some("0A000")
+        && error_field(fields, b'M').is_some_and(|m| m.starts_with("cached plan must not change result type"))
 }
 
 /// The message of an ErrorResponse that ends the server session (FATAL or PANIC), if it is one.
-fn fatal_message(error_body: &[u8]) -> Option<String> {
-    let fields = error_fields(error_body);
-    let field = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.as_str());
+fn fatal_message(fields: &[(u8, String)]) -> Option<String> {
+    let field = |c: u8| error_field(fields, c);
     let severity = field(b'V').or_else(|| field(b'S'))?;
     matches!(severity, "FATAL" | "PANIC")
         .then(|| format!("{} (SQLSTATE {})", field(b'M').unwrap_or("server session ended"), field(b'C').unwrap_or("?")))
