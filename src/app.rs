@@ -71,6 +71,9 @@ fn client_settings(config: &Config) -> ClientSettings {
         read_your_writes: config.routing.read_your_writes,
         autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
         close_on_lost_session_state: config.pool.lost_session_state == config::LostSessionState::Close,
+        max_message_size: config.clients.max_message_size,
+        max_prepared_statements: config.clients.max_prepared_statements,
+        idle_transaction_timeout: config.clients.idle_transaction_timeout,
     }
 }
 

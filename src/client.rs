@@ -75,6 +75,12 @@ pub struct ClientSettings {
     pub autocommit_reads_to_replica: bool,
     /// Close (rather than error once and continue) a client whose pinned state died with its server.
     pub close_on_lost_session_state: bool,
+    /// Largest Query/Parse/Bind/FunctionCall/CopyData message from a client.
+    pub max_message_size: usize,
+    /// Named prepared statements per client.
+    pub max_prepared_statements: usize,
+    /// Idle time inside a transaction before the client is closed (FATAL 25P03).
+    pub idle_transaction_timeout: Option<Duration>,
 }
 
 /// What every client task shares.

@@ -12,6 +12,7 @@ mod expand;
 mod raw;
 mod reader;
 mod show;
+mod size;
 mod tls;
 mod users;
 
@@ -117,6 +118,14 @@ pub struct ClientsConfig {
     /// A client must finish startup and authentication within this.
     pub startup_timeout: Duration,
     pub auth_method: ClientAuthMethod,
+    /// Largest Query, Parse, Bind, FunctionCall or CopyData message a client may send (bytes);
+    /// every other message type is held to PostgreSQL's small limit.
+    pub max_message_size: usize,
+    /// Named prepared statements one client may hold (transaction mode).
+    pub max_prepared_statements: usize,
+    /// A client that holds a server connection inside a transaction and sends nothing for this
+    /// long is disconnected (FATAL 25P03) and its transaction rolled back; `None`: never.
+    pub idle_transaction_timeout: Option<Duration>,
 }
 
 impl Default for ClientsConfig {
@@ -126,6 +135,9 @@ impl Default for ClientsConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             startup_timeout: Duration::from_secs(5),
             auth_method: ClientAuthMethod::ScramSha256,
+            max_message_size: 64 * 1024 * 1024,
+            max_prepared_statements: 1_000,
+            idle_transaction_timeout: None,
         }
     }
 }

@@ -49,6 +49,17 @@ pub enum ClientError {
     Shutdown,
     #[error("terminating connection due to idle-session timeout")]
     IdleTimeout,
+    /// PostgreSQL's wording for its idle_in_transaction_session_timeout.
+    #[error("terminating connection due to idle-in-transaction timeout")]
+    IdleInTransactionTimeout,
+    /// A data-carrying message over `clients.max_message_size`.
+    #[error("message of type {tag:?} is {len} bytes, more than clients.max_message_size ({max} bytes)")]
+    MessageTooLarge { tag: char, len: usize, max: usize },
+    /// A Parse of one more named statement than `clients.max_prepared_statements` allows.
+    #[error(
+        "too many prepared statements: this connection holds {0}, the limit set by clients.max_prepared_statements; close (Close / DEALLOCATE) some first"
+    )]
+    TooManyStatements(usize),
     #[error("{0}")]
     FeatureNotSupported(String),
     /// A login to the admin console (database `pgmux`) by a user not in `admin_users`; the
@@ -83,6 +94,7 @@ impl ClientError {
                 | ClientError::ConsoleUnsupported(_)
                 | ClientError::PauseTimeout { .. }
                 | ClientError::ReloadRefused(_)
+                | ClientError::TooManyStatements(_)
         )
     }
 
@@ -101,6 +113,9 @@ impl ClientError {
             ClientError::ReloadRefused(_) => "F0000",
             ClientError::Shutdown => "57P01",
             ClientError::IdleTimeout => "57P05",
+            ClientError::IdleInTransactionTimeout => "25P03",
+            ClientError::MessageTooLarge { .. } => "54000",
+            ClientError::TooManyStatements(_) => "53400",
             ClientError::FeatureNotSupported(_) | ClientError::ConsoleUnsupported(_) => "0A000",
             // PostgreSQL's code for a role that may not connect to a database.
             ClientError::ConsoleNotAllowed(_) => "42501",
@@ -124,9 +139,9 @@ impl ClientError {
 }
 
 /// Every SQLSTATE `ClientError::sqlstate` returns (a test keeps the two in step).
-pub const SQLSTATES: [&str; 14] = [
+pub const SQLSTATES: [&str; 17] = [
     "08P01", "28P01", "28000", "53300", "08001", "08006", "25P02", "57P01", "57P05", "0A000", "42501", "42601",
-    "57014", "F0000",
+    "57014", "F0000", "25P03", "54000", "53400",
 ];
 
 /// Errors pgmux sent to clients, by SQLSTATE (indexed like `SQLSTATES`).

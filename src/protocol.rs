@@ -31,6 +31,7 @@ pub mod btag {
     pub const BACKEND_KEY_DATA: u8 = b'K';
     pub const COPY_IN_RESPONSE: u8 = b'G';
     pub const COPY_BOTH_RESPONSE: u8 = b'W';
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
     pub const ERROR_RESPONSE: u8 = b'E';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
     pub const NOTICE_RESPONSE: u8 = b'N';

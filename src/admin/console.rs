@@ -93,7 +93,7 @@ impl Console {
     /// Answers every whole message received so far.
     async fn handle_input(&mut self) -> Option<End> {
         loop {
-            let (tag, total) = match check_client_header(&self.cin) {
+            let (tag, total) = match check_client_header(&self.cin, MAX_MESSAGE) {
                 Err(e) => return Some(End::Fatal(e)),
                 Ok(None) => return None,
                 Ok(Some((_, total))) if total > MAX_MESSAGE => {

@@ -57,7 +57,11 @@ impl IdleTimer {
     }
 
     pub fn touch(&mut self) {
-        self.last_activity = tokio::time::Instant::now();
+        self.touch_at(tokio::time::Instant::now());
+    }
+
+    pub fn touch_at(&mut self, now: tokio::time::Instant) {
+        self.last_activity = now;
     }
 
     /// Called when the timer fired: true if the client really was idle that long.

@@ -9,9 +9,9 @@ use super::PoolMode;
 use super::classify::{Effects, classify};
 use super::replies::{Owner, ReplyQueue, Request, Undo, Verdict};
 use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
-use crate::error::ClientError;
+use crate::error::{ClientError, ErrorCounts};
 use crate::pool::Pooled;
-use crate::protocol::frame::{MAX_MESSAGE_LEN, frontend_len_ok, peek_header};
+use crate::protocol::frame::{FrontendLen, MAX_MESSAGE_LEN, frontend_len, peek_header};
 use crate::protocol::{TxStatus, build, error_field, error_fields, ftag};
 
 /// A server connection lent to the client, and the conversation on it.
@@ -27,11 +27,23 @@ pub struct Active {
     pub effects: Effects,
     /// Result sets of pgmux's session-state check, while it runs.
     pub capture: Vec<Vec<Vec<Option<String>>>>,
+    /// pgmux failed a message of the client's open batch itself (a Parse past
+    /// `clients.max_prepared_statements`): drop the batch's messages up to its Sync, as a server
+    /// does after an error.
+    pub skip_to_sync: bool,
 }
 
 impl Active {
     pub fn new(backend: Pooled, replies: ReplyQueue, to_server: BytesMut) -> Active {
-        Active { backend, replies, to_server, passthrough: 0, effects: Effects::default(), capture: Vec::new() }
+        Active {
+            backend,
+            replies,
+            to_server,
+            passthrough: 0,
+            effects: Effects::default(),
+            capture: Vec::new(),
+            skip_to_sync: false,
+        }
     }
 }
 
@@ -42,15 +54,22 @@ impl Active {
     }
 }
 
-/// Validates the header at the start of `buf`, if it is complete.
-pub fn check_client_header(buf: &[u8]) -> Result<Option<(u8, usize)>, ClientError> {
-    match peek_header(buf, MAX_MESSAGE_LEN).map_err(|e| ClientError::Protocol(e.to_string()))? {
-        Some((tag, total)) if !frontend_len_ok(tag, total) => Err(if frontend_len_ok(tag, 5) {
-            ClientError::Protocol(format!("invalid message length {} for message type {:?}", total - 1, tag as char))
-        } else {
-            ClientError::Protocol(format!("invalid frontend message type {tag}"))
-        }),
-        other => Ok(other),
+/// Validates the header at the start of `buf`, if it is complete, against the limits for its type
+/// (`max_large`: `clients.max_message_size`), before anything is allocated for its body.
+pub fn check_client_header(buf: &[u8], max_large: usize) -> Result<Option<(u8, usize)>, ClientError> {
+    let Some((tag, total)) = peek_header(buf, MAX_MESSAGE_LEN).map_err(|e| ClientError::Protocol(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    match frontend_len(tag, total, max_large) {
+        FrontendLen::Ok => Ok(Some((tag, total))),
+        FrontendLen::Invalid => Err(ClientError::Protocol(format!(
+            "invalid message length {} for message type {:?}",
+            total - 1,
+            tag as char
+        ))),
+        FrontendLen::TooLarge => Err(ClientError::MessageTooLarge { tag: tag as char, len: total - 1, max: max_large }),
+        FrontendLen::UnknownType => Err(ClientError::Protocol(format!("invalid frontend message type {tag}"))),
     }
 }
 
@@ -89,15 +108,23 @@ pub fn client_frame(
     stmts: &mut ClientStatements,
     mode: PoolMode,
     frame: Bytes,
+    errors: &ErrorCounts,
 ) -> Result<bool, ClientError> {
     let tag = frame[0];
     let body = &frame[5..];
+    if a.skip_to_sync {
+        match tag {
+            ftag::SYNC => a.skip_to_sync = false,
+            ftag::TERMINATE => return Ok(false),
+            _ => return Ok(true),
+        }
+    }
     let rewrite = mode == PoolMode::Transaction;
     if matches!(tag, ftag::QUERY | ftag::EXECUTE | ftag::FUNCTION_CALL) {
         a.backend.note_query();
     }
     match tag {
-        ftag::PARSE if rewrite => client_parse(a, stmts, &frame)?,
+        ftag::PARSE if rewrite => client_parse(a, stmts, &frame, errors)?,
         ftag::BIND if rewrite => {
             let (portal, stmt, rest) = statements::split_bind(body).ok_or_else(|| malformed(tag))?;
             match stmts.get(stmt).cloned() {
@@ -169,7 +196,12 @@ pub fn client_frame(
 
 /// A Parse in transaction mode: named statements go to the server under their shared name (or are
 /// answered for, if the connection already has it).
-fn client_parse(a: &mut Active, stmts: &mut ClientStatements, frame: &Bytes) -> Result<(), ClientError> {
+fn client_parse(
+    a: &mut Active,
+    stmts: &mut ClientStatements,
+    frame: &Bytes,
+    errors: &ErrorCounts,
+) -> Result<(), ClientError> {
     let (name, rest) = statements::split_parse(&frame[5..]).ok_or_else(|| malformed(ftag::PARSE))?;
     if name.is_empty() {
         a.effects.merge(statements::split_parse(rest).map(|(q, _)| classify(q)).unwrap_or_default());
@@ -180,6 +212,13 @@ fn client_parse(a: &mut Active, stmts: &mut ClientStatements, frame: &Bytes) -> 
         ensure_prepared(a, &existing);
         a.to_server.extend_from_slice(&existing.parse);
         a.replies.push(Request::Parse, Owner::Client, None);
+    } else if stmts.full() {
+        // Fails like a server-side Parse error: the client hears it in order, and the rest of the
+        // batch is skipped up to its Sync (an open transaction block is not marked failed).
+        let mut error = BytesMut::new();
+        ClientError::TooManyStatements(stmts.len()).write_to(&mut error, errors);
+        a.replies.push(Request::Parse, Owner::Answered(error.freeze()), None);
+        a.skip_to_sync = true;
     } else {
         let name = String::from_utf8(name.to_vec()).map_err(|_| malformed(ftag::PARSE))?;
         let def = std::sync::Arc::new(StatementDef::new(rest));
@@ -400,8 +439,10 @@ pub fn answer_prepare_locally(
     }
     let mut steps = Vec::new();
     let mut pos = 0;
+    // Statements past the limit take the server path, which refuses them.
+    let limit = stmts.remaining_room() + stmts.len();
     loop {
-        let (tag, total) = check_client_header(&cin[pos..]).ok()??;
+        let (tag, total) = check_client_header(&cin[pos..], MAX_MESSAGE_LEN).ok()??;
         if cin.len() - pos < total {
             return None;
         }
@@ -410,7 +451,7 @@ pub fn answer_prepare_locally(
         match tag {
             ftag::PARSE => {
                 let (name, rest) = statements::split_parse(body)?;
-                if name.is_empty() || stmts.get(name).is_some() {
+                if name.is_empty() || stmts.get(name).is_some() || stmts.len() + steps.len() >= limit {
                     return None;
                 }
                 let def = StatementDef::new(rest);

@@ -214,6 +214,11 @@ impl ReplyQueue {
             self.enter_copy_in();
             return Ok(verdict);
         }
+        if matches!(tag, b'E' | b'Z') {
+            // A COPY that fails leaves copy-in mode at once (the server drops the client's later
+            // CopyData/CopyDone), and its Syncs are answered again.
+            self.copy_in = false;
+        }
         if tag == b'E' && !matches!(head.request, Request::Sync | Request::Query) {
             let failed = self.entries.pop_front().expect("head exists");
             self.undone.extend(failed.undo);
@@ -274,6 +279,38 @@ impl ReplyQueue {
 
     pub fn batch_open(&self) -> bool {
         self.batch_open
+    }
+
+    /// Requests waiting for replies (bounded by the session, so a client cannot grow it at will).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The server has nothing to do for the client: the transaction (or extended-protocol batch)
+    /// waits on the client's next message. An Execute not yet followed by Sync may still be
+    /// running (or its rows wait for a Flush), so it does not count as waiting on the client.
+    pub fn awaiting_client(&self) -> bool {
+        if self.copy_in {
+            return false;
+        }
+        if self.entries.is_empty() {
+            return self.status != TxStatus::Idle || self.batch_open;
+        }
+        self.batch_open && !self.entries.iter().any(|e| matches!(e.request, Request::Execute | Request::Query))
+    }
+
+    /// The server is in COPY FROM STDIN and the client has not ended it.
+    pub fn copy_in(&self) -> bool {
+        self.copy_in
+    }
+
+    /// ReadyForQuery messages the server still owes (for whoever asked).
+    pub fn ready_owed(&self) -> usize {
+        self.entries.iter().filter(|e| matches!(e.request, Request::Sync | Request::Query)).count()
     }
 
     pub fn status(&self) -> TxStatus {
@@ -450,6 +487,46 @@ mod tests {
         r.on_server(b'C', None).unwrap();
         r.on_server(b'Z', IDLE).unwrap();
         assert!(r.is_free());
+    }
+
+    #[test]
+    fn a_failed_copy_leaves_copy_mode() {
+        // Extended protocol: the COPY fails mid-way; the server then answers the client's Sync.
+        let mut r = q();
+        for req in [Request::Bind, Request::Execute, Request::Sync] {
+            r.push(req, Owner::Client, None);
+        }
+        r.on_server(b'2', None).unwrap();
+        r.on_server(b'G', None).unwrap();
+        assert!(r.copy_in());
+        r.on_server(b'E', None).unwrap();
+        assert!(!r.copy_in());
+        r.push(Request::Sync, Owner::Client, None);
+        r.push(Request::CopyEnd, Owner::Client, None);
+        assert_eq!(r.on_server(b'Z', IDLE), Ok(Verdict::Forward));
+        assert!(r.is_free());
+        // Simple protocol: error and ReadyForQuery end it; the client's late CopyDone owes nothing.
+        r.push(Request::Query, Owner::Client, None);
+        r.on_server(b'G', None).unwrap();
+        r.on_server(b'E', None).unwrap();
+        r.on_server(b'Z', IDLE).unwrap();
+        r.push(Request::CopyEnd, Owner::Client, None);
+        assert!(r.is_free());
+    }
+
+    #[test]
+    fn waiting_on_the_client() {
+        let mut r = q();
+        assert!(!r.awaiting_client(), "idle, nothing open");
+        r.push(Request::Query, Owner::Client, None);
+        assert!(!r.awaiting_client(), "the server is working");
+        r.on_server(b'Z', Some(TxStatus::InTransaction)).unwrap();
+        assert!(r.awaiting_client(), "idle in transaction");
+        r.push(Request::Parse, Owner::Client, None);
+        r.push(Request::Bind, Owner::Client, None);
+        assert!(r.awaiting_client(), "a batch without Sync and nothing to execute");
+        r.push(Request::Execute, Owner::Client, None);
+        assert!(!r.awaiting_client(), "an Execute may be running");
     }
 
     #[test]

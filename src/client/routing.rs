@@ -4,6 +4,7 @@
 use super::relay::check_client_header;
 use super::statements::{self as statements_mod, ClientStatements};
 use super::{ClientCtx, Endpoint, classify};
+use crate::protocol::frame::MAX_MESSAGE_LEN;
 use crate::protocol::ftag;
 
 /// Whether the next transaction may run on a replica: every transaction of the reader endpoint;
@@ -22,7 +23,7 @@ pub fn read_only_next(
     if settings.iter().any(|(n, v)| n == "default_transaction_read_only" && classify::is_on(v)) {
         return true;
     }
-    match check_client_header(cin) {
+    match check_client_header(cin, MAX_MESSAGE_LEN) {
         Ok(Some((ftag::QUERY, total))) if cin.len() >= total => {
             let sql = &cin[5..total];
             classify::begins_read_only(sql)
@@ -40,7 +41,7 @@ pub fn read_only_next(
 fn extended_batch_read_only(ctx: &ClientCtx, cin: &[u8], statements: &ClientStatements) -> bool {
     let mut pos = 0;
     loop {
-        let Ok(Some((tag, total))) = check_client_header(&cin[pos..]) else { return false };
+        let Ok(Some((tag, total))) = check_client_header(&cin[pos..], MAX_MESSAGE_LEN) else { return false };
         if cin.len() - pos < total {
             return false;
         }

@@ -25,8 +25,12 @@ use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::pool::{Pool, PoolError, Pooled};
 use crate::protocol::{TxStatus, build, ftag};
 
-/// Stop reading a side while this much is waiting to be written to the other.
+/// Stop reading a side while this much is waiting to be written to the other (and stop reading
+/// the client while this much of its input waits unhandled, beyond one message being assembled).
 const HIGH_WATER: usize = 256 * 1024;
+/// Stop taking client requests while this many replies are owed: pgmux answers some requests
+/// itself (Close, a Parse the connection has) and queues an entry for every one.
+const MAX_OWED: usize = 4096;
 /// How long cleanup of an abandoned server connection (ROLLBACK, DISCARD ALL) may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -62,6 +66,10 @@ pub struct Session {
     client_wr: WriteHalf,
     /// Closes the client after `clients.idle_timeout` without a message.
     idle: IdleTimer,
+    /// Closes a client idle inside a transaction (`clients.idle_transaction_timeout`).
+    idle_tx: Option<IdleTimer>,
+    /// `clients.max_message_size`.
+    max_message: usize,
     /// Client bytes not yet handled.
     cin: BytesMut,
     /// Bytes for the client its socket has not accepted yet.
@@ -93,13 +101,18 @@ impl Session {
     pub fn new(ctx: Arc<ClientCtx>, client: Stream, startup: Startup, endpoint: Endpoint) -> Session {
         let Startup { user, database, settings, key, backend, pending, admitted } = startup;
         let (client_rd, client_wr) = client.into_split();
-        let ctx_idle = ctx.settings.load().idle_timeout;
-        let mode = ctx.settings.load().mode;
+        let limits = ctx.settings.load();
+        let (ctx_idle, mode, max_message) = (limits.idle_timeout, limits.mode, limits.max_message_size);
+        let idle_tx = limits.idle_transaction_timeout.map(IdleTimer::new);
+        let max_statements = limits.max_prepared_statements;
+        drop(limits);
         let mut session = Session {
             ctx,
             client_rd,
             client_wr,
             idle: IdleTimer::new(ctx_idle),
+            idle_tx,
+            max_message,
             cin: pending,
             cout: BytesMut::with_capacity(16 * 1024),
             user,
@@ -107,7 +120,7 @@ impl Session {
             settings,
             key,
             state: State::Idle,
-            statements: ClientStatements::default(),
+            statements: ClientStatements::with_limit(max_statements),
             endpoint,
             mode,
             wrote_in: None,
@@ -192,15 +205,32 @@ impl Session {
         End::Gone
     }
 
+    /// Notes a message from the client (both idle clocks restart).
+    fn touch(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.idle.touch_at(now);
+        if let Some(t) = &mut self.idle_tx {
+            t.touch_at(now);
+        }
+    }
+
+    /// Whether to read more from the client: not while its unhandled input is over the mark
+    /// (beyond the one message being assembled, which `max_message` bounds) or while what pgmux
+    /// owes it is (it is not reading).
+    fn client_room(&self) -> bool {
+        self.cout.len() < HIGH_WATER && input_room(&self.cin, self.max_message)
+    }
+
     /// Reads client bytes (or flushes pending output) until something happens.
     async fn wait_client(&mut self, idle_applies: bool, watch_drain: bool) -> Result<(), End> {
         let draining = &self.ctx.draining;
+        let read = self.client_room();
         tokio::select! {
-            r = read_more(&mut self.client_rd, &mut self.cin) => {
+            r = read_more(&mut self.client_rd, &mut self.cin), if read => {
                 if !r.map_err(Self::gone)? {
                     return Err(End::Gone);
                 }
-                self.idle.touch();
+                self.touch();
             }
             r = self.client_wr.writable(), if !self.cout.is_empty() => {
                 r.map_err(Self::gone)?;
@@ -221,8 +251,18 @@ impl Session {
         if self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
-        match check_client_header(&self.cin).map_err(End::Fatal)? {
+        match check_client_header(&self.cin, self.max_message).map_err(End::Fatal)? {
             Some((ftag::TERMINATE, _)) => return Err(End::Terminated),
+            // What a failed COPY's client still sends: a server drops it outside copy mode, so no
+            // server connection is borrowed for it.
+            Some((ftag::COPY_DATA | ftag::COPY_DONE | ftag::COPY_FAIL | ftag::FLUSH, total))
+                if self.cin.len() >= total =>
+            {
+                relay::consume(&mut self.cin, total);
+                return Ok(());
+            }
+            // Answers pgmux writes itself wait while the client is not reading them.
+            Some((ftag::PARSE, _)) if self.mode == PoolMode::Transaction && self.cout.len() >= HIGH_WATER => {}
             Some((ftag::PARSE, _)) if self.mode == PoolMode::Transaction => {
                 if let Some(pool) = &self.pool
                     && let Some(n) =
@@ -231,7 +271,8 @@ impl Session {
                     relay::consume(&mut self.cin, n);
                     return flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone);
                 }
-                if matches!(check_client_header(&self.cin), Ok(Some((_, total))) if self.cin.len() >= total) {
+                if matches!(check_client_header(&self.cin, self.max_message), Ok(Some((_, total))) if self.cin.len() >= total)
+                {
                     return self.borrow().await;
                 }
             }
@@ -293,7 +334,7 @@ impl Session {
     /// After an error pgmux raised for the current batch: drop messages up to its Sync (or the failed
     /// Query itself), then tell the client it may go on.
     async fn discard_step(&mut self) -> Result<(), End> {
-        while let Some((tag, total)) = check_client_header(&self.cin).map_err(End::Fatal)? {
+        while let Some((tag, total)) = check_client_header(&self.cin, self.max_message).map_err(End::Fatal)? {
             if self.cin.len() < total {
                 break;
             }
@@ -318,8 +359,8 @@ impl Session {
         if self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
-        while let Some((_, total)) = check_client_header(&self.cin).map_err(End::Fatal)? {
-            if self.cin.len() < total {
+        while let Some((_, total)) = check_client_header(&self.cin, self.max_message).map_err(End::Fatal)? {
+            if self.cin.len() < total || self.cout.len() >= HIGH_WATER {
                 break;
             }
             let frame = self.cin.split_to(total);
@@ -343,29 +384,40 @@ impl Session {
         let State::Active(a) = &mut self.state else {
             return Ok(());
         };
-        // Client → server: whole frames only, so a half-sent message never reaches a server.
         let mode = self.mode;
-        // While pgmux checks the session after a transaction, the client's next messages wait: they
-        // may belong on another connection (a write after a read-only transaction on a replica).
-        while a.to_server.len() < HIGH_WATER && !self.checking {
-            let Some((_, total)) = check_client_header(&self.cin).map_err(End::Fatal)? else {
-                break;
-            };
-            if self.cin.len() < total {
+        let errors = &self.ctx.metrics.errors;
+        // Client → server: whole frames only, so a half-sent message never reaches a server. While
+        // pgmux checks the session after a transaction, the client's next messages wait: they may
+        // belong on another connection (a write after a read-only transaction on a replica).
+        let may_forward =
+            |a: &Active, checking: bool| a.to_server.len() < HIGH_WATER && !checking && a.replies.len() < MAX_OWED;
+        loop {
+            while may_forward(a, self.checking) {
+                let Some((_, total)) = check_client_header(&self.cin, self.max_message).map_err(End::Fatal)? else {
+                    break;
+                };
+                if self.cin.len() < total {
+                    break;
+                }
+                let frame = self.cin.split_to(total).freeze();
+                if !relay::client_frame(a, &mut self.statements, mode, frame, errors).map_err(End::Fatal)? {
+                    return Err(End::Terminated);
+                }
+            }
+            let answered = a.replies.take_answered();
+            for bytes in &answered {
+                write_now(&self.client_wr, &mut self.cout, bytes).map_err(Self::gone)?;
+            }
+            relay::apply_undo(a, &mut self.statements);
+            if let Err(e) = flush_now(&a.backend.wr, &mut a.to_server) {
+                return self.server_lost(e.to_string());
+            }
+            // Whole messages already read raise no readiness event: if the flush made room, move
+            // them now rather than wait for client bytes that may never come (a COPY whose last
+            // messages sat here while the server, having drained the rest, waited for them).
+            if !(may_forward(a, self.checking) && whole_frame(&self.cin, self.max_message)) {
                 break;
             }
-            let frame = self.cin.split_to(total).freeze();
-            if !relay::client_frame(a, &mut self.statements, mode, frame).map_err(End::Fatal)? {
-                return Err(End::Terminated);
-            }
-        }
-        let answered = a.replies.take_answered();
-        for bytes in &answered {
-            write_now(&self.client_wr, &mut self.cout, bytes).map_err(Self::gone)?;
-        }
-        relay::apply_undo(a, &mut self.statements);
-        if let Err(e) = flush_now(&a.backend.wr, &mut a.to_server) {
-            return self.server_lost(e.to_string());
         }
         flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
 
@@ -374,19 +426,29 @@ impl Session {
         if session_idle && self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
+        let read_client =
+            may_forward(a, false) && self.cout.len() < HIGH_WATER && input_room(&self.cin, self.max_message);
+        let idle_in_tx =
+            self.idle_tx.is_some() && a.to_server.is_empty() && !self.checking && a.replies.awaiting_client();
         let draining = &self.ctx.draining;
         let crate::backend::BackendConn { rd, wr, rbuf, .. } = &mut *a.backend;
         tokio::select! {
-            r = read_more(&mut self.client_rd, &mut self.cin), if a.to_server.len() < HIGH_WATER => {
+            r = read_more(&mut self.client_rd, &mut self.cin), if read_client => {
                 if !r.map_err(Self::gone)? {
                     return Err(End::Gone);
                 }
-                self.idle.touch();
+                self.touch();
             }
             r = read_server(rd, rbuf), if self.cout.len() < HIGH_WATER => {
                 match r {
                     Ok(0) => return self.server_lost("server closed the connection".into()),
-                    Ok(_) => return self.on_server_bytes(),
+                    Ok(_) => {
+                        // Idle in transaction counts from the server's last word, not the client's.
+                        if let Some(t) = &mut self.idle_tx {
+                            t.touch();
+                        }
+                        return self.on_server_bytes();
+                    }
                     Err(e) => return self.server_lost(e.to_string()),
                 }
             }
@@ -399,6 +461,11 @@ impl Session {
             _ = &mut self.idle.sleep, if session_idle => {
                 if self.idle.expired() {
                     return Err(End::Fatal(ClientError::IdleTimeout));
+                }
+            }
+            _ = fired(&mut self.idle_tx), if idle_in_tx => {
+                if self.idle_tx.as_mut().is_some_and(IdleTimer::expired) {
+                    return Err(End::Fatal(ClientError::IdleInTransactionTimeout));
                 }
             }
             _ = draining.cancelled(), if session_idle => {}
@@ -483,7 +550,10 @@ impl Session {
             return Ok(());
         };
         let tracker = &a.replies;
-        let (status, pending, batch_open) = (tracker.status(), tracker.pending_ready(), tracker.batch_open());
+        let (status, pending) = (tracker.status(), tracker.pending_ready());
+        // A COPY FROM STDIN begun by Execute owes its error like an open batch does (the client
+        // streams on, then ends with Sync); one begun by a Query is answered with that Query.
+        let batch_open = tracker.batch_open() || (tracker.copy_in() && pending == 0);
         let server = a.backend.server.clone();
         if let Some(held_back) = self.ctx.log_limits.server_lost.check() {
             tracing::warn!(event = "server_lost", user = %self.user, server = %server, reason = %why, held_back, "server connection lost");
@@ -578,14 +648,72 @@ impl Session {
     }
 }
 
-/// Makes an abandoned server connection reusable (ROLLBACK an idle open transaction; DISCARD ALL in
-/// session mode) and returns it; anything less certain closes it, which ends its transaction too.
+/// Whether `cin` starts with a whole message (or a bad header, for the caller to report).
+fn whole_frame(cin: &[u8], max_message: usize) -> bool {
+    match check_client_header(cin, max_message) {
+        Ok(Some((_, total))) => cin.len() >= total,
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
+/// Whether more client input may be read: while a message is being assembled, up to its end
+/// (its header was checked against the limits); otherwise while less than the mark waits.
+fn input_room(cin: &[u8], max_message: usize) -> bool {
+    match check_client_header(cin, max_message) {
+        Ok(Some((_, total))) if cin.len() < total => true,
+        _ => cin.len() < HIGH_WATER,
+    }
+}
+
+/// Completes when the optional timer fires; never without one.
+async fn fired(timer: &mut Option<IdleTimer>) {
+    match timer {
+        Some(t) => t.sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Makes an abandoned server connection reusable and returns it: what the server still owes is read
+/// (an open extended-protocol batch ended with a Sync), an open transaction rolled back, and the
+/// session reset where it may hold state (session mode, pins, an unchecked transaction). Anything
+/// less certain (mid-message, mid-COPY, an error) closes it, which ends its transaction too.
 async fn cleanup(mut a: Active, reset: bool) {
-    let quiet = a.to_server.is_empty() && a.passthrough == 0 && a.backend.rbuf.is_empty();
-    if !quiet || !(a.replies.is_free() || a.replies.needs_rollback_only()) {
+    use crate::protocol::btag;
+    if a.passthrough != 0 || a.replies.copy_in() {
         return;
     }
-    if a.replies.needs_rollback_only() && !matches!(a.backend.simple_query("ROLLBACK").await, Ok(None)) {
+    let mut reset = reset || a.effects.any() || a.replies.capture_open();
+    let mut owed = a.replies.ready_owed();
+    if a.replies.batch_open() {
+        build::sync(&mut a.to_server);
+        owed += 1;
+    }
+    if !a.to_server.is_empty() {
+        let out = std::mem::take(&mut a.to_server);
+        if a.backend.write(&out).await.is_err() {
+            return;
+        }
+    }
+    let mut status = a.replies.status();
+    while owed > 0 {
+        let Ok(frame) = a.backend.read_frame().await else { return };
+        match frame.tag {
+            btag::READY_FOR_QUERY => {
+                owed -= 1;
+                match frame.body().first().copied().and_then(TxStatus::from_byte) {
+                    Some(s) => status = s,
+                    None => return,
+                }
+            }
+            btag::COPY_IN_RESPONSE | btag::COPY_OUT_RESPONSE | btag::COPY_BOTH_RESPONSE => return,
+            btag::PARAMETER_STATUS => a.backend.note_parameter(frame.body()),
+            // A failed request may have been a Parse pgmux counted on: start the session afresh.
+            btag::ERROR_RESPONSE => reset = true,
+            _ => {}
+        }
+    }
+    if status != TxStatus::Idle && !matches!(a.backend.simple_query("ROLLBACK").await, Ok(None)) {
         return;
     }
     if reset {

@@ -43,13 +43,34 @@ impl StatementDef {
     }
 }
 
-/// The statements a client created under its own names.
-#[derive(Debug, Default)]
+/// The statements a client created under its own names, at most `limit` of them.
+#[derive(Debug)]
 pub struct ClientStatements {
     by_name: HashMap<String, Arc<StatementDef>>,
+    limit: usize,
+}
+
+impl Default for ClientStatements {
+    fn default() -> Self {
+        ClientStatements::with_limit(usize::MAX)
+    }
 }
 
 impl ClientStatements {
+    pub fn with_limit(limit: usize) -> ClientStatements {
+        ClientStatements { by_name: HashMap::new(), limit }
+    }
+
+    /// How many more statements the client may create.
+    pub fn remaining_room(&self) -> usize {
+        self.limit.saturating_sub(self.by_name.len())
+    }
+
+    /// Whether one more statement would pass `clients.max_prepared_statements`.
+    pub fn full(&self) -> bool {
+        self.by_name.len() >= self.limit
+    }
+
     pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
         std::str::from_utf8(name).ok().and_then(|n| self.by_name.get(n))
     }

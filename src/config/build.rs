@@ -182,6 +182,11 @@ fn read_routing(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> RoutingConfig {
     routing
 }
 
+/// `clients.max_message_size` bounds: at least PostgreSQL's small-message limit, at most its own
+/// ceiling for a message (just under 1 GiB).
+const MIN_MAX_MESSAGE: usize = 10_000;
+const MAX_MAX_MESSAGE: usize = crate::protocol::frame::MAX_MESSAGE_LEN;
+
 fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {
     let d = ClientsConfig::default();
     let mut f = ctx.fields(item.as_ref(), "clients");
@@ -190,6 +195,18 @@ fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {
         idle_timeout: f.get("idle_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.idle_timeout),
         startup_timeout: f.get("startup_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.startup_timeout),
         auth_method: f.get("auth_method").and_then(|v| ctx.choice(&v, AUTH_METHODS)).unwrap_or(d.auth_method),
+        max_message_size: f
+            .get("max_message_size")
+            .and_then(|v| ctx.size(&v, MIN_MAX_MESSAGE, MAX_MAX_MESSAGE))
+            .unwrap_or(d.max_message_size),
+        max_prepared_statements: f
+            .get("max_prepared_statements")
+            .and_then(|v| ctx.count(&v, 1))
+            .unwrap_or(d.max_prepared_statements),
+        idle_transaction_timeout: match f.get("idle_transaction_timeout") {
+            Some(v) => ctx.duration(&v, true).filter(|t| !t.is_zero()),
+            None => d.idle_transaction_timeout,
+        },
     };
     f.finish(ctx);
     clients

@@ -56,6 +56,16 @@ fn wrong_types_are_reported() {
     assert_one(&with("pool: 5\n"), "pool", Some(7), "expected a mapping");
     assert_one(&with("pool:\n  mode: [a]\n"), "pool.mode", Some(8), "found a list");
     assert_one(&with("clients:\n  max_connections: -1\n"), "clients.max_connections", Some(8), ">= 1");
+    assert_one(&with("clients:\n  max_message_size: 64\n"), "clients.max_message_size", Some(8), "no unit");
+    assert_one(&with("clients:\n  max_message_size: 1kB\n"), "clients.max_message_size", Some(8), "between");
+    assert_one(&with("clients:\n  max_message_size: 2GB\n"), "clients.max_message_size", Some(8), "between");
+    assert_one(&with("clients:\n  max_prepared_statements: 0\n"), "clients.max_prepared_statements", Some(8), ">= 1");
+    assert_one(
+        &with("clients:\n  idle_transaction_timeout: 5\n"),
+        "clients.idle_transaction_timeout",
+        Some(8),
+        "no unit",
+    );
     let yaml = BASE.replace("servers:\n  - 127.0.0.1:5432", "servers: db:5432");
     assert_one(&yaml, "servers", Some(2), "expected a list");
     assert_one(

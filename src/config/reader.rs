@@ -88,6 +88,23 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A byte size with a unit (`64MB`), within `min..=max`.
+    pub(super) fn size(&mut self, item: &Item<'_>, min: usize, max: usize) -> Option<usize> {
+        let text = self.scalar_text(item, "a size such as `64MB`")?;
+        match super::size::parse_size(&text) {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            Ok(_) => {
+                let (lo, hi) = (super::size::format_size(min), super::size::format_size(max));
+                self.report_at(item, format!("`{text}`: must be between {lo} and {hi}"));
+                None
+            }
+            Err(message) => {
+                self.report_at(item, message);
+                None
+            }
+        }
+    }
+
     /// One of a fixed set of words, e.g. `transaction` / `session`.
     pub(super) fn choice<T: Copy>(&mut self, item: &Item<'_>, choices: &[(&str, T)]) -> Option<T> {
         let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();

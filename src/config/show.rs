@@ -29,6 +29,12 @@ impl Config {
             ("clients.idle_timeout", d(self.clients.idle_timeout)),
             ("clients.startup_timeout", d(self.clients.startup_timeout)),
             ("clients.auth_method", auth_method(self.clients.auth_method).into()),
+            ("clients.max_message_size", super::size::format_size(self.clients.max_message_size)),
+            ("clients.max_prepared_statements", self.clients.max_prepared_statements.to_string()),
+            (
+                "clients.idle_transaction_timeout",
+                self.clients.idle_transaction_timeout.map(d).unwrap_or_else(|| "off".into()),
+            ),
         ];
         let users = self.users.iter().enumerate().map(|(i, u)| (format!("users[{i}].name"), u.name.clone()));
         let tail = [

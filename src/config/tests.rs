@@ -50,6 +50,9 @@ fn minimal_config_gets_every_default() {
             idle_timeout: Duration::from_secs(1800),
             startup_timeout: Duration::from_secs(5),
             auth_method: ClientAuthMethod::ScramSha256,
+            max_message_size: 64 << 20,
+            max_prepared_statements: 1_000,
+            idle_transaction_timeout: None,
         },
         users: vec![user("app", "app")],
         admin_users: vec![],
@@ -87,6 +90,9 @@ clients:
   idle_timeout: 1d
   startup_timeout: 10s
   auth_method: md5
+  max_message_size: 16MB
+  max_prepared_statements: 50
+  idle_transaction_timeout: 2m
 users:
   - name: app
     password: s3cret
@@ -117,6 +123,9 @@ log_format: json
         idle_timeout: Duration::from_secs(86_400),
         startup_timeout: Duration::from_secs(10),
         auth_method: ClientAuthMethod::Md5,
+        max_message_size: 16 << 20,
+        max_prepared_statements: 50,
+        idle_transaction_timeout: Some(Duration::from_secs(120)),
     };
     assert_eq!(config.clients, clients);
     // A plain scalar that looks like a number is kept as written.

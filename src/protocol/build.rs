@@ -148,6 +148,11 @@ pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
 }
 
 /// A simple-protocol Query.
+/// A Sync (frontend): ends an extended-protocol batch.
+pub fn sync(buf: &mut BytesMut) {
+    message(buf, b'S', |_| {});
+}
+
 pub fn query(buf: &mut BytesMut, sql: &str) {
     message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
 }

@@ -45,13 +45,32 @@ pub fn peek_header(buf: &[u8], max_len: usize) -> Result<Option<(u8, usize)>, Fr
     Ok(Some((tag, len + 1)))
 }
 
-/// Frontend messages that never carry a body.
-pub fn frontend_len_ok(tag: u8, total: usize) -> bool {
+/// PostgreSQL's limit for frontend messages that carry no user data (PQ_SMALL_MESSAGE_LIMIT).
+pub const SMALL_MESSAGE_LEN: usize = 10_000;
+
+/// How a frontend message's length fares against the limits PostgreSQL applies per type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontendLen {
+    Ok,
+    /// Not a frontend message type at all.
+    UnknownType,
+    /// Wrong for its type (a body on a body-less message, a small message over 10,000 bytes).
+    Invalid,
+    /// A data-carrying message (Query, Parse, Bind, FunctionCall, CopyData) over `max_large`.
+    TooLarge,
+}
+
+/// Checks a frontend message's total length (header included) against its type's limit:
+/// body-less messages exactly 5 bytes, data-carrying ones up to `max_large`, the rest up to
+/// PostgreSQL's small limit.
+pub fn frontend_len(tag: u8, total: usize, max_large: usize) -> FrontendLen {
     use super::ftag::*;
+    let ok = |fits: bool, otherwise: FrontendLen| if fits { FrontendLen::Ok } else { otherwise };
     match tag {
-        SYNC | FLUSH | TERMINATE | COPY_DONE => total == HEADER_LEN,
-        QUERY | PARSE | BIND | CLOSE | DESCRIBE | EXECUTE | COPY_DATA | COPY_FAIL | FUNCTION_CALL | PASSWORD => true,
-        _ => false,
+        SYNC | FLUSH | TERMINATE | COPY_DONE => ok(total == HEADER_LEN, FrontendLen::Invalid),
+        QUERY | PARSE | BIND | COPY_DATA | FUNCTION_CALL => ok(total - 1 <= max_large, FrontendLen::TooLarge),
+        CLOSE | DESCRIBE | EXECUTE | COPY_FAIL | PASSWORD => ok(total - 1 <= SMALL_MESSAGE_LEN, FrontendLen::Invalid),
+        _ => FrontendLen::UnknownType,
     }
 }
 
@@ -104,10 +123,27 @@ mod tests {
     }
 
     #[test]
-    fn frontend_bodyless_messages_must_be_empty() {
-        assert!(frontend_len_ok(b'S', 5));
-        assert!(!frontend_len_ok(b'S', 9));
-        assert!(frontend_len_ok(b'Q', 100));
-        assert!(!frontend_len_ok(b'Z', 6));
+    fn frontend_limits_per_type() {
+        use FrontendLen::*;
+        let cases: &[(u8, usize, FrontendLen)] = &[
+            (b'S', 5, Ok),
+            (b'S', 9, Invalid),
+            (b'X', 6, Invalid),
+            (b'Q', 100, Ok),
+            (b'Q', 1001, Ok),
+            (b'Q', 1002, TooLarge),
+            (b'd', 1002, TooLarge),
+            (b'P', 1002, TooLarge),
+            (b'B', 1002, TooLarge),
+            (b'F', 1002, TooLarge),
+            (b'C', 10_001, Ok),
+            (b'C', 10_002, Invalid),
+            (b'E', 20_000, Invalid),
+            (b'f', 20_000, Invalid),
+            (b'Z', 6, UnknownType),
+        ];
+        for &(tag, total, want) in cases {
+            assert_eq!(frontend_len(tag, total, 1000), want, "{} {total}", tag as char);
+        }
     }
 }

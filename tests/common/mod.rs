@@ -2,6 +2,7 @@
 //! 0, and helpers for real clients (tokio-postgres, raw sockets, psql, pgbench).
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -196,4 +197,63 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (code, body)
+}
+
+/// pgmux run as its own process (the built binary), for figures only a process of its own gives
+/// (RSS). Killed when dropped.
+pub struct ChildProxy {
+    pub addr: SocketAddr,
+    pub child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildProxy {
+    /// Starts the binary with this YAML (whose `listen` should be `127.0.0.1:0`); the address it
+    /// bound is read from its log.
+    pub fn start(yaml: &str) -> ChildProxy {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+            .arg("--config")
+            .arg(&path)
+            .env("PGMUX_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pgmux");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("pgmux exited before listening").unwrap();
+            if let Some(rest) = line.split("addr=Some(").nth(1)
+                && line.contains("endpoint=Writer")
+            {
+                break rest.split(')').next().unwrap().parse().expect("listen address");
+            }
+        };
+        // Keep reading its log so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        ChildProxy { addr, child, _dir: dir }
+    }
+
+    pub fn dsn(&self, user: &str, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} password={user} dbname={db}", self.addr.port())
+    }
+
+    /// Resident set size now, in kB (VmRSS).
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

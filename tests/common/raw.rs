@@ -151,11 +151,16 @@ impl Raw {
 
     /// Connects, starts up as app/app on db app, and returns the greeting messages.
     pub async fn login(addr: SocketAddr, extra: &[(&str, &str)]) -> (Raw, Vec<Msg>) {
+        Raw::login_as(addr, "app", "app", extra).await
+    }
+
+    /// Connects, starts up as `user` (SCRAM with `password`) on db app.
+    pub async fn login_as(addr: SocketAddr, user: &str, password: &str, extra: &[(&str, &str)]) -> (Raw, Vec<Msg>) {
         let mut raw = Raw::connect(addr).await;
-        let mut params = vec![("user", "app"), ("database", "app")];
+        let mut params = vec![("user", user), ("database", "app")];
         params.extend_from_slice(extra);
         raw.send(&startup_packet(0, &params)).await;
-        let greeting = raw.scram("app").await;
+        let greeting = raw.scram(password).await;
         assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "login failed: {greeting:?}");
         (raw, greeting)
     }
