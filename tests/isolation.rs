@@ -304,3 +304,266 @@ async fn state_left_by_a_client_that_vanishes_mid_transaction_is_cleaned() {
     drop(a);
     assert_eq!(view(&b).await, FRESH);
 }
+
+/// A small reproducible generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Settings A plays with, and values for them.
+const KNOBS: &[(&str, &[&str])] = &[
+    ("work_mem", &["1MB", "2MB", "64kB"]),
+    ("statement_timeout", &["0", "5s", "1min"]),
+    ("DateStyle", &["German", "SQL, DMY", "ISO, YMD"]),
+    ("search_path", &["public", "pg_catalog, public"]),
+    ("application_name", &["a1", "a2"]),
+    ("lock_timeout", &["1s", "0"]),
+    ("TimeZone", &["UTC", "Asia/Tokyo", "America/New_York"]),
+    ("IntervalStyle", &["iso_8601", "sql_standard"]),
+    ("extra_float_digits", &["0", "3"]),
+    ("client_encoding", &["LATIN1", "UTF8"]),
+    ("standard_conforming_strings", &["off", "on"]),
+    ("iso.custom", &["x", "y"]),
+    ("log_min_duration_statement", &["1h", "-1"]),
+];
+
+/// One thing client A does to the connection.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A simple query; its replies are read.
+    Query(String),
+    /// A protocol-level set_config call.
+    SetConfigCall(String, String),
+    /// Parse (named), Bind, Execute, Sync of one statement.
+    Extended(String),
+    /// Parse, Bind, Execute of one statement with no Sync, then the client vanishes.
+    HalfPipeline(String),
+    /// The client sends this and vanishes without reading the reply.
+    SendAndVanish(String),
+}
+
+/// A single session-changing statement.
+fn statement(r: &mut Rng, n: usize) -> String {
+    let (name, values) = *r.pick(KNOBS);
+    let value = *r.pick(values);
+    match r.below(19) {
+        0 | 1 => format!("SET {name} TO '{value}'"),
+        2 => format!("RESET {name}"),
+        3 => "RESET ALL".into(),
+        4 => format!("SELECT set_config('{name}', '{value}', {})", r.chance(70)),
+        5 => r.pick(&["SET ROLE iso_low", "RESET ROLE", "SELECT set_config('role', 'iso_low', false)"]).to_string(),
+        6 => r.pick(&["SET SESSION AUTHORIZATION app", "RESET SESSION AUTHORIZATION"]).to_string(),
+        7 => format!("CREATE TEMP TABLE iso_t{n}(x int)"),
+        8 => "DISCARD TEMP".into(),
+        9 => format!("SELECT pg_advisory_lock({})", r.below(5)),
+        10 => "SELECT pg_advisory_unlock_all()".into(),
+        11 => format!("LISTEN iso_ch{}", r.below(3)),
+        12 => "UNLISTEN *".into(),
+        13 => format!("PREPARE iso_p{n} AS SELECT {n}"),
+        14 => "DEALLOCATE ALL".into(),
+        15 => format!("DO $$BEGIN EXECUTE 'SET {name} TO ''{value}'''; END$$"),
+        16 => format!("SELECT iso_rand_set('{name}', '{value}')"),
+        17 => format!("SELECT iso_rand_temp({n})"),
+        _ => format!("-- a comment first\nSET {name} TO '{value}'"),
+    }
+}
+
+/// One of A's transactions (or a disconnect).
+fn transaction(r: &mut Rng, n: usize) -> Op {
+    let s = statement(r, n);
+    match r.below(20) {
+        0..=6 => Op::Query(s),
+        7 => Op::Query(format!("BEGIN; {s}; COMMIT")),
+        8 => Op::Query(format!("BEGIN; {s}; ROLLBACK")),
+        9 => Op::Query(format!("BEGIN; {s}; SELECT 1/0; COMMIT")),
+        10 => Op::Query(format!("BEGIN; DECLARE iso_c{n} CURSOR WITH HOLD FOR SELECT 1; COMMIT")),
+        11 => Op::Query("CLOSE ALL".into()),
+        12 => Op::Query(format!("BEGIN; SELECT pg_advisory_xact_lock({}); COMMIT", r.below(5))),
+        13 => {
+            let (name, values) = *r.pick(KNOBS);
+            Op::SetConfigCall(name.into(), r.pick(values).to_string())
+        }
+        14 => Op::Query(format!("CALL iso_rand_proc('{}')", r.pick(&["1MB", "3MB"]))),
+        15 | 16 if !s.starts_with("--") && !s.starts_with("DO") => Op::Extended(s),
+        15 | 16 => Op::Query(s),
+        17 => Op::HalfPipeline(s),
+        18 => Op::SendAndVanish(format!("BEGIN; {s}")),
+        _ => Op::Query("DISCARD ALL".into()),
+    }
+}
+
+/// A raw client logged in as `user` (password = user) with startup parameters.
+async fn raw_login(p: &TestProxy, user: &str, extra: &[(&str, &str)]) -> Raw {
+    Told::login(p, user, extra).await.raw
+}
+
+fn extended(name: &str, sql: &str, sync: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut parse = name.as_bytes().to_vec();
+    parse.push(0);
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    out.extend(message(b'P', &parse));
+    let mut bind = vec![0u8];
+    bind.extend_from_slice(name.as_bytes());
+    bind.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    out.extend(message(b'B', &bind));
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    if sync {
+        out.extend(message(b'S', &[]));
+    }
+    out
+}
+
+/// Waits until no client holds a server connection, or one is pinned to it (true).
+async fn settled(p: &TestProxy, history: &[String]) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = p.ctx.cancels.status();
+        let pinned = status.iter().any(|c| !c.pins.is_empty());
+        if pinned || status.iter().all(|c| c.server.is_none()) {
+            return pinned;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never settled: {status:?}\nA's last transactions: {:#?}",
+            &history[history.len().saturating_sub(6)..]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// B's whole view of its session.
+const VIEW_SQL: &str = "SELECT coalesce((SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings \
+     WHERE source NOT IN ('default', 'override')), '') || ' | ' || current_user || ' | ' || session_user || ' | ' || \
+     coalesce((SELECT string_agg(c, ',' ORDER BY c) FROM pg_listening_channels() c), '') || ' | ' || \
+     coalesce((SELECT string_agg(locktype || ':' || mode || ':' || coalesce(objid::text, ''), ',') FROM pg_locks \
+     WHERE pid = pg_backend_pid() AND locktype NOT IN ('relation', 'virtualxid')), '') || ' | ' || \
+     (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) || ' | ' || \
+     coalesce((SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE from_sql), '') || ' | ' || \
+     coalesce((SELECT string_agg(name, ',') FROM pg_cursors), '')";
+
+/// Client A runs random session-changing transactions on the one server connection; after each,
+/// client B's whole view of its session must be that of a fresh session with its startup settings.
+/// `PGMUX_ISOLATION_SEED` replays a seed, `PGMUX_ISOLATION_STEPS` sets the length (default 3000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sessions_never_reach_another_client() {
+    setup(
+        "do $$begin if not exists (select from pg_roles where rolname = 'iso_low') then create role iso_low; end if; \
+         if not exists (select from pg_roles where rolname = 'iso_su') then create role iso_su login superuser password 'iso_su'; end if; end$$; \
+         grant iso_low to app; grant iso_low to iso_su",
+    )
+    .await;
+    let seed: u64 = std::env::var("PGMUX_ISOLATION_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    let steps: usize = std::env::var("PGMUX_ISOLATION_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    eprintln!("random isolation test: seed {seed} (PGMUX_ISOLATION_SEED={seed} replays it), {steps} steps");
+    let c = cluster();
+    let text = yaml(&[c.addr(0), c.addr(1)], "  size: 1", "").replacen(
+        "shutdown_timeout:",
+        "  - name: iso_su\n    password: iso_su\nshutdown_timeout:",
+        1,
+    );
+    let p = start_proxy_yaml(&text).await;
+    let su = p.dsn("iso_su", "iso_su", "app");
+    let b =
+        connect(&format!("{su} application_name=iso_b options='-c work_mem=5MB -c DateStyle=Postgres'")).await.unwrap();
+    b.batch_execute(
+        "create or replace function iso_rand_set(n text, v text) returns void language plpgsql as \
+         $$begin perform set_config(n, v, false); end$$; \
+         create or replace function iso_rand_temp(n int) returns void language plpgsql as \
+         $$begin execute format('create temp table if not exists iso_ft%s(x int)', n); end$$; \
+         create or replace procedure iso_rand_proc(v text) language plpgsql as \
+         $$begin perform set_config('work_mem', v, false); end$$",
+    )
+    .await
+    .unwrap();
+    let fresh = simple_value(&b, VIEW_SQL).await;
+    let a_params: &[(&str, &str)] =
+        &[("options", "-c lock_timeout=2s -c DateStyle=German"), ("application_name", "iso_a")];
+    let mut a = raw_login(&p, "iso_su", a_params).await;
+    let set_config: u32 =
+        simple_value(&b, "select 'set_config(text,text,boolean)'::regprocedure::oid").await.parse().unwrap();
+    let mut rng = Rng(seed);
+    let mut history: Vec<String> = Vec::new();
+    for step in 0..steps {
+        let op = transaction(&mut rng, step);
+        history.push(format!("{op:?}"));
+        let vanished = match &op {
+            Op::Query(sql) => {
+                // A failed statement skips the rest of the string, COMMIT included: end the block.
+                if a.query(sql).await.last().is_some_and(|(_, body)| body.first() != Some(&b'I')) {
+                    a.query("ROLLBACK").await;
+                }
+                false
+            }
+            Op::SetConfigCall(name, value) => {
+                a.send(&function_call(set_config, &[name, value, "false"])).await;
+                a.until_ready().await;
+                false
+            }
+            Op::Extended(sql) => {
+                a.send(&extended(&format!("iso_s{step}"), sql, true)).await;
+                a.until_ready().await;
+                false
+            }
+            Op::HalfPipeline(sql) => {
+                a.send(&extended("", sql, false)).await;
+                true
+            }
+            Op::SendAndVanish(sql) => {
+                let mut body = sql.as_bytes().to_vec();
+                body.push(0);
+                a.send(&message(b'Q', &body)).await;
+                true
+            }
+        };
+        if vanished {
+            drop(a);
+            a = raw_login(&p, "iso_su", a_params).await;
+        } else if settled(&p, &history).await {
+            // Pinned: B could not get the connection. A lets go of it one way or another.
+            if rng.chance(50) {
+                drop(a);
+                a = raw_login(&p, "iso_su", a_params).await;
+                history.push("(A reconnected)".into());
+            } else {
+                a.query("DISCARD ALL").await;
+                history.push("DISCARD ALL (to unpin)".into());
+                if settled(&p, &history).await {
+                    drop(a);
+                    a = raw_login(&p, "iso_su", a_params).await;
+                    history.push("(A reconnected)".into());
+                }
+            }
+        }
+        let seen = simple_value(&b, VIEW_SQL).await;
+        if seen != fresh {
+            let last: Vec<_> = history.iter().rev().take(8).rev().collect();
+            panic!(
+                "seed {seed}, step {step}: B's session differs from a fresh one\n  fresh: {fresh}\n  seen:  {seen}\n\
+                 A's last transactions: {last:#?}\n(replay with PGMUX_ISOLATION_SEED={seed})"
+            );
+        }
+    }
+}
