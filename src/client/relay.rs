@@ -366,8 +366,12 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
             // stays, so it hears of it from pgmux as a lost server connection, not as a FATAL.
             return Err(ServerFault::Fatal(message));
         }
-        if invalidates_statements(&fields) || lost_pgmux_statement(&fields) {
+        if invalidates_statements(&fields) || duplicate_pgmux_statement(&fields) {
             a.backend.statements.needs_reset = true;
+        }
+        if let Some(name) = lost_pgmux_statement(&fields) {
+            // Prepared again on its next use, even by this client's next batch on this loan.
+            a.backend.statements.remove(&name);
         }
     }
     let verdict = a.replies.on_server(tag, status).map_err(|e| ServerFault::Protocol(e.to_string()))?;
@@ -409,12 +413,20 @@ fn invalidates_statements(fields: &[(u8, String)]) -> bool {
         && error_field(fields, b'M').is_some_and(|m| m.starts_with("cached plan must not change result type"))
 }
 
-/// The server does not have a statement pgmux believes it has (something out of pgmux's sight —
-/// dynamic SQL, a function behind a view — deallocated it, or created one under a pgmux name):
-/// the connection's statements must be prepared afresh before the next borrower.
-fn lost_pgmux_statement(fields: &[(u8, String)]) -> bool {
-    matches!(error_field(fields, b'C'), Some("26000" | "42P05"))
-        && error_field(fields, b'M').is_some_and(|m| m.contains("\"pgmux_"))
+/// A pgmux statement the server says it does not have (something out of pgmux's sight — dynamic
+/// SQL, a function behind a view — deallocated it): its name.
+fn lost_pgmux_statement(fields: &[(u8, String)]) -> Option<String> {
+    if error_field(fields, b'C') != Some("26000") {
+        return None;
+    }
+    let name = error_field(fields, b'M')?.strip_prefix("prepared statement \"")?.split('"').next()?;
+    name.starts_with("pgmux_").then(|| name.to_string())
+}
+
+/// The server already has a statement under a pgmux name pgmux did not put there: the connection's
+/// statements must be prepared afresh before the next borrower.
+fn duplicate_pgmux_statement(fields: &[(u8, String)]) -> bool {
+    error_field(fields, b'C') == Some("42P05") && error_field(fields, b'M').is_some_and(|m| m.contains("\"pgmux_"))
 }
 
 /// The message of an ErrorResponse that ends the server session (FATAL or PANIC), if it is one.
