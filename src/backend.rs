@@ -88,6 +88,10 @@ pub struct BackendConn {
     pub secret: i32,
     /// Latest value of every parameter the server reported (ParameterStatus).
     pub params: HashMap<String, String>,
+    /// Counts ParameterStatus messages noted (a client that saw none since it was told needs no update).
+    pub params_version: u64,
+    /// An order-independent digest of `params` (XOR of each entry's hash).
+    pub params_digest: u64,
     /// Client startup settings pgmux applied with set_config, sorted by name.
     pub applied: Vec<(String, String)>,
     /// The server's latest `in_hot_standby` report (checked on every borrow, so kept decoded).
@@ -152,6 +156,8 @@ impl BackendConn {
             pid: 0,
             secret: 0,
             params: HashMap::new(),
+            params_version: 0,
+            params_digest: 0,
             applied: Vec::new(),
             statements: prepared::ServerStatements::default(),
             standby: None,
@@ -304,7 +310,14 @@ impl BackendConn {
             if name == b"in_hot_standby" {
                 self.standby = Some(value == b"on");
             }
-            self.params.insert(String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
+            self.params_version += 1;
+            let (name, value) =
+                (String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
+            if let Some(old) = self.params.get(&name) {
+                self.params_digest ^= param_hash(&name, old);
+            }
+            self.params_digest ^= param_hash(&name, &value);
+            self.params.insert(name, value);
         }
     }
 
@@ -386,6 +399,13 @@ impl BackendConn {
     pub fn consume(&mut self, n: usize) {
         self.rbuf.advance(n);
     }
+}
+
+fn param_hash(name: &str, value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (name, value).hash(&mut h);
+    h.finish()
 }
 
 /// The columns of a DataRow body, as text (NULL as None).

@@ -16,6 +16,7 @@ pub mod routing;
 pub mod session;
 pub mod settings;
 pub mod statements;
+pub mod told;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

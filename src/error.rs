@@ -72,6 +72,11 @@ pub enum ClientError {
     /// An admin console command (or protocol feature) pgmux does not offer (yet).
     #[error("{0}")]
     ConsoleUnsupported(String),
+    /// A client's DEALLOCATE / PREPARE / EXECUTE named one of pgmux's shared statements.
+    #[error(
+        "prepared statement \"{0}\": names beginning with pgmux_ are reserved for the statements pgmux shares between clients"
+    )]
+    ReservedName(String),
     /// PAUSE waited this long and transactions were still running (the pause stays in effect).
     #[error(
         "PAUSE gave up waiting after {waited:?}: {busy} transaction(s) still running; new transactions stay held until RESUME"
@@ -95,6 +100,7 @@ impl ClientError {
                 | ClientError::PauseTimeout { .. }
                 | ClientError::ReloadRefused(_)
                 | ClientError::TooManyStatements(_)
+                | ClientError::ReservedName(_)
         )
     }
 
@@ -120,6 +126,7 @@ impl ClientError {
             // PostgreSQL's code for a role that may not connect to a database.
             ClientError::ConsoleNotAllowed(_) => "42501",
             ClientError::ConsoleSyntax(_) => "42601",
+            ClientError::ReservedName(_) => "42939",
             // As for a statement timeout.
             ClientError::PauseTimeout { .. } => "57014",
         }
@@ -139,9 +146,9 @@ impl ClientError {
 }
 
 /// Every SQLSTATE `ClientError::sqlstate` returns (a test keeps the two in step).
-pub const SQLSTATES: [&str; 17] = [
+pub const SQLSTATES: [&str; 18] = [
     "08P01", "28P01", "28000", "53300", "08001", "08006", "25P02", "57P01", "57P05", "0A000", "42501", "42601",
-    "57014", "F0000", "25P03", "54000", "53400",
+    "57014", "F0000", "25P03", "54000", "53400", "42939",
 ];
 
 /// Errors pgmux sent to clients, by SQLSTATE (indexed like `SQLSTATES`).
@@ -188,6 +195,7 @@ mod tests {
             (ClientError::ConsoleSyntax("x".into()), "42601", Severity::Error),
             (ClientError::ConsoleUnsupported("x".into()), "0A000", Severity::Error),
             (ClientError::PauseTimeout { waited: Duration::from_secs(1), busy: 2 }, "57014", Severity::Error),
+            (ClientError::ReservedName("pgmux_x".into()), "42939", Severity::Error),
         ];
         let counts = ErrorCounts::default();
         for (err, code, sev) in &cases {

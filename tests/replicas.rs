@@ -292,3 +292,21 @@ async fn readers_log_in_and_read_while_the_primary_is_down() {
     assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
     p.shutdown.abort.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_default_set_as_sql_routes_like_the_startup_parameter() {
+    // Without read-your-writes, which would keep reads after the SET (run on the primary) there.
+    let p = start_proxy("  size: 2\nrouting:\n  read_your_writes: false", "").await;
+    replicas_known(&p, 1).await;
+    let c = connect_app(&p).await;
+    let on_replica = "select pg_is_in_recovery()";
+    assert_eq!(simple_value(&c, on_replica).await, "f");
+    c.batch_execute("set session characteristics as transaction read only").await.unwrap();
+    assert_eq!(simple_value(&c, on_replica).await, "t", "SET SESSION CHARACTERISTICS … READ ONLY");
+    c.batch_execute("set session characteristics as transaction read write").await.unwrap();
+    assert_eq!(simple_value(&c, on_replica).await, "f", "… READ WRITE brings it back");
+    c.batch_execute("set default_transaction_read_only = on").await.unwrap();
+    assert_eq!(simple_value(&c, on_replica).await, "t", "SET default_transaction_read_only = on");
+    c.batch_execute("reset default_transaction_read_only").await.unwrap();
+    assert_eq!(simple_value(&c, on_replica).await, "f");
+}

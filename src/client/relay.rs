@@ -6,7 +6,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::PoolMode;
-use super::classify::{Effects, classify};
+use super::classify::{Effects, classify, command_tag_is_plain};
 use super::replies::{Owner, ReplyQueue, Request, Undo, Verdict};
 use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
 use crate::error::{ClientError, ErrorCounts};
@@ -31,10 +31,18 @@ pub struct Active {
     /// `clients.max_prepared_statements`): drop the batch's messages up to its Sync, as a server
     /// does after an error.
     pub skip_to_sync: bool,
+    /// pgmux's own query giving the connection the client's settings is running: the client's
+    /// messages wait, since they must not run if it fails.
+    pub applying: bool,
+    /// The server's ErrorResponse to that query.
+    pub apply_error: Option<Bytes>,
+    /// `backend.params_version` when the client was last told the connection's parameters.
+    pub params_told: u64,
 }
 
 impl Active {
     pub fn new(backend: Pooled, replies: ReplyQueue, to_server: BytesMut) -> Active {
+        let params_told = backend.params_version;
         Active {
             backend,
             replies,
@@ -43,6 +51,9 @@ impl Active {
             effects: Effects::default(),
             capture: Vec::new(),
             skip_to_sync: false,
+            applying: false,
+            apply_error: None,
+            params_told,
         }
     }
 }
@@ -122,6 +133,10 @@ pub fn client_frame(
     let rewrite = mode == PoolMode::Transaction;
     if matches!(tag, ftag::QUERY | ftag::EXECUTE | ftag::FUNCTION_CALL) {
         a.backend.note_query();
+    }
+    if tag == ftag::FUNCTION_CALL {
+        // Called by OID: set_config, pg_advisory_lock or a user function — nobody can tell.
+        a.effects.merge(Effects::CHECK);
     }
     match tag {
         ftag::PARSE if rewrite => client_parse(a, stmts, &frame, errors)?,
@@ -239,6 +254,14 @@ fn client_parse(
 fn client_query(a: &mut Active, stmts: &mut ClientStatements, frame: &Bytes) {
     let body = &frame[5..];
     a.effects.merge(classify(body));
+    if let Some(name) = statements::reserved_name_used(body) {
+        // pgmux's shared statements are other clients' too: the server refuses on pgmux's behalf,
+        // with the effect a server error has on the client's transaction.
+        let err = ClientError::ReservedName(name);
+        build::query(&mut a.to_server, &statements::raise_sql(&err.to_string(), err.sqlstate()));
+        a.replies.push(Request::Query, Owner::Client, None);
+        return;
+    }
     match statements::statement_command(body) {
         Some(StatementCommand::DropAll) => {
             stmts.clear();
@@ -357,7 +380,15 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
     let frame = &a.backend.rbuf[pos..pos + total];
     let tag = frame[0];
     let status = if tag == b'Z' { Some(status_of(frame).map_err(ServerFault::Protocol)?) } else { None };
-    if tag == b'S' {
+    let clients = matches!(tag, b'C' | b'S') && !a.replies.head_is_injected();
+    if tag == b'C' && clients && !command_tag_is_plain(&frame[5..]) {
+        a.effects.merge(Effects::CHECK);
+    } else if tag == b'S' {
+        // Reported parameters changed under the client's statements (a function, a view, SET):
+        // the client was told (ParameterStatus always reaches it); the next borrower must not be.
+        if clients {
+            a.effects.merge(Effects::CHECK);
+        }
         let body = frame[5..].to_vec();
         a.backend.note_parameter(&body);
     } else if tag == b'E' {
@@ -367,8 +398,12 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
             // stays, so it hears of it from pgmux as a lost server connection, not as a FATAL.
             return Err(ServerFault::Fatal(message));
         }
-        if invalidates_statements(&fields) {
+        if invalidates_statements(&fields) || duplicate_pgmux_statement(&fields) {
             a.backend.statements.needs_reset = true;
+        }
+        if let Some(name) = lost_pgmux_statement(&fields) {
+            // Prepared again on its next use, even by this client's next batch on this loan.
+            a.backend.statements.remove(&name);
         }
     }
     let verdict = a.replies.on_server(tag, status).map_err(|e| ServerFault::Protocol(e.to_string()))?;
@@ -376,6 +411,11 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
         Verdict::Capture => {
             let frame = a.backend.rbuf[pos..pos + total].to_vec();
             capture(a, &frame);
+        }
+        Verdict::DropError if a.applying => {
+            if a.apply_error.is_none() {
+                a.apply_error = Some(Bytes::copy_from_slice(&a.backend.rbuf[pos..pos + total]));
+            }
         }
         Verdict::DropError => {
             let fields = error_fields(&a.backend.rbuf[pos + 5..pos + total]);
@@ -403,6 +443,22 @@ fn capture(a: &mut Active, frame: &[u8]) {
 fn invalidates_statements(fields: &[(u8, String)]) -> bool {
     error_field(fields, b'C') == Some("0A000")
         && error_field(fields, b'M').is_some_and(|m| m.starts_with("cached plan must not change result type"))
+}
+
+/// A pgmux statement the server says it does not have (something out of pgmux's sight — dynamic
+/// SQL, a function behind a view — deallocated it): its name.
+fn lost_pgmux_statement(fields: &[(u8, String)]) -> Option<String> {
+    if error_field(fields, b'C') != Some("26000") {
+        return None;
+    }
+    let name = error_field(fields, b'M')?.strip_prefix("prepared statement \"")?.split('"').next()?;
+    name.starts_with("pgmux_").then(|| name.to_string())
+}
+
+/// The server already has a statement under a pgmux name pgmux did not put there: the connection's
+/// statements must be prepared afresh before the next borrower.
+fn duplicate_pgmux_statement(fields: &[(u8, String)]) -> bool {
+    error_field(fields, b'C') == Some("42P05") && error_field(fields, b'M').is_some_and(|m| m.contains("\"pgmux_"))
 }
 
 /// The message of an ErrorResponse that ends the server session (FATAL or PANIC), if it is one.

@@ -3,8 +3,11 @@
 //! the client's (forwarded), pgmux's (dropped), or one the server will never send because pgmux
 //! answered for it (a ParseComplete for a statement the connection already has), emitted in place.
 //!
-//! Release = queue empty, no extended-protocol batch open (no messages since the last Sync), and the
-//! last ReadyForQuery said idle.
+//! Release = queue empty, no extended-protocol batch open (no messages since the last Sync), the
+//! last ReadyForQuery said idle, and nothing made the connection untrustworthy (`poison`).
+//!
+//! ParameterStatus always reaches the client, whoever's request caused it: the client's driver must
+//! believe what its session runs with (pgmux's own settings apply changes reported values too).
 
 use std::collections::VecDeque;
 
@@ -91,6 +94,8 @@ pub struct ReplyQueue {
     answered: Vec<Bytes>,
     /// The server is in copy-in mode and the client has not ended the COPY yet.
     copy_in: bool,
+    /// The connection's session is not what pgmux needs (its settings apply failed): never free.
+    poisoned: bool,
 }
 
 impl Default for ReplyQueue {
@@ -103,6 +108,7 @@ impl Default for ReplyQueue {
             undone: Vec::new(),
             answered: Vec::new(),
             copy_in: false,
+            poisoned: false,
         }
     }
 }
@@ -197,7 +203,7 @@ impl ReplyQueue {
             };
         };
         let verdict = match (&head.owner, tag) {
-            (Owner::Client, _) => Verdict::Forward,
+            (Owner::Client, _) | (_, b'S') => Verdict::Forward,
             (Owner::InjectedQuery | Owner::Capture, b'E') => Verdict::DropError,
             (Owner::Capture, b'D' | b'T') => Verdict::Capture,
             (Owner::Capture, _) => Verdict::Drop,
@@ -261,12 +267,26 @@ impl ReplyQueue {
     }
 
     pub fn is_free(&self) -> bool {
-        self.entries.is_empty() && !self.batch_open && !self.skipping && self.status == TxStatus::Idle
+        self.settled() && self.status == TxStatus::Idle
     }
 
     /// Nothing owed and no batch open, but a transaction (maybe failed) is open.
     pub fn needs_rollback_only(&self) -> bool {
-        self.entries.is_empty() && !self.batch_open && !self.skipping && self.status != TxStatus::Idle
+        self.settled() && self.status != TxStatus::Idle
+    }
+
+    fn settled(&self) -> bool {
+        self.entries.is_empty() && !self.batch_open && !self.skipping && !self.poisoned
+    }
+
+    /// The connection must be closed, never reused (pgmux could not give it the client's settings).
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// pgmux's own query before the client's traffic (the settings apply) is still running.
+    pub fn injected_query_open(&self) -> bool {
+        self.entries.iter().any(|e| e.owner == Owner::InjectedQuery)
     }
 
     /// Requests whose ReadyForQuery the client still waits for.
@@ -448,13 +468,17 @@ mod tests {
         r.push(Request::Query, Owner::InjectedQuery, None);
         r.push(Request::Query, Owner::Client, None);
         assert!(r.head_is_injected());
+        assert!(r.injected_query_open());
         assert_eq!(r.on_server(b'T', None), Ok(Verdict::Drop));
-        assert_eq!(r.on_server(b'S', None), Ok(Verdict::Drop));
+        assert_eq!(r.on_server(b'S', None), Ok(Verdict::Forward), "the client must know its session's parameters");
         assert_eq!(r.on_server(b'E', None), Ok(Verdict::DropError));
         assert_eq!(r.on_server(b'Z', IDLE), Ok(Verdict::Drop));
+        assert!(!r.injected_query_open());
         assert_eq!(r.on_server(b'C', None), Ok(Verdict::Forward));
         assert_eq!(r.on_server(b'Z', IDLE), Ok(Verdict::Forward));
         assert!(r.is_free());
+        r.poison();
+        assert!(!r.is_free() && !r.needs_rollback_only(), "a poisoned connection is never reused");
     }
 
     #[test]

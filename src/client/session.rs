@@ -13,7 +13,7 @@ use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
 use super::io::{IdleTimer, ToClient, flush_now, read_more, read_server, write_now};
 use super::pause::Held;
-use super::pins::{CHECK_SQL, PinReasons};
+use super::pins::{CHECK_SQL, Identity, PinReasons};
 use super::relay::{self, Active, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::statements::ClientStatements;
@@ -93,6 +93,9 @@ pub struct Session {
     checking: bool,
     /// The pool this client borrowed from last (skips the pool lookup while the primary stays put).
     pool: Option<Arc<Pool>>,
+    /// The parameters the client was told (ParameterStatus), to tell it what differs on the next
+    /// server connection it is given.
+    told: super::told::Told,
     /// Keeps the client counted against max_connections.
     _admitted: super::Admitted,
 }
@@ -127,6 +130,7 @@ impl Session {
             pins: PinReasons::default(),
             checking: false,
             pool: Some(backend.pool().clone()),
+            told: super::told::Told::new(&backend),
             _admitted: admitted,
         };
         session.key.slot.set_identity(&session.user, &session.database);
@@ -167,6 +171,7 @@ impl Session {
             if !matches!(self.state, State::Active(_)) {
                 self.key.slot.set(None);
             }
+            self.told.saw_loan(&a);
             if a.backend.is_standby() == Some(false) {
                 // It may have written: its next reads must see that (read-your-writes).
                 self.wrote_in = Some(self.ctx.cluster.probe_round());
@@ -190,15 +195,36 @@ impl Session {
             backend.statements.clear();
             backend.statements.needs_reset = false;
         }
+        // Recorded as applied only once the server confirms it (see `apply_done`).
         if let Some(set) = settings::sql_to_apply(&backend.applied, &self.settings) {
             sql.push(set);
-            backend.applied = self.settings.clone();
         }
-        if !sql.is_empty() {
+        let applying = !sql.is_empty();
+        if applying {
             build::query(&mut to_server, &sql.join("; "));
             replies.push(Request::Query, Owner::InjectedQuery, None);
         }
-        self.transition(State::Active(Box::new(Active::new(backend, replies, to_server))));
+        self.told.tell(&backend, &mut self.cout);
+        let mut a = Active::new(backend, replies, to_server);
+        a.applying = applying;
+        self.transition(State::Active(Box::new(a)));
+    }
+
+    /// pgmux's settings apply ended: on success the connection carries the client's settings and
+    /// its messages may go; on failure its batch fails with the server's error and the connection,
+    /// in a state nobody asked for, is closed.
+    fn apply_done(&mut self) {
+        let State::Active(a) = &mut self.state else { return };
+        a.applying = false;
+        let Some(err) = a.apply_error.take() else {
+            a.backend.applied = self.settings.clone();
+            return;
+        };
+        a.replies.poison();
+        let fields = crate::protocol::error_fields(&err[5..]);
+        tracing::warn!(user = %self.user, ?fields, "could not give a server connection the client's settings; closing it");
+        self.cout.extend_from_slice(&err);
+        self.transition(State::Discarding);
     }
 
     fn gone(_: io::Error) -> End {
@@ -389,8 +415,11 @@ impl Session {
         // Client → server: whole frames only, so a half-sent message never reaches a server. While
         // pgmux checks the session after a transaction, the client's next messages wait: they may
         // belong on another connection (a write after a read-only transaction on a replica).
-        let may_forward =
-            |a: &Active, checking: bool| a.to_server.len() < HIGH_WATER && !checking && a.replies.len() < MAX_OWED;
+        // So do they while pgmux's own query giving the connection the client's settings runs:
+        // they must not run if it fails.
+        let may_forward = |a: &Active, checking: bool| {
+            a.to_server.len() < HIGH_WATER && !checking && !a.applying && a.replies.len() < MAX_OWED
+        };
         loop {
             while may_forward(a, self.checking) {
                 let Some((_, total)) = check_client_header(&self.cin, self.max_message).map_err(End::Fatal)? else {
@@ -488,12 +517,18 @@ impl Session {
             }
             Err(ServerFault::Fatal(e)) => return self.server_lost(e),
         }
+        if a.applying {
+            if !a.replies.injected_query_open() {
+                self.apply_done();
+            }
+            return Ok(());
+        }
         if self.mode != PoolMode::Transaction || !a.is_free() {
             return Ok(());
         }
         if self.checking {
             self.finish_check();
-        } else if a.effects.any() {
+        } else if a.effects.any() || self.pins.contains(PinReasons::UNVERIFIED) {
             // The transaction may have changed settings or pinning state: ask the server.
             if a.effects.load {
                 self.pins = self.pins.union(PinReasons::LOAD);
@@ -519,19 +554,26 @@ impl Session {
         let (Some(settings), Some(counts)) = (sets.first(), sets.get(1).and_then(|s| s.first())) else {
             tracing::warn!(user = %self.user, "session-state check failed; keeping the client pinned");
             let old = self.pins;
-            self.pins = old.union(PinReasons::TEMP_OBJECT);
+            self.pins = old.union(PinReasons::UNVERIFIED);
             self.ctx.pin_stats.record(&self.user, old, self.pins);
             self.key.slot.set_pins(self.pins);
             return;
         };
+        let identity = Identity::from_row(counts, &self.user);
         let mut now: Vec<(String, String)> = settings
             .iter()
             .filter_map(|row| match row.as_slice() {
                 [Some(n), Some(v)] => Some((n.to_ascii_lowercase(), v.clone())),
                 _ => None,
             })
+            .filter(|(n, _)| n != "role" && n != "session_authorization")
+            .chain(identity.settings())
             .collect();
         now.sort();
+        if identity.statements.is_some_and(|n| n != a.backend.statements.len()) {
+            // Something out of pgmux's sight dropped or made pgmux-named statements.
+            a.backend.statements.needs_reset = true;
+        }
         a.backend.applied = now.clone();
         self.settings = now;
         let old = self.pins;
@@ -630,8 +672,10 @@ impl Session {
         let state = std::mem::replace(&mut self.state, State::Idle);
         self.key.slot.set(None);
         if let State::Active(a) = state {
-            let reset = self.mode == PoolMode::Session || !self.pins.is_empty();
-            if !self.pins.contains(PinReasons::LOAD) {
+            // What the client's unfinished transaction did may outlive its ROLLBACK (session
+            // advisory locks, PREPARE): unless nothing could have changed, DISCARD ALL.
+            let reset = self.mode == PoolMode::Session || !self.pins.is_empty() || a.effects.any();
+            if !self.pins.contains(PinReasons::LOAD) && !a.effects.load {
                 let _ = tokio::time::timeout(CLEANUP_TIMEOUT, cleanup(*a, reset)).await;
             }
         }
@@ -680,10 +724,13 @@ async fn fired(timer: &mut Option<IdleTimer>) {
 /// less certain (mid-message, mid-COPY, an error) closes it, which ends its transaction too.
 async fn cleanup(mut a: Active, reset: bool) {
     use crate::protocol::btag;
-    if a.passthrough != 0 || a.replies.copy_in() {
+    // Unread server bytes may be replies the queue already counted (relaying stopped when the
+    // client's socket failed): nothing left to read can be trusted to start a reply, so close.
+    if a.passthrough != 0 || a.replies.copy_in() || !a.backend.rbuf.is_empty() {
         return;
     }
-    let mut reset = reset || a.effects.any() || a.replies.capture_open();
+    // A settings apply still running leaves the connection's settings unknown to pgmux.
+    let mut reset = reset || a.effects.any() || a.replies.capture_open() || a.applying;
     let mut owed = a.replies.ready_owed();
     if a.replies.batch_open() {
         build::sync(&mut a.to_server);

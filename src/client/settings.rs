@@ -1,6 +1,7 @@
 //! A client's startup settings (application_name, TimeZone, `options=-c …`, …): which ones pgmux
 //! carries, and the SQL that makes a server connection match them.
 
+use super::statements::quote_ident;
 use crate::error::ClientError;
 use crate::protocol::build::quote_literal;
 use crate::protocol::startup::parse_options;
@@ -40,27 +41,43 @@ pub fn from_startup(params: &[(String, String)]) -> Result<Vec<(String, String)>
     Ok(out)
 }
 
+/// The settings that are identities, in the order they must be applied (a session authorization
+/// change resets the role). They are replayed last, after every setting the login role may need
+/// privileges for, and cleared first.
+const IDENTITY: [&str; 2] = ["session_authorization", "role"];
+
 /// SQL that turns a connection carrying `current` settings into one carrying `wanted`, or `None` if
-/// they already match. One simple query, so it answers with exactly one ReadyForQuery.
+/// they already match. One simple query (one implicit transaction: all of it or none), so it
+/// answers with exactly one ReadyForQuery.
 pub fn sql_to_apply(current: &[(String, String)], wanted: &[(String, String)]) -> Option<String> {
     if current == wanted {
         return None;
     }
+    let is_identity = |n: &str| IDENTITY.contains(&n);
+    let mut stmts = Vec::new();
+    // Back to the login role first: it is the one whose privileges the rest needs.
+    for name in IDENTITY.iter().rev().filter(|n| current.iter().any(|(c, _)| c == *n)) {
+        stmts.push(format!("RESET {}", quote_ident(name)));
+    }
     let sets: Vec<String> = wanted
         .iter()
-        .filter(|w| !current.contains(w))
+        .filter(|w| !is_identity(&w.0) && !current.contains(w))
         .map(|(n, v)| format!("pg_catalog.set_config({}, {}, false)", quote_literal(n), quote_literal(v)))
         .collect();
-    let resets: Vec<String> = current
-        .iter()
-        .filter(|(n, _)| !wanted.iter().any(|(w, _)| w == n))
-        .map(|(n, _)| format!("RESET \"{n}\""))
-        .collect();
-    let mut stmts = Vec::new();
     if !sets.is_empty() {
         stmts.push(format!("SELECT {}", sets.join(", ")));
     }
-    stmts.extend(resets);
+    stmts.extend(
+        current
+            .iter()
+            .filter(|(n, _)| !is_identity(n) && !wanted.iter().any(|(w, _)| w == n))
+            .map(|(n, _)| format!("RESET {}", quote_ident(n))),
+    );
+    for name in IDENTITY {
+        if let Some((_, v)) = wanted.iter().find(|(n, _)| n == name) {
+            stmts.push(format!("SELECT pg_catalog.set_config({}, {}, false)", quote_literal(name), quote_literal(v)));
+        }
+    }
     Some(stmts.join("; "))
 }
 
@@ -102,5 +119,28 @@ mod tests {
             "SELECT pg_catalog.set_config('application_name', 'b''c', false); RESET \"timezone\""
         );
         assert_eq!(sql_to_apply(&[], &p(&[("x.y", "1")])).unwrap(), "SELECT pg_catalog.set_config('x.y', '1', false)");
+    }
+
+    #[test]
+    fn reset_quotes_the_name() {
+        let cur = p(&[("a\"b", "1")]);
+        assert_eq!(sql_to_apply(&cur, &[]).unwrap(), "RESET \"a\"\"b\"");
+    }
+
+    #[test]
+    fn identities_are_cleared_first_and_replayed_last() {
+        let cur = p(&[("role", "r1"), ("session_authorization", "s1"), ("work_mem", "1MB")]);
+        let want = p(&[("role", "r2"), ("work_mem", "2MB")]);
+        assert_eq!(
+            sql_to_apply(&cur, &want).unwrap(),
+            "RESET \"role\"; RESET \"session_authorization\"; SELECT pg_catalog.set_config('work_mem', '2MB', false); \
+             SELECT pg_catalog.set_config('role', 'r2', false)"
+        );
+        let want = p(&[("role", "r2"), ("session_authorization", "s2")]);
+        assert_eq!(
+            sql_to_apply(&[], &want).unwrap(),
+            "SELECT pg_catalog.set_config('session_authorization', 's2', false); \
+             SELECT pg_catalog.set_config('role', 'r2', false)"
+        );
     }
 }

@@ -185,6 +185,42 @@ pub fn statement_command(sql: &[u8]) -> Option<StatementCommand> {
     }
 }
 
+/// The pgmux-reserved statement name (`pgmux_…`, any case, quoted or not) a simple query's
+/// DEALLOCATE, PREPARE or EXECUTE names, if any: those names belong to pgmux's shared statements.
+/// Cheap when the text has no `pgmux_` at all (every query pays only that scan).
+pub fn reserved_name_used(sql: &[u8]) -> Option<String> {
+    let has_prefix = sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"pgmux_"));
+    if !has_prefix {
+        return None;
+    }
+    let text = String::from_utf8_lossy(sql);
+    for statement in text.split(';') {
+        let words: Vec<&str> =
+            statement.split(|c: char| c.is_whitespace() || c == '(' || c == '\0').filter(|w| !w.is_empty()).collect();
+        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        let name = match lower.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["deallocate", "prepare", _, ..] => words[2],
+            ["deallocate" | "prepare" | "execute", _, ..] => words[1],
+            _ => continue,
+        };
+        let bare = name.trim_matches('"');
+        if bare.len() >= 6 && bare[..6].eq_ignore_ascii_case("pgmux_") {
+            return Some(bare.to_string());
+        }
+    }
+    None
+}
+
+/// SQL that makes the server raise `message` with `sqlstate`, as its own error would (the client's
+/// transaction block, if any, is aborted).
+pub fn raise_sql(message: &str, sqlstate: &str) -> String {
+    format!(
+        "DO $pgmux$BEGIN RAISE EXCEPTION USING ERRCODE = {}, MESSAGE = {}; END$pgmux$",
+        build::quote_literal(sqlstate),
+        build::quote_literal(message)
+    )
+}
+
 /// Quotes an identifier for SQL.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -240,6 +276,17 @@ mod tests {
     }
 
     #[test]
+    fn finds_reserved_names() {
+        assert_eq!(reserved_name_used(b"DEALLOCATE pgmux_ab12\0"), Some("pgmux_ab12".into()));
+        assert_eq!(reserved_name_used(b"begin; deallocate prepare \"PGMUX_x\";"), Some("PGMUX_x".into()));
+        assert_eq!(reserved_name_used(b"prepare pgmux_q(int) as select $1"), Some("pgmux_q".into()));
+        assert_eq!(reserved_name_used(b"execute pgmux_q(1)"), Some("pgmux_q".into()));
+        assert_eq!(reserved_name_used(b"select 'pgmux_x'"), None);
+        assert_eq!(reserved_name_used(b"deallocate mine"), None);
+        assert_eq!(reserved_name_used(b"deallocate all"), None);
+    }
+
+    #[test]
     fn random_bodies_never_panic() {
         let mut seed: u64 = 0xdeadbeefcafef00d;
         for _ in 0..20_000 {
@@ -253,6 +300,7 @@ mod tests {
             let _ = split_bind(&body);
             let _ = split_target(&body);
             let _ = statement_command(&body);
+            let _ = reserved_name_used(&body);
             let _ = crate::client::classify::classify(&body);
         }
     }
