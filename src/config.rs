@@ -136,7 +136,7 @@ impl Default for ClientsConfig {
             startup_timeout: Duration::from_secs(5),
             auth_method: ClientAuthMethod::ScramSha256,
             max_message_size: 64 * 1024 * 1024,
-            max_prepared_statements: 1_000,
+            max_prepared_statements: 5_000,
             idle_transaction_timeout: None,
         }
     }

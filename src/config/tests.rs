@@ -51,7 +51,7 @@ fn minimal_config_gets_every_default() {
             startup_timeout: Duration::from_secs(5),
             auth_method: ClientAuthMethod::ScramSha256,
             max_message_size: 64 << 20,
-            max_prepared_statements: 1_000,
+            max_prepared_statements: 5_000,
             idle_transaction_timeout: None,
         },
         users: vec![user("app", "app")],
