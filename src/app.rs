@@ -192,7 +192,7 @@ fn tls_from_config(config: &Config) -> Result<(tls::Acceptor, tls::Connector), T
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("no configuration file to re-read (pgmux was started from a config in memory)")]
+    #[error("no configuration file to re-read (pgmux was configured from the environment alone, or in memory)")]
     NoFile,
     #[error("the configuration file is invalid; nothing was changed:\n{0}")]
     Invalid(String),

@@ -3,19 +3,25 @@
 //!
 //! Loading runs in explicit steps: `raw` parses the text into a line-annotated YAML tree, `expand`
 //! substitutes `${VAR}` in string values, `build` reads the tree field by field into [`Config`]
-//! (collecting problems instead of stopping), and `users` resolves each user's secret.
+//! (collecting problems instead of stopping), and `users` resolves each user's secret. When pgmux
+//! loads its configuration (`source`), `env` lays `PGMUX_*` variables over the parsed file (or over
+//! nothing, without a file) before expansion, so both are validated in one pass.
 
 mod address;
 mod build;
 mod duration;
+mod env;
 mod expand;
 mod raw;
 mod reader;
 mod show;
 mod size;
+mod source;
 mod tls;
 mod users;
 
+#[cfg(test)]
+mod env_tests;
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]
@@ -26,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use address::{AddrError, ServerAddr};
+pub use env::Vars;
+pub use source::{Source, process_vars};
 
 /// Everything pgmux needs to start; produced only by a load that found no problems.
 #[derive(Debug, Clone, PartialEq)]
@@ -319,26 +327,48 @@ impl Config {
 
     /// Parses and validates `text`, looking up `${VAR}` and `password_env` through `env`.
     pub fn from_yaml_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let tree = raw::parse(text).map_err(|problem| ConfigErrors { problems: vec![problem] })?;
+        Self::validate(tree, text, env, Vec::new())
+    }
+
+    /// The file's text (if there is a file) with the `PGMUX_*` settings of `vars` laid over it;
+    /// `${VAR}` and `password_env` are looked up in `vars` too. Problems with values from the
+    /// environment name the variable.
+    pub fn from_sources(text: Option<&str>, vars: &Vars) -> Result<Config, ConfigErrors> {
+        let text = text.unwrap_or("");
         let mut tree = raw::parse(text).map_err(|problem| ConfigErrors { problems: vec![problem] })?;
-        let mut problems = expand::expand_tree(&mut tree, env);
+        let (applied, problems) = env::overlay(&mut tree, vars);
+        let lookup = |name: &str| vars.get(name).cloned();
+        let mut result = Self::validate(tree, text, &lookup, problems);
+        if let Err(errors) = &mut result {
+            env::annotate(&mut errors.problems, &applied);
+        }
+        result
+    }
+
+    /// Expansion, then the typed build; `problems` holds any found before.
+    fn validate(
+        mut tree: raw::Node,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        mut problems: Vec<Problem>,
+    ) -> Result<Config, ConfigErrors> {
+        problems.extend(expand::expand_tree(&mut tree, env));
         let (config, more) = build::build(&tree, text, env);
         problems.extend(more);
         if problems.is_empty() {
             return Ok(config);
         }
-        // Report in file order; problems without a line (missing top-level keys) come first.
+        // Report in file order; problems without a line (missing top-level keys, the
+        // environment's) come first.
         problems.sort_by_key(|problem| problem.line);
         Err(ConfigErrors { problems })
     }
 
-    /// Reads `path` and loads it with [`Config::from_yaml`]. Relative `password_file` paths are
-    /// resolved against the current directory.
+    /// Reads `path` and loads it with the process's `PGMUX_*` settings laid over it (see
+    /// [`Source`]). Relative `password_file` paths are resolved against the current directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            let message = format!("cannot read config file {}: {err}", path.display());
-            ConfigErrors::single("", None, message)
-        })?;
-        Self::from_yaml(&text)
+        Source::File(path.to_owned()).load(&process_vars())
     }
 
     /// The configured user called `name`, if any.
