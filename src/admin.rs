@@ -1,10 +1,12 @@
 //! The operator's interfaces: the HTTP endpoint (`admin_listen`: GET /healthz (the process is
 //! alive), GET /readyz (it can serve: accepting clients, a primary known), GET /metrics (Prometheus
 //! text format), GET /status as JSON) here, and the SQL admin console (`console`, database `pgmux`).
-//! /status and the console report one [`snapshot`].
+//! /status and the console report one [`snapshot`]; `healthcheck` is the `pgmux health` command's
+//! client side.
 
 pub mod commands;
 pub mod console;
+pub mod healthcheck;
 pub mod snapshot;
 pub mod tables;
 
@@ -49,8 +51,12 @@ async fn readyz(State(ctx): State<Arc<ClientCtx>>) -> impl IntoResponse {
 /// otherwise), the main listener accepts clients (not starting, not draining), and a primary is known.
 pub fn readiness(ctx: &ClientCtx) -> (bool, Value) {
     let mut reasons = Vec::new();
-    if !ctx.accepting() {
-        reasons.push(if ctx.draining.is_cancelled() { "shutting down" } else { "not accepting clients yet" });
+    // Draining is checked first and on its own: the moment SIGTERM (or SHUTDOWN) starts it, load
+    // balancers must stop sending new clients, even before the listener has stopped accepting.
+    if ctx.draining.is_cancelled() {
+        reasons.push("shutting down");
+    } else if !ctx.accepting() {
+        reasons.push("not accepting clients yet");
     }
     let primary = ctx.cluster.primary();
     if primary.is_none() {

@@ -5,24 +5,44 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pgmux::admin::healthcheck;
 use pgmux::app::Proxy;
-use pgmux::config::{Config, LogFormat};
+use pgmux::config::{Config, LogFormat, Source, process_vars};
 use pgmux::listener::Shutdown;
 
+/// `0.1.0 (commit 0123abc)`: the commit is given at build time (`PGMUX_COMMIT`, as the Dockerfile
+/// does), else `unknown`.
+fn version() -> String {
+    let commit = option_env!("PGMUX_COMMIT").filter(|c| !c.is_empty()).unwrap_or("unknown");
+    format!("{} (commit {commit})", env!("CARGO_PKG_VERSION"))
+}
+
 #[derive(Parser)]
-#[command(version, about = "A PostgreSQL connection-pooling proxy")]
+#[command(version = version(), about = "A PostgreSQL connection-pooling proxy")]
 struct Cli {
-    /// Configuration file.
-    #[arg(long, global = true, env = "PGMUX_CONFIG", default_value = "proxy.yaml")]
-    config: PathBuf,
+    /// Configuration file, with PGMUX_* variables laid over it. Default: ./proxy.yaml if it
+    /// exists, else the PGMUX_* variables alone (an empty value also means that).
+    #[arg(long, global = true, env = "PGMUX_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration and print every problem.
+    /// Validate the configuration (file and PGMUX_* variables, as pgmux would run it) and print
+    /// every problem.
     Check,
+    /// Ask the running pgmux's admin endpoint whether it is alive (/healthz) or, with --ready,
+    /// ready for clients (/readyz); exit 0 if so, else 1. For container health checks.
+    Health {
+        /// Check readiness (/readyz: accepting clients, a primary known, not draining).
+        #[arg(long)]
+        ready: bool,
+        /// The admin endpoint, `host:port`; default: `admin_listen` from the configuration.
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Start a throwaway local PostgreSQL primary + replica and pgmux in front of them.
     Demo {
         /// Port for pgmux to listen on.
@@ -45,14 +65,15 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let source = Source::choose(cli.config);
     match cli.command {
-        Some(Command::Check) => match Config::load(&cli.config) {
+        Some(Command::Check) => match source.load(&process_vars()) {
             Ok(_) => {
-                println!("{}: ok", cli.config.display());
+                println!("{}: ok", source.describe());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}: invalid config:\n{e}", cli.config.display());
+                eprintln!("{}: invalid config:\n{e}", source.describe());
                 ExitCode::FAILURE
             }
         },
@@ -60,16 +81,46 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text);
             pgmux::demo::run(port)
         }
+        Some(Command::Health { ready, addr }) => health(&source, ready, addr),
         None => {
-            let config = match Config::load(&cli.config) {
+            let config = match source.load(&process_vars()) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{}: invalid config:\n{e}", cli.config.display());
+                    eprintln!("{}: invalid config:\n{e}", source.describe());
                     return ExitCode::FAILURE;
                 }
             };
             init_logging(config.log_format);
-            serve(config, cli.config)
+            tracing::info!(version = %version(), config = %source.describe(), "starting");
+            serve(config, source.file().map(PathBuf::from))
+        }
+    }
+}
+
+/// `pgmux health`: exit 0 when the endpoint answers 200, else 1 with the reason on stderr.
+fn health(source: &Source, ready: bool, addr: Option<String>) -> ExitCode {
+    let addr = match addr {
+        Some(addr) => addr,
+        None => match source.load(&process_vars()) {
+            Ok(Config { admin_listen: Some(listen), .. }) => healthcheck::local_target(&listen),
+            Ok(_) => {
+                eprintln!("pgmux health: {}", healthcheck::HealthError::NoEndpoint);
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("pgmux health: {}: invalid config:\n{e}", source.describe());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match healthcheck::check(&addr, ready) {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgmux health: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -82,7 +133,8 @@ fn raise_fd_limit() {
     }
 }
 
-fn serve(config: Config, path: std::path::PathBuf) -> ExitCode {
+/// Serves until SIGTERM has drained (exit 0) or a second signal / SIGINT cut it short.
+fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     raise_fd_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("pgmux-worker");
@@ -105,7 +157,7 @@ fn serve(config: Config, path: std::path::PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        *proxy.ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+        *proxy.ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()) = path;
         pgmux::listener::watch_signals(shutdown.clone());
         proxy.run(shutdown).await;
         ExitCode::SUCCESS

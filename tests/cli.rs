@@ -80,3 +80,66 @@ async fn serves_from_a_config_file_and_drains_on_sigterm() {
         assert!(eventually(Duration::from_secs(5), || async { client.is_closed() }).await);
     }
 }
+
+fn health(admin: u16, ready: bool) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command.args(["health", "--addr", &format!("127.0.0.1:{admin}")]);
+    if ready {
+        command.arg("--ready");
+    }
+    command.output().unwrap()
+}
+
+/// Configured from PGMUX_* variables alone (no file in the working directory), `pgmux check` and
+/// `pgmux health` agree with what runs; /readyz turns 503 as soon as SIGTERM starts the drain
+/// (while /healthz stays 200), the running transaction finishes, and pgmux exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_only_config_health_and_drain() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let env = [
+        ("PGMUX_LISTEN", format!("127.0.0.1:{port}")),
+        ("PGMUX_ADMIN_LISTEN", format!("127.0.0.1:{admin}")),
+        ("PGMUX_SERVERS", format!("{},{}", c.addr(0), c.addr(1))),
+        ("PGMUX_USERS", "app=env:TEST_APP_PASSWORD".to_owned()),
+        ("TEST_APP_PASSWORD", "app".to_owned()),
+        ("PGMUX_SHUTDOWN_TIMEOUT", "10s".to_owned()),
+    ];
+    let pgmux = |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command.args(args).current_dir(dir.path()).env_remove("PGMUX_CONFIG").envs(env.iter().map(|(k, v)| (k, v)));
+        command
+    };
+    let out = pgmux(&["check"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PGMUX_* environment (no config file): ok"));
+    // Nothing listens yet: both checks fail.
+    assert!(!health(admin, false).status.success());
+    let out = pgmux(&["health"]).output().unwrap();
+    assert!(!out.status.success(), "no pgmux running yet");
+
+    let mut child = pgmux(&[]).stderr(Stdio::null()).spawn().unwrap();
+    let ready = eventually(Duration::from_secs(15), || async { health(admin, true).status.success() }).await;
+    assert!(ready, "pgmux health --ready never succeeded");
+    // Without --addr, the command finds admin_listen in the same configuration.
+    assert!(pgmux(&["health", "--ready"]).output().unwrap().status.success());
+    let client = connect(&format!("host=127.0.0.1 port={port} user=app password=app dbname=app")).await.unwrap();
+    client.batch_execute("begin; select 1").await.unwrap();
+    kill(child.id(), "TERM");
+    let unready = eventually(Duration::from_secs(5), || async { !health(admin, true).status.success() }).await;
+    assert!(unready, "/readyz still 200 after SIGTERM");
+    let out = health(admin, true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shutting down"), "{out:?}");
+    assert!(health(admin, false).status.success(), "alive while draining");
+    client.batch_execute("select 2; commit").await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "exit after the drain: {status:?}");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("pgmux {} (commit ", env!("CARGO_PKG_VERSION"))), "{text}");
+}
