@@ -139,8 +139,8 @@ fn compile_build_context(stage: &BuildStage, commit: &str) -> PathBuf {
     }
     // Where the compile keeps its artifacts: .ci/run points this at a cache outside the clone, so
     // that CI recompiles only pgmux itself after its first run on a machine.
-    let build_target =
-        std::env::var_os("PGMUX_CONTAINER_TARGET").map_or_else(|| target_dir().join("container-build"), PathBuf::from);
+    let build_target = std::env::var_os("CONTAINER_TEST_CARGO_TARGET")
+        .map_or_else(|| target_dir().join("container-build"), PathBuf::from);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = Instant::now();
     run(Command::new(cargo)

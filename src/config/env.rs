@@ -24,8 +24,11 @@ pub type Vars = BTreeMap<String, String>;
 
 const PREFIX: &str = "PGMUX_";
 
-/// Variables pgmux reads that are not settings of the configuration file.
-const NOT_SETTINGS: &[&str] = &["PGMUX_CONFIG", "PGMUX_LOG"];
+/// `PGMUX_*` variables that are not settings: the config file and log filter pgmux reads, and the
+/// names this repository's build, tests and benchmarks use (the commit baked in at build time,
+/// the PostgreSQL and pgmux binaries to run), so that inheriting them is no error.
+const NOT_SETTINGS: &[&str] =
+    &["PGMUX_CONFIG", "PGMUX_LOG", "PGMUX_COMMIT", "PGMUX_PG_BIN", "PGMUX_BIN", "PGMUX_VERSION"];
 
 /// Top-level keys that hold one value or a list.
 const TOP_KEYS: &[&str] = &[

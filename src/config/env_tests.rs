@@ -48,8 +48,9 @@ fn environment_alone_gives_a_whole_config() {
         ("PGMUX_WORKERS", "2"),
         ("PGMUX_ROUTING_FALLBACK_TO_PRIMARY", "false"),
         ("PGMUX_SERVER_TLS_MODE", "prefer"),
-        // Not settings: the config file's name and the log filter.
+        // Not settings: the log filter, the build's commit.
         ("PGMUX_LOG", "debug"),
+        ("PGMUX_COMMIT", "abc1234"),
     ]);
     let config = Config::from_sources(None, &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.listen, "0.0.0.0:6432");
