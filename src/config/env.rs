@@ -69,7 +69,7 @@ pub(super) fn overlay(tree: &mut Node, vars: &Vars) -> (Vec<Applied>, Vec<Proble
     let mut applied = Vec::new();
     let mut problems = Vec::new();
     for (var, value) in vars.range(PREFIX.to_owned()..).take_while(|(name, _)| name.starts_with(PREFIX)) {
-        if NOT_SETTINGS.contains(&var.as_str()) || referenced.contains(var) {
+        if NOT_SETTINGS.contains(&var.as_str()) || referenced.contains(var) || is_service_link(var) {
             continue;
         }
         let Some(path) = path_of(var) else {
@@ -104,6 +104,24 @@ pub(super) fn annotate(problems: &mut [Problem], applied: &[Applied]) {
             problem.message = format!("is required (in the file, or set {})", var_for(&problem.path));
         }
     }
+}
+
+/// Kubernetes gives every pod `<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT[_<NAME>]`,
+/// `<SERVICE>_PORT` and `<SERVICE>_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]` for each Service in its
+/// namespace (service links): a Service called `pgmux` (or `pgmux-pool`) must not stop pgmux.
+/// No setting ends in `_PORT` or has these shapes.
+fn is_service_link(var: &str) -> bool {
+    if var.ends_with("_SERVICE_HOST") || var.ends_with("_SERVICE_PORT") || var.contains("_SERVICE_PORT_") {
+        return true;
+    }
+    if var.ends_with("_PORT") {
+        return true;
+    }
+    var.split("_PORT_").skip(1).any(|rest| {
+        let mut parts = rest.split('_');
+        let number = parts.next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        number && matches!(parts.next(), Some("TCP" | "UDP" | "SCTP"))
+    })
 }
 
 /// The key path a variable sets, if it names a setting.
@@ -269,6 +287,32 @@ mod tests {
             let head = path.split(['.', '[']).next().unwrap_or_default();
             assert!(TOP_KEYS.contains(&head) || SECTIONS.contains(&head), "{path} cannot be set from PGMUX_*");
         }
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        for var in [
+            "PGMUX_SERVICE_HOST",
+            "PGMUX_SERVICE_PORT",
+            "PGMUX_SERVICE_PORT_ADMIN",
+            "PGMUX_PORT",
+            "PGMUX_PORT_6432_TCP",
+            "PGMUX_PORT_6432_TCP_ADDR",
+            "PGMUX_POOL_PORT_9930_TCP_PROTO",
+            "PGMUX_POOL_SERVICE_HOST",
+        ] {
+            assert!(is_service_link(var), "{var}");
+        }
+        for var in ["PGMUX_POOL_SIZE", "PGMUX_LISTEN", "PGMUX_PORTS", "PGMUX_PORT_X_TCP", "PGMUX_SERVERS"] {
+            assert!(!is_service_link(var), "{var}");
+        }
+        let vars: Vars = [("PGMUX_PORT", "tcp://10.0.0.1:6432"), ("PGMUX_SERVICE_HOST", "10.0.0.1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let mut tree = node(Value::Null);
+        let (applied, problems) = overlay(&mut tree, &vars);
+        assert!(applied.is_empty() && problems.is_empty(), "{applied:?} {problems:?}");
     }
 
     #[test]
