@@ -563,6 +563,9 @@ async fn kubernetes_example_is_ready_on_readyz() {
     assert!(example.check(image).contains("ok"));
     let c = example.start(image, "kubernetes");
     let admin = format!("127.0.0.1:{}", example.admin).parse().expect("addr");
+    let listening =
+        eventually(Duration::from_secs(30), || async { tokio::net::TcpStream::connect(admin).await.is_ok() }).await;
+    assert!(listening, "admin endpoint never listened; logs:\n{}", c.logs());
     let ready = eventually(Duration::from_secs(30), || async { http_get(admin, "/readyz").await.0 == 200 }).await;
     assert!(ready, "/readyz never 200; logs:\n{}", c.logs());
     assert_eq!(http_get(admin, "/healthz").await.0, 200);
