@@ -43,6 +43,8 @@ fn environment_alone_gives_a_whole_config() {
         ("PGMUX_POOL_MODE", "session"),
         ("PGMUX_POOL_BORROW_TIMEOUT", "2s"),
         ("PGMUX_CLIENTS_MAX_CONNECTIONS", "300"),
+        ("PGMUX_CLIENTS_MAX_MESSAGE_SIZE", "64MB"),
+        ("PGMUX_CLIENTS_IDLE_TRANSACTION_TIMEOUT", "1m"),
         ("PGMUX_SHUTDOWN_TIMEOUT", "20s"),
         ("PGMUX_LOG_FORMAT", "json"),
         ("PGMUX_WORKERS", "2"),
@@ -64,6 +66,8 @@ fn environment_alone_gives_a_whole_config() {
     assert_eq!((config.pool.size, config.pool.mode), (7, PoolMode::Session));
     assert_eq!(config.pool.borrow_timeout, Duration::from_secs(2));
     assert_eq!(config.clients.max_connections, 300);
+    assert_eq!(config.clients.max_message_size, 64 << 20);
+    assert_eq!(config.clients.idle_transaction_timeout, Some(Duration::from_secs(60)));
     assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
     assert_eq!((config.log_format, config.workers), (LogFormat::Json, 2));
     assert!(!config.routing.fallback_to_primary);
