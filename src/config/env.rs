@@ -26,9 +26,20 @@ const PREFIX: &str = "PGMUX_";
 
 /// `PGMUX_*` variables that are not settings: the config file and log filter pgmux reads, and the
 /// names this repository's build, tests and benchmarks use (the commit baked in at build time,
-/// the PostgreSQL and pgmux binaries to run), so that inheriting them is no error.
-const NOT_SETTINGS: &[&str] =
-    &["PGMUX_CONFIG", "PGMUX_LOG", "PGMUX_COMMIT", "PGMUX_PG_BIN", "PGMUX_BIN", "PGMUX_VERSION"];
+/// the PostgreSQL and pgmux binaries to run, test seeds and sizes), so that inheriting them is no
+/// error. A new knob with this prefix belongs here.
+const NOT_SETTINGS: &[&str] = &[
+    "PGMUX_CONFIG",
+    "PGMUX_LOG",
+    "PGMUX_COMMIT",
+    "PGMUX_PG_BIN",
+    "PGMUX_BIN",
+    "PGMUX_VERSION",
+    "PGMUX_TEST_SEED",
+    "PGMUX_ISOLATION_SEED",
+    "PGMUX_ISOLATION_STEPS",
+    "PGMUX_COPY_REPS",
+];
 
 /// Top-level keys that hold one value or a list.
 const TOP_KEYS: &[&str] = &[
