@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Instructions pgmux spends per transaction, from valgrind's callgrind (repeatable on a noisy box):
+# `pgmux demo` (a local primary + replica) runs under callgrind; pgbench warms up with 2,000
+# `SELECT 1` transactions (10 clients), counters are zeroed, TX more run, and the dump is divided
+# by TX. Postgres and pgbench are not counted.
+# Usage: bash benches/callgrind.sh [BIN] [PORT] [TX]
+#   BIN default target/release/pgmux (build it first: cargo build --release), PORT 7601, TX 3000.
+set -u
+BIN=${1:-target/release/pgmux}; PORT=${2:-7601}; TX=${3:-3000}
+OUT=/tmp/cg.$PORT
+rm -f $OUT.*
+valgrind --tool=callgrind --callgrind-out-file=$OUT.%p $BIN demo --port $PORT > /tmp/cg-demo.$PORT.log 2>&1 &
+VPID=$!
+for i in $(seq 1 300); do grep -q "listening" /tmp/cg-demo.$PORT.log && break; sleep 1; done
+echo 'SELECT 1;' > /tmp/select1.sql
+export PGPASSWORD=app
+pgbench -n -h 127.0.0.1 -p $PORT -U app -c 10 -t 200 -f /tmp/select1.sql app > /dev/null 2>&1
+
+callgrind_control -z $VPID >/dev/null
+pgbench -n -h 127.0.0.1 -p $PORT -U app -c 10 -t $((TX/10)) -f /tmp/select1.sql app > /tmp/cg-pgbench.$PORT.log 2>&1
+callgrind_control -d $VPID >/dev/null
+sleep 1
+kill -INT $VPID; wait $VPID 2>/dev/null
+F=$(ls $OUT.*.1 | head -1)
+IR=$(callgrind_annotate $F 2>/dev/null | grep -m1 "PROGRAM TOTALS" | awk '{gsub(",","",$1); print $1}')
+echo "$BIN: $IR Ir over $TX tx = $((IR/TX)) Ir/tx"
