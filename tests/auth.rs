@@ -122,3 +122,35 @@ async fn wrong_password_and_unknown_user_take_the_same_time() {
     let (real, unknown) = (median(&mut times[0]), median(&mut times[1]));
     eprintln!("median time to 28P01: wrong password {real:?}, unknown user {unknown:?}");
 }
+
+/// Clients whose logins the server refuses (an auth method pgmux does not speak, an unknown
+/// database, a bad startup option) fail alone: the primary is never declared lost, and a good
+/// client's writes keep working throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_client_logins_do_not_declare_the_primary_lost() {
+    let opts = ClusterOptions {
+        replicas: 0,
+        extra_hba: vec!["host all u1 127.0.0.1/32 gss".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(opts)).await.unwrap().expect("cluster");
+    let p = start_proxy_yaml(&yaml(&[cluster.addr(0)], "  size: 2", "")).await;
+    let good = connect_app(&p).await;
+    good.batch_execute("create table if not exists refused_logins (n int)").await.unwrap();
+    for i in 0..20 {
+        let gss = connect(&p.dsn("u1", "u1", "app")).await.unwrap_err();
+        let no_db = connect(&p.dsn("app", "app", "no_such_db")).await.unwrap_err();
+        let bad_option = connect(&format!("{} options='-c work_mem=bogus'", p.dsn("app", "app", "app"))).await;
+        assert!(sqlstate(&no_db).as_deref() == Some("3D000"), "{no_db}");
+        assert!(bad_option.is_err(), "a bad startup option is refused");
+        assert!(!gss.to_string().is_empty());
+        good.execute("insert into refused_logins values ($1)", &[&i]).await.expect("writes keep working");
+        let stats = p.ctx.cluster.failover_stats();
+        assert_eq!(stats.losses, 0, "round {i}: the primary was declared lost ({gss})");
+    }
+    let n: i64 = good.query_one("select count(*) from refused_logins", &[]).await.unwrap().get(0);
+    assert_eq!(n, 20);
+    drop(good);
+    p.shutdown.abort.cancel();
+    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
+}
