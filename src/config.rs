@@ -12,6 +12,7 @@ mod build;
 mod duration;
 mod env;
 mod expand;
+pub mod perms;
 mod raw;
 mod reader;
 mod show;
