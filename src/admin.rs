@@ -3,6 +3,11 @@
 //! text format), GET /status as JSON) here, and the SQL admin console (`console`, database `pgmux`).
 //! /status and the console report one [`snapshot`]; `healthcheck` is the `pgmux health` command's
 //! client side.
+//!
+//! Exposure: /status names every client's user, database, address and cancel key pid, /metrics
+//! names users and databases. With `admin_token_file` set both require `Authorization: Bearer
+//! <token>`; /healthz and /readyz stay open for load balancers and orchestrators. Without it,
+//! the endpoint is as open as its `admin_listen` address: bind it to a private interface.
 
 pub mod commands;
 pub mod console;
@@ -14,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -72,12 +77,33 @@ pub fn readiness(ctx: &ClientCtx) -> (bool, Value) {
     )
 }
 
-async fn metrics(State(ctx): State<Arc<ClientCtx>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], ctx.metrics.render())
+/// Whether the request may read /status or /metrics: no token configured, or it carries it.
+/// Compared as SHA-256 digests in constant time (neither the content nor the length leaks).
+fn authorized(ctx: &ClientCtx, headers: &HeaderMap) -> bool {
+    use sha2::{Digest, Sha256};
+    let config = ctx.config.load();
+    let Some(token) = &config.admin_token else { return true };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| crate::auth::ct_eq(&Sha256::digest(g.trim()), &Sha256::digest(&token.0)))
 }
 
-async fn status(State(ctx): State<Arc<ClientCtx>>) -> axum::Json<Value> {
-    axum::Json(status_json(&ctx))
+fn unauthorized() -> axum::response::Response {
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "admin token required\n").into_response()
+}
+
+async fn metrics(State(ctx): State<Arc<ClientCtx>>, headers: HeaderMap) -> axum::response::Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], ctx.metrics.render()).into_response()
+}
+
+async fn status(State(ctx): State<Arc<ClientCtx>>, headers: HeaderMap) -> axum::response::Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    axum::Json(status_json(&ctx)).into_response()
 }
 
 /// Everything GET /status reports.

@@ -37,6 +37,11 @@ fn user_directory(config: &Config) -> UserDirectory {
     UserDirectory::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str())))
 }
 
+/// The users after a reload, with this process's salt key kept (every name keeps its salt).
+fn reloaded_users(old: &UserDirectory, config: &Config) -> UserDirectory {
+    old.rebuilt(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str())))
+}
+
 fn pool_settings(config: &Config, tls: &Arc<TlsSettings>) -> PoolSettings {
     PoolSettings {
         size: config.pool.size,
@@ -231,7 +236,7 @@ pub fn reload(ctx: &ClientCtx) -> Result<Vec<String>, ReloadError> {
         changed.push("users".into());
     }
     ctx.tls.replace(acceptor, connector);
-    ctx.users.store(Arc::new(user_directory(&new)));
+    ctx.users.store(Arc::new(reloaded_users(&ctx.users.load(), &new)));
     ctx.settings.store(Arc::new(client_settings(&new)));
     ctx.cluster.apply(
         pool_settings(&new, &ctx.tls),

@@ -131,12 +131,15 @@ pub fn test_cluster(servers: &[&str], size: usize, users: &[(&str, &str)]) -> Ar
     ))
 }
 
-/// A failed connect that says the server cannot serve now (down, starting, shutting down, in
-/// recovery), as opposed to one refusing this login (bad password, unknown database).
+/// A failed connect that says the server cannot serve now (unreachable, timed out, starting,
+/// shutting down), as opposed to one refusing this login: pg_hba, a bad password, an unknown
+/// database or option, an auth method pgmux does not speak. A refusal fails that client only;
+/// only this counts against the server's health (besides the prober's own login).
 fn server_unavailable(e: &BackendError) -> bool {
     match e {
+        BackendError::Io { .. } | BackendError::Timeout { .. } | BackendError::Tls { .. } => true,
         BackendError::Server { code, .. } => code.starts_with("57P"),
-        _ => true,
+        BackendError::Protocol { .. } => false,
     }
 }
 
@@ -571,7 +574,9 @@ impl Cluster {
                     self.probe_now.notify_one();
                 }
                 Ok(conn) => return Ok(conn),
-                Err(PoolError::Connect(e @ BackendError::Server { .. })) => return Err(PoolError::Connect(e).into()),
+                Err(PoolError::Connect(e)) if matches!(e, BackendError::Server { .. }) || !server_unavailable(&e) => {
+                    return Err(PoolError::Connect(e).into());
+                }
                 Err(PoolError::Connect(e)) => {
                     tracing::debug!(error = %e, "replica connect failed");
                     self.topology().mark_down(&pool.key.server);

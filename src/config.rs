@@ -12,6 +12,7 @@ mod build;
 mod duration;
 mod env;
 mod expand;
+pub mod perms;
 mod raw;
 mod reader;
 mod show;
@@ -44,6 +45,8 @@ pub struct Config {
     pub reader_listen: Option<String>,
     /// Optional HTTP admin endpoint (metrics, health, status).
     pub admin_listen: Option<String>,
+    /// The bearer token /status and /metrics require (read from `admin_token_file`).
+    pub admin_token: Option<Secret>,
     /// Every cluster member; which one is primary is discovered at runtime.
     pub servers: Vec<ServerAddr>,
     pub pool: PoolConfig,
@@ -253,6 +256,16 @@ pub enum ClientAuthMethod {
     #[default]
     ScramSha256,
     Md5,
+}
+
+/// A secret value read from the config: never printed (Debug shows `<redacted>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A user allowed through pgmux; the same credentials are used towards the servers.

@@ -51,6 +51,8 @@ pub struct ClusterOptions {
     pub auth: HostAuth,
     /// `ssl = on` with this certificate and key (PEM files, copied into each data dir).
     pub ssl: Option<SslFiles>,
+    /// pg_hba.conf lines placed before the catch-all `host` line (the first matching line wins).
+    pub extra_hba: Vec<String>,
 }
 
 /// A server certificate (chain, leaf first) and its private key, as PEM files.
@@ -69,6 +71,7 @@ impl Default for ClusterOptions {
             max_connections: 300,
             auth: HostAuth::ScramSha256,
             ssl: None,
+            extra_hba: Vec::new(),
         }
     }
 }
@@ -384,9 +387,10 @@ impl LocalCluster {
         }
         self.write_file(&path, &conf)?;
         // The first matching line wins.
+        let extra: String = opts.extra_hba.iter().map(|l| format!("{l}\n")).collect();
         let hba = format!(
             "local all all trust\nhost replication postgres 127.0.0.1/32 trust\n\
-             host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 {}\n",
+             host all postgres 127.0.0.1/32 trust\n{extra}host all all 127.0.0.1/32 {}\n",
             opts.auth.hba_method()
         );
         self.write_file(&data.join("pg_hba.conf"), &hba)?;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::raw;
 use common::*;
 use pgmux::localpg::{ClusterOptions, HostAuth, LocalCluster};
 
@@ -56,4 +57,100 @@ async fn logs_in_to_servers_with_md5_and_cleartext() {
 async fn psql_scram_login_and_query() {
     let p = start_proxy("  size: 2", "").await;
     assert_eq!(psql_value(p.port(), "", "select current_user").await, "app");
+}
+
+/// Starts up as `user`, sends a SCRAM client-first, and returns the server-first's salt and
+/// iteration count, with the connection and nonce to finish (or abandon) the exchange.
+async fn scram_first(addr: std::net::SocketAddr, user: &str) -> (raw::Raw, String, String) {
+    use raw::{Raw, message, startup_packet};
+    let mut r = Raw::connect(addr).await;
+    r.send(&startup_packet(0, &[("user", user), ("database", "app")])).await;
+    let (tag, body) = r.recv().await.expect("auth request");
+    assert_eq!((tag, &body[..4]), (b'R', &10i32.to_be_bytes()[..]));
+    let first = b"n,,n=,r=clientnonce";
+    let mut sasl = b"SCRAM-SHA-256\0".to_vec();
+    sasl.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    sasl.extend_from_slice(first);
+    r.send(&message(b'p', &sasl)).await;
+    let (tag, body) = r.recv().await.expect("server-first");
+    assert_eq!((tag, &body[..4]), (b'R', &11i32.to_be_bytes()[..]));
+    let server_first = String::from_utf8(body[4..].to_vec()).unwrap();
+    let nonce = server_first.split(',').find_map(|a| a.strip_prefix("r=")).unwrap().to_string();
+    let salt_iter: Vec<_> = server_first.split(',').filter(|a| !a.starts_with("r=")).collect();
+    (r, salt_iter.join(","), nonce)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_salt_does_not_tell_whether_a_user_exists() {
+    let p = start_proxy("  size: 2", "").await;
+    let mut seen = Vec::new();
+    for user in ["app", "app", "ghost", "ghost", "ghost2"] {
+        seen.push(scram_first(p.addr, user).await.1);
+    }
+    assert_eq!(seen[0], seen[1], "a real user's salt is stable");
+    assert_eq!(seen[2], seen[3], "an unknown user's salt is stable too");
+    assert_ne!(seen[2], seen[4], "salts differ between names");
+    let iters = |s: &str| s.split(',').find(|a| a.starts_with("i=")).unwrap().to_string();
+    assert_eq!(iters(&seen[0]), iters(&seen[2]), "same iteration count");
+    assert_eq!(seen[0].len(), seen[2].len(), "same salt length");
+}
+
+/// Server-side time from a client-final with a wrong proof to the error: wrong password (a real
+/// user) vs unknown user, median of 200 each, interleaved. Reported, not asserted (a noisy box).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_user_take_the_same_time() {
+    let p = start_proxy("  size: 2", "").await;
+    let mut times: [Vec<std::time::Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut errors = Vec::new();
+    for i in 0..400 {
+        let user = if i % 2 == 0 { "app" } else { "ghost" };
+        let (mut r, _, nonce) = scram_first(p.addr, user).await;
+        let fin = format!("c=biws,r={nonce},p={}", "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=");
+        let msg = raw::message(b'p', fin.as_bytes());
+        let start = std::time::Instant::now();
+        r.send(&msg).await;
+        let (tag, body) = r.recv().await.expect("error");
+        times[i % 2].push(start.elapsed());
+        assert_eq!(tag, b'E');
+        errors.push(raw::field(&body, b'C').unwrap());
+    }
+    assert!(errors.iter().all(|c| c == "28P01"), "{errors:?}");
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (real, unknown) = (median(&mut times[0]), median(&mut times[1]));
+    eprintln!("median time to 28P01: wrong password {real:?}, unknown user {unknown:?}");
+}
+
+/// Clients whose logins the server refuses (an auth method pgmux does not speak, an unknown
+/// database, a bad startup option) fail alone: the primary is never declared lost, and a good
+/// client's writes keep working throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_client_logins_do_not_declare_the_primary_lost() {
+    let opts = ClusterOptions {
+        replicas: 0,
+        extra_hba: vec!["host all u1 127.0.0.1/32 gss".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(opts)).await.unwrap().expect("cluster");
+    let p = start_proxy_yaml(&yaml(&[cluster.addr(0)], "  size: 2", "")).await;
+    let good = connect_app(&p).await;
+    good.batch_execute("create table if not exists refused_logins (n int)").await.unwrap();
+    for i in 0..20 {
+        let gss = connect(&p.dsn("u1", "u1", "app")).await.unwrap_err();
+        let no_db = connect(&p.dsn("app", "app", "no_such_db")).await.unwrap_err();
+        let bad_option = connect(&format!("{} options='-c work_mem=bogus'", p.dsn("app", "app", "app"))).await;
+        assert!(sqlstate(&no_db).as_deref() == Some("3D000"), "{no_db}");
+        assert!(bad_option.is_err(), "a bad startup option is refused");
+        assert!(!gss.to_string().is_empty());
+        good.execute("insert into refused_logins values ($1)", &[&i]).await.expect("writes keep working");
+        let stats = p.ctx.cluster.failover_stats();
+        assert_eq!(stats.losses, 0, "round {i}: the primary was declared lost ({gss})");
+    }
+    let n: i64 = good.query_one("select count(*) from refused_logins", &[]).await.unwrap().get(0);
+    assert_eq!(n, 20);
+    drop(good);
+    p.shutdown.abort.cancel();
+    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
 }

@@ -300,3 +300,38 @@ async fn an_admin_console_session_counts_as_an_open_client_connection() {
     assert!(closed, "the console session was never counted closed");
     p.shutdown.abort.cancel();
 }
+
+/// With `admin_token_file`, /status and /metrics need the bearer token; /healthz and /readyz
+/// stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_guards_status_and_metrics() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = yaml(&[c.addr(0), c.addr(1)], "  size: 1", "").replacen(
+        "listen: 127.0.0.1:0\n",
+        &format!("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nadmin_token_file: {}\n", token_file.display()),
+        1,
+    );
+    let p = start_proxy_yaml(&text).await;
+    let client = connect_app(&p).await;
+    simple_value(&client, "select 1").await;
+    let admin = p.admin.unwrap();
+    for path in ["/status", "/metrics"] {
+        let (code, body) = http_get(admin, path).await;
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(!body.contains("\"app\"") && !body.contains("pgmux_"), "{path} leaks: {body}");
+        let (code, _) = http_get_with(admin, path, "Authorization: Bearer wrong\r\n").await;
+        assert_eq!(code, 401, "{path} with a wrong token");
+        let (code, body) = http_get_with(admin, path, "Authorization: Bearer s3cr3t-token\r\n").await;
+        assert_eq!(code, 200, "{path} with the token: {body}");
+    }
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
+    let ready = eventually(Duration::from_secs(10), || async move { http_get(admin, "/readyz").await.0 == 200 }).await;
+    assert!(ready, "/readyz stays open");
+    drop(client);
+    p.shutdown.abort.cancel();
+}

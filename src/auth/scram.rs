@@ -35,11 +35,78 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// The iteration count of every verifier pgmux derives, real or decoy (PostgreSQL's default).
+pub const ITERATIONS: u32 = 4096;
+const SALT_LEN: usize = 16;
+
+/// A per-process random secret from which every user's salt is derived, known or not:
+/// `salt = HMAC-SHA-256(key, "salt" ‖ name)[..16]`. Salts are then stable per name (across
+/// attempts and reloads) and unpredictable, so a salt never tells whether a user exists.
+#[derive(Clone)]
+pub struct SaltKey([u8; 32]);
+
+impl std::fmt::Debug for SaltKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SaltKey(..)")
+    }
+}
+
+impl SaltKey {
+    pub fn random() -> SaltKey {
+        let mut key = [0u8; 32];
+        rand::rng().fill(&mut key);
+        SaltKey(key)
+    }
+
+    fn derive(&self, label: &[u8], name: &str) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(label);
+        mac.update(&[0]);
+        mac.update(name.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// A password no client knows, for checking an unknown user's MD5 response.
+    pub fn decoy_password(&self, name: &str) -> String {
+        B64.encode(self.derive(b"password", name))
+    }
+
+    fn salt(&self, name: &str) -> Vec<u8> {
+        self.derive(b"salt", name)[..SALT_LEN].to_vec()
+    }
+}
+
+/// PBKDF2-HMAC-SHA-256 with one output block: SCRAM's `Hi()`.
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mac = Hmac::<Sha256>::new_from_slice(password).expect("HMAC takes any key length");
+    let mut u = {
+        let mut m = mac.clone();
+        m.update(salt);
+        m.update(&1u32.to_be_bytes());
+        m.finalize().into_bytes()
+    };
+    let mut out: [u8; 32] = u.into();
+    for _ in 1..iterations {
+        let mut m = mac.clone();
+        m.update(&u);
+        u = m.finalize().into_bytes();
+        out.iter_mut().zip(u.iter()).for_each(|(o, x)| *o ^= x);
+    }
+    out
+}
+
 impl Verifier {
-    /// Derives a verifier with a fresh random salt (SASLprep applied as libpq does).
-    pub fn from_password(password: &str) -> Verifier {
-        let encoded = postgres_protocol::password::scram_sha_256(password.as_bytes());
-        Verifier::parse(&encoded).expect("postgres-protocol produces well-formed verifiers")
+    /// Derives `name`'s verifier with its salt from `key` (SASLprep applied as libpq does).
+    pub fn for_user(key: &SaltKey, name: &str, password: &str) -> Verifier {
+        let prepared = match stringprep::saslprep(password) {
+            Ok(p) => p.into_owned().into_bytes(),
+            Err(_) => password.as_bytes().to_vec(),
+        };
+        let salt = key.salt(name);
+        let salted = hi(&prepared, &salt, ITERATIONS);
+        let stored_key = Sha256::digest(hmac(&salted, b"Client Key")).to_vec();
+        let server_key = hmac(&salted, b"Server Key");
+        Verifier { iterations: ITERATIONS, salt, stored_key, server_key }
     }
 
     /// Parses `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
@@ -56,14 +123,14 @@ impl Verifier {
         })
     }
 
-    /// A verifier no password matches, for unknown users (so they are indistinguishable).
-    pub fn decoy() -> Verifier {
-        let mut rng = rand::rng();
+    /// The verifier of an unknown user: salt derived exactly as a real user's, same iteration
+    /// count, keys no password matches (derived from `key`, so it is the same on every attempt).
+    pub fn decoy(key: &SaltKey, name: &str) -> Verifier {
         Verifier {
-            iterations: 4096,
-            salt: (0..16).map(|_| rng.random()).collect(),
-            stored_key: (0..32).map(|_| rng.random()).collect(),
-            server_key: (0..32).map(|_| rng.random()).collect(),
+            iterations: ITERATIONS,
+            salt: key.salt(name),
+            stored_key: key.derive(b"stored", name),
+            server_key: key.derive(b"server", name),
         }
     }
 }
@@ -193,7 +260,7 @@ mod tests {
         client_binding: ChannelBinding,
         binding: Binding<'_>,
     ) -> Result<(), ScramError> {
-        let verifier = Verifier::from_password(password_server);
+        let verifier = Verifier::for_user(&SaltKey::random(), "u", password_server);
         let mut client = ScramSha256::new(password_client.as_bytes(), client_binding);
         let (ex, first) = server_first(verifier, client.message(), binding)?;
         client.update(first.as_bytes()).unwrap();
@@ -216,14 +283,44 @@ mod tests {
     #[test]
     fn decoy_never_matches() {
         let mut client = ScramSha256::new(b"x", ChannelBinding::unsupported());
-        let (ex, first) = server_first(Verifier::decoy(), client.message(), Binding::default()).unwrap();
+        let (ex, first) =
+            server_first(Verifier::decoy(&SaltKey::random(), "x"), client.message(), Binding::default()).unwrap();
         client.update(first.as_bytes()).unwrap();
         assert_eq!(ex.server_final(client.message()), Err(ScramError::BadProof));
     }
 
     #[test]
+    fn derived_verifiers_match_postgres_protocol() {
+        // Same derivation as PostgreSQL's (via postgres-protocol) once the salt is fixed.
+        let key = SaltKey::random();
+        for pw in ["s3cret", "pässwörd", "a\u{00A0}b"] {
+            let mine = Verifier::for_user(&key, "app", pw);
+            let theirs = Verifier::parse(&postgres_protocol::password::scram_sha_256(pw.as_bytes())).unwrap();
+            let salted = hi(&stringprep::saslprep(pw).unwrap().into_owned().into_bytes(), &theirs.salt, ITERATIONS);
+            assert_eq!(Sha256::digest(hmac(&salted, b"Client Key")).to_vec(), theirs.stored_key);
+            assert_eq!(mine.iterations, theirs.iterations);
+            assert_eq!(mine.salt.len(), theirs.salt.len());
+        }
+    }
+
+    #[test]
+    fn decoys_look_like_real_verifiers() {
+        let key = SaltKey::random();
+        let real = Verifier::for_user(&key, "app", "pw");
+        // Stable per name, different between names, and the same shape as a real verifier.
+        assert_eq!(Verifier::decoy(&key, "ghost"), Verifier::decoy(&key, "ghost"));
+        assert_ne!(Verifier::decoy(&key, "ghost").salt, Verifier::decoy(&key, "ghost2").salt);
+        assert_eq!(real, Verifier::for_user(&key, "app", "pw"));
+        let decoy = Verifier::decoy(&key, "ghost");
+        assert_eq!((decoy.iterations, decoy.salt.len()), (real.iterations, real.salt.len()));
+        assert_eq!((decoy.stored_key.len(), decoy.server_key.len()), (32, 32));
+        // Another process (key) gives other salts.
+        assert_ne!(Verifier::decoy(&SaltKey::random(), "ghost").salt, decoy.salt);
+    }
+
+    #[test]
     fn malformed_messages_are_protocol_errors() {
-        let v = Verifier::from_password("x");
+        let v = Verifier::for_user(&SaltKey::random(), "u", "x");
         for bad in [&b""[..], b"p=tls-server-end-point,,n=,r=abc", b"n,,n=", b"x,,r=a", b"\xff"] {
             assert!(matches!(server_first(v.clone(), bad, Binding::default()), Err(ScramError::Protocol(_))));
         }

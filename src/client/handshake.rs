@@ -287,21 +287,22 @@ async fn authenticate(
 ) -> Result<()> {
     let users = ctx.users.load();
     let secret = users.get(user);
+    // An unknown user goes through the same steps, against a decoy stable per name.
+    let (verifier, password) = match secret {
+        Some(s) => (s.scram.clone(), s.password.clone()),
+        None => users.decoy(user),
+    };
     let ok = match ctx.settings.load().auth {
-        AuthMethod::ScramSha256 => {
-            let verifier = secret.map(|s| s.scram.clone()).unwrap_or_else(scram::Verifier::decoy);
-            scram_exchange(stream, buf, out, verifier, channel_binding).await?
-        }
+        AuthMethod::ScramSha256 => scram_exchange(stream, buf, out, verifier, channel_binding).await?,
         AuthMethod::Md5 => {
+            // The challenge salt is fresh per attempt for every user (a stable one would let a
+            // recorded response be replayed); it says nothing about whether the user exists.
             let salt: [u8; 4] = rand::rng().random();
             build::authentication(out, 5, &salt);
             send(stream, out).await?;
             let frame = read_password_message(stream, buf).await?;
             let response = cstr(frame.body()).map(|(s, _)| s).unwrap_or_default();
-            match secret {
-                Some(s) => md5::verify(user, &s.password, salt, response),
-                None => false,
-            }
+            md5::verify(user, &password, salt, response)
         }
     };
     if ok && secret.is_some() { Ok(()) } else { Err(ClientError::AuthFailed(user.to_string()).into()) }

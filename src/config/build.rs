@@ -28,6 +28,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     let listen = top.require(ctx, "listen").and_then(|v| endpoint(ctx, v));
     let reader_listen = top.get("reader_listen").and_then(|v| endpoint(ctx, v));
     let admin_listen = top.get("admin_listen").and_then(|v| endpoint(ctx, v));
+    let admin_token = top.get("admin_token_file").and_then(|v| users::read_token_file(ctx, &v));
     check_endpoints_distinct(ctx, [&listen, &reader_listen, &admin_listen]);
     let servers_item = top.require(ctx, "servers");
     let servers = read_servers(ctx, servers_item);
@@ -53,6 +54,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         listen: listen.map(|e| e.text).unwrap_or_default(),
         reader_listen: reader_listen.map(|e| e.text),
         admin_listen: admin_listen.map(|e| e.text),
+        admin_token: admin_token.map(super::Secret),
         servers,
         pool,
         clients,

@@ -46,6 +46,7 @@ const TOP_KEYS: &[&str] = &[
     "listen",
     "reader_listen",
     "admin_listen",
+    "admin_token_file",
     "servers",
     "users",
     "admin_users",

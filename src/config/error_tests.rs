@@ -268,3 +268,15 @@ fn tls_problems_name_the_key() {
     assert_one(&with("server_tls:\n  mode: verify\n"), "server_tls.mode", Some(8), "verify-ca, verify-full");
     assert_one(&with("server_tls:\n  sslmode: require\n"), "server_tls.sslmode", Some(8), "unknown key");
 }
+
+#[test]
+fn expansion_errors_never_echo_the_value() {
+    for password in ["hunter2${oops", "p${hunter2 x}", "p${hunter2-b}"] {
+        let yaml = BASE.replace("password: app", &format!("password: '{password}'"));
+        let found = problems(&yaml);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].path, "users[0].password");
+        assert!(!found[0].message.contains("hunter2"), "{:?} echoes the secret", found[0].message);
+        assert!(!found[0].to_string().contains("hunter2"), "{}", found[0]);
+    }
+}

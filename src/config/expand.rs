@@ -64,7 +64,8 @@ pub(super) fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
             let Some(close) = body.find('}') else {
-                errors.push(format!("unterminated `${{` in {text:?}"));
+                // The value itself is never shown: it may be a password.
+                errors.push("unterminated `${` (the value is not shown)".to_string());
                 break;
             };
             match lookup(&body[..close], env) {
@@ -84,7 +85,8 @@ pub(super) fn expand_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
 
 fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     if !is_var_name(name) {
-        return Err(format!("`${{{name}}}` is not a valid variable reference (use letters, digits and `_`)"));
+        // Not echoed: in a password, what follows `${` is part of the secret.
+        return Err("a `${…}` is not a valid variable reference (use letters, digits and `_`)".to_string());
     }
     env(name).ok_or_else(|| format!("environment variable `{name}` is not set"))
 }

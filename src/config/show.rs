@@ -17,6 +17,8 @@ impl Config {
             ("listen", self.listen.clone()),
             ("reader_listen", optional(&self.reader_listen)),
             ("admin_listen", optional(&self.admin_listen)),
+            // Whether a token is set; never the token or its file.
+            ("admin_token_file", if self.admin_token.is_some() { "(set)" } else { "" }.into()),
             ("servers", servers),
             ("pool.mode", pool_mode(self.pool.mode).into()),
             ("pool.size", self.pool.size.to_string()),

@@ -35,6 +35,7 @@ fn minimal_config_gets_every_default() {
         listen: "127.0.0.1:6432".into(),
         reader_listen: None,
         admin_listen: None,
+        admin_token: None,
         servers: vec![server("127.0.0.1", 5432), server("127.0.0.1", 5433)],
         pool: PoolConfig {
             mode: PoolMode::Transaction,

@@ -129,8 +129,23 @@ fn resolve_secret(
     }
 }
 
+/// `admin_token_file`: the admin endpoint's bearer token, from a file (trailing newline trimmed).
+pub(super) fn read_token_file(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<String> {
+    let path = ctx.text(item)?;
+    match read_secret_file(&path) {
+        Ok(token) if token.trim().is_empty() => ctx.report_at(item, "the token file is empty"),
+        Ok(token) if token.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            ctx.report_at(item, "the token must not contain whitespace")
+        }
+        Ok(token) => return Some(token),
+        Err(message) => ctx.report_at(item, message),
+    }
+    None
+}
+
 /// Reads a secret file; one trailing newline (as editors and `echo` add) is not part of it.
 fn read_secret_file(path: &str) -> Result<String, String> {
+    super::perms::warn_if_exposed("secret file", std::path::Path::new(path));
     let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read `{path}`: {err}"))?;
     let text = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
     Ok(text.to_owned())
