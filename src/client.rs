@@ -224,20 +224,20 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     let _ = tcp.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
-    // Encryption and login share one deadline.
-    let deadline = Instant::now() + ctx.settings.load().startup_timeout;
-    let transport =
-        match tokio::time::timeout_at(deadline, negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(end)) => {
-                tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "client left during TLS negotiation: startup timeout");
-                return None;
-            }
-        };
+    // Encryption and login share one deadline: the client's own time, from admission.
+    let limit = ctx.settings.load().startup_timeout;
+    let deadline = Instant::now() + limit;
+    let transport = match negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors, deadline, limit).await {
+        Ok(t) => t,
+        Err(HandshakeEnd::Told(err)) => {
+            refused(&ctx, peer, &err);
+            return None;
+        }
+        Err(end) => {
+            tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
+            return None;
+        }
+    };
     let negotiate::Transport { mut stream, security, pending } = transport;
     let tls = security.channel_binding.is_some();
     if tls {
@@ -255,10 +255,12 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
             tracing::debug!(%peer, reason, "client left during startup");
             return None;
         }
+        Err(HandshakeEnd::Told(err)) => {
+            refused(&ctx, peer, &err);
+            return None;
+        }
         Err(HandshakeEnd::Error(err)) => {
-            if let Some(held_back) = ctx.log_limits.client_rejected.check() {
-                tracing::info!(event = "client_rejected", %peer, error = %err, sqlstate = err.sqlstate(), held_back, "client rejected");
-            }
+            refused(&ctx, peer, &err);
             if matches!(err, ClientError::AuthFailed(_)) {
                 open.setup_failed_auth();
             }
@@ -279,6 +281,17 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     None
 }
 
+/// Logs (rate-limited) a client pgmux refused or timed out at startup.
+fn refused(ctx: &ClientCtx, peer: SocketAddr, err: &ClientError) {
+    if matches!(err, ClientError::StartupTimeout(_)) {
+        if let Some(held_back) = ctx.log_limits.client_timed_out.check() {
+            tracing::info!(event = "client_timed_out", %peer, error = %err, sqlstate = err.sqlstate(), held_back, "client login timed out");
+        }
+    } else if let Some(held_back) = ctx.log_limits.client_rejected.check() {
+        tracing::info!(event = "client_rejected", %peer, error = %err, sqlstate = err.sqlstate(), held_back, "client rejected");
+    }
+}
+
 /// Why a handshake did not produce a session.
 #[derive(Debug)]
 pub enum HandshakeEnd {
@@ -286,6 +299,8 @@ pub enum HandshakeEnd {
     Quiet(&'static str),
     /// Tell the client this, then close.
     Error(ClientError),
+    /// Already told (or, mid-TLS-handshake, impossible to tell): only log it.
+    Told(ClientError),
     /// A server's ErrorResponse to pass on, then close.
     ServerError(bytes::Bytes),
 }

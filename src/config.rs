@@ -123,7 +123,9 @@ pub struct ClientsConfig {
     pub max_connections: usize,
     /// Clients idle (outside a transaction) longer than this are disconnected.
     pub idle_timeout: Duration,
-    /// A client must finish startup and authentication within this.
+    /// A client must finish startup and authentication within this, counted from its admission
+    /// (time spent queued or waiting for a server connection is not its own); PgBouncer's
+    /// client_login_timeout.
     pub startup_timeout: Duration,
     pub auth_method: ClientAuthMethod,
     /// Largest Query, Parse, Bind, FunctionCall or CopyData message a client may send (bytes);
@@ -141,7 +143,7 @@ impl Default for ClientsConfig {
         ClientsConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(30 * 60),
-            startup_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(60),
             auth_method: ClientAuthMethod::ScramSha256,
             max_message_size: 64 * 1024 * 1024,
             max_prepared_statements: 5_000,

@@ -48,7 +48,7 @@ fn minimal_config_gets_every_default() {
         clients: ClientsConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(1800),
-            startup_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(60),
             auth_method: ClientAuthMethod::ScramSha256,
             max_message_size: 64 << 20,
             max_prepared_statements: 5_000,

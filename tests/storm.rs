@@ -1,0 +1,75 @@
+//! Connection storms: every client is admitted or told why not (never a silent close), and a burst
+//! of thousands of SCRAM logins through a small pool all succeed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw::{Raw, field, startup_packet};
+use common::*;
+
+/// The client's next message is a FATAL with this SQLSTATE, then the connection closes.
+async fn expect_fatal(raw: &mut Raw, code: &str) {
+    let msg = raw.recv().await;
+    let Some((b'E', body)) = msg else { panic!("expected an ErrorResponse, got {msg:?}") };
+    assert_eq!(field(&body, b'V').as_deref(), Some("FATAL"), "{body:?}");
+    assert_eq!(field(&body, b'C').as_deref(), Some(code), "{:?}", field(&body, b'M'));
+    assert!(raw.closed_within(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_login_is_told_at_the_deadline() {
+    let p = start_proxy("  size: 2", "  startup_timeout: 500ms").await;
+    // Half a startup packet, then nothing.
+    let started = Instant::now();
+    let mut raw = Raw::connect(p.addr).await;
+    let packet = startup_packet(0, &[("user", "app"), ("database", "app")]);
+    raw.send(&packet[..packet.len() / 2]).await;
+    expect_fatal(&mut raw, "08P01").await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "told before the deadline: {:?}", started.elapsed());
+    // Silent after the first bytes of the length.
+    let mut raw = Raw::connect(p.addr).await;
+    raw.send(&[0, 0, 0]).await;
+    expect_fatal(&mut raw, "08P01").await;
+    // Stuck in the middle of SCRAM.
+    let mut raw = Raw::connect(p.addr).await;
+    raw.send(&packet).await;
+    assert_eq!(raw.recv().await.map(|m| m.0), Some(b'R'));
+    expect_fatal(&mut raw, "08P01").await;
+    // Others are unaffected.
+    let c = connect_app(&p).await;
+    c.simple_query("select 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_waiting_for_a_busy_pool_is_not_timed_out() {
+    let p = start_proxy("  size: 1\n  borrow_timeout: 20s", "  startup_timeout: 300ms").await;
+    // The pool's only connection is held in a transaction.
+    let holder = connect(&p.dsn("u1", "u1", "app")).await.unwrap();
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let dsn = p.dsn("u1", "u1", "app");
+    let waiter = tokio::spawn(async move {
+        let c = connect(&dsn).await?;
+        c.simple_query("select 1").await.map(|_| ())
+    });
+    // Longer than startup_timeout: the login waits for pgmux, not for the client.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!waiter.is_finished(), "the login should still be waiting for the pool");
+    holder.batch_execute("commit").await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(15), waiter).await.expect("login finishes").unwrap();
+    r.unwrap_or_else(|e| panic!("login behind a busy pool failed: {e:?} {:?}", sqlstate(&e)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_that_waits_out_borrow_timeout_gets_fatal_53300() {
+    let p = start_proxy("  size: 1\n  borrow_timeout: 300ms", "").await;
+    let holder = connect(&p.dsn("u2", "u2", "app")).await.unwrap();
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let mut raw = Raw::connect(p.addr).await;
+    raw.send(&startup_packet(0, &[("user", "u2"), ("database", "app")])).await;
+    let msgs = raw.scram("u2").await;
+    let Some((b'E', body)) = msgs.last() else { panic!("expected an error, got {msgs:?}") };
+    assert_eq!(field(body, b'V').as_deref(), Some("FATAL"));
+    assert_eq!(field(body, b'C').as_deref(), Some("53300"));
+    holder.batch_execute("commit").await.unwrap();
+}
