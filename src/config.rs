@@ -54,6 +54,9 @@ pub struct Config {
     /// How long SIGTERM waits for running transactions before closing.
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// Connections the kernel queues before pgmux accepts them (clamped to
+    /// /proc/sys/net/core/somaxconn).
+    pub listen_backlog: u32,
     /// Threads serving clients; 0 means one per CPU.
     pub workers: usize,
     pub health: HealthConfig,
@@ -116,6 +119,12 @@ impl Default for PoolConfig {
     }
 }
 
+/// Handshakes at once by default: enough to keep every core busy with TLS and SCRAM, few enough
+/// that a connection storm cannot starve running clients.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 100;
+/// The listen backlog by default (Linux's somaxconn default since 5.4).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+
 /// Limits and authentication for client connections.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientsConfig {
@@ -128,6 +137,9 @@ pub struct ClientsConfig {
     /// client_login_timeout.
     pub startup_timeout: Duration,
     pub auth_method: ClientAuthMethod,
+    /// Clients in their TLS + startup + authentication at once; more wait their turn (queued, not
+    /// refused, and the wait is not counted against `startup_timeout`).
+    pub max_handshakes: usize,
     /// Largest Query, Parse, Bind, FunctionCall or CopyData message a client may send (bytes);
     /// every other message type is held to PostgreSQL's small limit.
     pub max_message_size: usize,
@@ -145,6 +157,7 @@ impl Default for ClientsConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             startup_timeout: Duration::from_secs(60),
             auth_method: ClientAuthMethod::ScramSha256,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_message_size: 64 * 1024 * 1024,
             max_prepared_statements: 5_000,
             idle_transaction_timeout: None,

@@ -73,3 +73,26 @@ async fn login_that_waits_out_borrow_timeout_gets_fatal_53300() {
     assert_eq!(field(body, b'C').as_deref(), Some("53300"));
     holder.batch_execute("commit").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_past_max_handshakes_are_queued_not_refused_nor_timed_out() {
+    let p = start_proxy("  size: 2", "  startup_timeout: 500ms\n  max_handshakes: 1").await;
+    let packet = startup_packet(0, &[("user", "app"), ("database", "app")]);
+    // Two stalled logins: the first holds the only handshake slot, the second waits for it.
+    let mut stalled = Vec::new();
+    for queued in 0..2 {
+        let mut raw = Raw::connect(p.addr).await;
+        raw.send(&packet[..5]).await;
+        stalled.push(raw);
+        assert!(eventually(Duration::from_secs(5), || async { p.ctx.handshakes_queued() == queued }).await);
+    }
+    // Connected while both are ahead of it: queued about 1 s, longer than startup_timeout.
+    let started = Instant::now();
+    let c = connect_app(&p).await;
+    let waited = started.elapsed();
+    c.simple_query("select 1").await.unwrap();
+    assert!(waited >= Duration::from_millis(750), "login did not wait its turn: {waited:?}");
+    for mut raw in stalled {
+        expect_fatal(&mut raw, "08P01").await;
+    }
+}

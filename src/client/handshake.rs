@@ -62,7 +62,8 @@ type Result<T> = std::result::Result<T, HandshakeEnd>;
 
 /// Runs the startup: the packet exchange and authentication until `deadline` (the end of
 /// `clients.startup_timeout`, FATAL 08P01 past it), then the greeting, whose wait for a server
-/// connection is not the client's doing and is bounded by `pool.borrow_timeout` instead. `pending`: client bytes already read. `Ok(None)`: a cancel
+/// connection is not the client's doing and is bounded by `pool.borrow_timeout` instead. `turn`:
+/// this client's place among `clients.max_handshakes`, given back once it is authenticated. `pending`: client bytes already read. `Ok(None)`: a cancel
 /// request, handled.
 pub async fn run(
     ctx: &Arc<ClientCtx>,
@@ -71,8 +72,12 @@ pub async fn run(
     pending: BytesMut,
     endpoint: Endpoint,
     deadline: Instant,
+    turn: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Option<Greeted>> {
-    let login = match tokio::time::timeout_at(deadline, login(ctx, stream, security, pending)).await {
+    let login = tokio::time::timeout_at(deadline, login(ctx, stream, security, pending)).await;
+    // The next client's handshake may start while this one waits for a server connection.
+    drop(turn);
+    let login = match login {
         Ok(Ok(Some(login))) => login,
         Ok(Ok(None)) => return Ok(None),
         Ok(Err(e)) => return Err(e),
