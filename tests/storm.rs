@@ -96,3 +96,83 @@ async fn handshakes_past_max_handshakes_are_queued_not_refused_nor_timed_out() {
         expect_fatal(&mut raw, "08P01").await;
     }
 }
+
+/// Clients in the burst (PGMUX_STORM_CLIENTS overrides).
+fn burst_clients() -> usize {
+    std::env::var("PGMUX_STORM_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_scram_logins_all_succeed_through_a_small_pool() {
+    let n = burst_clients();
+    // Both ends of every connection live in this process.
+    let (soft, _) = rlimit::increase_nofile_limit(u64::MAX).map(|l| (l, ())).unwrap();
+    assert!(soft as usize >= 2 * n + 200, "RLIMIT_NOFILE {soft} is too low for {n} clients");
+    let p = start_proxy("  size: 20\n  borrow_timeout: 60s", "").await;
+    // How many server connections user u3 holds, sampled throughout.
+    let (watcher, conn) =
+        tokio_postgres::connect(&format!("{} user=app password=app dbname=app", primary_dsn()), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the primary");
+    tokio::spawn(conn);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let peak = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut peak = 0i64;
+            while !stop.is_cancelled() {
+                let row = watcher
+                    .query_one("select count(*) from pg_stat_activity where usename = 'u3'", &[])
+                    .await
+                    .expect("pg_stat_activity");
+                peak = peak.max(row.get(0));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        }
+    });
+    let dsn = p.dsn("u3", "u3", "app");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let dsn = dsn.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let c = connect(&dsn).await?;
+                let connected = t.elapsed();
+                c.simple_query("select 1").await?;
+                Ok::<_, tokio_postgres::Error>(connected)
+            })
+        })
+        .collect();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
+    let mut connect_times = Vec::with_capacity(n);
+    for t in tasks {
+        match t.await.expect("client task") {
+            Ok(d) => connect_times.push(d),
+            Err(e) => *failures.entry(format!("{:?}: {e}", sqlstate(&e))).or_default() += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let peak = peak.await.unwrap();
+    connect_times.sort();
+    let pct =
+        |q: f64| connect_times.get(((connect_times.len() as f64 * q) as usize).min(connect_times.len().max(1) - 1));
+    eprintln!(
+        "burst: {n} clients in {elapsed:?}; connect p50 {:?} p99 {:?} max {:?}; peak server connections {peak}",
+        pct(0.5),
+        pct(0.99),
+        connect_times.last()
+    );
+    assert!(failures.is_empty(), "{} of {n} clients failed: {failures:?}", n - connect_times.len());
+    assert!(peak <= 20, "user u3 had {peak} server connections, more than pool.size 20");
+    assert!(peak >= 1, "the sampler never saw the pool at work");
+}
+
+/// libpq-style host/port of the shared cluster's primary.
+fn primary_dsn() -> String {
+    let addr = cluster().addr(0);
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    format!("host={host} port={port}")
+}
