@@ -247,7 +247,10 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     // Encryption and login share one deadline: the client's own time, from admission.
     let limit = ctx.settings.load().startup_timeout;
     let deadline = Instant::now() + limit;
-    let transport = match negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors, deadline, limit).await {
+    // The handshake's futures (TLS, SCRAM) are boxed: inline they would size the task's
+    // allocation for the client's whole life, idle or not.
+    let negotiated = Box::pin(negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors, deadline, limit)).await;
+    let transport = match negotiated {
         Ok(t) => t,
         Err(HandshakeEnd::Told(err)) => {
             refused(&ctx, peer, &err);
@@ -263,7 +266,8 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     if tls {
         open.encrypted();
     }
-    let startup = match handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline, turn).await {
+    let greeted = Box::pin(handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline, turn)).await;
+    let startup = match greeted {
         Ok(Some(handshake::Greeted::Session(s))) => s,
         Ok(Some(handshake::Greeted::Console(login))) => {
             tracing::info!(%peer, user = %login.user, tls, "admin console session");

@@ -176,3 +176,42 @@ fn primary_dsn() -> String {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     format!("host={host} port={port}")
 }
+
+/// Opens `n` more clients that each log in, run one query and stay connected, idle.
+async fn open_idle(addr: std::net::SocketAddr, clients: &mut Vec<Raw>, n: usize) {
+    let target = clients.len() + n;
+    while clients.len() < target {
+        let batch = (target - clients.len()).min(100);
+        let opened = futures_util::future::join_all((0..batch).map(|_| async move {
+            let (mut raw, _) = Raw::login_as(addr, "u1", "u1", &[]).await;
+            let reply = raw.query("select 1").await;
+            assert_eq!(reply.last().map(|m| m.0), Some(b'Z'), "{reply:?}");
+            raw
+        }))
+        .await;
+        clients.extend(opened);
+    }
+}
+
+/// Idle clients in the memory test (PGMUX_IDLE_CLIENTS overrides; the README figure is for
+/// 10,000).
+fn idle_clients() -> usize {
+    std::env::var("PGMUX_IDLE_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(6_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_costs_at_most_6_kb() {
+    let (lo, hi) = (2_000, idle_clients());
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let c = cluster();
+    let proxy = ChildProxy::start(&yaml(&[c.addr(0)], "  size: 20", "  max_connections: 20000"));
+    let mut clients = Vec::with_capacity(hi);
+    open_idle(proxy.addr, &mut clients, lo).await;
+    let rss_lo = proxy.rss_kb();
+    open_idle(proxy.addr, &mut clients, hi - lo).await;
+    assert_eq!(clients.len(), hi);
+    let rss_hi = proxy.rss_kb();
+    let per_client = (rss_hi.saturating_sub(rss_lo) * 1024) / (hi - lo) as u64;
+    eprintln!("idle clients: RSS {rss_lo} kB at {lo}, {rss_hi} kB at {hi}: {per_client} bytes per client");
+    assert!(per_client <= 6 * 1024, "{per_client} bytes per idle client, more than 6 kB");
+}
