@@ -72,6 +72,7 @@ fn client_settings(config: &Config) -> ClientSettings {
         max_connections: config.clients.max_connections,
         idle_timeout: config.clients.idle_timeout,
         startup_timeout: config.clients.startup_timeout,
+        max_handshakes: config.clients.max_handshakes,
         borrow_timeout: config.pool.borrow_timeout,
         read_your_writes: config.routing.read_your_writes,
         autocommit_reads_to_replica: config.routing.autocommit_reads_to_replica,
@@ -90,9 +91,10 @@ fn prober_of(config: &Config) -> Option<Prober> {
 impl Proxy {
     /// Binds `config.listen` and builds the pools (no server connection is opened yet).
     pub async fn bind(config: &Config, shutdown: &Shutdown) -> std::io::Result<Proxy> {
-        let listener = TcpListener::bind(&config.listen).await?;
+        let backlog = config.listen_backlog;
+        let listener = listener::bind(&config.listen, backlog).await?;
         let reader = match &config.reader_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(listener::bind(addr, backlog).await?),
             None => None,
         };
         let admin = match &config.admin_listen {
@@ -215,11 +217,13 @@ pub fn reload(ctx: &ClientCtx) -> Result<Vec<String>, ReloadError> {
     let path = ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(ReloadError::NoFile)?;
     let new = Config::load(&path).map_err(|e| ReloadError::Invalid(e.to_string()))?;
     let old = ctx.config.load_full();
-    let fixed: [(&'static str, bool); 6] = [
+    let fixed: [(&'static str, bool); 8] = [
         ("listen", old.listen != new.listen),
         ("reader_listen", old.reader_listen != new.reader_listen),
         ("admin_listen", old.admin_listen != new.admin_listen),
         ("workers", old.workers != new.workers),
+        ("listen_backlog", old.listen_backlog != new.listen_backlog),
+        ("clients.max_handshakes", old.clients.max_handshakes != new.clients.max_handshakes),
         ("log_format", old.log_format != new.log_format),
         ("pool.mode", old.pool.mode != new.pool.mode),
     ];

@@ -87,7 +87,8 @@ pub struct BackendConn {
     pub pid: i32,
     pub secret: i32,
     /// Latest value of every parameter the server reported (ParameterStatus).
-    pub params: HashMap<String, String>,
+    /// Shared (copy on write) with every client told them: thousands of idle clients hold one copy.
+    pub params: std::sync::Arc<HashMap<String, String>>,
     /// Counts ParameterStatus messages noted (a client that saw none since it was told needs no update).
     pub params_version: u64,
     /// An order-independent digest of `params` (XOR of each entry's hash).
@@ -155,7 +156,7 @@ impl BackendConn {
             server,
             pid: 0,
             secret: 0,
-            params: HashMap::new(),
+            params: Default::default(),
             params_version: 0,
             params_digest: 0,
             applied: Vec::new(),
@@ -317,7 +318,7 @@ impl BackendConn {
                 self.params_digest ^= param_hash(&name, old);
             }
             self.params_digest ^= param_hash(&name, &value);
-            self.params.insert(name, value);
+            std::sync::Arc::make_mut(&mut self.params).insert(name, value);
         }
     }
 

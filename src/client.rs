@@ -69,6 +69,8 @@ pub struct ClientSettings {
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub startup_timeout: Duration,
+    /// Clients in their handshake at once (fixed at start: sizes `ClientCtx::handshakes`).
+    pub max_handshakes: usize,
     pub borrow_timeout: Duration,
     /// After a write, a client's reads go only to replicas that replayed it.
     pub read_your_writes: bool,
@@ -113,6 +115,11 @@ pub struct ClientCtx {
     /// pgmux's certificate and TLS modes (swapped on reload; sessions keep what they started with).
     pub tls: Arc<TlsSettings>,
     connected: AtomicUsize,
+    /// One permit per client in its TLS + startup + authentication (`clients.max_handshakes`);
+    /// the rest wait for one after accept.
+    handshakes: Arc<tokio::sync::Semaphore>,
+    /// Clients accepted and waiting for a handshake permit.
+    handshakes_queued: AtomicUsize,
     /// The main listener is accepting clients (for readiness).
     accepting: AtomicBool,
 }
@@ -136,7 +143,10 @@ impl ClientCtx {
             pin_stats.clone(),
             metrics.errors.clone(),
         ));
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(settings.max_handshakes.max(1)));
         ClientCtx {
+            handshakes,
+            handshakes_queued: AtomicUsize::new(0),
             settings: arc_swap::ArcSwap::from_pointee(settings),
             users,
             cluster,
@@ -182,6 +192,11 @@ impl ClientCtx {
         verdict
     }
 
+    /// Clients accepted and waiting for their turn to start a handshake (`clients.max_handshakes`).
+    pub fn handshakes_queued(&self) -> usize {
+        self.handshakes_queued.load(Ordering::Relaxed)
+    }
+
     /// Clients past their handshake right now.
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::Relaxed)
@@ -224,26 +239,35 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     let _ = tcp.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
-    // Encryption and login share one deadline.
-    let deadline = Instant::now() + ctx.settings.load().startup_timeout;
-    let transport =
-        match tokio::time::timeout_at(deadline, negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(end)) => {
-                tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "client left during TLS negotiation: startup timeout");
-                return None;
-            }
-        };
+    // Queued, not refused, past max_handshakes; the wait is pgmux's, so the deadline starts after.
+    ctx.handshakes_queued.fetch_add(1, Ordering::Relaxed);
+    let turn = ctx.handshakes.clone().acquire_owned().await;
+    ctx.handshakes_queued.fetch_sub(1, Ordering::Relaxed);
+    let Ok(turn) = turn else { return None };
+    // Encryption and login share one deadline: the client's own time, from admission.
+    let limit = ctx.settings.load().startup_timeout;
+    let deadline = Instant::now() + limit;
+    // The handshake's futures (TLS, SCRAM) are boxed: inline they would size the task's
+    // allocation for the client's whole life, idle or not.
+    let negotiated = Box::pin(negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors, deadline, limit)).await;
+    let transport = match negotiated {
+        Ok(t) => t,
+        Err(HandshakeEnd::Told(err)) => {
+            refused(&ctx, peer, &err);
+            return None;
+        }
+        Err(end) => {
+            tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
+            return None;
+        }
+    };
     let negotiate::Transport { mut stream, security, pending } = transport;
     let tls = security.channel_binding.is_some();
     if tls {
         open.encrypted();
     }
-    let startup = match handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline).await {
+    let greeted = Box::pin(handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline, turn)).await;
+    let startup = match greeted {
         Ok(Some(handshake::Greeted::Session(s))) => s,
         Ok(Some(handshake::Greeted::Console(login))) => {
             tracing::info!(%peer, user = %login.user, tls, "admin console session");
@@ -255,10 +279,12 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
             tracing::debug!(%peer, reason, "client left during startup");
             return None;
         }
+        Err(HandshakeEnd::Told(err)) => {
+            refused(&ctx, peer, &err);
+            return None;
+        }
         Err(HandshakeEnd::Error(err)) => {
-            if let Some(held_back) = ctx.log_limits.client_rejected.check() {
-                tracing::info!(event = "client_rejected", %peer, error = %err, sqlstate = err.sqlstate(), held_back, "client rejected");
-            }
+            refused(&ctx, peer, &err);
             if matches!(err, ClientError::AuthFailed(_)) {
                 open.setup_failed_auth();
             }
@@ -279,6 +305,17 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     None
 }
 
+/// Logs (rate-limited) a client pgmux refused or timed out at startup.
+fn refused(ctx: &ClientCtx, peer: SocketAddr, err: &ClientError) {
+    if matches!(err, ClientError::StartupTimeout(_)) {
+        if let Some(held_back) = ctx.log_limits.client_timed_out.check() {
+            tracing::info!(event = "client_timed_out", %peer, error = %err, sqlstate = err.sqlstate(), held_back, "client login timed out");
+        }
+    } else if let Some(held_back) = ctx.log_limits.client_rejected.check() {
+        tracing::info!(event = "client_rejected", %peer, error = %err, sqlstate = err.sqlstate(), held_back, "client rejected");
+    }
+}
+
 /// Why a handshake did not produce a session.
 #[derive(Debug)]
 pub enum HandshakeEnd {
@@ -286,6 +323,8 @@ pub enum HandshakeEnd {
     Quiet(&'static str),
     /// Tell the client this, then close.
     Error(ClientError),
+    /// Already told (or, mid-TLS-handshake, impossible to tell): only log it.
+    Told(ClientError),
     /// A server's ErrorResponse to pass on, then close.
     ServerError(bytes::Bytes),
 }

@@ -57,6 +57,9 @@ pub struct Config {
     /// How long SIGTERM waits for running transactions before closing.
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// Connections the kernel queues before pgmux accepts them (clamped to
+    /// /proc/sys/net/core/somaxconn).
+    pub listen_backlog: u32,
     /// Threads serving clients; 0 means one per CPU.
     pub workers: usize,
     pub health: HealthConfig,
@@ -119,6 +122,12 @@ impl Default for PoolConfig {
     }
 }
 
+/// Handshakes at once by default: enough to keep every core busy with TLS and SCRAM, few enough
+/// that a connection storm cannot starve running clients.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 100;
+/// The listen backlog by default (Linux's somaxconn default since 5.4).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+
 /// Limits and authentication for client connections.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientsConfig {
@@ -126,9 +135,14 @@ pub struct ClientsConfig {
     pub max_connections: usize,
     /// Clients idle (outside a transaction) longer than this are disconnected.
     pub idle_timeout: Duration,
-    /// A client must finish startup and authentication within this.
+    /// A client must finish startup and authentication within this, counted from its admission
+    /// (time spent queued or waiting for a server connection is not its own); PgBouncer's
+    /// client_login_timeout.
     pub startup_timeout: Duration,
     pub auth_method: ClientAuthMethod,
+    /// Clients in their TLS + startup + authentication at once; more wait their turn (queued, not
+    /// refused, and the wait is not counted against `startup_timeout`).
+    pub max_handshakes: usize,
     /// Largest Query, Parse, Bind, FunctionCall or CopyData message a client may send (bytes);
     /// every other message type is held to PostgreSQL's small limit.
     pub max_message_size: usize,
@@ -144,8 +158,9 @@ impl Default for ClientsConfig {
         ClientsConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(30 * 60),
-            startup_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(60),
             auth_method: ClientAuthMethod::ScramSha256,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_message_size: 64 * 1024 * 1024,
             max_prepared_statements: 5_000,
             idle_transaction_timeout: None,

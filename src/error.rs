@@ -23,6 +23,14 @@ pub enum ClientError {
     TlsRequired,
     #[error("timed out after {0:?} waiting for a server connection")]
     BorrowTimeout(Duration),
+    /// A login that waited `pool.borrow_timeout` for a server connection to greet it (the
+    /// connection closes, so FATAL where a transaction's `BorrowTimeout` is an ERROR).
+    #[error("timed out after {0:?} waiting for a server connection to log in")]
+    LoginBorrowTimeout(Duration),
+    /// A client that did not finish its startup and authentication within
+    /// `clients.startup_timeout` (time it spent waiting for pgmux not counted).
+    #[error("client login timeout: startup and authentication did not finish within {0:?} (clients.startup_timeout)")]
+    StartupTimeout(Duration),
     #[error("could not connect to server: {0}")]
     ServerUnavailable(String),
     #[error("could not connect to server: {0}")]
@@ -109,7 +117,9 @@ impl ClientError {
             ClientError::Protocol(_) | ClientError::AuthProtocol(_) => "08P01",
             ClientError::AuthFailed(_) => "28P01",
             ClientError::TlsRequired => "28000",
-            ClientError::TooManyClients | ClientError::BorrowTimeout(_) => "53300",
+            ClientError::TooManyClients | ClientError::BorrowTimeout(_) | ClientError::LoginBorrowTimeout(_) => "53300",
+            // PgBouncer's code for its client_login_timeout.
+            ClientError::StartupTimeout(_) => "08P01",
             ClientError::ServerUnavailable(_) | ClientError::StartupFailed(_) => "08001",
             ClientError::ServerLost(_)
             | ClientError::ServerLostInTransaction(_)
@@ -180,6 +190,8 @@ mod tests {
             (ClientError::TlsRequired, "28000", Severity::Fatal),
             (ClientError::TooManyClients, "53300", Severity::Fatal),
             (ClientError::BorrowTimeout(Duration::from_secs(1)), "53300", Severity::Error),
+            (ClientError::LoginBorrowTimeout(Duration::from_secs(1)), "53300", Severity::Fatal),
+            (ClientError::StartupTimeout(Duration::from_secs(1)), "08P01", Severity::Fatal),
             (ClientError::ServerUnavailable("x".into()), "08001", Severity::Error),
             (ClientError::ServerLost("x".into()), "08006", Severity::Error),
             (ClientError::StartupFailed("x".into()), "08001", Severity::Fatal),
@@ -206,7 +218,7 @@ mod tests {
         let total: u64 = counts.snapshot().map(|(_, n)| n).sum();
         assert_eq!(total, cases.len() as u64);
         let busy = counts.snapshot().find(|(c, _)| *c == "53300").map(|(_, n)| n);
-        assert_eq!(busy, Some(2));
+        assert_eq!(busy, Some(3));
     }
 
     #[test]

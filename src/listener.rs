@@ -13,6 +13,37 @@ use tracing::Instrument;
 use crate::admin;
 use crate::client::{self, ClientCtx, Endpoint};
 
+/// Binds a client listener (the first address `addr` resolves to that binds) with a listen backlog
+/// of `backlog`, clamped to the kernel's ceiling.
+pub async fn bind(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        match bind_one(a, effective_backlog(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: no address"))))
+}
+
+fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As tokio's own bind: a restart need not wait out TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// `wanted`, clamped to /proc/sys/net/core/somaxconn (the kernel silently caps it there anyway;
+/// clamping here lets the log say what is in force).
+pub fn effective_backlog(wanted: u32) -> u32 {
+    let ceiling = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok());
+    ceiling.map_or(wanted, |max: u32| wanted.min(max))
+}
+
 /// How the process is asked to stop.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
@@ -106,4 +137,20 @@ pub fn watch_signals(shutdown: Shutdown) {
         }
         shutdown.abort.cancel();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn backlog_is_clamped_to_the_kernel_ceiling_and_the_listener_accepts() {
+        let ceiling: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+        assert_eq!(effective_backlog(u32::MAX), ceiling);
+        assert_eq!(effective_backlog(1), 1);
+        let l = bind("127.0.0.1:0", 8).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        assert_eq!(c.unwrap().local_addr().unwrap(), s.unwrap().1);
+    }
 }

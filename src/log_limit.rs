@@ -48,6 +48,8 @@ impl Limiter {
 pub struct LogLimits {
     /// A client refused at startup (too many clients, failed authentication, bad input).
     pub client_rejected: Limiter,
+    /// A client closed for not finishing its login within `clients.startup_timeout`.
+    pub client_timed_out: Limiter,
     /// A transaction that got no server connection (borrow timeout, no primary).
     pub no_server: Limiter,
     /// A server connection lost under a client.

@@ -71,6 +71,11 @@ impl ReadHalf {
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         either!(self, s => s.try_read(buf))
     }
+
+    /// Reads what is there now into `buf`'s spare capacity, or fails with `WouldBlock`.
+    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        either!(self, s => s.try_read_buf(buf))
+    }
 }
 
 impl WriteHalf {

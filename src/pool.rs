@@ -198,7 +198,10 @@ impl Pool {
         let mut conn = {
             let _turn = self.connecting.acquire().await.map_err(|_| PoolError::Timeout)?;
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
-            BackendConn::connect(self.key.server.clone(), &self.login()).await.map(Box::new).inspect_err(|_| {
+            // Boxed: inline, a server login's future (TLS, SCRAM) would size every session's task,
+            // idle or not, as borrowers embed this one.
+            let login = self.login();
+            Box::pin(BackendConn::connect(self.key.server.clone(), &login)).await.map(Box::new).inspect_err(|_| {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
             })?
         };

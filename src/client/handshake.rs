@@ -61,8 +61,9 @@ pub enum Greeted {
 type Result<T> = std::result::Result<T, HandshakeEnd>;
 
 /// Runs the startup: the packet exchange and authentication until `deadline` (the end of
-/// `clients.startup_timeout`), then the greeting, whose wait for a server connection is bounded by
-/// `pool.borrow_timeout` instead. `pending`: client bytes already read. `Ok(None)`: a cancel
+/// `clients.startup_timeout`, FATAL 08P01 past it), then the greeting, whose wait for a server
+/// connection is not the client's doing and is bounded by `pool.borrow_timeout` instead. `turn`:
+/// this client's place among `clients.max_handshakes`, given back once it is authenticated. `pending`: client bytes already read. `Ok(None)`: a cancel
 /// request, handled.
 pub async fn run(
     ctx: &Arc<ClientCtx>,
@@ -71,12 +72,16 @@ pub async fn run(
     pending: BytesMut,
     endpoint: Endpoint,
     deadline: Instant,
+    turn: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Option<Greeted>> {
-    let login = match tokio::time::timeout_at(deadline, login(ctx, stream, security, pending)).await {
+    let login = tokio::time::timeout_at(deadline, login(ctx, stream, security, pending)).await;
+    // The next client's handshake may start while this one waits for a server connection.
+    drop(turn);
+    let login = match login {
         Ok(Ok(Some(login))) => login,
         Ok(Ok(None)) => return Ok(None),
         Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(HandshakeEnd::Quiet("startup timeout")),
+        Err(_) => return Err(ClientError::StartupTimeout(ctx.settings.load().startup_timeout).into()),
     };
     if login.database == CONSOLE_DATABASE {
         return greet_console(ctx, stream, login).await.map(|c| Some(Greeted::Console(c)));
@@ -214,7 +219,7 @@ async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: En
     // While paused, logins wait too (a login borrows, and a paused server may be restarting).
     let left = match ctx.pause.enter(timeout, &ctx.draining).await {
         Ok(left) => left,
-        Err(Held::TimedOut) => return Err(ClientError::BorrowTimeout(timeout).into()),
+        Err(Held::TimedOut) => return Err(ClientError::LoginBorrowTimeout(timeout).into()),
         Err(Held::ShuttingDown) => return Err(ClientError::Shutdown.into()),
     };
     let borrowed = match endpoint {
@@ -227,7 +232,7 @@ async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: En
         Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { frame, .. }))) => {
             Err(HandshakeEnd::ServerError(frame.bytes))
         }
-        Err(ClusterError::Pool(PoolError::Timeout)) => Err(ClientError::BorrowTimeout(timeout).into()),
+        Err(ClusterError::Pool(PoolError::Timeout)) => Err(ClientError::LoginBorrowTimeout(timeout).into()),
         Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))),
     }
 }

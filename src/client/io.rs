@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::net::{ReadHalf, WriteHalf};
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Interest};
 
 use super::relay::{self, ClientSink};
 
@@ -36,10 +36,27 @@ pub fn flush_now(sock: &WriteHalf, residue: &mut BytesMut) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe.
+/// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe. Waits for the
+/// socket without a buffer: `buf` grows only once there are bytes to read, so a client parked
+/// here with nothing pending holds no read buffer (see `give_back`).
 pub async fn read_more(sock: &mut ReadHalf, buf: &mut BytesMut) -> io::Result<bool> {
-    buf.reserve(8 * 1024);
-    Ok(sock.read_buf(buf).await? > 0)
+    loop {
+        sock.ready(Interest::READABLE).await?;
+        buf.reserve(8 * 1024);
+        match sock.try_read_buf(buf) {
+            Ok(n) => return Ok(n > 0),
+            // Readiness can be stale; tokio cleared it, so the next wait really waits.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Frees an empty buffer's memory (an idle client keeps none; the next read allocates again).
+pub fn give_back(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() != 0 {
+        *buf = BytesMut::new();
+    }
 }
 
 /// The idle timeout without a timer operation per message: the timer is re-armed only when it

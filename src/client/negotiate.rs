@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::HandshakeEnd;
 use crate::error::{ClientError, ErrorCounts};
@@ -41,16 +42,33 @@ pub struct Security {
 type Result<T> = std::result::Result<T, HandshakeEnd>;
 
 /// Reads the client's first bytes and sets up TLS if it asks for it (`errors` counts an error sent).
-pub async fn run(acceptor: Arc<Acceptor>, mut tcp: TcpStream, errors: &ErrorCounts) -> Result<Transport> {
+/// A client still silent or mid-TLS-handshake at `deadline` is told so (FATAL 08P01, when it is
+/// not mid-TLS) and closed: `HandshakeEnd::Told`.
+pub async fn run(
+    acceptor: Arc<Acceptor>,
+    mut tcp: TcpStream,
+    errors: &ErrorCounts,
+    deadline: Instant,
+    limit: std::time::Duration,
+) -> Result<Transport> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         while buf.len() < 8 && buf.first() != Some(&TLS_HANDSHAKE) {
-            if tcp.read_buf(&mut buf).await.map_err(|_| HandshakeEnd::Quiet("read failed"))? == 0 {
-                return Err(HandshakeEnd::Quiet("closed during startup"));
+            match tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await {
+                Ok(Ok(0)) => return Err(HandshakeEnd::Quiet("closed during startup")),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(HandshakeEnd::Quiet("read failed")),
+                Err(_) => {
+                    let err = ClientError::StartupTimeout(limit);
+                    let mut out = BytesMut::new();
+                    err.write_to(&mut out, errors);
+                    let _ = tcp.write_all(&out).await;
+                    return Err(HandshakeEnd::Told(err));
+                }
             }
         }
         if buf[0] == TLS_HANDSHAKE {
-            return direct_tls(&acceptor, tcp, buf).await;
+            return in_time(deadline, limit, direct_tls(&acceptor, tcp, buf)).await;
         }
         match startup::encryption_request(&buf) {
             Some(StartupPacket::Ssl) => {
@@ -65,7 +83,8 @@ pub async fn run(acceptor: Arc<Acceptor>, mut tcp: TcpStream, errors: &ErrorCoun
                         return Err(HandshakeEnd::Quiet("unencrypted data after SSL request"));
                     }
                     reply(&mut tcp, b'S').await?;
-                    return accept(&acceptor, cert, Rewind::new(Default::default(), tcp), false).await;
+                    let io = Rewind::new(Default::default(), tcp);
+                    return in_time(deadline, limit, accept(&acceptor, cert, io, false)).await;
                 }
                 reply(&mut tcp, b'N').await?;
             }
@@ -79,6 +98,16 @@ pub async fn run(acceptor: Arc<Acceptor>, mut tcp: TcpStream, errors: &ErrorCoun
             }
         }
     }
+}
+
+/// A TLS handshake still running at the deadline: nothing can be said outside TLS, so the close
+/// is only logged (by the caller, from `Told`).
+async fn in_time(
+    deadline: Instant,
+    limit: std::time::Duration,
+    tls: impl Future<Output = Result<Transport>>,
+) -> Result<Transport> {
+    tokio::time::timeout_at(deadline, tls).await.unwrap_or(Err(HandshakeEnd::Told(ClientError::StartupTimeout(limit))))
 }
 
 async fn reply(tcp: &mut TcpStream, answer: u8) -> Result<()> {

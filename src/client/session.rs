@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use super::aborted::{Aborted, Step};
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::Startup;
-use super::io::{IdleTimer, ToClient, flush_now, read_more, read_server, write_now};
+use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, write_now};
 use super::pause::Held;
 use super::pins::{CHECK_SQL, Identity, PinReasons};
 use super::relay::{self, Active, ServerFault, check_client_header};
@@ -117,7 +117,7 @@ impl Session {
             idle_tx,
             max_message,
             cin: pending,
-            cout: BytesMut::with_capacity(16 * 1024),
+            cout: BytesMut::new(),
             user,
             database,
             settings,
@@ -305,6 +305,9 @@ impl Session {
             Some((_, total)) if self.cin.len() >= total => return self.borrow().await,
             _ => {}
         }
+        // Between transactions a client holds no buffers (memory per idle client).
+        give_back(&mut self.cin);
+        give_back(&mut self.cout);
         self.wait_client(true, true).await
     }
 

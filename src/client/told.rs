@@ -3,6 +3,7 @@
 //! each server connection it is given reports to it whatever differs from what its driver believes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
@@ -12,7 +13,7 @@ use crate::protocol::build;
 
 #[derive(Debug)]
 pub struct Told {
-    params: HashMap<String, String>,
+    params: Arc<HashMap<String, String>>,
     /// `BackendConn::params_digest` of `params`: equal digests need no comparison.
     digest: u64,
 }

@@ -40,6 +40,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     let shutdown_timeout = top.get("shutdown_timeout").and_then(|v| ctx.duration(&v, true));
     let log_format = top.get("log_format").and_then(|v| ctx.choice(&v, LOG_FORMATS));
     let workers = top.get("workers").and_then(|v| ctx.count(&v, 0));
+    let listen_backlog = top.get("listen_backlog").and_then(|v| ctx.count(&v, 1));
     let health = read_health(ctx, top.get("health"));
     if let Some(u) = &health.user
         && !users.iter().any(|c| &c.name == u)
@@ -63,6 +64,9 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         shutdown_timeout: shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         log_format: log_format.unwrap_or_default(),
         workers: workers.unwrap_or(0),
+        listen_backlog: listen_backlog
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(super::DEFAULT_LISTEN_BACKLOG),
         health,
         routing,
         tls,
@@ -197,6 +201,7 @@ fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {
         idle_timeout: f.get("idle_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.idle_timeout),
         startup_timeout: f.get("startup_timeout").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.startup_timeout),
         auth_method: f.get("auth_method").and_then(|v| ctx.choice(&v, AUTH_METHODS)).unwrap_or(d.auth_method),
+        max_handshakes: f.get("max_handshakes").and_then(|v| ctx.count(&v, 1)).unwrap_or(d.max_handshakes),
         max_message_size: f
             .get("max_message_size")
             .and_then(|v| ctx.size(&v, MIN_MAX_MESSAGE, MAX_MAX_MESSAGE))

@@ -53,6 +53,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown_timeout",
     "log_format",
     "workers",
+    "listen_backlog",
 ];
 
 /// Sections (mappings) whose keys can be set one by one; longest first, so `server_tls_…` is not

@@ -48,6 +48,8 @@ fn environment_alone_gives_a_whole_config() {
         ("PGMUX_SHUTDOWN_TIMEOUT", "20s"),
         ("PGMUX_LOG_FORMAT", "json"),
         ("PGMUX_WORKERS", "2"),
+        ("PGMUX_LISTEN_BACKLOG", "512"),
+        ("PGMUX_CLIENTS_MAX_HANDSHAKES", "9"),
         ("PGMUX_ROUTING_FALLBACK_TO_PRIMARY", "false"),
         ("PGMUX_SERVER_TLS_MODE", "prefer"),
         // Not settings: the log filter, the build's commit.
@@ -70,6 +72,7 @@ fn environment_alone_gives_a_whole_config() {
     assert_eq!(config.clients.idle_transaction_timeout, Some(Duration::from_secs(60)));
     assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
     assert_eq!((config.log_format, config.workers), (LogFormat::Json, 2));
+    assert_eq!((config.listen_backlog, config.clients.max_handshakes), (512, 9));
     assert!(!config.routing.fallback_to_primary);
     assert_eq!(config.server_tls.mode, ServerTlsMode::Prefer);
 }

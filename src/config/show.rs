@@ -31,6 +31,7 @@ impl Config {
             ("clients.idle_timeout", d(self.clients.idle_timeout)),
             ("clients.startup_timeout", d(self.clients.startup_timeout)),
             ("clients.auth_method", auth_method(self.clients.auth_method).into()),
+            ("clients.max_handshakes", self.clients.max_handshakes.to_string()),
             ("clients.max_message_size", super::size::format_size(self.clients.max_message_size)),
             ("clients.max_prepared_statements", self.clients.max_prepared_statements.to_string()),
             (
@@ -44,6 +45,7 @@ impl Config {
             ("shutdown_timeout", d(self.shutdown_timeout)),
             ("log_format", log_format(self.log_format).into()),
             ("workers", self.workers.to_string()),
+            ("listen_backlog", self.listen_backlog.to_string()),
             ("health.interval", d(self.health.interval)),
             ("health.down_after", self.health.down_after.to_string()),
             ("health.up_after", self.health.up_after.to_string()),

@@ -49,8 +49,9 @@ fn minimal_config_gets_every_default() {
         clients: ClientsConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(1800),
-            startup_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(60),
             auth_method: ClientAuthMethod::ScramSha256,
+            max_handshakes: 100,
             max_message_size: 64 << 20,
             max_prepared_statements: 5_000,
             idle_transaction_timeout: None,
@@ -60,6 +61,7 @@ fn minimal_config_gets_every_default() {
         shutdown_timeout: Duration::from_secs(30),
         log_format: LogFormat::Text,
         workers: 0,
+        listen_backlog: 4096,
         health: HealthConfig::default(),
         routing: RoutingConfig::default(),
         tls: TlsConfig { mode: TlsMode::Prefer, cert_file: None, key_file: None },
@@ -91,6 +93,7 @@ clients:
   idle_timeout: 1d
   startup_timeout: 10s
   auth_method: md5
+  max_handshakes: 7
   max_message_size: 16MB
   max_prepared_statements: 50
   idle_transaction_timeout: 2m
@@ -102,6 +105,7 @@ users:
 admin_users: [batch]
 shutdown_timeout: 0s
 log_format: json
+listen_backlog: 128
 ";
     let config = load(yaml);
     assert_eq!(config.listen, "0.0.0.0:7432");
@@ -124,6 +128,7 @@ log_format: json
         idle_timeout: Duration::from_secs(86_400),
         startup_timeout: Duration::from_secs(10),
         auth_method: ClientAuthMethod::Md5,
+        max_handshakes: 7,
         max_message_size: 16 << 20,
         max_prepared_statements: 50,
         idle_transaction_timeout: Some(Duration::from_secs(120)),
@@ -134,6 +139,7 @@ log_format: json
     assert_eq!(config.admin_users, ["batch"]);
     assert_eq!(config.shutdown_timeout, Duration::ZERO);
     assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.listen_backlog, 128);
 }
 
 #[test]

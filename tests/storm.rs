@@ -1,0 +1,217 @@
+//! Connection storms: every client is admitted or told why not (never a silent close), and a burst
+//! of thousands of SCRAM logins through a small pool all succeed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw::{Raw, field, startup_packet};
+use common::*;
+
+/// The client's next message is a FATAL with this SQLSTATE, then the connection closes.
+async fn expect_fatal(raw: &mut Raw, code: &str) {
+    let msg = raw.recv().await;
+    let Some((b'E', body)) = msg else { panic!("expected an ErrorResponse, got {msg:?}") };
+    assert_eq!(field(&body, b'V').as_deref(), Some("FATAL"), "{body:?}");
+    assert_eq!(field(&body, b'C').as_deref(), Some(code), "{:?}", field(&body, b'M'));
+    assert!(raw.closed_within(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_login_is_told_at_the_deadline() {
+    let p = start_proxy("  size: 2", "  startup_timeout: 500ms").await;
+    // Half a startup packet, then nothing.
+    let started = Instant::now();
+    let mut raw = Raw::connect(p.addr).await;
+    let packet = startup_packet(0, &[("user", "app"), ("database", "app")]);
+    raw.send(&packet[..packet.len() / 2]).await;
+    expect_fatal(&mut raw, "08P01").await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "told before the deadline: {:?}", started.elapsed());
+    // Silent after the first bytes of the length.
+    let mut raw = Raw::connect(p.addr).await;
+    raw.send(&[0, 0, 0]).await;
+    expect_fatal(&mut raw, "08P01").await;
+    // Stuck in the middle of SCRAM.
+    let mut raw = Raw::connect(p.addr).await;
+    raw.send(&packet).await;
+    assert_eq!(raw.recv().await.map(|m| m.0), Some(b'R'));
+    expect_fatal(&mut raw, "08P01").await;
+    // Others are unaffected.
+    let c = connect_app(&p).await;
+    c.simple_query("select 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_waiting_for_a_busy_pool_is_not_timed_out() {
+    let p = start_proxy("  size: 1\n  borrow_timeout: 20s", "  startup_timeout: 300ms").await;
+    // The pool's only connection is held in a transaction.
+    let holder = connect(&p.dsn("u1", "u1", "app")).await.unwrap();
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let dsn = p.dsn("u1", "u1", "app");
+    let waiter = tokio::spawn(async move {
+        let c = connect(&dsn).await?;
+        c.simple_query("select 1").await.map(|_| ())
+    });
+    // Longer than startup_timeout: the login waits for pgmux, not for the client.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!waiter.is_finished(), "the login should still be waiting for the pool");
+    holder.batch_execute("commit").await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(15), waiter).await.expect("login finishes").unwrap();
+    r.unwrap_or_else(|e| panic!("login behind a busy pool failed: {e:?} {:?}", sqlstate(&e)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_that_waits_out_borrow_timeout_gets_fatal_53300() {
+    let p = start_proxy("  size: 1\n  borrow_timeout: 300ms", "").await;
+    let holder = connect(&p.dsn("u2", "u2", "app")).await.unwrap();
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let mut raw = Raw::connect(p.addr).await;
+    raw.send(&startup_packet(0, &[("user", "u2"), ("database", "app")])).await;
+    let msgs = raw.scram("u2").await;
+    let Some((b'E', body)) = msgs.last() else { panic!("expected an error, got {msgs:?}") };
+    assert_eq!(field(body, b'V').as_deref(), Some("FATAL"));
+    assert_eq!(field(body, b'C').as_deref(), Some("53300"));
+    holder.batch_execute("commit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_past_max_handshakes_are_queued_not_refused_nor_timed_out() {
+    let p = start_proxy("  size: 2", "  startup_timeout: 500ms\n  max_handshakes: 1").await;
+    let packet = startup_packet(0, &[("user", "app"), ("database", "app")]);
+    // Two stalled logins: the first holds the only handshake slot, the second waits for it.
+    let mut stalled = Vec::new();
+    for queued in 0..2 {
+        let mut raw = Raw::connect(p.addr).await;
+        raw.send(&packet[..5]).await;
+        stalled.push(raw);
+        assert!(eventually(Duration::from_secs(5), || async { p.ctx.handshakes_queued() == queued }).await);
+    }
+    // Connected while both are ahead of it: queued about 1 s, longer than startup_timeout.
+    let started = Instant::now();
+    let c = connect_app(&p).await;
+    let waited = started.elapsed();
+    c.simple_query("select 1").await.unwrap();
+    assert!(waited >= Duration::from_millis(750), "login did not wait its turn: {waited:?}");
+    for mut raw in stalled {
+        expect_fatal(&mut raw, "08P01").await;
+    }
+}
+
+/// Clients in the burst (PGMUX_STORM_CLIENTS overrides).
+fn burst_clients() -> usize {
+    std::env::var("PGMUX_STORM_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_scram_logins_all_succeed_through_a_small_pool() {
+    let n = burst_clients();
+    // Both ends of every connection live in this process.
+    let (soft, _) = rlimit::increase_nofile_limit(u64::MAX).map(|l| (l, ())).unwrap();
+    assert!(soft as usize >= 2 * n + 200, "RLIMIT_NOFILE {soft} is too low for {n} clients");
+    let p = start_proxy("  size: 20\n  borrow_timeout: 60s", "").await;
+    // How many server connections user u3 holds, sampled throughout.
+    let (watcher, conn) =
+        tokio_postgres::connect(&format!("{} user=app password=app dbname=app", primary_dsn()), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the primary");
+    tokio::spawn(conn);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let peak = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut peak = 0i64;
+            while !stop.is_cancelled() {
+                let row = watcher
+                    .query_one("select count(*) from pg_stat_activity where usename = 'u3'", &[])
+                    .await
+                    .expect("pg_stat_activity");
+                peak = peak.max(row.get(0));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        }
+    });
+    let dsn = p.dsn("u3", "u3", "app");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let dsn = dsn.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let c = connect(&dsn).await?;
+                let connected = t.elapsed();
+                c.simple_query("select 1").await?;
+                Ok::<_, tokio_postgres::Error>(connected)
+            })
+        })
+        .collect();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
+    let mut connect_times = Vec::with_capacity(n);
+    for t in tasks {
+        match t.await.expect("client task") {
+            Ok(d) => connect_times.push(d),
+            Err(e) => *failures.entry(format!("{:?}: {e}", sqlstate(&e))).or_default() += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let peak = peak.await.unwrap();
+    connect_times.sort();
+    let pct =
+        |q: f64| connect_times.get(((connect_times.len() as f64 * q) as usize).min(connect_times.len().max(1) - 1));
+    eprintln!(
+        "burst: {n} clients in {elapsed:?}; connect p50 {:?} p99 {:?} max {:?}; peak server connections {peak}",
+        pct(0.5),
+        pct(0.99),
+        connect_times.last()
+    );
+    assert!(failures.is_empty(), "{} of {n} clients failed: {failures:?}", n - connect_times.len());
+    assert!(peak <= 20, "user u3 had {peak} server connections, more than pool.size 20");
+    assert!(peak >= 1, "the sampler never saw the pool at work");
+}
+
+/// libpq-style host/port of the shared cluster's primary.
+fn primary_dsn() -> String {
+    let addr = cluster().addr(0);
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    format!("host={host} port={port}")
+}
+
+/// Opens `n` more clients that each log in, run one query and stay connected, idle.
+async fn open_idle(addr: std::net::SocketAddr, clients: &mut Vec<Raw>, n: usize) {
+    let target = clients.len() + n;
+    while clients.len() < target {
+        let batch = (target - clients.len()).min(100);
+        let opened = futures_util::future::join_all((0..batch).map(|_| async move {
+            let (mut raw, _) = Raw::login_as(addr, "u1", "u1", &[]).await;
+            let reply = raw.query("select 1").await;
+            assert_eq!(reply.last().map(|m| m.0), Some(b'Z'), "{reply:?}");
+            raw
+        }))
+        .await;
+        clients.extend(opened);
+    }
+}
+
+/// Idle clients in the memory test (PGMUX_IDLE_CLIENTS overrides; the README figure is for
+/// 10,000).
+fn idle_clients() -> usize {
+    std::env::var("PGMUX_IDLE_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(6_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_costs_at_most_6_kb() {
+    let (lo, hi) = (2_000, idle_clients());
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let c = cluster();
+    let proxy = ChildProxy::start(&yaml(&[c.addr(0)], "  size: 20", "  max_connections: 20000"));
+    let mut clients = Vec::with_capacity(hi);
+    open_idle(proxy.addr, &mut clients, lo).await;
+    let rss_lo = proxy.rss_kb();
+    open_idle(proxy.addr, &mut clients, hi - lo).await;
+    assert_eq!(clients.len(), hi);
+    let rss_hi = proxy.rss_kb();
+    let per_client = (rss_hi.saturating_sub(rss_lo) * 1024) / (hi - lo) as u64;
+    eprintln!("idle clients: RSS {rss_lo} kB at {lo}, {rss_hi} kB at {hi}: {per_client} bytes per client");
+    assert!(per_client <= 6 * 1024, "{per_client} bytes per idle client, more than 6 kB");
+}
