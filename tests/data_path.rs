@@ -8,33 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::faults::Relay;
 use common::raw::{Raw, field, message};
+use common::rng::Rng;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use md5::{Digest, Md5};
-
-/// A tiny seeded generator (xorshift64*), so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed = std::env::var("PGMUX_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
-        eprintln!("seed: {seed} (PGMUX_TEST_SEED={seed} repeats this run)");
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// `rows` lines of COPY text (`id \t payload`), about 107 bytes each.
 fn copy_text(rows: usize) -> Vec<u8> {
@@ -93,7 +70,7 @@ async fn copy_under_faults(mode: &str, reps: usize) {
     let want = md5_hex(&data);
     let copy_in_sql = format!("COPY {table} (id, payload) FROM STDIN");
     let copy_out_sql = format!("COPY (SELECT id, payload FROM {table} ORDER BY id) TO STDOUT");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::from_env("PGMUX_TEST_SEED");
     for rep in 0..reps {
         // Faults for this round: each side, each direction, its own.
         for relay in [&server_relay, &client_relay] {
@@ -186,7 +163,7 @@ async fn a_failed_copy_then_more_work_never_stalls() {
     client.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, payload text)")).await.unwrap();
     let data = copy_text(100_000);
     let sql = format!("COPY {table} (id, payload) FROM STDIN");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::from_env("PGMUX_TEST_SEED");
     for round in 0..10 {
         client.batch_execute(&format!("TRUNCATE {table}")).await.unwrap();
         let step = tokio::time::timeout(Duration::from_secs(60), async {
@@ -222,12 +199,8 @@ async fn floods_that_are_not_read_stay_bounded() {
     for _ in 0..100_000 {
         batch.extend_from_slice(&query);
     }
-    let (mut rd, mut wr) = flood.stream.into_split();
-    let writer = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        wr.write_all(&batch).await.unwrap();
-        wr
-    });
+    let (mut rd, wr) = flood.stream.into_split();
+    let writer = write_in_background(wr, batch);
     let peak = watch_rss(&proxy, base, Duration::from_secs(3)).await;
     eprintln!("pipelined flood: pgmux RSS {base} kB -> peak {peak} kB");
     assert!(peak - base < GROWTH_LIMIT_KB, "pipelined flood grew pgmux by {} kB", peak - base);
@@ -244,7 +217,7 @@ async fn floods_that_are_not_read_stay_bounded() {
 
     // 2. A long query, then 100,000 Closes pgmux answers itself, nothing read.
     let (flood, _) = Raw::login(proxy.addr, &[]).await;
-    let (mut rd, mut wr) = flood.stream.into_split();
+    let (mut rd, wr) = flood.stream.into_split();
     let mut batch = message(b'Q', b"SELECT pg_sleep(2)\0");
     let mut close = vec![b'S'];
     close.extend_from_slice(b"never_prepared\0");
@@ -253,11 +226,7 @@ async fn floods_that_are_not_read_stay_bounded() {
         batch.extend_from_slice(&close);
     }
     batch.extend_from_slice(&message(b'S', b""));
-    let writer = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        wr.write_all(&batch).await.unwrap();
-        wr
-    });
+    let writer = write_in_background(wr, batch);
     let base = proxy.rss_kb();
     let peak = watch_rss(&proxy, base, Duration::from_secs(2)).await;
     eprintln!("Close flood: pgmux RSS {base} kB -> peak {peak} kB");
@@ -270,6 +239,19 @@ async fn floods_that_are_not_read_stay_bounded() {
         .expect("the Closes were never all answered");
     assert_eq!(closes, 100_000);
     drop(writer.await.unwrap());
+}
+
+/// Writes `batch` whole from a task of its own (it blocks once pgmux stops reading); the task
+/// hands the socket back when done.
+fn write_in_background(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    batch: Vec<u8>,
+) -> tokio::task::JoinHandle<tokio::net::tcp::OwnedWriteHalf> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        wr.write_all(&batch).await.unwrap();
+        wr
+    })
 }
 
 /// The highest RSS seen over `time` (polled), at least `base`.
@@ -447,7 +429,7 @@ async fn copy_round_trips_under_faults_while_pinned() {
     client.batch_execute("CREATE TEMP TABLE pinned_copy (id int PRIMARY KEY, payload text)").await.unwrap();
     let data = copy_text(100_000);
     let want = md5_hex(&data);
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::from_env("PGMUX_TEST_SEED");
     for rep in 0..10 {
         relay.faults.clear();
         relay.faults.up.chunk(1 + rng.below(64 * 1024));
@@ -512,7 +494,7 @@ async fn cuts_during_copy_end_cleanly() {
     setup.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, payload text)")).await.unwrap();
     let data = copy_text(100_000);
     let sql = format!("COPY {table} (id, payload) FROM STDIN");
-    let mut rng = Rng::seeded();
+    let mut rng = Rng::from_env("PGMUX_TEST_SEED");
 
     // The server side is cut while the client streams.
     server_relay.faults.up.throttle(5_000_000);

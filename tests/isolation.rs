@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::raw::{Msg, Raw, field, message};
+use common::rng::Rng;
 use common::*;
 
 /// A proxy whose clients all share one server connection.
@@ -305,30 +306,6 @@ async fn state_left_by_a_client_that_vanishes_mid_transaction_is_cleaned() {
     assert_eq!(view(&b).await, FRESH);
 }
 
-/// A small reproducible generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// Settings A plays with, and values for them.
 const KNOBS: &[(&str, &[&str])] = &[
     ("work_mem", &["1MB", "2MB", "64kB"]),
@@ -504,7 +481,7 @@ async fn random_sessions_never_reach_another_client() {
     let mut a = raw_login(&p, "iso_su", a_params).await;
     let set_config: u32 =
         simple_value(&b, "select 'set_config(text,text,boolean)'::regprocedure::oid").await.parse().unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut history: Vec<String> = Vec::new();
     for step in 0..steps {
         let op = transaction(&mut rng, step);

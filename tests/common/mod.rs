@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod raw;
+pub mod rng;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
