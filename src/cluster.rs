@@ -356,6 +356,17 @@ impl Cluster {
         Ok(self.pools.get_or_create(key, |k| Pool::new(k.clone(), login, size)))
     }
 
+    /// The pool a login for (database, user) would borrow its first connection from, if it exists:
+    /// the primary's, or with `reader` a replica's the reader endpoint may use now.
+    pub fn login_pool(&self, reader: bool, database: &str, user: &str) -> Option<Arc<Pool>> {
+        let key = |server| PoolKey { server, database: database.to_string(), user: user.to_string() };
+        if !reader {
+            return self.pools.get(&key(self.primary()?));
+        }
+        let readable = self.topology().readable_replicas(self.routing.load().max_replica_lag, None);
+        readable.into_iter().find_map(|s| self.pools.get(&key(s)))
+    }
+
     /// Borrows a connection to the primary for (database, user). `hint` is the pool the caller used
     /// last: when it still points at the primary, the lookup is skipped. With no primary known (a
     /// failover), waits for one until `timeout` runs out.

@@ -93,7 +93,19 @@ pub struct Pool {
     connecting: Semaphore,
     /// Borrowers waiting for a connection to be free right now.
     waiting: AtomicUsize,
+    /// What this pool's server reported to a client logging in, by the client's startup settings:
+    /// a later login with the same settings is greeted from it without borrowing a connection.
+    greetings: Mutex<HashMap<Vec<(String, String)>, Greeting>>,
     pub stats: PoolStats,
+}
+
+/// The parameters (ParameterStatus) a server connection reported once it carried a client's
+/// startup settings: what a client logging in with those settings is told.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    pub params: Arc<HashMap<String, String>>,
+    /// `BackendConn::params_digest` of `params`.
+    pub digest: u64,
 }
 
 /// Connection attempts one pool makes at a time.
@@ -101,6 +113,10 @@ const CONNECTS_AT_ONCE: usize = 4;
 
 /// Bound on `known_statements` (it is only a shortcut: forgetting costs a round trip later).
 const KNOWN_STATEMENTS_MAX: usize = 10_000;
+
+/// Bound on `greetings`: distinct startup settings remembered per pool (applications send the
+/// same few; forgetting costs a borrow at the next login).
+const GREETINGS_MAX: usize = 64;
 
 impl Pool {
     pub fn new(key: PoolKey, login: LoginParams, size: usize) -> Arc<Pool> {
@@ -115,6 +131,7 @@ impl Pool {
             sockets: Mutex::new(Vec::new()),
             connecting: Semaphore::new(CONNECTS_AT_ONCE),
             waiting: AtomicUsize::new(0),
+            greetings: Mutex::new(HashMap::new()),
             stats: PoolStats::default(),
         })
     }
@@ -264,6 +281,23 @@ impl Pool {
         k.insert(server_name.clone());
     }
 
+    /// What to tell a client logging in with `settings`, if a connection of this pool already
+    /// carried them since the pool was last retired.
+    pub fn greeting(&self, settings: &[(String, String)]) -> Option<Greeting> {
+        self.greetings.lock().ok()?.get(settings).cloned()
+    }
+
+    /// Remembers what `conn`, carrying `settings`, reports (see [`Pool::greeting`]).
+    pub fn remember_greeting(&self, settings: &[(String, String)], conn: &BackendConn) {
+        let Ok(mut g) = self.greetings.lock() else {
+            return;
+        };
+        if g.len() >= GREETINGS_MAX && !g.contains_key(settings) {
+            g.clear();
+        }
+        g.insert(settings.to_vec(), Greeting { params: conn.params.clone(), digest: conn.params_digest });
+    }
+
     /// Closes every idle connection (server lost, or pool retired).
     pub fn clear_idle(&self) {
         if let Ok(mut idle) = self.idle.lock() {
@@ -277,6 +311,10 @@ impl Pool {
     pub fn retire(&self, cut: bool) {
         self.valid_since.fetch_add(1, Ordering::AcqRel);
         self.clear_idle();
+        // The next login proves again that the server takes its database, user and settings.
+        if let Ok(mut g) = self.greetings.lock() {
+            g.clear();
+        }
         if cut && let Ok(mut sockets) = self.sockets.lock() {
             for s in sockets.drain(..).filter_map(|(s, _)| s.upgrade()) {
                 let _ = s.shutdown(std::net::Shutdown::Both);
@@ -394,6 +432,10 @@ impl Pools {
         let pool = make(&key);
         map.insert(key, pool.clone());
         pool
+    }
+
+    pub fn get(&self, key: &PoolKey) -> Option<Arc<Pool>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {

@@ -231,11 +231,12 @@ async fn pause_waits_for_running_transactions_and_holds_new_ones_until_resume() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!pause.is_finished(), "PAUSE returned while a transaction was running");
 
-    // A transaction started now waits at the gate; so does a new login.
+    // A transaction started now waits at the gate. A new login is greeted from what the pool
+    // remembers (no server connection needed); its first query waits at the gate too.
     let n = next.clone();
     let held = tokio::spawn(async move { n.simple_query("select 2").await });
-    let dsn = p.dsn("app", "app", "app");
-    let login = tokio::spawn(async move { connect(&dsn).await.map(|_| ()) });
+    let newcomer = tokio::time::timeout(Duration::from_secs(5), connect_app(&p)).await.expect("login while paused");
+    let login = tokio::spawn(async move { newcomer.simple_query("select 4").await.map(|_| ()) });
     assert!(eventually(Duration::from_secs(5), || async { state(&watcher, "held_by_pause").await == "2" }).await);
 
     running.batch_execute("commit").await.unwrap();
@@ -248,7 +249,7 @@ async fn pause_waits_for_running_transactions_and_holds_new_ones_until_resume() 
     admin.simple_query("RESUME").await.expect("RESUME");
     let done = tokio::time::timeout(Duration::from_secs(5), held).await.expect("released by RESUME");
     assert!(done.expect("join").is_ok());
-    tokio::time::timeout(Duration::from_secs(5), login).await.expect("login released").expect("join").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), login).await.expect("query released").expect("join").unwrap();
     assert_eq!(state(&watcher, "paused").await, "f");
     assert_eq!(simple_value(&running, "select 3").await, "3");
 }

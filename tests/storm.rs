@@ -47,7 +47,8 @@ async fn login_waiting_for_a_busy_pool_is_not_timed_out() {
     // The pool's only connection is held in a transaction.
     let holder = connect(&p.dsn("u1", "u1", "app")).await.unwrap();
     holder.batch_execute("begin; select 1").await.unwrap();
-    let dsn = p.dsn("u1", "u1", "app");
+    // Settings no login had before: its greeting must wait for a server connection.
+    let dsn = format!("{} application_name=waiter", p.dsn("u1", "u1", "app"));
     let waiter = tokio::spawn(async move {
         let c = connect(&dsn).await?;
         c.simple_query("select 1").await.map(|_| ())
@@ -65,8 +66,9 @@ async fn login_that_waits_out_borrow_timeout_gets_fatal_53300() {
     let p = start_proxy("  size: 1\n  borrow_timeout: 300ms", "").await;
     let holder = connect(&p.dsn("u2", "u2", "app")).await.unwrap();
     holder.batch_execute("begin; select 1").await.unwrap();
+    // Settings no login to this pool had before: the greeting needs a server connection.
     let mut raw = Raw::connect(p.addr).await;
-    raw.send(&startup_packet(0, &[("user", "u2"), ("database", "app")])).await;
+    raw.send(&startup_packet(0, &[("user", "u2"), ("database", "app"), ("application_name", "new")])).await;
     let msgs = raw.scram("u2").await;
     let Some((b'E', body)) = msgs.last() else { panic!("expected an error, got {msgs:?}") };
     assert_eq!(field(body, b'V').as_deref(), Some("FATAL"));
@@ -214,4 +216,55 @@ async fn an_idle_client_costs_at_most_6_kb() {
     let per_client = (rss_hi.saturating_sub(rss_lo) * 1024) / (hi - lo) as u64;
     eprintln!("idle clients: RSS {rss_lo} kB at {lo}, {rss_hi} kB at {hi}: {per_client} bytes per client");
     assert!(per_client <= 6 * 1024, "{per_client} bytes per idle client, more than 6 kB");
+}
+
+/// The ParameterStatus messages of a greeting, by name.
+fn reported(greeting: &[(u8, Vec<u8>)]) -> std::collections::BTreeMap<String, String> {
+    greeting
+        .iter()
+        .filter(|(tag, _)| *tag == b'S')
+        .map(|(_, body)| {
+            let mut parts = body.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+            (parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_need_no_server_connection_once_the_pool_knows_their_settings() {
+    let p = start_proxy("  size: 1\n  borrow_timeout: 30s", "").await;
+    let settings = [("application_name", "greeted"), ("DateStyle", "German")];
+    // The first login with these settings borrows: it proves the database, user and settings.
+    let (mut holder, first) = Raw::login_as(p.addr, "u1", "u1", &settings).await;
+    let told = reported(&first);
+    assert_eq!(told.get("application_name").map(String::as_str), Some("greeted"));
+    assert_eq!(told.get("DateStyle").map(String::as_str), Some("German, DMY"), "the server's canonical value");
+    // Now the pool's only connection is held, and 50 more clients log in with the same settings.
+    holder.query("begin").await;
+    let addr = p.addr;
+    let logins: Vec<_> =
+        (0..50).map(|_| tokio::spawn(async move { Raw::login_as(addr, "u1", "u1", &settings).await })).collect();
+    // Settings the pool has not seen yet still need a server connection to vouch for them.
+    let other = tokio::spawn(Raw::login_as(p.addr, "u1", "u1", &[("application_name", "unseen")]));
+    let mut greeted = Vec::new();
+    for login in logins {
+        let (raw, greeting) = tokio::time::timeout(Duration::from_secs(15), login)
+            .await
+            .expect("login without a server connection")
+            .unwrap();
+        assert_eq!(reported(&greeting), told, "told what the first login was told");
+        greeted.push(raw);
+    }
+    assert!(!other.is_finished(), "a login with unseen settings did not wait for a server connection");
+    assert_eq!(p.ctx.cluster.pools.all().iter().map(|pool| pool.open_count()).sum::<usize>(), 1);
+    holder.query("commit").await;
+    let (_, greeting) = tokio::time::timeout(Duration::from_secs(15), other).await.expect("unseen settings").unwrap();
+    assert_eq!(reported(&greeting).get("application_name").map(String::as_str), Some("unseen"));
+    // Each greeted client's first transaction runs with its settings.
+    for raw in greeted.iter_mut().take(5) {
+        let reply =
+            raw.query("select current_setting('application_name') || ' ' || current_setting('DateStyle')").await;
+        let row = reply.iter().find(|(tag, _)| *tag == b'D').expect("a row");
+        assert!(String::from_utf8_lossy(&row.1).contains("greeted German, DMY"), "{reply:?}");
+    }
 }

@@ -1,5 +1,6 @@
-//! A client's startup: protocol negotiation, authentication against the configured users, a first
-//! server connection to validate its settings, and the greeting (ParameterStatus, BackendKeyData).
+//! A client's startup: protocol negotiation, authentication against the configured users, and the
+//! greeting (ParameterStatus, BackendKeyData): from what the pool remembers, or from a first server
+//! connection that proves the database, user and settings.
 
 use std::sync::Arc;
 
@@ -11,13 +12,13 @@ use tokio::time::Instant;
 use super::cancel::{CancelKey, send_cancel};
 use super::negotiate::Security;
 use super::pause::Held;
-use super::{Admitted, AuthMethod, ClientCtx, Endpoint, HandshakeEnd, settings};
+use super::{Admitted, AuthMethod, ClientCtx, Endpoint, HandshakeEnd, PoolMode, settings};
 use crate::auth::{md5, scram};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
 use crate::net::Stream;
-use crate::pool::{PoolError, Pooled};
+use crate::pool::{Greeting, Pool, PoolError, Pooled};
 use crate::protocol::build;
 use crate::protocol::frame::{Frame, split_frame};
 use crate::protocol::startup::{self, MAX_STARTUP_LEN, StartupPacket};
@@ -30,11 +31,20 @@ pub struct Startup {
     pub database: String,
     pub settings: Vec<(String, String)>,
     pub key: CancelKey,
-    /// The server connection used for the greeting; kept in session mode.
-    pub backend: Pooled,
+    /// Where the greeting came from.
+    pub first: First,
     /// Bytes the client sent after its startup, not yet handled.
     pub pending: BytesMut,
     pub(crate) admitted: Admitted,
+}
+
+/// What a client was greeted from.
+#[derive(Debug)]
+pub enum First {
+    /// A server connection borrowed for the greeting; kept in session mode.
+    Borrowed(Pooled),
+    /// What `pool` remembered of a connection that carried the same settings (transaction mode).
+    Remembered { pool: Arc<Pool>, greeting: Greeting },
 }
 
 /// The virtual database of the admin console.
@@ -183,21 +193,25 @@ async fn login(
     Ok(Some(Login { user, database, settings, buf, out, admitted }))
 }
 
-/// Borrows a first server connection (it proves the database exists and the settings are valid),
-/// then sends ParameterStatus, BackendKeyData and ReadyForQuery.
+/// Greets the client from what its pool remembers of the same settings (transaction mode), else
+/// from a first server connection that proves the database exists and takes the settings; then
+/// sends ParameterStatus, BackendKeyData and ReadyForQuery.
 async fn greet(ctx: &Arc<ClientCtx>, stream: &mut Stream, login: Login, endpoint: Endpoint) -> Result<Startup> {
     let Login { user, database, settings, buf, mut out, admitted } = login;
-    let mut backend = first_backend(ctx, &database, &user, endpoint).await?;
-    if let Some(sql) = settings::sql_to_apply(&backend.applied, &settings) {
-        let err = backend.simple_query(&sql).await.map_err(server_lost)?;
-        if let Some(frame) = err {
-            backend.release();
-            return Err(HandshakeEnd::ServerError(frame.bytes));
+    let first = match remembered(ctx, &database, &user, &settings, endpoint) {
+        Some(first) if ctx.draining.is_cancelled() => {
+            drop(first);
+            return Err(ClientError::Shutdown.into());
         }
-        backend.applied = settings.clone();
-    }
+        Some(first) => first,
+        None => First::Borrowed(greeting_backend(ctx, &database, &user, &settings, endpoint).await?),
+    };
+    let params = match &first {
+        First::Borrowed(backend) => &backend.params,
+        First::Remembered { greeting, .. } => &greeting.params,
+    };
     let key = ctx.cancels.register();
-    let mut names: Vec<_> = backend.params.iter().collect();
+    let mut names: Vec<_> = params.iter().collect();
     names.sort();
     for (name, value) in names {
         build::parameter_status(&mut out, name, value);
@@ -205,7 +219,46 @@ async fn greet(ctx: &Arc<ClientCtx>, stream: &mut Stream, login: Login, endpoint
     build::backend_key_data(&mut out, key.pid, key.secret);
     build::ready_for_query(&mut out, TxStatus::Idle);
     stream.write_all(&out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
-    Ok(Startup { user, database, settings, key, backend, pending: buf, admitted })
+    Ok(Startup { user, database, settings, key, first, pending: buf, admitted })
+}
+
+/// A greeting the pool the login would borrow from remembers for these settings. Only in
+/// transaction mode: a session-mode client needs its own connection at once anyway.
+fn remembered(
+    ctx: &ClientCtx,
+    database: &str,
+    user: &str,
+    settings: &[(String, String)],
+    endpoint: Endpoint,
+) -> Option<First> {
+    if ctx.settings.load().mode != PoolMode::Transaction {
+        return None;
+    }
+    let pool = ctx.cluster.login_pool(endpoint == Endpoint::Reader, database, user)?;
+    let greeting = pool.greeting(settings)?;
+    Some(First::Remembered { pool, greeting })
+}
+
+/// Borrows a first server connection, gives it the client's settings (a setting the server
+/// refuses fails the login with its error), and has its pool remember what it reports.
+async fn greeting_backend(
+    ctx: &ClientCtx,
+    database: &str,
+    user: &str,
+    settings: &[(String, String)],
+    endpoint: Endpoint,
+) -> Result<Pooled> {
+    let mut backend = first_backend(ctx, database, user, endpoint).await?;
+    if let Some(sql) = settings::sql_to_apply(&backend.applied, settings) {
+        let err = backend.simple_query(&sql).await.map_err(server_lost)?;
+        if let Some(frame) = err {
+            backend.release();
+            return Err(HandshakeEnd::ServerError(frame.bytes));
+        }
+        backend.applied = settings.to_vec();
+    }
+    backend.pool().remember_greeting(settings, &backend);
+    Ok(backend)
 }
 
 fn server_lost(e: BackendError) -> HandshakeEnd {

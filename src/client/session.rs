@@ -10,7 +10,7 @@ use bytes::BytesMut;
 
 use super::aborted::{Aborted, Step};
 use super::cancel::{CancelKey, CancelTarget};
-use super::handshake::Startup;
+use super::handshake::{First, Startup};
 use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, write_now};
 use super::pause::Held;
 use super::pins::{CHECK_SQL, Identity, PinReasons};
@@ -102,7 +102,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(ctx: Arc<ClientCtx>, client: Stream, startup: Startup, endpoint: Endpoint) -> Session {
-        let Startup { user, database, settings, key, backend, pending, admitted } = startup;
+        let Startup { user, database, settings, key, first, pending, admitted } = startup;
         let (client_rd, client_wr) = client.into_split();
         let limits = ctx.settings.load();
         let (ctx_idle, mode, max_message) = (limits.idle_timeout, limits.mode, limits.max_message_size);
@@ -129,14 +129,22 @@ impl Session {
             wrote_in: None,
             pins: PinReasons::default(),
             checking: false,
-            pool: Some(backend.pool().clone()),
-            told: super::told::Told::new(&backend),
+            pool: Some(match &first {
+                First::Borrowed(backend) => backend.pool().clone(),
+                First::Remembered { pool, .. } => pool.clone(),
+            }),
+            told: match &first {
+                First::Borrowed(backend) => super::told::Told::new(backend),
+                First::Remembered { greeting, .. } => super::told::Told::remembered(greeting),
+            },
             _admitted: admitted,
         };
         session.key.slot.set_identity(&session.user, &session.database);
-        match session.mode {
-            PoolMode::Session => session.activate(backend),
-            PoolMode::Transaction => backend.release(),
+        match (session.mode, first) {
+            (PoolMode::Session, First::Borrowed(backend)) => session.activate(backend),
+            (PoolMode::Transaction, First::Borrowed(backend)) => backend.release(),
+            // The first message borrows, as after any transaction.
+            (_, First::Remembered { .. }) => {}
         }
         session
     }

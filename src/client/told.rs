@@ -24,6 +24,11 @@ impl Told {
         Told { params: backend.params.clone(), digest: backend.params_digest }
     }
 
+    /// What the client heard at startup from what its pool remembered (see `Pool::greeting`).
+    pub fn remembered(greeting: &crate::pool::Greeting) -> Told {
+        Told { params: greeting.params.clone(), digest: greeting.digest }
+    }
+
     /// Tells the client (in `out`) every parameter `backend` reports differently, as the server
     /// would have had the client been connected to it all along.
     pub fn tell(&mut self, backend: &BackendConn, out: &mut BytesMut) {
