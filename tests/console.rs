@@ -130,7 +130,8 @@ async fn show_commands_list_clients_pools_and_servers() {
 
     let stats = show(&admin, "SHOW STATS").await;
     let stat = stats.iter().find(|r| get(r, "server") == get(pool, "server") && get(r, "database") == "app").unwrap();
-    assert!(num(stat, "borrows") >= 4 && num(stat, "opened") >= 2, "{stat:?}");
+    // The first login borrows and the two transactions do (the second login is greeted from memory).
+    assert!(num(stat, "borrows") >= 3 && num(stat, "opened") >= 2, "{stat:?}");
     assert_eq!(num(stat, "pinned"), 1);
     let pins = show(&admin, "SHOW PINS").await;
     let temp = pins.iter().find(|r| get(r, "reason") == "temp_object").unwrap();
