@@ -80,6 +80,8 @@ pub struct FailoverStats {
     /// Primaries declared lost, and the sums over them of detect and recover times (with
     /// failovers + recoveries as the count of recoveries: averages, as Prometheus sums).
     pub losses: u64,
+    /// Primaries followed from another cluster than before (a new system identifier).
+    pub clusters_replaced: u64,
     pub detect_ms_total: u64,
     pub recover_ms_total: u64,
 }
@@ -278,7 +280,31 @@ impl Cluster {
         if let Some(old) = retire {
             self.retire_pools_of(&old);
         }
+        if let Some(new) = &server {
+            // Idle connections opened while it was a replica still carry `in_hot_standby = on`
+            // until their next query: they would each look like a demotion.
+            for pool in self.pools.all().into_iter().filter(|p| p.key.server == *new) {
+                pool.discard_idle_where(|c| c.is_standby() == Some(true));
+            }
+        }
         self.primary.send_replace(server);
+    }
+
+    /// The cluster behind the configured addresses was replaced (re-provisioned, restored): its
+    /// new primary is followed, on whatever timeline it starts. Logged and counted once.
+    fn cluster_replaced(&self, (old, new): (u64, u64), primary: Option<&str>) {
+        self.failover_state().stats.clusters_replaced += 1;
+        tracing::warn!(
+            event = "cluster_replaced",
+            old_system_id = old,
+            new_system_id = new,
+            primary = ?primary,
+            "failover: the servers now belong to another cluster (new system identifier); following its primary, its timelines counted afresh"
+        );
+        // Whatever was pooled belongs to servers that no longer exist.
+        for pool in self.pools.all() {
+            pool.retire(false);
+        }
     }
 
     /// Discards every connection to `server`, cutting those in use: what runs there fails now.
@@ -295,6 +321,16 @@ impl Cluster {
         }
         self.topology().mark_down(server);
         self.follow_election(why);
+        self.probe_now.notify_one();
+    }
+
+    /// A fresh connection to `server` found it in recovery: it counts as a replica until a probe
+    /// round started after now finds otherwise (so no stale probe can flip the election back),
+    /// and if it was the primary, that primary is lost.
+    fn saw_standby(&self, server: &Arc<str>) {
+        tracing::debug!(server = %server, "a fresh connection found the server in recovery");
+        self.topology().saw_standby(server);
+        self.follow_election("it is in recovery (demoted)");
         self.probe_now.notify_one();
     }
 
@@ -329,6 +365,9 @@ impl Cluster {
                 }
                 *rivals = election.rivals.clone();
             }
+        }
+        if let Some(ids) = election.replaced {
+            self.cluster_replaced(ids, election.primary.as_deref());
         }
         if election.primary != current {
             let why = if election.primary.is_some() { "a probe found it" } else { why };
@@ -394,8 +433,12 @@ impl Cluster {
             let remaining = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
             match pool.checkout(remaining).await {
                 Ok(conn) if conn.is_standby() == Some(true) => {
-                    drop(conn);
-                    self.primary_lost(&primary, "it is in recovery (demoted)");
+                    // A reused connection's flag dates from when it was opened (a replica since
+                    // promoted): only a fresh one says what the server is now.
+                    if conn.is_fresh() {
+                        drop(conn);
+                        self.saw_standby(&primary);
+                    }
                 }
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Connect(e)) if !server_unavailable(&e) => {

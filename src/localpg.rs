@@ -135,10 +135,10 @@ impl LocalCluster {
         // From here on, Drop stops whatever was started if a later step fails.
         let mut cluster = LocalCluster { bin, dir, root, run_as, ports };
         cluster.own(&cluster.dir)?;
-        cluster.init_primary(&opts)?;
+        cluster.init_primary(&opts, None)?;
         cluster.create_roles(&opts)?;
         for _ in 0..opts.replicas {
-            cluster.add_replica()?;
+            cluster.add_replica(None)?;
         }
         Ok(cluster)
     }
@@ -223,6 +223,27 @@ impl LocalCluster {
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
+        }
+        Ok(())
+    }
+
+    /// Replaces the cluster by a new one on the same ports, as when a managed database is
+    /// re-provisioned or restored at the same addresses: every node is stopped (immediate), its
+    /// data removed, node 0 made anew by initdb (a new system identifier, timeline 1) and the
+    /// others cloned from it again.
+    pub fn rebuild(&mut self, opts: &ClusterOptions) -> Result<(), LocalPgError> {
+        for node in 0..self.nodes() {
+            if self.data_dir(node).join("postmaster.pid").exists() {
+                run(self.pg_ctl(node).args("-m immediate -w -t 30 stop".split(' ')))?;
+            }
+            let dir = self.node_dir(node);
+            fs::remove_dir_all(&dir).map_err(io_err(format!("remove {}", dir.display())))?;
+        }
+        let ports = std::mem::take(&mut self.ports);
+        self.init_primary(opts, ports.first().copied())?;
+        self.create_roles(opts)?;
+        for &port in ports.iter().skip(1) {
+            self.add_replica(Some(port))?;
         }
         Ok(())
     }
@@ -341,33 +362,37 @@ impl LocalCluster {
         }
     }
 
-    /// Makes the next node's dir; its port stays 0 until `launch`.
-    fn new_node(&mut self) -> Result<usize, LocalPgError> {
+    /// Makes the next node's dir; its port (`port`, or 0 until `launch` finds one) is kept.
+    fn new_node(&mut self, port: Option<u16>) -> Result<usize, LocalPgError> {
         let dir = self.node_dir(self.nodes());
         fs::create_dir(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         self.own(&dir)?;
-        self.ports.push(0);
+        self.ports.push(port.unwrap_or(0));
         Ok(self.nodes() - 1)
     }
 
-    /// First start of a node whose data dir is ready: gives it a free port and its socket dir.
+    /// First start of a node whose data dir is ready: gives it a free port (unless it has one
+    /// already) and its socket dir.
     fn launch(&mut self, node: usize) -> Result<(), LocalPgError> {
         let socket_dir = literal(&self.node_dir(node).to_string_lossy());
+        let fixed = self.ports[node] != 0;
         for attempt in 1..=START_ATTEMPTS {
-            self.ports[node] = free_port(&self.ports)?;
+            if !fixed {
+                self.ports[node] = free_port(&self.ports)?;
+            }
             let port = self.ports[node];
             let conf = format!("port = {port}\nunix_socket_directories = {socket_dir}\n");
             self.write_file(&self.data_dir(node).join("node.conf"), &conf)?;
             match self.pg_ctl_start(node) {
-                Err(e) if attempt < START_ATTEMPTS && e.to_string().contains("already in use") => {}
+                Err(e) if !fixed && attempt < START_ATTEMPTS && e.to_string().contains("already in use") => {}
                 result => return result,
             }
         }
         unreachable!("the last attempt returns")
     }
 
-    fn init_primary(&mut self, opts: &ClusterOptions) -> Result<(), LocalPgError> {
-        let node = self.new_node()?;
+    fn init_primary(&mut self, opts: &ClusterOptions, port: Option<u16>) -> Result<(), LocalPgError> {
+        let node = self.new_node(port)?;
         let data = self.data_dir(node);
         let initdb = "-U postgres -A trust -E UTF8 --locale=C --no-sync -D".split(' ');
         run(self.pg_cmd("initdb").args(initdb).arg(&data))?;
@@ -430,8 +455,8 @@ impl LocalCluster {
         run(&mut cmd).map(drop)
     }
 
-    fn add_replica(&mut self) -> Result<(), LocalPgError> {
-        let node = self.new_node()?;
+    fn add_replica(&mut self, port: Option<u16>) -> Result<(), LocalPgError> {
+        let node = self.new_node(port)?;
         let mut cmd = self.pg_cmd("pg_basebackup");
         cmd.args(["-h", "127.0.0.1", "-p", &self.ports[0].to_string()]);
         // -c fast: the default spread checkpoint takes about a minute.

@@ -206,7 +206,7 @@ impl Pool {
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         while let Some(mut conn) = self.pop_idle() {
             if conn.looks_idle() {
-                return Ok(self.lend(conn, permit, started));
+                return Ok(self.lend(conn, permit, started, false));
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
@@ -228,20 +228,22 @@ impl Pool {
             sockets.retain(|(s, _)| s.strong_count() > 0);
             sockets.push((Arc::downgrade(&conn.cutter), conn.tls));
         }
-        Ok(self.lend(conn, permit, started))
+        Ok(self.lend(conn, permit, started, true))
     }
 
-    /// Hands `conn` out, recording how long the borrow waited (since `started`; None: not at all).
+    /// Hands `conn` out (`fresh`: opened for this borrow), recording how long the borrow waited
+    /// (since `started`; None: not at all).
     fn lend(
         self: &Arc<Self>,
         conn: Box<BackendConn>,
         permit: OwnedSemaphorePermit,
         started: Option<Instant>,
+        fresh: bool,
     ) -> Pooled {
         let now = Instant::now();
         let waited = started.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
         self.stats.borrow_wait.observe(metrics::seconds(waited));
-        Pooled { conn: Some(conn), pool: self.clone(), _permit: permit, lent_at: now, waited, queries: 0 }
+        Pooled { conn: Some(conn), pool: self.clone(), _permit: permit, lent_at: now, waited, queries: 0, fresh }
     }
 
     fn login(&self) -> LoginParams {
@@ -296,6 +298,18 @@ impl Pool {
             g.clear();
         }
         g.insert(settings.to_vec(), Greeting { params: conn.params.clone(), digest: conn.params_digest });
+    }
+
+    /// Closes the idle connections `stale` picks; returns how many.
+    pub fn discard_idle_where(&self, stale: impl Fn(&BackendConn) -> bool) -> usize {
+        let Ok(mut idle) = self.idle.lock() else {
+            return 0;
+        };
+        let before = idle.len();
+        idle.retain(|c| !stale(c));
+        let n = before - idle.len();
+        self.stats.discarded.fetch_add(n as u64, Ordering::Relaxed);
+        n
     }
 
     /// Closes every idle connection (server lost, or pool retired).
@@ -355,6 +369,8 @@ pub struct Pooled {
     waited: Duration,
     /// Client requests relayed over it while lent (added to the pool's count once, at the end).
     queries: u32,
+    /// Opened for this borrow (not reused from the idle list).
+    fresh: bool,
 }
 
 impl Pooled {
@@ -372,6 +388,11 @@ impl Pooled {
                 idle.push(conn);
             }
         }
+    }
+
+    /// Whether the connection was opened for this borrow: what it reported at login is news.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Notes one client request (Query, Execute, FunctionCall) relayed over this connection.

@@ -297,3 +297,110 @@ async fn a_replica_promoted_beside_a_live_primary_takes_all_writes() {
     assert_eq!(cluster.psql(0, "app", "SELECT count(*) FROM sb").unwrap(), "0", "the old primary got a write");
     proxy.shutdown.drain.cancel();
 }
+
+/// The acknowledged writes and the errors of a writer loop, with the server that took each write.
+#[derive(Default)]
+struct Probed {
+    /// (port, in recovery) of every acknowledged write.
+    acked: Vec<(i32, bool)>,
+    errors: Vec<String>,
+}
+
+/// A writer loop on one connection: `txid_current()` needs a transaction id, which a replica
+/// refuses (25006), so any write that reached a replica shows up as an error.
+fn spawn_txid_writer(
+    c: Arc<tokio_postgres::Client>,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Probed>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Probed::default()));
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            match c.query_one("SELECT inet_server_port(), pg_is_in_recovery(), txid_current()", &[]).await {
+                Ok(row) => s.lock().await.acked.push((row.get(0), row.get(1))),
+                Err(e) => {
+                    s.lock().await.errors.push(format!("{:?} {e}", sqlstate(&e)));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+async fn metric(p: &TestProxy, name: &str) -> f64 {
+    let (_, body) = http_get(p.admin.expect("admin endpoint"), "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_rebuilt_at_the_same_ports_is_followed_once_without_flapping() {
+    let cluster = blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await;
+    cluster.stop_when_process_exits();
+    let (p0, p1) = (cluster.port(0) as i32, cluster.port(1) as i32);
+    let proxy = start_proxy_yaml(&failover_yaml(&cluster, "continue")).await;
+    let c = connect(&proxy.dsn("app", "app", "app")).await.unwrap();
+    assert_eq!(where_am_i(&c).await.unwrap(), (p0, false));
+
+    // A failover first: pgmux follows timeline 2, so the rebuilt cluster's timeline 1 is older.
+    let cluster = blocking(move || {
+        cluster.stop(0, true).unwrap();
+        cluster.promote(1).unwrap();
+        cluster
+    })
+    .await;
+    assert!(eventually(Duration::from_secs(15), || async { status(&proxy).await["primary"] == cluster.addr(1) }).await);
+    assert_eq!(where_am_i(&c).await.unwrap(), (p1, false));
+    let losses = status(&proxy).await["failover"]["losses"].as_u64().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, writer) =
+        spawn_txid_writer(Arc::new(connect(&proxy.dsn("app", "app", "app")).await.unwrap()), stop.clone());
+    assert!(eventually(Duration::from_secs(10), || async { seen.lock().await.acked.len() >= 20 }).await);
+
+    // Torn down and made anew (initdb) at the same ports: primary at node 0, replica at node 1.
+    let mut cluster = cluster;
+    let rebuilt_at = Instant::now();
+    let cluster = blocking(move || {
+        cluster.rebuild(&ClusterOptions::default()).expect("rebuild the cluster");
+        cluster
+    })
+    .await;
+    let rebuilt = rebuilt_at.elapsed();
+    let followed =
+        eventually(Duration::from_secs(15), || async { status(&proxy).await["primary"] == cluster.addr(0) }).await;
+    assert!(followed, "the rebuilt cluster's primary was never followed: {}", status(&proxy).await);
+    eprintln!("rebuild took {rebuilt:?}; followed {:?} after it finished", rebuilt_at.elapsed() - rebuilt);
+    let acked = seen.lock().await.acked.len();
+    assert!(eventually(Duration::from_secs(10), || async { seen.lock().await.acked.len() >= acked + 50 }).await);
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    // Every write reached a primary; none was refused by a replica.
+    let seen = seen.lock().await;
+    assert!(seen.acked.iter().all(|(_, recovering)| !recovering));
+    assert!(seen.acked.last().is_some_and(|(port, _)| *port == p0));
+    assert!(seen.errors.iter().all(|e| !e.contains("25006")), "a write reached a replica: {:?}", seen.errors);
+    eprintln!("writer errors during the rebuild: {}", seen.errors.len());
+    // One loss (the teardown), one replacement, no flapping.
+    let s = status(&proxy).await;
+    assert_eq!(s["failover"]["losses"].as_u64(), Some(losses + 1), "{s}");
+    assert_eq!(s["failover"]["clusters_replaced"], 1, "{s}");
+    assert_eq!(metric(&proxy, "pgmux_clusters_replaced_total").await, 1.0);
+    // The new cluster's replica is seen as one, and new clients land on the new primary.
+    let replica_seen = eventually(Duration::from_secs(10), || async {
+        status(&proxy).await["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["server"] == cluster.addr(1) && v["role"] == "replica")
+    })
+    .await;
+    assert!(replica_seen, "{}", status(&proxy).await);
+    let fresh = connect(&proxy.dsn("app", "app", "app")).await.unwrap();
+    assert_eq!(where_am_i(&fresh).await.unwrap(), (p0, false));
+    assert_eq!(status(&proxy).await["failover"]["losses"].as_u64(), Some(losses + 1));
+    proxy.shutdown.drain.cancel();
+}

@@ -156,9 +156,16 @@ spec!(
     &[],
     "Last failover: primary declared lost to a primary followed again."
 );
+spec!(
+    REPLACED,
+    "pgmux_clusters_replaced_total",
+    Counter,
+    &[],
+    "Primaries followed from another cluster (a new system identifier at the servers' addresses)."
+);
 spec!(IN_PROGRESS, "pgmux_failover_in_progress", Gauge, &[], "1 while the primary is lost and no other is known.");
 
-static SPECS: [&Spec; 30] = [
+static SPECS: [&Spec; 31] = [
     &OPEN,
     &IDLE,
     &TLS,
@@ -188,6 +195,7 @@ static SPECS: [&Spec; 30] = [
     &RECOVERIES,
     &DETECT,
     &RECOVER,
+    &REPLACED,
     &IN_PROGRESS,
 ];
 
@@ -252,6 +260,7 @@ impl ClusterCollector {
         out.add(&FAILOVERS, &[], f.failovers as f64);
         out.add(&RECOVERIES, &[], f.recoveries as f64);
         out.add(&LOSSES, &[], f.losses as f64);
+        out.add(&REPLACED, &[], f.clusters_replaced as f64);
         out.add(&DETECT_SUM, &[], f.detect_ms_total as f64 / 1000.0);
         out.add(&RECOVER_SUM, &[], f.recover_ms_total as f64 / 1000.0);
         if let Some(ms) = f.last_detect_ms {
@@ -311,10 +320,10 @@ mod tests {
         pool.stats.borrows.fetch_add(3, Ordering::Relaxed);
         pool.stats.borrow_wait.observe(0.0);
         let round = c.start_probe_round();
-        let primary = Probe { in_recovery: false, lsn: 5000, received: None, timeline: Some(1) };
+        let primary = Probe { in_recovery: false, lsn: 5000, received: None, timeline: Some(1), system_id: None };
         c.record_probe(&"p:1".into(), round, Some(primary), Instant::now());
         // A replica never seen caught up: as far behind as pgmux can tell.
-        let replica = Probe { in_recovery: true, lsn: 1000, received: Some(2000), timeline: None };
+        let replica = Probe { in_recovery: true, lsn: 1000, received: Some(2000), timeline: None, system_id: None };
         c.record_probe(&"r:2".into(), round, Some(replica), Instant::now());
         let text = m.render();
         let labels = "database=\"db\",server=\"p:1\",user=\"app\"";

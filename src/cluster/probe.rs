@@ -16,13 +16,15 @@ use crate::backend::{BackendConn, BackendError, LoginParams};
 
 /// Role, WAL position in bytes (current on a primary, replayed on a replica), on a replica the last
 /// received position, and on a primary its timeline (from the name of the current WAL file: the
-/// checkpoint's timeline lags behind a promotion).
+/// checkpoint's timeline lags behind a promotion), and the cluster's system identifier (which tells
+/// a re-provisioned cluster at the same address from an old primary come back).
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
       ELSE pg_catalog.pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint, \
      (pg_catalog.pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint, \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE ('x' || pg_catalog.substr( \
-      pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END";
+      pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+     (SELECT system_identifier FROM pg_catalog.pg_control_system())";
 
 /// Why a probe got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -111,5 +113,7 @@ pub async fn probe(
         lsn: col(1).parse().unwrap_or(0),
         received: col(2).parse().ok(),
         timeline: col(3).parse().ok(),
+        // A bigint: an identifier past i64::MAX reads negative.
+        system_id: col(4).parse::<i64>().ok().map(|id| id as u64),
     })
 }

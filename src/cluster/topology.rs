@@ -14,6 +14,9 @@ pub struct Probe {
     pub received: Option<u64>,
     /// A primary's current timeline (None on a replica).
     pub timeline: Option<u32>,
+    /// The cluster's `system_identifier` (from `pg_control_system()`): a primary and its replicas
+    /// share it; a cluster made anew (initdb) gets another. None: unreadable.
+    pub system_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +28,9 @@ struct Health {
     /// When this replica was last seen with nothing left to replay; its lag is the time since.
     caught_up_at: Option<Instant>,
     lag: Duration,
+    /// Results of probe rounds before this one are stale: a later round was recorded, or a
+    /// connection found the server in recovery after they started.
+    min_round: u64,
 }
 
 /// A server as the status call shows it.
@@ -48,8 +54,16 @@ pub struct Topology {
     round: u64,
     /// The primary's WAL position and the round that measured it.
     primary_lsn: Option<(u64, u64)>,
-    /// The newest timeline pgmux has followed a primary on: an older one is never followed again.
-    followed_timeline: u32,
+    /// The cluster (system identifier, None: unknown) and newest timeline pgmux has followed a
+    /// primary on: an older timeline of that cluster is never followed again.
+    followed: Followed,
+}
+
+/// The cluster and timeline followed last.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Followed {
+    system_id: Option<u64>,
+    timeline: u32,
 }
 
 /// What an election found.
@@ -59,19 +73,29 @@ pub struct Election {
     pub primary: Option<Arc<str>>,
     /// Servers that claim to be primary besides the one chosen, with their timelines (split brain).
     pub rivals: Vec<(Arc<str>, u32)>,
+    /// The primary chosen belongs to another cluster than the one followed so far (re-provisioned
+    /// or restored at the same addresses): `(old, new)` system identifiers. Reported once.
+    pub replaced: Option<(u64, u64)>,
 }
 
 impl Topology {
     pub fn new(servers: &[Arc<str>], down_after: usize, up_after: usize) -> Topology {
-        let fresh =
-            Health { up: true, ok_streak: 0, fail_streak: 0, last: None, caught_up_at: None, lag: Duration::ZERO };
+        let fresh = Health {
+            up: true,
+            ok_streak: 0,
+            fail_streak: 0,
+            last: None,
+            caught_up_at: None,
+            lag: Duration::ZERO,
+            min_round: 0,
+        };
         Topology {
             servers: servers.iter().map(|s| (s.clone(), fresh.clone())).collect(),
             down_after: down_after.max(1),
             up_after: up_after.max(1),
             round: 0,
             primary_lsn: None,
-            followed_timeline: 0,
+            followed: Followed::default(),
         }
     }
 
@@ -111,7 +135,13 @@ impl Topology {
     /// health flipped. A replica is behind while it has received WAL it has not replayed, or has
     /// not replayed up to the primary's position of an earlier round; its lag is the time since it
     /// was last not behind.
+    /// A result from a round older than one already recorded (or than a standby sighting) is
+    /// stale and ignored: discovery and the prober run side by side, and a slow probe must not
+    /// overwrite what a later one found.
     pub fn record(&mut self, server: &str, round: u64, result: Option<Probe>, now: Instant) -> Option<bool> {
+        if self.health(server).is_none_or(|h| round < h.min_round) {
+            return None;
+        }
         let (down_after, up_after) = (self.down_after, self.up_after);
         let primary_before = self.primary_lsn.filter(|(_, r)| *r < round).map(|(l, _)| l);
         if let Some(p) = result.as_ref().filter(|p| !p.in_recovery)
@@ -120,6 +150,7 @@ impl Topology {
             self.primary_lsn = Some((p.lsn, round));
         }
         let h = self.health(server)?;
+        h.min_round = round;
         let was = h.up;
         match result {
             Some(p) => {
@@ -164,31 +195,71 @@ impl Topology {
         was
     }
 
+    /// A connection to `server` found it in recovery: it is a replica until a probe round started
+    /// after now says otherwise (probes already under way may have asked before it changed).
+    pub fn saw_standby(&mut self, server: &str) {
+        let next = self.round + 1;
+        let Some(h) = self.health(server) else { return };
+        h.min_round = h.min_round.max(next);
+        h.ok_streak = 0;
+        match &mut h.last {
+            Some(p) => {
+                p.in_recovery = true;
+                p.timeline = None;
+            }
+            None => h.last = Some(Probe { in_recovery: true, lsn: 0, received: None, timeline: None, system_id: None }),
+        }
+        // Never seen caught up as a replica: not readable until a probe measures it.
+        h.caught_up_at = None;
+        h.lag = Duration::MAX;
+    }
+
     /// Chooses the primary to follow, `current` being the one followed now: among servers that are
-    /// up and not in recovery, one on the newest timeline, never on a timeline older than one already
-    /// followed (an old primary restarted without rejoining). `current` keeps its place among equals,
-    /// so the choice never flips back and forth.
+    /// up and whose latest probe found them not in recovery, one on the newest timeline of the
+    /// cluster followed, never on a timeline older than one already followed there (an old primary
+    /// restarted without rejoining). Only when no server of that cluster qualifies does a primary
+    /// of another cluster (another system identifier: the cluster was re-provisioned or restored
+    /// at the same addresses) win, its timelines counted afresh. `current` keeps its place among
+    /// equals, so the choice never flips back and forth.
     pub fn elect(&mut self, current: Option<&str>) -> Election {
-        let claimants: Vec<(Arc<str>, u32)> = self
+        let claimants: Vec<(Arc<str>, u32, Option<u64>)> = self
             .servers
             .iter()
             .filter(|(_, h)| h.up)
             .filter_map(|(s, h)| {
-                h.last.as_ref().filter(|p| !p.in_recovery).map(|p| (s.clone(), p.timeline.unwrap_or(0)))
+                h.last.as_ref().filter(|p| !p.in_recovery).map(|p| (s.clone(), p.timeline.unwrap_or(0), p.system_id))
             })
             .collect();
-        let newest = claimants.iter().map(|(_, t)| *t).max().filter(|t| *t >= self.followed_timeline);
-        let Some(newest) = newest else {
-            return Election { primary: None, rivals: claimants };
+        let followed = self.followed;
+        // An unknown identifier on either side cannot tell clusters apart: treated as the same.
+        let same = |id: Option<u64>| followed.system_id.is_none() || id.is_none() || id == followed.system_id;
+        let newest_of = |pick: &dyn Fn(Option<u64>) -> bool| {
+            claimants.iter().filter(|(_, _, id)| pick(*id)).max_by_key(|(_, t, _)| *t).map(|(_, t, id)| (*t, *id))
+        };
+        let ours = newest_of(&same).filter(|(t, _)| *t >= followed.timeline);
+        let (newest, system_id, replaced) = match ours {
+            Some((t, id)) => (t, id.or(followed.system_id), None),
+            None => match newest_of(&|id| !same(id)) {
+                Some((t, id)) => (t, id, followed.system_id.zip(id)),
+                None => {
+                    let rivals = claimants.into_iter().map(|(s, t, _)| (s, t)).collect();
+                    return Election { primary: None, rivals, replaced: None };
+                }
+            },
+        };
+        let eligible = |(_, t, id): &&(Arc<str>, u32, Option<u64>)| {
+            *t == newest && (id.is_none() || system_id.is_none() || *id == system_id)
         };
         let chosen = claimants
             .iter()
-            .find(|(s, t)| *t == newest && Some(&**s) == current)
-            .or_else(|| claimants.iter().find(|(_, t)| *t == newest))
-            .map(|(s, _)| s.clone());
-        self.followed_timeline = newest;
-        let rivals = claimants.into_iter().filter(|(s, _)| Some(s) != chosen.as_ref()).collect();
-        Election { primary: chosen, rivals }
+            .filter(eligible)
+            .find(|(s, _, _)| Some(&**s) == current)
+            .or_else(|| claimants.iter().find(eligible))
+            .map(|(s, _, _)| s.clone());
+        self.followed = Followed { system_id, timeline: newest };
+        let rivals =
+            claimants.into_iter().filter(|(s, _, _)| Some(s) != chosen.as_ref()).map(|(s, t, _)| (s, t)).collect();
+        Election { primary: chosen, rivals, replaced }
     }
 
     /// Whether `server`'s latest probe found it in recovery (None: never probed successfully).
@@ -255,11 +326,101 @@ mod tests {
             lsn,
             received: in_recovery.then_some(received),
             timeline: (!in_recovery).then_some(1),
+            system_id: Some(7),
         })
     }
 
     fn primary_on(timeline: u32) -> Option<Probe> {
-        Some(Probe { in_recovery: false, lsn: 0, received: None, timeline: Some(timeline) })
+        Some(Probe { in_recovery: false, lsn: 0, received: None, timeline: Some(timeline), system_id: Some(7) })
+    }
+
+    /// What a probe of one server found: a primary `P(system, timeline)`, a replica `R(system)`,
+    /// or no answer.
+    #[derive(Clone, Copy)]
+    enum Seen {
+        P(u64, u32),
+        R(u64),
+        Down,
+    }
+
+    fn seen(s: Seen) -> Option<Probe> {
+        match s {
+            Seen::P(id, t) => {
+                Some(Probe { in_recovery: false, lsn: 0, received: None, timeline: Some(t), system_id: Some(id) })
+            }
+            Seen::R(id) => {
+                Some(Probe { in_recovery: true, lsn: 0, received: Some(0), timeline: None, system_id: Some(id) })
+            }
+            Seen::Down => None,
+        }
+    }
+
+    /// Each row: what the three servers answer in one round (repeated until health settles), the
+    /// election's choice, and whether it reports a replaced cluster. Rows run in order on one
+    /// topology: what was followed before matters.
+    #[test]
+    fn election_table_tells_an_old_primary_from_a_new_cluster() {
+        use Seen::*;
+        #[rustfmt::skip]
+        let rows: &[(&str, [Seen; 3], Option<&str>, bool)] = &[
+            ("cluster 1 on timeline 1",                     [P(1, 1), R(1), R(1)], Some("p:1"), false),
+            ("primary crashed: nobody",                     [Down, R(1), R(1)],    None,        false),
+            ("replica promoted to timeline 2",              [Down, P(1, 2), R(1)], Some("r1:1"), false),
+            ("old primary back alone on timeline 1",        [P(1, 1), P(1, 2), R(1)], Some("r1:1"), false),
+            ("new primary gone; old still refused",         [P(1, 1), Down, R(1)], None,        false),
+            ("cluster torn down",                           [Down, Down, Down],    None,        false),
+            ("rebuilt (new initdb): timeline 1 of system 2", [P(2, 1), R(2), Down], Some("p:1"), true),
+            ("same again: no second replacement",           [P(2, 1), R(2), R(2)], Some("p:1"), false),
+            ("a stray primary of system 1 is a rival only", [P(2, 1), R(2), P(1, 9)], Some("p:1"), false),
+            ("system 2 fails over to timeline 2",           [Down, P(2, 2), R(2)], Some("r1:1"), false),
+            ("system 2's old primary back: refused",        [P(2, 1), P(2, 2), R(2)], Some("r1:1"), false),
+        ];
+        let mut t = topo();
+        let names = ["p:1", "r1:1", "r2:1"];
+        let mut current: Option<Arc<str>> = None;
+        for (what, answers, want, replaced) in rows {
+            // up_after = 2 and down_after = 3: three rounds settle health.
+            let mut reports = 0;
+            for _ in 0..3 {
+                let r = t.start_round();
+                for (n, a) in names.iter().zip(answers) {
+                    t.record(n, r, seen(*a), Instant::now());
+                }
+                let e = t.elect(current.as_deref());
+                reports += usize::from(e.replaced.is_some());
+                current = e.primary;
+            }
+            assert_eq!(current.as_deref(), *want, "{what}");
+            assert_eq!(reports, usize::from(*replaced), "{what}: cluster_replaced reports");
+        }
+    }
+
+    #[test]
+    fn a_standby_sighting_holds_until_a_later_probe_round() {
+        let mut t = topo();
+        let now = Instant::now();
+        let r1 = t.start_round();
+        t.record("p:1", r1, seen(Seen::P(1, 1)), now);
+        assert_eq!(t.elect(None).primary.as_deref(), Some("p:1"));
+        // A probe round is under way when a fresh connection finds p:1 in recovery.
+        let r2 = t.start_round();
+        t.saw_standby("p:1");
+        assert_eq!(t.in_recovery("p:1"), Some(true));
+        assert_eq!(t.elect(Some("p:1")).primary, None, "never elected while its latest news is 'in recovery'");
+        // That round's (stale) answer says primary: ignored.
+        t.record("p:1", r2, seen(Seen::P(1, 1)), now);
+        assert_eq!(t.elect(None).primary, None, "a probe started before the sighting cannot undo it");
+        assert!(t.readable_replicas(Duration::from_secs(10), None).is_empty(), "not measured as a replica yet");
+        // A later round decides, either way.
+        let r3 = t.start_round();
+        t.record("p:1", r3, seen(Seen::R(1)), now);
+        assert_eq!(t.elect(None).primary, None);
+        let r4 = t.start_round();
+        t.record("p:1", r4, seen(Seen::P(1, 1)), now);
+        assert_eq!(t.elect(None).primary.as_deref(), Some("p:1"));
+        // Results arriving out of order: the older round's answer is dropped.
+        t.record("p:1", r3, seen(Seen::R(1)), now);
+        assert_eq!(t.in_recovery("p:1"), Some(false));
     }
 
     #[test]
