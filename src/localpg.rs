@@ -184,6 +184,28 @@ impl LocalCluster {
         run(self.pg_ctl(node).args("-w -t 60 promote".split(' '))).map(drop)
     }
 
+    /// Restarts `node` as a streaming replica of `primary` (a planned switchover's last step, after
+    /// `primary` was promoted): stops it (fast, if running), adds `standby.signal` and a
+    /// `primary_conninfo` pointing at `primary`, starts it. It follows the new timeline
+    /// (`recovery_target_timeline = latest`) as long as it had not written past the promotion
+    /// point: stopping the old primary with `-m fast` before promoting ensures that.
+    pub fn demote(&self, node: usize, primary: usize) -> Result<(), LocalPgError> {
+        self.check(node)?;
+        self.check(primary)?;
+        let data = self.data_dir(node);
+        if data.join("postmaster.pid").exists() {
+            self.stop(node, false)?;
+        }
+        self.write_file(&data.join("standby.signal"), "")?;
+        let auto = data.join("postgresql.auto.conf");
+        let conf = fs::read_to_string(&auto).map_err(io_err("read postgresql.auto.conf"))?;
+        let conf: String =
+            conf.lines().filter(|l| !l.starts_with("primary_conninfo")).map(|l| format!("{l}\n")).collect();
+        let conninfo = format!("host=127.0.0.1 port={} user=postgres application_name=node{node}", self.ports[primary]);
+        self.write_file(&auto, &format!("{conf}primary_conninfo = {}\n", literal(&conninfo)))?;
+        self.pg_ctl_start(node)
+    }
+
     /// Waits until every running standby has replayed the WAL that the primary (the first running
     /// node not in recovery) had at the call. A standby following another primary never will.
     pub fn wait_replicas_caught_up(&self, timeout: Duration) -> Result<(), LocalPgError> {

@@ -404,3 +404,160 @@ async fn a_cluster_rebuilt_at_the_same_ports_is_followed_once_without_flapping()
     assert_eq!(status(&proxy).await["failover"]["losses"].as_u64(), Some(losses + 1));
     proxy.shutdown.drain.cancel();
 }
+
+/// What one writer loop saw around the switchover.
+#[derive(Default)]
+struct Loop {
+    /// Errors, with the in-flight statement's start and end.
+    errors: Vec<String>,
+    /// Acknowledged writes: (port, when acknowledged).
+    acked: Vec<(i32, Instant)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planned_switchover_under_50_clients() {
+    let cluster =
+        Arc::new(blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await);
+    cluster.stop_when_process_exits();
+    let (p0, p1) = (cluster.port(0) as i32, cluster.port(1) as i32);
+    let yaml =
+        failover_yaml(&cluster, "continue").replace("admin_listen:", "reader_listen: 127.0.0.1:0\nadmin_listen:");
+    let proxy = start_proxy_yaml(&yaml).await;
+    let dsn = proxy.dsn("app", "app", "app");
+    let reader = proxy.reader.expect("reader endpoint");
+    let reader_dsn = format!("host={} port={} user=app password=app dbname=app", reader.ip(), reader.port());
+    let setup = connect(&dsn).await.unwrap();
+    setup.batch_execute("CREATE TABLE sw (id bigserial PRIMARY KEY, who text NOT NULL)").await.unwrap();
+
+    // 50 clients: 35 idle (a prepared statement and a setting each), 10 inside a transaction that
+    // wrote, 5 writer loops. Readers through the reader endpoint fill the replica's pool meanwhile.
+    let mut idle = Vec::new();
+    for i in 0..35 {
+        let c = connect(&dsn).await.unwrap();
+        c.batch_execute(&format!("SET application_name = 'idle{i}'")).await.unwrap();
+        let st = c.prepare("SELECT $1::int + 1, current_setting('application_name')").await.unwrap();
+        c.query_one(&st, &[&i]).await.unwrap();
+        idle.push((c, st));
+    }
+    let mut in_tx = Vec::new();
+    for i in 0..10 {
+        let c = connect(&dsn).await.unwrap();
+        c.batch_execute(&format!("BEGIN; INSERT INTO sw (who) VALUES ('tx{i}')")).await.unwrap();
+        in_tx.push(c);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..5 {
+        let (c, stop) = (connect(&dsn).await.unwrap(), stop.clone());
+        let seen = Arc::new(Mutex::new(Loop::default()));
+        let s = seen.clone();
+        writers.push((
+            seen,
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let sql = "WITH w AS (INSERT INTO sw (who) VALUES ('loop') RETURNING id) SELECT inet_server_port() FROM w";
+                    match c.query_one(sql, &[]).await {
+                        Ok(row) => s.lock().await.acked.push((row.get(0), Instant::now())),
+                        Err(e) => s.lock().await.errors.push(format!("{:?} {e}", sqlstate(&e))),
+                    }
+                }
+            }),
+        ));
+    }
+    let readers: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(connect(&reader_dsn).await.unwrap());
+        }
+        v
+    };
+    let replica_reads = eventually(Duration::from_secs(10), || async {
+        let mut on_replica = 0;
+        for r in &readers {
+            on_replica += usize::from(matches!(where_am_i(r).await, Ok((p, true)) if p == p1));
+        }
+        on_replica == readers.len()
+    })
+    .await;
+    assert!(replica_reads, "reads never reached the replica");
+    for (seen, _) in &writers {
+        assert!(eventually(Duration::from_secs(10), || async { seen.lock().await.acked.len() >= 10 }).await);
+    }
+    let c2 = cluster.clone();
+    blocking(move || c2.wait_replicas_caught_up(Duration::from_secs(30))).await.unwrap();
+
+    // The switchover: stop the primary cleanly, promote the replica, restart the old primary as
+    // its replica.
+    let c2 = cluster.clone();
+    let started = Instant::now();
+    let promoted_at = blocking(move || {
+        c2.stop(0, false).expect("stop the primary (fast)");
+        c2.promote(1).expect("promote the replica");
+        let at = Instant::now();
+        c2.demote(0, 1).expect("restart the old primary as a replica");
+        at
+    })
+    .await;
+    eprintln!("switchover: promoted {:?} after the stop, demoted {:?} after", promoted_at - started, started.elapsed());
+
+    // In-flight transactions: one error each, then the block ends and new work runs on the new
+    // primary.
+    for (i, c) in in_tx.iter().enumerate() {
+        let err = c.batch_execute("INSERT INTO sw (who) VALUES ('lost')").await.expect_err("the transaction is gone");
+        let code = sqlstate(&err).unwrap_or_default();
+        assert!(code.starts_with("08") || code == "57P01", "client {i}: {err:?}");
+        c.batch_execute("ROLLBACK").await.expect("ROLLBACK of the lost transaction");
+        let row = c
+            .query_one(
+                "WITH w AS (INSERT INTO sw (who) VALUES ('after') RETURNING id) SELECT inet_server_port() FROM w",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("client {i}'s next transaction: {e:?}"));
+        assert_eq!(row.get::<_, i32>(0), p1);
+    }
+    // Idle clients see nothing: their next query works, on the new primary.
+    for (i, (c, st)) in idle.iter().enumerate() {
+        let row = c.query_one(st, &[&(i as i32)]).await.unwrap_or_else(|e| panic!("idle client {i}: {e:?}"));
+        assert_eq!(row.get::<_, String>(1), format!("idle{i}"));
+        assert_eq!(where_am_i(c).await.unwrap(), (p1, false), "idle client {i}");
+    }
+    // Writer loops: at most one error each (what was in flight at the stop), then back on p1.
+    for (seen, _) in &writers {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                seen.lock().await.acked.iter().any(|(p, t)| *p == p1 && *t > promoted_at)
+            })
+            .await
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (i, (seen, task)) in writers.into_iter().enumerate() {
+        task.await.unwrap();
+        let seen = seen.lock().await;
+        assert!(seen.errors.len() <= 1, "writer {i} got more than one error: {:?}", seen.errors);
+        assert!(seen.acked.iter().all(|(p, _)| *p == p0 || *p == p1));
+    }
+    // The demoted server joins the reader set once it replays; the new primary leaves it.
+    let joined = eventually(Duration::from_secs(20), || async {
+        let mut on_old = false;
+        for r in &readers {
+            match where_am_i(r).await {
+                Ok((p, true)) if p == p0 => on_old = true,
+                Ok((p, recovering)) => assert!(p != p1 || !recovering, "impossible"),
+                Err(_) => {}
+            }
+        }
+        on_old
+    })
+    .await;
+    assert!(joined, "the demoted server never served reads: {}", status(&proxy).await);
+    // One loss, one failover: no flapping.
+    let s = status(&proxy).await;
+    assert_eq!(s["primary"], cluster.addr(1), "{s}");
+    assert_eq!(s["failover"]["losses"], 1, "{s}");
+    assert_eq!(s["failover"]["failovers"], 1, "{s}");
+    assert_eq!(s["failover"]["clusters_replaced"], 0, "{s}");
+    assert!(idle.iter().all(|(c, _)| !c.is_closed()) && in_tx.iter().all(|c| !c.is_closed()));
+    proxy.shutdown.drain.cancel();
+}
