@@ -91,6 +91,16 @@ fn prober_of(config: &Config) -> Option<Prober> {
 impl Proxy {
     /// Binds `config.listen` and builds the pools (no server connection is opened yet).
     pub async fn bind(config: &Config, shutdown: &Shutdown) -> std::io::Result<Proxy> {
+        Proxy::bind_with_resolver(config, shutdown, Arc::new(crate::cluster::names::SystemResolver)).await
+    }
+
+    /// As `bind`, with `resolver` turning the servers' host names into addresses (the system
+    /// resolver in `bind`; a library user or test may bring its own name service).
+    pub async fn bind_with_resolver(
+        config: &Config,
+        shutdown: &Shutdown,
+        resolver: Arc<dyn crate::cluster::names::Resolve>,
+    ) -> std::io::Result<Proxy> {
         let backlog = config.listen_backlog;
         let listener = listener::bind(&config.listen, backlog).await?;
         let reader = match &config.reader_listen {
@@ -104,13 +114,18 @@ impl Proxy {
         let (acceptor, connector) = tls_from_config(config).map_err(std::io::Error::other)?;
         let tls = Arc::new(TlsSettings::new(acceptor, connector));
         let users = Arc::new(arc_swap::ArcSwap::from_pointee(user_directory(config)));
-        let cluster = Arc::new(Cluster::new(
-            config.servers.iter().map(|s| s.to_string()).collect(),
-            pool_settings(config, &tls),
-            read_routing(config),
-            (config.health.down_after, config.health.up_after),
-            users.clone(),
-        ));
+        let cluster = Arc::new(
+            Cluster::new(
+                config.servers.iter().map(|s| s.to_string()).collect(),
+                pool_settings(config, &tls),
+                read_routing(config),
+                (config.health.down_after, config.health.up_after),
+                users.clone(),
+            )
+            .with_resolver(resolver, config.health.resolve_interval),
+        );
+        // Names resolved before the first client, so members do not change under it.
+        cluster.refresh_names().await;
         let settings = client_settings(config);
         let config_arc = Arc::new(config.clone());
         let ctx = Arc::new(ClientCtx::new(settings, users, cluster, shutdown.drain.clone(), config_arc, tls));
@@ -247,6 +262,7 @@ pub fn reload(ctx: &ClientCtx) -> Result<Vec<String>, ReloadError> {
         read_routing(&new),
         new.servers.iter().map(|s| s.to_string()).collect(),
         (new.health.down_after, new.health.up_after),
+        new.health.resolve_interval,
     );
     if let Some(p) = prober_of(&new) {
         ctx.cluster.spawn_prober(&p.user, &p.database, p.interval, ctx.stop_tasks.clone());

@@ -138,7 +138,7 @@ impl BackendConn {
     ) -> Result<BackendConn, BackendError> {
         let s2 = server.clone();
         let io_err = move |source| BackendError::Io { server: s2.clone(), source };
-        let stream = TcpStream::connect(&*server).await.map_err(&io_err)?;
+        let stream = TcpStream::connect(crate::net::member_addr(&server)).await.map_err(&io_err)?;
         stream.set_nodelay(true).map_err(&io_err)?;
         let sock = socket2::SockRef::from(&stream);
         let _ = sock.set_tcp_keepalive(&server_keepalive());

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub mod collector;
+pub mod names;
 pub mod probe;
 pub mod topology;
 
@@ -88,8 +89,14 @@ pub struct FailoverStats {
 
 #[derive(Debug)]
 pub struct Cluster {
-    /// Every configured server (swapped whole on reload).
+    /// Every member: configured addresses, and one per address of each configured host name
+    /// (swapped whole on reload and when a name resolves differently).
     servers: ArcSwap<Vec<Arc<str>>>,
+    /// The configured entries and what their names resolved to.
+    names: Mutex<names::Names>,
+    resolver: Arc<dyn names::Resolve>,
+    /// One resolution at a time.
+    resolving: tokio::sync::Mutex<()>,
     /// The server followed as primary; waiters watch it change.
     primary: tokio::sync::watch::Sender<Option<Arc<str>>>,
     failover: Mutex<Failover>,
@@ -153,8 +160,12 @@ impl Cluster {
         (down_after, up_after): (usize, usize),
         users: Arc<ArcSwap<UserDirectory>>,
     ) -> Cluster {
-        let servers: Vec<Arc<str>> = servers.into_iter().map(Arc::from).collect();
+        let names = names::Names::new(&servers, Duration::from_secs(1));
+        let servers = names.members();
         Cluster {
+            names: Mutex::new(names),
+            resolver: Arc::new(names::SystemResolver),
+            resolving: tokio::sync::Mutex::new(()),
             topology: Mutex::new(topology::Topology::new(&servers, down_after, up_after)),
             routing: ArcSwap::from_pointee(routing),
             servers: ArcSwap::from_pointee(servers),
@@ -172,24 +183,93 @@ impl Cluster {
         }
     }
 
-    /// Every configured server.
+    /// Resolves host names with `resolver`, at most once per `min_interval`.
+    pub fn with_resolver(mut self, resolver: Arc<dyn names::Resolve>, min_interval: Duration) -> Cluster {
+        self.resolver = resolver;
+        self.names_state().min_interval = min_interval;
+        self
+    }
+
+    /// Every member (configured addresses, and the addresses configured names resolve to).
     pub fn servers(&self) -> Arc<Vec<Arc<str>>> {
         self.servers.load_full()
+    }
+
+    fn names_state(&self) -> std::sync::MutexGuard<'_, names::Names> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves the configured host names again if the minimum interval has passed since the
+    /// last time (and no other resolution runs), and follows what they resolve to now: a new
+    /// address is a new member (probed), a vanished one is removed as a reload removes a server.
+    pub async fn refresh_names(&self) {
+        let Some(to_resolve) = ({
+            let mut n = self.names_state();
+            n.start_if_due(Instant::now()).then(|| n.to_resolve())
+        }) else {
+            return;
+        };
+        let Ok(_one) = self.resolving.try_lock() else { return };
+        let timeout = self.settings.load().connect_timeout;
+        let answers = names::resolve_all(&*self.resolver, to_resolve, timeout).await;
+        let members = {
+            let mut n = self.names_state();
+            for (host, port, addrs) in &answers {
+                n.resolved(host, *port, addrs);
+            }
+            n.members()
+        };
+        self.set_members(members, "a host name resolves to other addresses now");
+    }
+
+    /// Follows a new member list: new members start unprobed, removed ones get no new work (their
+    /// pools are retired; transactions running there finish), a removed primary is lost.
+    fn set_members(&self, servers: Vec<Arc<str>>, why: &str) {
+        let old = self.servers();
+        if *old == servers {
+            return;
+        }
+        let removed: Vec<Arc<str>> = old.iter().filter(|s| !servers.contains(s)).cloned().collect();
+        let added: Vec<&Arc<str>> = servers.iter().filter(|s| !old.contains(s)).collect();
+        tracing::info!(event = "servers_changed", added = ?added, removed = ?removed, reason = why, "server members changed");
+        self.topology().set_servers(&servers);
+        self.servers.store(Arc::new(servers));
+        for pool in self.pools.all().into_iter().filter(|p| removed.contains(&p.key.server)) {
+            pool.retire(false);
+        }
+        if let Some(p) = self.primary()
+            && removed.contains(&p)
+        {
+            self.set_primary(None, why);
+            self.follow_election(why);
+        }
+        self.probe_now.notify_one();
     }
 
     /// Applies reloaded settings: pool sizes and logins (passwords, timeouts, init_query) of every
     /// pool, routing, health thresholds, and the server list — a server no longer listed gets no
     /// new work (its pools are retired; transactions running there finish), a new one is probed.
-    pub fn apply(&self, settings: PoolSettings, routing: ReadRouting, servers: Vec<String>, health: (usize, usize)) {
-        let servers: Vec<Arc<str>> = servers.into_iter().map(Arc::from).collect();
-        let removed: Vec<Arc<str>> = self.servers().iter().filter(|s| !servers.contains(s)).cloned().collect();
-        self.topology().reconfigure(&servers, health.0, health.1);
-        self.servers.store(Arc::new(servers));
+    pub fn apply(
+        &self,
+        settings: PoolSettings,
+        routing: ReadRouting,
+        servers: Vec<String>,
+        health: (usize, usize),
+        resolve_interval: Duration,
+    ) {
+        let members = {
+            let mut n = self.names_state();
+            n.set(&servers);
+            n.min_interval = resolve_interval;
+            n.members()
+        };
+        self.topology().reconfigure(&self.servers(), health.0, health.1);
         self.settings.store(Arc::new(settings));
         self.routing.store(Arc::new(routing));
+        self.set_members(members, "it was removed from the configuration");
+        let servers = self.servers();
         for pool in self.pools.all() {
-            if removed.contains(&pool.key.server) {
-                pool.retire(false);
+            if !servers.contains(&pool.key.server) {
                 continue;
             }
             match self.login(&pool.key.database, &pool.key.user) {
@@ -197,12 +277,6 @@ impl Cluster {
                 // The user is gone: its pools serve the sessions still open, no new logins.
                 Err(_) => pool.retire(false),
             }
-        }
-        if let Some(p) = self.primary()
-            && removed.contains(&p)
-        {
-            self.set_primary(None, "it was removed from the configuration");
-            self.follow_election("it was removed from the configuration");
         }
         self.probe_now.notify_one();
     }
@@ -440,6 +514,13 @@ impl Cluster {
                         self.saw_standby(&primary);
                     }
                 }
+                Ok(conn) if conn.is_fresh() => {
+                    // A new server connection: the moment to see whether the names moved.
+                    self.refresh_names().await;
+                    if self.servers().contains(&primary) {
+                        return Ok(conn);
+                    }
+                }
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Connect(e)) if !server_unavailable(&e) => {
                     let key = pool.key.clone();
@@ -496,6 +577,7 @@ impl Cluster {
             return Ok(());
         }
         *last = Some(Instant::now());
+        self.refresh_names().await;
         let probe_login = self.probe_login.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let as_prober = probe_login.is_some();
         let mut login = match probe_login {
@@ -626,6 +708,12 @@ impl Cluster {
                     drop(conn);
                     pool.retire(false);
                     self.probe_now.notify_one();
+                }
+                Ok(conn) if conn.is_fresh() => {
+                    self.refresh_names().await;
+                    if self.servers().contains(&pool.key.server) {
+                        return Ok(conn);
+                    }
                 }
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Connect(e)) if matches!(e, BackendError::Server { .. }) || !server_unavailable(&e) => {

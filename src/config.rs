@@ -177,6 +177,9 @@ pub struct HealthConfig {
     pub down_after: usize,
     /// Consecutive good probes before a down server counts as up again.
     pub up_after: usize,
+    /// Least time between two resolutions of the servers' host names (they are resolved again
+    /// at each probe round and each new server connection, but not more often than this).
+    pub resolve_interval: Duration,
     /// Who probes: a configured user (default: the first) on this database.
     pub user: Option<String>,
     pub database: String,
@@ -188,6 +191,7 @@ impl Default for HealthConfig {
             interval: Duration::from_secs(1),
             down_after: 3,
             up_after: 2,
+            resolve_interval: Duration::from_secs(1),
             user: None,
             database: "postgres".into(),
         }

@@ -10,6 +10,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
+
+/// Where to connect for a server member: a member resolved from a host name is `host@address`
+/// (see `cluster::names`), connected to by its address; any other is used as it is.
+pub fn member_addr(member: &str) -> &str {
+    member.split_once('@').map_or(member, |(_, addr)| addr)
+}
+
+/// The host name a member was resolved from (what TLS checks the certificate against), if any.
+pub fn member_host(member: &str) -> Option<&str> {
+    member.split_once('@').map(|(host, _)| host)
+}
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 

@@ -194,7 +194,7 @@ impl Connector {
     /// The rustls connector and the name to present for `server` (`host:port`), unless disabled.
     pub fn for_server(&self, server: &str) -> Option<(tokio_rustls::TlsConnector, ServerName<'static>)> {
         let config = self.config.clone()?;
-        let host = host_of(server);
+        let host = crate::net::member_host(server).unwrap_or_else(|| host_of(server));
         // An address that is no valid DNS name still gets TLS; only verify-full looks at the name.
         let name = ServerName::try_from(host.to_string()).unwrap_or_else(|_| ServerName::try_from("invalid").unwrap());
         Some((tokio_rustls::TlsConnector::from(config), name))

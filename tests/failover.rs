@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestProxy, connect, eventually, http_get, simple_value, sqlstate, start_proxy_yaml};
+use common::{
+    TestProxy, connect, eventually, http_get, simple_value, sqlstate, start_proxy_yaml, start_proxy_yaml_resolving,
+};
 use pgmux::localpg::{ClusterOptions, LocalCluster};
 use tokio::sync::Mutex;
 
@@ -559,5 +561,104 @@ async fn planned_switchover_under_50_clients() {
     assert_eq!(s["failover"]["failovers"], 1, "{s}");
     assert_eq!(s["failover"]["clusters_replaced"], 0, "{s}");
     assert!(idle.iter().all(|(c, _)| !c.is_closed()) && in_tx.iter().all(|c| !c.is_closed()));
+    proxy.shutdown.drain.cancel();
+}
+
+/// A name service the test controls: host name → socket addresses (a test resolver may answer
+/// with ports too, so two servers on 127.0.0.1 can stand for two hosts). Counts lookups.
+#[derive(Debug, Default)]
+struct TestNames {
+    map: std::sync::Mutex<std::collections::HashMap<String, Vec<std::net::SocketAddr>>>,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl TestNames {
+    fn set(&self, host: &str, ports: &[u16]) {
+        let addrs = ports.iter().map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+        self.map.lock().unwrap().insert(host.into(), addrs);
+    }
+}
+
+impl pgmux::cluster::names::Resolve for TestNames {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        _port: u16,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send + 'a>>
+    {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let found = self.map.lock().unwrap().get(host).cloned();
+        Box::pin(async move { found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")) })
+    }
+}
+
+async fn members(p: &TestProxy) -> Vec<String> {
+    let s = status(p).await;
+    s["servers"].as_array().unwrap().iter().map(|v| v["server"].as_str().unwrap().to_string()).collect()
+}
+
+/// RDS Multi-AZ style: pgmux knows the writer only by a name, which moves to the new primary on
+/// failover; later the name resolves to both servers (two members: a primary and a replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_that_moves_is_followed() {
+    let cluster =
+        Arc::new(blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await);
+    cluster.stop_when_process_exits();
+    let (p0, p1) = (cluster.port(0), cluster.port(1));
+    let names = Arc::new(TestNames::default());
+    names.set("writer.db.test", &[p0]);
+    let yaml = "listen: 127.0.0.1:0\nreader_listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nservers: [writer.db.test:5432]\n\
+         pool:\n  size: 4\n  borrow_timeout: 30s\n  connect_timeout: 2s\n\
+         health:\n  interval: 200ms\n  resolve_interval: 200ms\n\
+         users:\n  - name: app\n    password: app\n";
+    let started = Instant::now();
+    let proxy = start_proxy_yaml_resolving(yaml, names.clone()).await;
+    assert_eq!(members(&proxy).await, [format!("writer.db.test@127.0.0.1:{p0}")]);
+    let c = connect(&proxy.dsn("app", "app", "app")).await.unwrap();
+    assert_eq!(where_am_i(&c).await.unwrap(), (p0 as i32, false));
+
+    // Failover: the primary dies, the replica is promoted, and the name moves to it.
+    let c2 = cluster.clone();
+    blocking(move || {
+        c2.stop(0, true).unwrap();
+        c2.promote(1).unwrap();
+    })
+    .await;
+    names.set("writer.db.test", &[p1]);
+    let moved_at = Instant::now();
+    let write = "WITH w AS (SELECT txid_current()) SELECT inet_server_port(), pg_is_in_recovery() FROM w";
+    let row = c.query_one(write, &[]).await;
+    // The write in flight at the crash may fail once; the next one waits for the moved name.
+    let row = match row {
+        Ok(r) => r,
+        Err(_) => c.query_one(write, &[]).await.expect("a write after the name moved"),
+    };
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, bool>(1)), (p1 as i32, false));
+    let followed = moved_at.elapsed();
+    eprintln!("followed the moved name {followed:?} after it moved");
+    assert!(followed < Duration::from_secs(5), "took {followed:?}");
+    assert_eq!(members(&proxy).await, [format!("writer.db.test@127.0.0.1:{p1}")]);
+
+    // The old primary rejoins as a replica, and the name now resolves to both: two members.
+    let c2 = cluster.clone();
+    blocking(move || c2.demote(0, 1)).await.expect("old primary rejoins as a replica");
+    names.set("writer.db.test", &[p1, p0]);
+    let both = eventually(Duration::from_secs(10), || async { members(&proxy).await.len() == 2 }).await;
+    assert!(both, "{:?}", members(&proxy).await);
+    let reader = proxy.reader.unwrap();
+    let r = connect(&format!("host=127.0.0.1 port={} user=app password=app dbname=app", reader.port())).await.unwrap();
+    let read_on_p0 = eventually(Duration::from_secs(15), || async {
+        matches!(where_am_i(&r).await, Ok((p, true)) if p == p0 as i32)
+    })
+    .await;
+    assert!(read_on_p0, "reads never reached the second address: {}", status(&proxy).await);
+    for _ in 0..5 {
+        let row = c.query_one(write, &[]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), p1 as i32, "writes stay on the primary");
+    }
+    // Resolution respects the minimum interval (probe rounds and new connections ask often).
+    let lookups = names.lookups.load(Ordering::Relaxed) as u128;
+    let most = started.elapsed().as_millis() / 200 + 2;
+    assert!(lookups <= most, "{lookups} lookups in {:?}", started.elapsed());
     proxy.shutdown.drain.cancel();
 }

@@ -127,7 +127,7 @@ impl CancelRegistry {
 
 /// Sends a CancelRequest for `target` to its server.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(&*target.server).await?;
+    let mut stream = TcpStream::connect(crate::net::member_addr(&target.server)).await?;
     let mut buf = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
     stream.write_all(&buf).await?;

@@ -41,8 +41,8 @@ pub enum ProbeError {
 
 /// Probes until `stop` is cancelled.
 pub async fn run(cluster: Arc<Cluster>, login: LoginParams, interval: Duration, stop: CancellationToken) {
-    let servers = cluster.servers();
-    let mut conns: Vec<Option<BackendConn>> = servers.iter().map(|_| None).collect();
+    // Each member's kept connection; the members change with reloads and with names that move.
+    let mut conns: Vec<(Arc<str>, Option<BackendConn>)> = Vec::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let limit = interval.max(Duration::from_secs(1));
@@ -52,10 +52,20 @@ pub async fn run(cluster: Arc<Cluster>, login: LoginParams, interval: Duration, 
             _ = cluster.probe_now.notified() => {}
             _ = stop.cancelled() => return,
         }
-        let round = cluster.start_probe_round();
-        let mut pending: FuturesUnordered<_> = servers
+        cluster.refresh_names().await;
+        let servers = cluster.servers();
+        let mut kept = std::mem::take(&mut conns);
+        conns = servers
             .iter()
-            .zip(conns.iter_mut())
+            .map(|s| {
+                let conn = kept.iter_mut().find(|(k, _)| k == s).and_then(|(_, c)| c.take());
+                (s.clone(), conn)
+            })
+            .collect();
+        drop(kept);
+        let round = cluster.start_probe_round();
+        let mut pending: FuturesUnordered<_> = conns
+            .iter_mut()
             .map(|(server, conn)| {
                 let login = &login;
                 async move {

@@ -116,6 +116,11 @@ impl Topology {
         self.up_after = fresh.up_after;
     }
 
+    /// Follows a new member list with the same thresholds (see `reconfigure`).
+    pub fn set_servers(&mut self, servers: &[Arc<str>]) {
+        self.reconfigure(servers, self.down_after, self.up_after);
+    }
+
     /// A probe round begins; returns its number.
     pub fn start_round(&mut self) -> u64 {
         self.round += 1;

@@ -162,6 +162,7 @@ fn read_health(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> HealthConfig {
         interval: f.get("interval").and_then(|v| ctx.duration(&v, false)).unwrap_or(d.interval),
         down_after: f.get("down_after").and_then(|v| ctx.count(&v, 1)).unwrap_or(d.down_after),
         up_after: f.get("up_after").and_then(|v| ctx.count(&v, 1)).unwrap_or(d.up_after),
+        resolve_interval: f.get("resolve_interval").and_then(|v| ctx.duration(&v, true)).unwrap_or(d.resolve_interval),
         user: f.get("user").and_then(|v| ctx.text(&v)),
         database: f.get("database").and_then(|v| ctx.text(&v)).unwrap_or(d.database),
     };

@@ -49,6 +49,7 @@ impl Config {
             ("health.interval", d(self.health.interval)),
             ("health.down_after", self.health.down_after.to_string()),
             ("health.up_after", self.health.up_after.to_string()),
+            ("health.resolve_interval", d(self.health.resolve_interval)),
             ("health.user", optional(&self.health.user)),
             ("health.database", self.health.database.clone()),
             ("routing.max_replica_lag", d(self.routing.max_replica_lag)),

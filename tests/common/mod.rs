@@ -65,9 +65,14 @@ pub fn yaml(servers: &[String], pool: &str, clients: &str) -> String {
 
 /// Starts pgmux with this YAML.
 pub async fn start_proxy_yaml(text: &str) -> TestProxy {
+    start_proxy_yaml_resolving(text, Arc::new(pgmux::cluster::names::SystemResolver)).await
+}
+
+/// Starts pgmux with this YAML, resolving the servers' host names with `resolver`.
+pub async fn start_proxy_yaml_resolving(text: &str, resolver: Arc<dyn pgmux::cluster::names::Resolve>) -> TestProxy {
     let config = Config::from_yaml(text).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
     let shutdown = Shutdown::default();
-    let proxy = Proxy::bind(&config, &shutdown).await.expect("bind");
+    let proxy = Proxy::bind_with_resolver(&config, &shutdown, resolver).await.expect("bind");
     let addr = proxy.local_addr().expect("local addr");
     let reader = proxy.reader_addr();
     let admin = proxy.admin_addr();
