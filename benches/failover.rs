@@ -81,6 +81,8 @@ struct Knobs {
     /// `synchronous_commit` for the writers' role (the local clusters default to `off`).
     synchronous_commit: String,
     targets: Vec<Target>,
+    /// Back-to-back runs of every target (fresh clusters each); more than one adds a summary.
+    runs: usize,
     pgmux_bin: PathBuf,
     log_dir: PathBuf,
 }
@@ -123,6 +125,7 @@ impl Knobs {
                 v => return Err(format!("FAILOVER_SYNCHRONOUS_COMMIT={v}: not a synchronous_commit setting")),
             },
             targets,
+            runs: count("FAILOVER_RUNS", 1)?,
             pgmux_bin: var("PGMUX_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_pgmux").into()),
             log_dir: var("FAILOVER_LOG_DIR").map(PathBuf::from).unwrap_or_else(|| manifest.join("target/failover")),
         })
@@ -141,6 +144,7 @@ impl Knobs {
             "FAILOVER_POOL_SIZE",
             "FAILOVER_SYNCHRONOUS_COMMIT",
             "FAILOVER_TARGETS",
+            "FAILOVER_RUNS",
             "PGMUX_LOG",
         ];
         let set = names.iter().filter_map(|n| std::env::var(n).ok().map(|v| format!("{n}={v:?} ")));
@@ -909,6 +913,49 @@ fn git(args: &[&str]) -> String {
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
 }
 
+/// Every run's per-writer figures: the promise is per writer (each back within 1 s of the
+/// promotion), so the maximum matters more than the median.
+fn summary(k: &Knobs, runs: &[Vec<Result<Outcome, String>>]) {
+    println!("\n### Per-writer return over {} runs\n", runs.len());
+    println!("Each writer's first commit on the new primary − promotion done (ms).\n");
+    println!("| run | target | median | max | writers > 1 s | sorted per-writer extra |");
+    println!("|--:|---|--:|--:|--:|---|");
+    let mut worst: BTreeMap<&str, (usize, i64, usize)> = BTreeMap::new();
+    for (i, results) in runs.iter().enumerate() {
+        for result in results {
+            let Ok(o) = result else {
+                println!("| {} | failed | | | | |", i + 1);
+                continue;
+            };
+            let f = o.figures();
+            let max = f.extra_per_writer.last().copied().unwrap_or(i64::MAX);
+            let late = f.extra_per_writer.iter().filter(|e| **e > 1000).count() + (o.clients - f.back);
+            let w = worst.entry(o.target.name()).or_insert((0, i64::MIN, 0));
+            w.0 += usize::from(late == 0);
+            w.1 = w.1.max(max);
+            w.2 += 1;
+            let list: Vec<String> = f.extra_per_writer.iter().map(|e| e.to_string()).collect();
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                i + 1,
+                o.target.name(),
+                opt_signed_ms(median(f.extra_per_writer.clone())),
+                max,
+                late,
+                list.join(" ")
+            );
+        }
+    }
+    println!();
+    for (target, (good, max, n)) in worst {
+        println!(
+            "- **{target}**: every one of {} writers back within 1 s of the promotion in {good}/{n} runs; \
+             slowest writer over all runs {max} ms.",
+            k.clients
+        );
+    }
+}
+
 fn report(k: &Knobs, results: &[Result<Outcome, String>]) {
     let pg_version = results.iter().flatten().next().map_or("?", |o| o.pg_version.as_str());
     let commit = git(&["log", "-1", "--format=%h %s"]);
@@ -1081,19 +1128,28 @@ fn main() -> std::process::ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let started = Instant::now();
-    let results = runtime.block_on(async {
-        let mut results = Vec::new();
-        for &target in &knobs.targets {
-            let result = run_target(target, &knobs).await;
-            if let Err(e) = &result {
-                eprintln!("[{}] failed: {e}", target.name());
+    let runs = runtime.block_on(async {
+        let mut runs = Vec::new();
+        for run in 1..=knobs.runs {
+            let mut results = Vec::new();
+            for &target in &knobs.targets {
+                eprintln!("failover bench: run {run}/{}, {}", knobs.runs, target.name());
+                let result = run_target(target, &knobs).await;
+                if let Err(e) = &result {
+                    eprintln!("[{}] failed: {e}", target.name());
+                }
+                results.push(result);
             }
-            results.push(result);
+            runs.push(results);
         }
-        results
+        runs
     });
-    eprintln!("failover bench: done in {:.0?}; logs in {}", started.elapsed(), knobs.log_dir.display());
-    report(&knobs, &results);
+    eprintln!("failover bench: done in {:.0?}; logs (last run) in {}", started.elapsed(), knobs.log_dir.display());
+    let results = runs.last().expect("at least one run");
+    report(&knobs, results);
+    if runs.len() > 1 {
+        summary(&knobs, &runs);
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     if results.iter().all(Result::is_ok) { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
 }

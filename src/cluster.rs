@@ -551,7 +551,13 @@ impl Cluster {
             if let Some(p) = watch.borrow_and_update().clone() {
                 return Ok(p);
             }
-            self.discover(database, user).await?;
+            // This client's own discovery waits for every server's answer (one that accepts but
+            // answers slowly holds it up to its connect timeout): a primary found meanwhile, by
+            // the prober or another client, ends the wait at once.
+            tokio::select! {
+                _ = watch.changed() => continue,
+                found = self.discover(database, user) => found?,
+            }
             if let Some(p) = self.primary() {
                 return Ok(p);
             }
