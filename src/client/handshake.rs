@@ -199,10 +199,7 @@ async fn login(
 async fn greet(ctx: &Arc<ClientCtx>, stream: &mut Stream, login: Login, endpoint: Endpoint) -> Result<Startup> {
     let Login { user, database, settings, buf, mut out, admitted } = login;
     let first = match remembered(ctx, &database, &user, &settings, endpoint) {
-        Some(first) if ctx.draining.is_cancelled() => {
-            drop(first);
-            return Err(ClientError::Shutdown.into());
-        }
+        Some(_) if ctx.draining.is_cancelled() => return Err(ClientError::Shutdown.into()),
         Some(first) => first,
         None => First::Borrowed(greeting_backend(ctx, &database, &user, &settings, endpoint).await?),
     };

@@ -109,6 +109,10 @@ impl Session {
         let idle_tx = limits.idle_transaction_timeout.map(IdleTimer::new);
         let max_statements = limits.max_prepared_statements;
         drop(limits);
+        let (pool, told) = match &first {
+            First::Borrowed(backend) => (backend.pool().clone(), super::told::Told::new(backend)),
+            First::Remembered { pool, greeting } => (pool.clone(), super::told::Told::remembered(greeting)),
+        };
         let mut session = Session {
             ctx,
             client_rd,
@@ -129,14 +133,8 @@ impl Session {
             wrote_in: None,
             pins: PinReasons::default(),
             checking: false,
-            pool: Some(match &first {
-                First::Borrowed(backend) => backend.pool().clone(),
-                First::Remembered { pool, .. } => pool.clone(),
-            }),
-            told: match &first {
-                First::Borrowed(backend) => super::told::Told::new(backend),
-                First::Remembered { greeting, .. } => super::told::Told::remembered(greeting),
-            },
+            pool: Some(pool),
+            told,
             _admitted: admitted,
         };
         session.key.slot.set_identity(&session.user, &session.database);
