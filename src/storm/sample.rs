@@ -14,7 +14,10 @@ use super::target::Target;
 
 pub const EVERY: Duration = Duration::from_millis(100);
 
-const COUNT_SQL: &str = "select count(*) from pg_stat_activity where backend_type = 'client backend' \
+/// A role without pg_read_all_stats sees other roles' sessions with most columns null, backend_type
+/// included (usename and datname stay): such rows of the target's user count as client backends.
+const COUNT_SQL: &str = "select count(*) from pg_stat_activity \
+     where coalesce(backend_type, 'client backend') = 'client backend' \
      and datname = $1 and usename = $2 and pid <> pg_backend_pid()";
 
 /// Where the count comes from; `user`/`database` are the storm target's.
