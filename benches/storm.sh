@@ -196,7 +196,10 @@ start_proxy() { # target
   case $t in
   pgbouncer)
     rm -f "$WORK/pgbouncer.pid"
-    as_pg "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini" >>"$WORK/pgbouncer.log" 2>&1 &
+    # runuser's PAM session resets the soft RLIMIT_NOFILE to 1024 and PgBouncer 1.18 does not raise
+    # it itself: without this, clients past ~1,000 at once are never accepted.
+    as_pg bash -c 'ulimit -n "$(ulimit -Hn)" && exec "$@"' pgbouncer "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini" \
+      >>"$WORK/pgbouncer.log" 2>&1 &
     WRAPPER=$!
     for i in $(seq 100); do [ -s "$WORK/pgbouncer.pid" ] && break; sleep 0.1; done
     [ -s "$WORK/pgbouncer.pid" ] || die "PgBouncer did not start: $(tail -n 3 "$WORK/pgbouncer.log")"
@@ -214,6 +217,7 @@ start_proxy() { # target
   done
   die "$t does not answer on 127.0.0.1:${PORT[$t]}: $(tail -n 3 "$WORK/$t.log" 2>/dev/null)"
 }
+nofile_of() { awk '/^Max open files/{print $4}' "/proc/$1/limits"; }
 proc_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -234,7 +238,7 @@ measure() {
     sampler=$!
   fi
   t0=$(proc_ticks "$PROXY_PID")
-  log "$shape against $t: pgmux storm ${args[*]}"
+  log "$shape against $t (its RLIMIT_NOFILE: $(nofile_of "$PROXY_PID")): pgmux storm ${args[*]}"
   "$PGMUX_BIN" storm "${args[@]}" --no-progress --json --connect-timeout 60s \
     --dsn "host=127.0.0.1 port=${PORT[$t]} user=app password=app dbname=app" \
     --server-dsn "host=127.0.0.1 port=$PG_PORT user=app password=app dbname=app" \
