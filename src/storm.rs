@@ -133,6 +133,8 @@ struct Shared {
     failed: AtomicU64,
     /// When the hold phase ends, once every client has settled.
     hold_end: watch::Receiver<Option<Instant>>,
+    /// Ctrl-C: clients still running stop and count as failed, the report covers what happened.
+    interrupted: CancellationToken,
 }
 
 impl Shared {
@@ -157,12 +159,7 @@ impl Drop for Settle<'_> {
 }
 
 async fn storm(args: StormArgs, plan: Plan, target: Target) -> u8 {
-    let source = match (&args.server_dsn, &args.admin) {
-        (Some(dsn), _) => Some(Source::server(dsn, &target).await),
-        (None, Some(url)) => Some(Source::admin(url, &target).await),
-        (None, None) => None,
-    };
-    let source = match source.transpose() {
+    let source = match sampler_source(&args, &target).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pgmux storm: {e}");
@@ -194,24 +191,13 @@ async fn storm(args: StormArgs, plan: Plan, target: Target) -> u8 {
         connected: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         hold_end,
+        interrupted: CancellationToken::new(),
     });
+    watch_ctrl_c(shared.interrupted.clone());
     let progress = (!args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(|| tokio::spawn(progress(shared.clone(), stop.clone())));
 
-    let clients = TaskTracker::new();
-    for i in 0..plan.clients {
-        let at = start + plan.start_offset(i);
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
-        }
-        clients.spawn(client(shared.clone(), i));
-    }
-    clients.close();
-    if plan.shape == ShapeKind::Hold {
-        shared.all_settled.notified().await;
-        let _ = hold_tx.send(Some(Instant::now() + plan.hold_for()));
-    }
-    clients.wait().await;
+    let attempts = launch(&shared, hold_tx).await;
     let elapsed = start.elapsed();
     stop.cancel();
     for task in [sampler, progress].into_iter().flatten() {
@@ -222,8 +208,62 @@ async fn storm(args: StormArgs, plan: Plan, target: Target) -> u8 {
         eprintln!("pgmux storm: the collector failed");
         return EXIT_FAILURES;
     };
-    let report = Report::build(target.describe(), plan.clone(), args.query, plan.clients, elapsed, &rec, source_name);
+    let report = Report::build(target.describe(), plan, args.query, attempts, elapsed, &rec, source_name);
     output(&report, args.json, args.html.as_deref())
+}
+
+/// The backend sampler asked for, connected (or checked) before the storm starts.
+async fn sampler_source(args: &StormArgs, target: &Target) -> Result<Option<Source>, String> {
+    match (&args.server_dsn, &args.admin) {
+        (Some(dsn), _) => Source::server(dsn, target).await.map(Some),
+        (None, Some(url)) => Source::admin(url, target).await.map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Ctrl-C cancels `interrupted`. Registered before any client starts, so an early one is not lost
+/// to the default action (ending the process without a report).
+fn watch_ctrl_c(interrupted: CancellationToken) {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+        Ok(mut sigint) => {
+            tokio::spawn(async move {
+                if sigint.recv().await.is_some() {
+                    interrupted.cancel();
+                }
+            });
+        }
+        Err(e) => eprintln!("pgmux storm: warning: Ctrl-C will not stop the storm cleanly: {e}"),
+    }
+}
+
+/// Starts the clients on the shape's schedule, opens the hold phase once all have settled, and
+/// waits for every client to finish; the number of clients started.
+async fn launch(shared: &Arc<Shared>, hold_tx: watch::Sender<Option<Instant>>) -> u64 {
+    let plan = &shared.plan;
+    let clients = TaskTracker::new();
+    let mut attempts = 0;
+    for i in 0..plan.clients {
+        let at = shared.start + plan.start_offset(i);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = shared.interrupted.cancelled() => break,
+        }
+        clients.spawn(client(shared.clone(), i));
+        attempts += 1;
+    }
+    clients.close();
+    if plan.shape == ShapeKind::Hold {
+        tokio::select! {
+            _ = shared.all_settled.notified() => {}
+            _ = shared.interrupted.cancelled() => {}
+        }
+        let _ = hold_tx.send(Some(Instant::now() + plan.hold_for()));
+    }
+    clients.wait().await;
+    if shared.interrupted.is_cancelled() {
+        eprintln!("pgmux storm: interrupted after {attempts} of {} clients started", plan.clients);
+    }
+    attempts
 }
 
 /// Prints the report and writes the page; the exit status.
@@ -249,7 +289,11 @@ fn output(report: &Report, json: bool, html: Option<&std::path::Path>) -> u8 {
 
 /// One simulated client, start to finish; reports success or its first failure.
 async fn client(s: Arc<Shared>, i: u64) {
-    match session(&s, i).await {
+    let outcome = tokio::select! {
+        r = session(&s, i) => r,
+        _ = s.interrupted.cancelled() => Err(ErrorKey::other(Phase::Query, "interrupted (Ctrl-C)")),
+    };
+    match outcome {
         Ok(()) => s.send(Event::Succeeded),
         Err(error) => {
             s.failed.fetch_add(1, Ordering::Relaxed);

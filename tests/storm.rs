@@ -374,3 +374,39 @@ async fn storm_usage_errors_exit_2() {
         assert!(!err.is_empty(), "{args:?} says nothing");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_interrupted_by_ctrl_c_still_reports() {
+    // A server that accepts and never answers: every client hangs in its startup.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let dsn = format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+        .args(["storm", "burst", "--clients", "5", "--json", "--dsn", &dsn])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async { accepted.load(std::sync::atomic::Ordering::SeqCst) == 5 }).await
+    );
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["attempts"].as_u64(), r["failures"].as_u64()), (Some(5), Some(5)), "{r:#}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("interrupted"), "{r:#}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+}
