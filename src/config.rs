@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use address::{AddrError, ServerAddr};
+pub use duration::parse_duration;
 pub use env::Vars;
 pub use source::{Source, process_vars};
 

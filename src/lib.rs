@@ -18,6 +18,7 @@
 //!   admin console.
 //! - `localpg`: throwaway local PostgreSQL clusters for `pgmux demo` and the tests.
 //! - `app`: wiring a config into a running proxy.
+//! - `storm`: `pgmux storm`, a connection-storm benchmark for any PostgreSQL endpoint.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -36,4 +37,5 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod storm;
 pub mod tls;

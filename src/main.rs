@@ -49,6 +49,10 @@ enum Command {
         #[arg(long, default_value_t = 6432)]
         port: u16,
     },
+    /// Benchmark a connection storm against any PostgreSQL endpoint (pgmux, PgBouncer, PostgreSQL)
+    /// and report failures by SQLSTATE and latency percentiles; exit 0 if every attempt succeeded,
+    /// 1 if some failed, 2 on usage errors.
+    Storm(pgmux::storm::StormArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             pgmux::demo::run(port)
         }
         Some(Command::Health { ready, addr }) => health(&source, ready, addr),
+        Some(Command::Storm(args)) => ExitCode::from(pgmux::storm::run(args)),
         None => {
             let config = match source.load(&process_vars()) {
                 Ok(c) => c,

@@ -191,6 +191,12 @@ impl Connector {
         Connector { mode: ServerMode::Disable, config: None }
     }
 
+    /// The rustls client configuration (verifier included), unless disabled: `pgmux storm` hands it
+    /// to tokio-postgres so its sslmodes mean what pgmux's do.
+    pub fn client_config(&self) -> Option<Arc<ClientConfig>> {
+        self.config.clone()
+    }
+
     /// The rustls connector and the name to present for `server` (`host:port`), unless disabled.
     pub fn for_server(&self, server: &str) -> Option<(tokio_rustls::TlsConnector, ServerName<'static>)> {
         let config = self.config.clone()?;

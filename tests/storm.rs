@@ -268,3 +268,145 @@ async fn logins_need_no_server_connection_once_the_pool_knows_their_settings() {
         assert!(String::from_utf8_lossy(&row.1).contains("greeted German, DMY"), "{reply:?}");
     }
 }
+
+/// Runs the built `pgmux storm` with these arguments (off the async threads); (exit code, stdout,
+/// stderr).
+async fn storm(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+            .arg("storm")
+            .args(&args)
+            .output()
+            .expect("run pgmux storm");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    })
+    .await
+    .expect("join")
+}
+
+/// `pgmux storm ... --json`: exit code and the parsed report.
+async fn storm_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.push("--json".into());
+    let (code, out, err) = storm(args).await;
+    let report = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\nstderr: {err}"));
+    (code, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_burst_through_a_small_pool_matches_what_the_server_saw() {
+    let n = burst_clients();
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    // Its own user (u4), so the server-side count is this pool's alone.
+    let p = start_proxy("  size: 20\n  borrow_timeout: 60s", "").await;
+    let table = unique("storm_burst");
+    admin_sql(0, &format!("create table {table} (at timestamptz default now()); grant insert on {table} to u4")).await;
+    let dsn = p.dsn("u4", "u4", "app");
+    let server = format!("{} user=app password=app dbname=app", primary_dsn());
+    let query = format!("insert into {table} default values");
+    let clients = n.to_string();
+    let args = ["burst", "--clients", &clients, "--dsn", &dsn, "--server-dsn", &server, "--query", &query];
+    let (code, r) = storm_json(&args).await;
+    eprintln!(
+        "storm burst: {n} clients in {} s, connect ms {}, backends max {}",
+        r["elapsed_s"], r["connect_ms"], r["backends"]["max"]
+    );
+    assert_eq!(r["errors"], serde_json::json!([]), "failures: {r:#}");
+    assert_eq!(
+        (r["attempts"].as_u64(), r["successes"].as_u64(), r["failures"].as_u64()),
+        (Some(n as u64), Some(n as u64), Some(0))
+    );
+    assert_eq!(code, 0);
+    assert_eq!(r["query_ms"]["count"].as_u64(), Some(n as u64));
+    // The server's own view: one row per successful client.
+    let rows: u64 = admin_sql(0, &format!("select count(*) from {table}")).await.trim().parse().unwrap();
+    assert_eq!(rows, n as u64, "the server saw {rows} inserts, the report {} successes", r["successes"]);
+    let max = r["backends"]["max"].as_u64().expect("backend samples");
+    assert!((1..=20).contains(&max), "u4 had {max} server connections at most; pool.size is 20");
+    assert_eq!(r["backends"]["source"], "server");
+    assert!(r["backends"]["samples"].as_array().is_some_and(|s| !s.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_with_a_wrong_password_reports_28p01_and_exits_1() {
+    let yaml = yaml(&[cluster().addr(0)], "  size: 2", "").replace("servers:", "admin_listen: 127.0.0.1:0\nservers:");
+    let p = start_proxy_yaml(&yaml).await;
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("storm.html");
+    let dsn = format!("postgres://app:wrong@127.0.0.1:{}/app", p.port());
+    let admin = format!("http://{}", p.admin.expect("admin endpoint"));
+    let args = ["rate", "--rate", "50", "--duration", "1s", "--dsn", &dsn, "--admin", &admin];
+    let (code, r) = storm_json(&[&args[..], &["--html", html.to_str().unwrap()]].concat()).await;
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(
+        (r["attempts"].as_u64(), r["successes"].as_u64(), r["failures"].as_u64()),
+        (Some(50), Some(0), Some(50))
+    );
+    let errors = r["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "one group: {errors:?}");
+    assert_eq!((errors[0]["sqlstate"].as_str(), errors[0]["phase"].as_str()), (Some("28P01"), Some("connect")));
+    assert_eq!(errors[0]["count"].as_u64(), Some(50));
+    assert_eq!((r["backends"]["source"].as_str(), r["backends"]["max"].as_u64()), (Some("admin"), Some(0)));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("28P01") && page.contains("<svg"));
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
+    // And a clean one through the same pgmux: exit 0, the text report.
+    let dsn = p.dsn("app", "app", "app");
+    let (code, out, err) =
+        storm(["burst", "--clients", "20", "--dsn", &dsn, "--admin", &admin].map(String::from).to_vec()).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("succeeded          20") && out.contains("from admin"), "{out}");
+}
+
+#[tokio::test]
+async fn storm_usage_errors_exit_2() {
+    for args in [
+        &["burst", "--dsn", "host=127.0.0.1 user=app"][..],
+        &["rate", "--rate", "10", "--dsn", "host=127.0.0.1 user=app"],
+        &["hold", "--clients", "5", "--duration", "5", "--dsn", "host=127.0.0.1 user=app"],
+        &["burst", "--clients", "5", "--dsn", "host=127.0.0.1 user=app sslmode=sometimes"],
+        &["burst", "--clients", "5", "--dsn", "host=127.0.0.1 user=app", "--html", "/nonexistent/dir/x.html"],
+        &["flood", "--clients", "5", "--dsn", "host=127.0.0.1 user=app"],
+    ] {
+        let (code, out, err) = storm(args.iter().map(|a| a.to_string()).collect()).await;
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(!err.is_empty(), "{args:?} says nothing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_interrupted_by_ctrl_c_still_reports() {
+    // A server that accepts and never answers: every client hangs in its startup.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let dsn = format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+        .args(["storm", "burst", "--clients", "5", "--json", "--dsn", &dsn])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async { accepted.load(std::sync::atomic::Ordering::SeqCst) == 5 }).await
+    );
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["attempts"].as_u64(), r["failures"].as_u64()), (Some(5), Some(5)), "{r:#}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("interrupted"), "{r:#}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+}

@@ -331,3 +331,40 @@ async fn connect_app_err(p: &TestProxy) -> String {
     };
     e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
 }
+
+/// `pgmux storm burst --clients 10 --json` against `dsn`: exit code and the report.
+async fn storm_burst(dsn: String) -> (i32, serde_json::Value) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+            .args(["storm", "burst", "--clients", "10", "--json", "--dsn", &dsn])
+            .output()
+            .expect("run pgmux storm");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), report)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_speaks_libpq_sslmodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path(), "");
+    let other = certs(dir.path(), "other");
+    let p = proxy_with(&tls_section("require", &c)).await;
+    let base = format!("host=localhost port={} user=app password=app dbname=app", p.port());
+    let ca = c.ca.display();
+    // require: any certificate, as libpq; verify-full with the right CA.
+    for mode in ["sslmode=require".to_string(), format!("sslmode=verify-full sslrootcert={ca}")] {
+        let (code, r) = storm_burst(format!("{base} {mode}")).await;
+        assert_eq!((code, r["successes"].as_u64()), (0, Some(10)), "{mode}: {r:#}");
+    }
+    // pgmux refuses plaintext under `require`; a certificate from another CA fails verification.
+    let (code, r) = storm_burst(format!("{base} sslmode=disable")).await;
+    assert_eq!((code, r["errors"][0]["sqlstate"].as_str()), (1, Some("28000")), "{r:#}");
+    let (code, r) = storm_burst(format!("{base} sslmode=verify-ca sslrootcert={}", other.ca.display())).await;
+    assert_eq!((code, r["failures"].as_u64()), (1, Some(10)), "{r:#}");
+    assert!(r["errors"][0]["sqlstate"].is_null(), "{r:#}");
+}

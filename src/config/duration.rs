@@ -6,7 +6,7 @@ use std::time::Duration;
 const UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
 
 /// Parses a duration such as `5s`, `250ms` or `1h30m`; the error explains what is accepted.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration; write e.g. `5s`".to_owned());

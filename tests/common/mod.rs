@@ -21,10 +21,10 @@ use tokio::task::JoinHandle;
 pub fn cluster() -> &'static LocalCluster {
     static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        // Besides `app`, users `u1`..`u3` (password = name) for tests that count or kill their own
+        // Besides `app`, users `u1`..`u4` (password = name) for tests that count or kill their own
         // server connections without disturbing tests running beside them.
         let mut opts = ClusterOptions::default();
-        opts.users.extend((1..=3).map(|i| (format!("u{i}"), format!("u{i}"))));
+        opts.users.extend((1..=4).map(|i| (format!("u{i}"), format!("u{i}"))));
         let c = LocalCluster::start(opts).expect("start local PostgreSQL");
         c.stop_when_process_exits();
         c
@@ -57,7 +57,7 @@ impl TestProxy {
 pub fn yaml(servers: &[String], pool: &str, clients: &str) -> String {
     let servers = servers.join(", ");
     let users: String =
-        ["app", "u1", "u2", "u3"].iter().map(|u| format!("  - name: {u}\n    password: {u}\n")).collect();
+        ["app", "u1", "u2", "u3", "u4"].iter().map(|u| format!("  - name: {u}\n    password: {u}\n")).collect();
     format!(
         "listen: 127.0.0.1:0\nservers: [{servers}]\npool:\n  connect_timeout: 5s\n{pool}\nclients:\n{clients}\nusers:\n{users}shutdown_timeout: 10s\n"
     )
