@@ -1,6 +1,7 @@
 //! One connection from pgmux to a PostgreSQL server: connect, log in, and the few exchanges pgmux
 //! runs on it by itself. Relaying client traffic over it is the client module's job.
 
+pub mod cancel;
 pub mod prepared;
 pub mod tls;
 
@@ -107,6 +108,9 @@ pub struct BackendConn {
     /// The connection runs over TLS (`server_tls`).
     pub tls: bool,
     pub last_used: Instant,
+    /// Cancels in flight against this connection (see `cancel`): it is lent again only once they
+    /// are done.
+    pub cancels: cancel::CancelGate,
 }
 
 impl BackendConn {
@@ -167,6 +171,7 @@ impl BackendConn {
             generation: 0,
             tls: over_tls,
             last_used: Instant::now(),
+            cancels: cancel::CancelGate::default(),
         };
         let mut out = BytesMut::new();
         let params = [("user", login.user.as_str()), ("database", login.database.as_str())];

@@ -162,8 +162,8 @@ async fn login(
                 stream.write_all(b"N").await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                if let Some(target) = ctx.cancels.lookup(pid, secret)
-                    && let Err(e) = send_cancel(&target).await
+                if let Some((target, permit)) = ctx.cancels.lookup(pid, secret)
+                    && let Err(e) = send_cancel(&target, permit, &ctx.tls.servers()).await
                 {
                     tracing::warn!(server = %target.server, error = %e, "could not forward cancel request");
                 }

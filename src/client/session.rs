@@ -173,6 +173,7 @@ impl Session {
                 server: a.backend.server.clone(),
                 pid: a.backend.pid,
                 secret: a.backend.secret,
+                gate: a.backend.cancels.clone(),
             }));
         }
         if let State::Active(a) = from {
