@@ -49,6 +49,7 @@ fn pool_settings(config: &Config, tls: &Arc<TlsSettings>) -> PoolSettings {
         init_query: config.pool.init_query.clone(),
         idle_timeout: config.pool.idle_timeout,
         tls: tls.clone(),
+        server_auth: config.pool.server_auth.clone(),
     }
 }
 

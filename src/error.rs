@@ -35,6 +35,13 @@ pub enum ClientError {
     ServerUnavailable(String),
     #[error("could not connect to server: {0}")]
     StartupFailed(String),
+    /// The server asked pgmux for an authentication method `pool.server_auth` does not allow, at
+    /// the client's login (FATAL) ...
+    #[error("could not log in to the server: {0}")]
+    ServerAuthRefused(String),
+    /// ... or for a transaction (ERROR: the client may try again).
+    #[error("could not log in to the server: {0}")]
+    ServerAuthRefusedNow(String),
     #[error("server connection lost (the server may be failing over; new work waits for a primary): {0}")]
     ServerLost(String),
     #[error(
@@ -99,6 +106,7 @@ impl ClientError {
             self,
             ClientError::BorrowTimeout(_)
                 | ClientError::ServerUnavailable(_)
+                | ClientError::ServerAuthRefusedNow(_)
                 | ClientError::ServerLost(_)
                 | ClientError::ServerLostInTransaction(_)
                 | ClientError::TransactionAborted
@@ -116,7 +124,10 @@ impl ClientError {
         match self {
             ClientError::Protocol(_) | ClientError::AuthProtocol(_) => "08P01",
             ClientError::AuthFailed(_) => "28P01",
-            ClientError::TlsRequired => "28000",
+            // As PostgreSQL's own refusal of a login (pg_hba.conf).
+            ClientError::TlsRequired | ClientError::ServerAuthRefused(_) | ClientError::ServerAuthRefusedNow(_) => {
+                "28000"
+            }
             ClientError::TooManyClients | ClientError::BorrowTimeout(_) | ClientError::LoginBorrowTimeout(_) => "53300",
             // PgBouncer's code for its client_login_timeout.
             ClientError::StartupTimeout(_) => "08P01",
@@ -188,6 +199,8 @@ mod tests {
             (ClientError::Protocol("x".into()), "08P01", Severity::Fatal),
             (ClientError::AuthFailed("u".into()), "28P01", Severity::Fatal),
             (ClientError::TlsRequired, "28000", Severity::Fatal),
+            (ClientError::ServerAuthRefused("x".into()), "28000", Severity::Fatal),
+            (ClientError::ServerAuthRefusedNow("x".into()), "28000", Severity::Error),
             (ClientError::TooManyClients, "53300", Severity::Fatal),
             (ClientError::BorrowTimeout(Duration::from_secs(1)), "53300", Severity::Error),
             (ClientError::LoginBorrowTimeout(Duration::from_secs(1)), "53300", Severity::Fatal),

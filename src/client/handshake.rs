@@ -286,6 +286,9 @@ async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: En
             Err(HandshakeEnd::ServerError(frame.bytes))
         }
         Err(ClusterError::Pool(PoolError::Timeout)) => Err(ClientError::LoginBorrowTimeout(timeout).into()),
+        Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::AuthRefused { .. }))) => {
+            Err(ClientError::ServerAuthRefused(e.to_string()).into())
+        }
         Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))),
     }
 }

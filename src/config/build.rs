@@ -8,7 +8,7 @@ use super::raw::Node;
 use super::reader::{Ctx, Fields, Item};
 use super::{
     ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig, PoolMode,
-    RoutingConfig,
+    RoutingConfig, ServerAuth, ServerAuthMethod,
 };
 use super::{Problem, ServerAddr, tls, users};
 
@@ -148,9 +148,29 @@ fn read_pool(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> PoolConfig {
             .get("lost_session_state")
             .and_then(|v| ctx.choice(&v, LOST_SESSION_STATE))
             .unwrap_or(d.lost_session_state),
+        server_auth: f.get("server_auth").and_then(|v| read_server_auth(ctx, &v)).unwrap_or(d.server_auth),
     };
     f.finish(ctx);
     pool
+}
+
+/// `pool.server_auth`: a non-empty list of method names.
+fn read_server_auth(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<ServerAuth> {
+    let elements = ctx.list(item)?;
+    if elements.is_empty() {
+        ctx.report_at(item, "must name at least one method (scram-sha-256, md5, password, none)");
+        return None;
+    }
+    let mut methods = Vec::new();
+    let mut valid = true;
+    for element in &elements {
+        match ctx.choice(element, ServerAuthMethod::NAMES) {
+            Some(method) if !methods.contains(&method) => methods.push(method),
+            Some(_) => {}
+            None => valid = false,
+        }
+    }
+    valid.then_some(ServerAuth::Only(methods))
 }
 
 const BOOLS: &[(&str, bool)] = &[("true", true), ("false", false)];

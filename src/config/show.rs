@@ -27,6 +27,7 @@ impl Config {
             ("pool.connect_timeout", d(self.pool.connect_timeout)),
             ("pool.idle_timeout", d(self.pool.idle_timeout)),
             ("pool.lost_session_state", lost_session_state(self.pool.lost_session_state).into()),
+            ("pool.server_auth", self.pool.server_auth.describe()),
             ("clients.max_connections", self.clients.max_connections.to_string()),
             ("clients.idle_timeout", d(self.clients.idle_timeout)),
             ("clients.startup_timeout", d(self.clients.startup_timeout)),

@@ -45,6 +45,7 @@ fn minimal_config_gets_every_default() {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             lost_session_state: LostSessionState::Continue,
+            server_auth: ServerAuth::Default,
         },
         clients: ClientsConfig {
             max_connections: 10_000,
@@ -88,6 +89,7 @@ pool:
   connect_timeout: 2s
   idle_timeout: 1h30m
   lost_session_state: close
+  server_auth: [scram-sha-256, password, scram-sha-256]
 clients:
   max_connections: 100
   idle_timeout: 1d
@@ -121,6 +123,7 @@ listen_backlog: 128
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5400),
         lost_session_state: LostSessionState::Close,
+        server_auth: ServerAuth::Only(vec![ServerAuthMethod::ScramSha256, ServerAuthMethod::Password]),
     };
     assert_eq!(config.pool, pool);
     let clients = ClientsConfig {
