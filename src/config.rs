@@ -207,6 +207,16 @@ pub struct ClientsConfig {
     /// A client that holds a server connection inside a transaction and sends nothing for this
     /// long is disconnected (FATAL 25P03) and its transaction rolled back; `None`: never.
     pub idle_transaction_timeout: Option<Duration>,
+    /// Clients from one source address in their handshake at once; more from that address queue
+    /// (up to `startup_timeout`) without taking `max_handshakes` places.
+    pub max_handshakes_per_address: usize,
+    /// Failed logins from one address (each within `login_throttle_window` of the previous) after
+    /// which its further login attempts are delayed; 0: never.
+    pub login_throttle_after: u32,
+    pub login_throttle_window: Duration,
+    /// The first delay; doubled for each further failure, up to `login_throttle_max_delay`.
+    pub login_throttle_delay: Duration,
+    pub login_throttle_max_delay: Duration,
 }
 
 impl Default for ClientsConfig {
@@ -220,6 +230,11 @@ impl Default for ClientsConfig {
             max_message_size: 64 * 1024 * 1024,
             max_prepared_statements: 5_000,
             idle_transaction_timeout: None,
+            max_handshakes_per_address: 20,
+            login_throttle_after: 5,
+            login_throttle_window: Duration::from_secs(60),
+            login_throttle_delay: Duration::from_millis(100),
+            login_throttle_max_delay: Duration::from_secs(10),
         }
     }
 }

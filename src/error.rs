@@ -18,6 +18,10 @@ pub enum ClientError {
     AuthProtocol(String),
     #[error("sorry, too many clients already")]
     TooManyClients,
+    /// More clients from one address in their handshake than `clients.max_handshakes_per_address`
+    /// for the whole of `startup_timeout`.
+    #[error("too many connections from this address are logging in at once (clients.max_handshakes_per_address: {0})")]
+    TooManyHandshakesFromAddress(usize),
     /// A plaintext client while `tls.mode` is `require`.
     #[error("pgmux accepts only TLS connections (tls.mode: require): connect with sslmode=require or stronger")]
     TlsRequired,
@@ -128,7 +132,10 @@ impl ClientError {
             ClientError::TlsRequired | ClientError::ServerAuthRefused(_) | ClientError::ServerAuthRefusedNow(_) => {
                 "28000"
             }
-            ClientError::TooManyClients | ClientError::BorrowTimeout(_) | ClientError::LoginBorrowTimeout(_) => "53300",
+            ClientError::TooManyClients
+            | ClientError::TooManyHandshakesFromAddress(_)
+            | ClientError::BorrowTimeout(_)
+            | ClientError::LoginBorrowTimeout(_) => "53300",
             // PgBouncer's code for its client_login_timeout.
             ClientError::StartupTimeout(_) => "08P01",
             ClientError::ServerUnavailable(_) | ClientError::StartupFailed(_) => "08001",
@@ -202,6 +209,7 @@ mod tests {
             (ClientError::ServerAuthRefused("x".into()), "28000", Severity::Fatal),
             (ClientError::ServerAuthRefusedNow("x".into()), "28000", Severity::Error),
             (ClientError::TooManyClients, "53300", Severity::Fatal),
+            (ClientError::TooManyHandshakesFromAddress(20), "53300", Severity::Fatal),
             (ClientError::BorrowTimeout(Duration::from_secs(1)), "53300", Severity::Error),
             (ClientError::LoginBorrowTimeout(Duration::from_secs(1)), "53300", Severity::Fatal),
             (ClientError::StartupTimeout(Duration::from_secs(1)), "08P01", Severity::Fatal),
@@ -231,7 +239,7 @@ mod tests {
         let total: u64 = counts.snapshot().map(|(_, n)| n).sum();
         assert_eq!(total, cases.len() as u64);
         let busy = counts.snapshot().find(|(c, _)| *c == "53300").map(|(_, n)| n);
-        assert_eq!(busy, Some(3));
+        assert_eq!(busy, Some(4));
     }
 
     #[test]

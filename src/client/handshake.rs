@@ -82,7 +82,7 @@ pub async fn run(
     pending: BytesMut,
     endpoint: Endpoint,
     deadline: Instant,
-    turn: tokio::sync::OwnedSemaphorePermit,
+    turn: super::Turn,
 ) -> Result<Option<Greeted>> {
     let login = tokio::time::timeout_at(deadline, login(ctx, stream, security, pending)).await;
     // The next client's handshake may start while this one waits for a server connection.

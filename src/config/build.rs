@@ -234,6 +234,27 @@ fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {
             Some(v) => ctx.duration(&v, true).filter(|t| !t.is_zero()),
             None => d.idle_transaction_timeout,
         },
+        max_handshakes_per_address: f
+            .get("max_handshakes_per_address")
+            .and_then(|v| ctx.count(&v, 1))
+            .unwrap_or(d.max_handshakes_per_address),
+        login_throttle_after: f
+            .get("login_throttle_after")
+            .and_then(|v| ctx.count(&v, 0))
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(d.login_throttle_after),
+        login_throttle_window: f
+            .get("login_throttle_window")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.login_throttle_window),
+        login_throttle_delay: f
+            .get("login_throttle_delay")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.login_throttle_delay),
+        login_throttle_max_delay: f
+            .get("login_throttle_max_delay")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.login_throttle_max_delay),
     };
     f.finish(ctx);
     clients

@@ -33,6 +33,11 @@ impl Config {
             ("clients.startup_timeout", d(self.clients.startup_timeout)),
             ("clients.auth_method", auth_method(self.clients.auth_method).into()),
             ("clients.max_handshakes", self.clients.max_handshakes.to_string()),
+            ("clients.max_handshakes_per_address", self.clients.max_handshakes_per_address.to_string()),
+            ("clients.login_throttle_after", self.clients.login_throttle_after.to_string()),
+            ("clients.login_throttle_window", d(self.clients.login_throttle_window)),
+            ("clients.login_throttle_delay", d(self.clients.login_throttle_delay)),
+            ("clients.login_throttle_max_delay", d(self.clients.login_throttle_max_delay)),
             ("clients.max_message_size", super::size::format_size(self.clients.max_message_size)),
             ("clients.max_prepared_statements", self.clients.max_prepared_statements.to_string()),
             (

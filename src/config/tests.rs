@@ -56,6 +56,11 @@ fn minimal_config_gets_every_default() {
             max_message_size: 64 << 20,
             max_prepared_statements: 5_000,
             idle_transaction_timeout: None,
+            max_handshakes_per_address: 20,
+            login_throttle_after: 5,
+            login_throttle_window: Duration::from_secs(60),
+            login_throttle_delay: Duration::from_millis(100),
+            login_throttle_max_delay: Duration::from_secs(10),
         },
         users: vec![user("app", "app")],
         admin_users: vec![],
@@ -99,6 +104,11 @@ clients:
   max_message_size: 16MB
   max_prepared_statements: 50
   idle_transaction_timeout: 2m
+  max_handshakes_per_address: 3
+  login_throttle_after: 0
+  login_throttle_window: 5m
+  login_throttle_delay: 1s
+  login_throttle_max_delay: 1m
 users:
   - name: app
     password: s3cret
@@ -135,6 +145,11 @@ listen_backlog: 128
         max_message_size: 16 << 20,
         max_prepared_statements: 50,
         idle_transaction_timeout: Some(Duration::from_secs(120)),
+        max_handshakes_per_address: 3,
+        login_throttle_after: 0,
+        login_throttle_window: Duration::from_secs(300),
+        login_throttle_delay: Duration::from_secs(1),
+        login_throttle_max_delay: Duration::from_secs(60),
     };
     assert_eq!(config.clients, clients);
     // A plain scalar that looks like a number is kept as written.
