@@ -49,6 +49,7 @@ fn pool_settings(config: &Config, tls: &Arc<TlsSettings>) -> PoolSettings {
         init_query: config.pool.init_query.clone(),
         idle_timeout: config.pool.idle_timeout,
         tls: tls.clone(),
+        server_auth: config.pool.server_auth.clone(),
     }
 }
 
@@ -80,6 +81,13 @@ fn client_settings(config: &Config) -> ClientSettings {
         max_message_size: config.clients.max_message_size,
         max_prepared_statements: config.clients.max_prepared_statements,
         idle_transaction_timeout: config.clients.idle_transaction_timeout,
+        addresses: crate::client::addresses::AddressLimits {
+            max_handshakes: config.clients.max_handshakes_per_address,
+            throttle_after: config.clients.login_throttle_after,
+            window: config.clients.login_throttle_window,
+            delay: config.clients.login_throttle_delay,
+            max_delay: config.clients.login_throttle_max_delay,
+        },
     }
 }
 

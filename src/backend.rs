@@ -1,6 +1,7 @@
 //! One connection from pgmux to a PostgreSQL server: connect, log in, and the few exchanges pgmux
 //! runs on it by itself. Relaying client traffic over it is the client module's job.
 
+pub mod cancel;
 pub mod prepared;
 pub mod tls;
 
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::TcpStream;
 
+use crate::config::{ServerAuth, ServerAuthMethod};
 use crate::net::{ReadHalf, WriteHalf};
 use crate::protocol::frame::{Frame, MAX_MESSAGE_LEN, split_frame};
 use crate::protocol::{TxStatus, btag, build, error_fields};
@@ -39,6 +41,13 @@ pub enum BackendError {
     /// TLS was required and could not be set up (refused, or the certificate failed verification).
     #[error("{server}: TLS: {detail}")]
     Tls { server: Arc<str>, detail: String },
+    /// The server asked for an authentication method `pool.server_auth` does not allow.
+    #[error(
+        "{server}: the server asked for {method} authentication{plain}, which pool.server_auth does not allow (allowed: {allowed})",
+        method = method.name(),
+        plain = if *over_tls { "" } else { " over a connection without TLS" }
+    )]
+    AuthRefused { server: Arc<str>, method: ServerAuthMethod, over_tls: bool, allowed: String },
 }
 
 /// TCP keepalive for every socket pgmux holds: a peer that vanished without a FIN is noticed in
@@ -73,6 +82,8 @@ pub struct LoginParams {
     pub init_query: String,
     /// `server_tls`, read at each connect (a reload applies to new connections).
     pub tls: Arc<crate::tls::TlsSettings>,
+    /// `pool.server_auth`: the authentication requests pgmux answers.
+    pub server_auth: ServerAuth,
 }
 
 /// A logged-in server connection.
@@ -107,6 +118,9 @@ pub struct BackendConn {
     /// The connection runs over TLS (`server_tls`).
     pub tls: bool,
     pub last_used: Instant,
+    /// Cancels in flight against this connection (see `cancel`): it is lent again only once they
+    /// are done.
+    pub cancels: cancel::CancelGate,
 }
 
 impl BackendConn {
@@ -167,6 +181,7 @@ impl BackendConn {
             generation: 0,
             tls: over_tls,
             last_used: Instant::now(),
+            cancels: cancel::CancelGate::default(),
         };
         let mut out = BytesMut::new();
         let params = [("user", login.user.as_str()), ("database", login.database.as_str())];
@@ -219,8 +234,31 @@ impl BackendConn {
         }
     }
 
+    /// Refuses a method `pool.server_auth` does not allow (before anything is sent for it).
+    fn check_method(&self, login: &LoginParams, method: ServerAuthMethod) -> Result<(), BackendError> {
+        if login.server_auth.allows(method, self.tls) {
+            return Ok(());
+        }
+        tracing::warn!(
+            event = "server_auth_refused",
+            server = %self.server,
+            user = %login.user,
+            method = method.name(),
+            tls = self.tls,
+            "refusing the server's authentication request (pool.server_auth)"
+        );
+        Err(BackendError::AuthRefused {
+            server: self.server.clone(),
+            method,
+            over_tls: self.tls,
+            allowed: login.server_auth.describe(),
+        })
+    }
+
     async fn authenticate(&mut self, login: &LoginParams) -> Result<(), BackendError> {
         let mut scram: Option<ScramSha256> = None;
+        // Whether the server asked for anything before AuthenticationOk (else: `none`).
+        let mut asked = false;
         loop {
             let frame = self.read_frame().await?;
             match frame.tag {
@@ -238,6 +276,17 @@ impl BackendConn {
             let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
             let data = &body[4..];
             let mut out = BytesMut::new();
+            let method = match code {
+                0 if !asked => Some(ServerAuthMethod::None),
+                3 => Some(ServerAuthMethod::Password),
+                5 => Some(ServerAuthMethod::Md5),
+                10 => Some(ServerAuthMethod::ScramSha256),
+                _ => None,
+            };
+            if let Some(method) = method {
+                self.check_method(login, method)?;
+            }
+            asked = true;
             match code {
                 0 => return Ok(()),
                 3 => frontend::password_message(login.password.as_bytes(), &mut out)

@@ -2,6 +2,7 @@
 //! its transactions over borrowed server connections.
 
 pub mod aborted;
+pub mod addresses;
 pub mod cancel;
 pub mod classify;
 pub mod collector;
@@ -84,6 +85,8 @@ pub struct ClientSettings {
     pub max_prepared_statements: usize,
     /// Idle time inside a transaction before the client is closed (FATAL 25P03).
     pub idle_transaction_timeout: Option<Duration>,
+    /// Per-source-address handshake places and failed-login delays.
+    pub addresses: addresses::AddressLimits,
 }
 
 /// What every client task shares.
@@ -120,6 +123,8 @@ pub struct ClientCtx {
     handshakes: Arc<tokio::sync::Semaphore>,
     /// Clients accepted and waiting for a handshake permit.
     handshakes_queued: AtomicUsize,
+    /// Per-source-address handshake places and failed logins.
+    pub addresses: addresses::Addresses,
     /// The main listener is accepting clients (for readiness).
     accepting: AtomicBool,
 }
@@ -147,6 +152,7 @@ impl ClientCtx {
         ClientCtx {
             handshakes,
             handshakes_queued: AtomicUsize::new(0),
+            addresses: Default::default(),
             settings: arc_swap::ArcSwap::from_pointee(settings),
             users,
             cluster,
@@ -234,16 +240,21 @@ pub struct ConsoleClient {
 
 /// Serves one accepted client connection until it closes; a client of the admin console is handed
 /// back once greeted.
-pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) -> Option<ConsoleClient> {
+pub async fn serve(
+    ctx: Arc<ClientCtx>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+) -> Option<ConsoleClient> {
     let mut open = ctx.metrics.clients.accepted();
     let _ = tcp.set_nodelay(true);
     // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
     // Queued, not refused, past max_handshakes; the wait is pgmux's, so the deadline starts after.
     ctx.handshakes_queued.fetch_add(1, Ordering::Relaxed);
-    let turn = ctx.handshakes.clone().acquire_owned().await;
+    let turn = take_turn(&ctx, &mut tcp, peer).await;
     ctx.handshakes_queued.fetch_sub(1, Ordering::Relaxed);
-    let Ok(turn) = turn else { return None };
+    let turn = turn?;
     // Encryption and login share one deadline: the client's own time, from admission.
     let limit = ctx.settings.load().startup_timeout;
     let deadline = Instant::now() + limit;
@@ -288,6 +299,9 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
             if matches!(err, ClientError::AuthFailed(_)) {
                 open.setup_failed_auth();
             }
+            if matches!(err, ClientError::AuthFailed(_) | ClientError::AuthProtocol(_)) {
+                ctx.addresses.failed(peer.ip(), &ctx.settings.load().addresses);
+            }
             let mut buf = BytesMut::new();
             err.write_to(&mut buf, &ctx.metrics.errors);
             let _ = stream.write_all(&buf).await;
@@ -303,6 +317,47 @@ pub async fn serve(ctx: Arc<ClientCtx>, tcp: TcpStream, peer: SocketAddr, endpoi
     session::Session::new(ctx, stream, *startup, endpoint).run().await;
     drop(open);
     None
+}
+
+/// A client's places for its handshake: one of its address's, then one of `max_handshakes`, both
+/// given back once it is authenticated.
+#[derive(Debug)]
+pub struct Turn {
+    _global: tokio::sync::OwnedSemaphorePermit,
+    _address: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Waits for the client's turn to start its handshake: first a place among its own address's
+/// (`max_handshakes_per_address`, waited for up to `startup_timeout`, else FATAL 53300), then the
+/// delay its address earned with failed logins, then a global place. An address flooding pgmux
+/// waits in its own queue, without taking global places from other addresses.
+async fn take_turn(ctx: &Arc<ClientCtx>, tcp: &mut TcpStream, peer: SocketAddr) -> Option<Turn> {
+    let (limits, startup_timeout) = {
+        let s = ctx.settings.load();
+        (s.addresses.clone(), s.startup_timeout)
+    };
+    let ip = peer.ip();
+    let address = match tokio::time::timeout(startup_timeout, ctx.addresses.enter(ip, &limits)).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return None,
+        Err(_) => {
+            let err = ClientError::TooManyHandshakesFromAddress(limits.max_handshakes);
+            refused(ctx, peer, &err);
+            let mut buf = BytesMut::new();
+            err.write_to(&mut buf, &ctx.metrics.errors);
+            let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
+            return None;
+        }
+    };
+    if let Some((delay, failures)) = ctx.addresses.delay_for(ip, &limits) {
+        ctx.metrics.login_throttled.inc();
+        if let Some(held_back) = ctx.log_limits.login_throttled.check() {
+            tracing::warn!(event = "login_throttled", %peer, failures, delay_ms = delay.as_millis() as u64, held_back, "delaying a login from an address with failed logins");
+        }
+        tokio::time::sleep(delay).await;
+    }
+    let global = ctx.handshakes.clone().acquire_owned().await.ok()?;
+    Some(Turn { _global: global, _address: address })
 }
 
 /// Logs (rate-limited) a client pgmux refused or timed out at startup.

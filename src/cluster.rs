@@ -29,6 +29,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// TLS towards the servers (and towards clients: shared, so one reload swaps both).
     pub tls: Arc<crate::tls::TlsSettings>,
+    /// `pool.server_auth`.
+    pub server_auth: crate::config::ServerAuth,
 }
 
 /// Where read-only work may go (from `routing:`).
@@ -133,6 +135,7 @@ pub fn test_cluster(servers: &[&str], size: usize, users: &[(&str, &str)]) -> Ar
             init_query: String::new(),
             idle_timeout: Duration::from_secs(60),
             tls: Arc::new(crate::tls::TlsSettings::disabled()),
+            server_auth: Default::default(),
         },
         ReadRouting { max_replica_lag: Duration::from_secs(10), fallback_to_primary: true },
         (3, 2),
@@ -148,7 +151,8 @@ fn server_unavailable(e: &BackendError) -> bool {
     match e {
         BackendError::Io { .. } | BackendError::Timeout { .. } | BackendError::Tls { .. } => true,
         BackendError::Server { code, .. } => code.starts_with("57P"),
-        BackendError::Protocol { .. } => false,
+        // pgmux's own refusal (`pool.server_auth`) says nothing about the server's health.
+        BackendError::Protocol { .. } | BackendError::AuthRefused { .. } => false,
     }
 }
 
@@ -459,6 +463,7 @@ impl Cluster {
             connect_timeout: settings.connect_timeout,
             init_query: settings.init_query.clone(),
             tls: settings.tls.clone(),
+            server_auth: settings.server_auth.clone(),
         })
     }
 

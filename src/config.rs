@@ -97,6 +97,61 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// What happens to a client whose pinned session state died with its server.
     pub lost_session_state: LostSessionState,
+    /// How a server may ask pgmux to prove who it is (libpq's `require_auth`).
+    pub server_auth: ServerAuth,
+}
+
+/// A way a server may ask pgmux to authenticate, by libpq's `require_auth` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerAuthMethod {
+    /// The server lets pgmux in without asking (`trust`).
+    None,
+    /// Cleartext password: whoever answers at the server's address reads it.
+    Password,
+    Md5,
+    ScramSha256,
+}
+
+impl ServerAuthMethod {
+    pub const NAMES: &[(&str, ServerAuthMethod)] = &[
+        ("scram-sha-256", ServerAuthMethod::ScramSha256),
+        ("md5", ServerAuthMethod::Md5),
+        ("password", ServerAuthMethod::Password),
+        ("none", ServerAuthMethod::None),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, m)| *m == self).map_or("?", |(n, _)| n)
+    }
+}
+
+/// The methods pgmux answers a server with (`pool.server_auth`); any other request fails the login.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ServerAuth {
+    /// Not set: scram-sha-256, md5 and none, and a cleartext password only over TLS (a server, or
+    /// whoever sits at its address, cannot downgrade pgmux to sending the password in clear).
+    #[default]
+    Default,
+    /// Exactly these methods, over TLS or not.
+    Only(Vec<ServerAuthMethod>),
+}
+
+impl ServerAuth {
+    /// Whether pgmux answers `method` on a connection that is (or is not) TLS.
+    pub fn allows(&self, method: ServerAuthMethod, over_tls: bool) -> bool {
+        match self {
+            ServerAuth::Default => method != ServerAuthMethod::Password || over_tls,
+            ServerAuth::Only(methods) => methods.contains(&method),
+        }
+    }
+
+    /// For SHOW CONFIG and error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ServerAuth::Default => "scram-sha-256, md5, none (password over TLS only)".into(),
+            ServerAuth::Only(methods) => methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
+        }
+    }
 }
 
 /// A client pinned to a server connection (or in session mode) whose server went away.
@@ -119,6 +174,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10 * 60),
             lost_session_state: LostSessionState::Continue,
+            server_auth: ServerAuth::Default,
         }
     }
 }
@@ -152,6 +208,16 @@ pub struct ClientsConfig {
     /// A client that holds a server connection inside a transaction and sends nothing for this
     /// long is disconnected (FATAL 25P03) and its transaction rolled back; `None`: never.
     pub idle_transaction_timeout: Option<Duration>,
+    /// Clients from one source address in their handshake at once; more from that address queue
+    /// (up to `startup_timeout`) without taking `max_handshakes` places.
+    pub max_handshakes_per_address: usize,
+    /// Failed logins from one address (each within `login_throttle_window` of the previous) after
+    /// which its further login attempts are delayed; 0: never.
+    pub login_throttle_after: u32,
+    pub login_throttle_window: Duration,
+    /// The first delay; doubled for each further failure, up to `login_throttle_max_delay`.
+    pub login_throttle_delay: Duration,
+    pub login_throttle_max_delay: Duration,
 }
 
 impl Default for ClientsConfig {
@@ -165,6 +231,11 @@ impl Default for ClientsConfig {
             max_message_size: 64 * 1024 * 1024,
             max_prepared_statements: 5_000,
             idle_transaction_timeout: None,
+            max_handshakes_per_address: 20,
+            login_throttle_after: 5,
+            login_throttle_window: Duration::from_secs(60),
+            login_throttle_delay: Duration::from_millis(100),
+            login_throttle_max_delay: Duration::from_secs(10),
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum ClientError {
     AuthProtocol(String),
     #[error("sorry, too many clients already")]
     TooManyClients,
+    /// More clients from one address in their handshake than `clients.max_handshakes_per_address`
+    /// for the whole of `startup_timeout`.
+    #[error("too many connections from this address are logging in at once (clients.max_handshakes_per_address: {0})")]
+    TooManyHandshakesFromAddress(usize),
     /// A plaintext client while `tls.mode` is `require`.
     #[error("pgmux accepts only TLS connections (tls.mode: require): connect with sslmode=require or stronger")]
     TlsRequired,
@@ -35,6 +39,13 @@ pub enum ClientError {
     ServerUnavailable(String),
     #[error("could not connect to server: {0}")]
     StartupFailed(String),
+    /// The server asked pgmux for an authentication method `pool.server_auth` does not allow, at
+    /// the client's login (FATAL) ...
+    #[error("could not log in to the server: {0}")]
+    ServerAuthRefused(String),
+    /// ... or for a transaction (ERROR: the client may try again).
+    #[error("could not log in to the server: {0}")]
+    ServerAuthRefusedNow(String),
     #[error("server connection lost (the server may be failing over; new work waits for a primary): {0}")]
     ServerLost(String),
     #[error(
@@ -99,6 +110,7 @@ impl ClientError {
             self,
             ClientError::BorrowTimeout(_)
                 | ClientError::ServerUnavailable(_)
+                | ClientError::ServerAuthRefusedNow(_)
                 | ClientError::ServerLost(_)
                 | ClientError::ServerLostInTransaction(_)
                 | ClientError::TransactionAborted
@@ -116,8 +128,14 @@ impl ClientError {
         match self {
             ClientError::Protocol(_) | ClientError::AuthProtocol(_) => "08P01",
             ClientError::AuthFailed(_) => "28P01",
-            ClientError::TlsRequired => "28000",
-            ClientError::TooManyClients | ClientError::BorrowTimeout(_) | ClientError::LoginBorrowTimeout(_) => "53300",
+            // As PostgreSQL's own refusal of a login (pg_hba.conf).
+            ClientError::TlsRequired | ClientError::ServerAuthRefused(_) | ClientError::ServerAuthRefusedNow(_) => {
+                "28000"
+            }
+            ClientError::TooManyClients
+            | ClientError::TooManyHandshakesFromAddress(_)
+            | ClientError::BorrowTimeout(_)
+            | ClientError::LoginBorrowTimeout(_) => "53300",
             // PgBouncer's code for its client_login_timeout.
             ClientError::StartupTimeout(_) => "08P01",
             ClientError::ServerUnavailable(_) | ClientError::StartupFailed(_) => "08001",
@@ -188,7 +206,10 @@ mod tests {
             (ClientError::Protocol("x".into()), "08P01", Severity::Fatal),
             (ClientError::AuthFailed("u".into()), "28P01", Severity::Fatal),
             (ClientError::TlsRequired, "28000", Severity::Fatal),
+            (ClientError::ServerAuthRefused("x".into()), "28000", Severity::Fatal),
+            (ClientError::ServerAuthRefusedNow("x".into()), "28000", Severity::Error),
             (ClientError::TooManyClients, "53300", Severity::Fatal),
+            (ClientError::TooManyHandshakesFromAddress(20), "53300", Severity::Fatal),
             (ClientError::BorrowTimeout(Duration::from_secs(1)), "53300", Severity::Error),
             (ClientError::LoginBorrowTimeout(Duration::from_secs(1)), "53300", Severity::Fatal),
             (ClientError::StartupTimeout(Duration::from_secs(1)), "08P01", Severity::Fatal),
@@ -218,7 +239,7 @@ mod tests {
         let total: u64 = counts.snapshot().map(|(_, n)| n).sum();
         assert_eq!(total, cases.len() as u64);
         let busy = counts.snapshot().find(|(c, _)| *c == "53300").map(|(_, n)| n);
-        assert_eq!(busy, Some(3));
+        assert_eq!(busy, Some(4));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct LogLimits {
     pub server_lost: Limiter,
     /// A client pinned or unpinned.
     pub pins: Limiter,
+    /// A login delayed for its address's failed logins.
+    pub login_throttled: Limiter,
 }
 
 #[cfg(test)]

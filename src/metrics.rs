@@ -100,6 +100,8 @@ pub struct Metrics {
     pub routed: RouteCounters,
     /// Errors pgmux itself sent, by SQLSTATE (counted where they are written, in `error.rs`).
     pub errors: Arc<ErrorCounts>,
+    /// Logins delayed for their address's failed logins (`clients.login_throttle_*`).
+    pub login_throttled: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,7 +164,13 @@ impl Metrics {
             primary: routes.with_label_values(&["primary"]),
             replica: routes.with_label_values(&["replica"]),
         };
-        Metrics { registry, clients, routed, errors: Arc::new(ErrorCounts::default()) }
+        let login_throttled = IntCounter::new(
+            "pgmux_login_throttled_total",
+            "Login attempts delayed because their source address had repeated failed logins.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(login_throttled.clone())).expect("metric registered once");
+        Metrics { registry, clients, routed, errors: Arc::new(ErrorCounts::default()), login_throttled }
     }
 
     /// Adds a scrape-time collector (each subsystem registers its own).

@@ -205,7 +205,9 @@ impl Pool {
         };
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         while let Some(mut conn) = self.pop_idle() {
-            if conn.looks_idle() {
+            // A cancel its last borrower sent may still be on its way: lent only once that is
+            // settled, so it cannot reach this borrower's query (see `backend::cancel`).
+            if conn.looks_idle() && conn.cancels.settle().await {
                 return Ok(self.lend(conn, permit, started, false));
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);

@@ -38,17 +38,47 @@ async fn md5_client_authentication() {
     assert_eq!(psql_value(p.port(), "", "select 'md5 ok'").await, "md5 ok");
 }
 
+/// pgmux answers a server asking for MD5 by default, and for a cleartext password only when
+/// `pool.server_auth` lists `password` (the connection here has no TLS); a refused method fails that
+/// login with 28000 and does not count against the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_in_to_servers_with_md5_and_cleartext() {
-    for auth in [HostAuth::Md5, HostAuth::Password] {
+    // (server auth, pool.server_auth, whether pgmux logs in)
+    let cases: [(HostAuth, &[(&str, bool)]); 2] = [
+        (HostAuth::Md5, &[("", true), ("  server_auth: [scram-sha-256]\n", false), ("  server_auth: [md5]\n", true)]),
+        (
+            HostAuth::Password,
+            &[
+                ("", false),
+                ("  server_auth: [scram-sha-256, md5]\n", false),
+                ("  server_auth: [scram-sha-256, password]\n", true),
+            ],
+        ),
+    ];
+    for (auth, configs) in cases {
         let opts = ClusterOptions { replicas: 0, auth, ..ClusterOptions::default() };
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(opts)).await.unwrap().expect("cluster");
-        let p = start_proxy_yaml(&yaml(&[cluster.addr(0)], "  size: 2", "")).await;
-        let c = connect_app(&p).await;
-        let n: i32 = c.query_one("select 11", &[]).await.unwrap().get(0);
-        assert_eq!(n, 11);
-        drop(c);
-        p.shutdown.abort.cancel();
+        for (server_auth, works) in configs {
+            let p = start_proxy_yaml(&yaml(&[cluster.addr(0)], &format!("  size: 2\n{server_auth}"), "")).await;
+            let what = format!("{auth:?} with {server_auth:?}");
+            match connect(&p.dsn("app", "app", "app")).await {
+                Ok(c) => {
+                    assert!(works, "{what}: logged in");
+                    let n: i32 = c.query_one("select 11", &[]).await.unwrap().get(0);
+                    assert_eq!(n, 11);
+                }
+                Err(e) => {
+                    assert!(!works, "{what}: {e}");
+                    let db = e.as_db_error().unwrap_or_else(|| panic!("{what}: {e}"));
+                    assert_eq!((db.code().code(), db.severity()), ("28000", "FATAL"), "{what}: {e}");
+                    let method = if auth == HostAuth::Md5 { "md5" } else { "password" };
+                    assert!(db.message().contains(&format!("asked for {method} authentication")), "{what}: {e}");
+                    assert!(db.message().contains("pool.server_auth"), "{what}: {e}");
+                    assert_eq!(p.ctx.cluster.failover_stats().losses, 0, "{what}: the server was declared lost");
+                }
+            }
+            p.shutdown.abort.cancel();
+        }
         tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
     }
 }
@@ -99,7 +129,9 @@ async fn scram_salt_does_not_tell_whether_a_user_exists() {
 /// user) vs unknown user, median of 200 each, interleaved. Reported, not asserted (a noisy box).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_user_take_the_same_time() {
-    let p = start_proxy("  size: 2", "").await;
+    // 400 failed logins from one address: the per-address login throttle is off here (it would
+    // add its own delay to what is measured).
+    let p = start_proxy("  size: 2", "  login_throttle_after: 0").await;
     let mut times: [Vec<std::time::Duration>; 2] = [Vec::new(), Vec::new()];
     let mut errors = Vec::new();
     for i in 0..400 {

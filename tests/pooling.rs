@@ -185,6 +185,39 @@ async fn cancel_request_reaches_the_clients_query_only() {
     other.simple_query("select 1").await.unwrap();
 }
 
+/// A cancel pgmux sent while client A held the one server connection, but that reaches the server
+/// only after A committed (held up in a relay), must not cancel client B's query on that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_never_reaches_the_next_borrower() {
+    use common::faults::{CANCEL_CODE, PeekRelay};
+    let c0 = cluster();
+    let relay = PeekRelay::start(c0.addr(0).parse().unwrap(), Duration::from_millis(300)).await;
+    let p = start_proxy_yaml(&yaml(&[relay.addr.to_string()], "  size: 1", "")).await;
+    let a = connect_app(&p).await;
+    let mut b = Some(connect_app(&p).await);
+    for round in 0..5 {
+        a.simple_query("begin").await.unwrap();
+        a.simple_query("select 1").await.unwrap();
+        let sent = relay.count(CANCEL_CODE);
+        a.cancel_token().cancel_query(tokio_postgres::NoTls).await.unwrap();
+        // B waits for the connection A holds.
+        let client = b.take().unwrap();
+        let waiting = tokio::spawn(async move {
+            let r = client.simple_query("select pg_sleep(1)").await;
+            (r, client)
+        });
+        // pgmux forwarded the cancel while A held the connection; the relay sits on it.
+        assert!(eventually(Duration::from_secs(5), || async { relay.count(CANCEL_CODE) > sent }).await);
+        a.simple_query("commit").await.unwrap();
+        let (r, client) = waiting.await.unwrap();
+        if let Err(e) = &r {
+            panic!("round {round}: B's query failed ({:?}): {e}", sqlstate(e));
+        }
+        b = Some(client);
+    }
+    assert_eq!(simple_value(&a, "select 'a still works'").await, "a still works");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_one_server_connection_and_resets_it() {
     let p = start_proxy("  size: 1\n  mode: session", "").await;

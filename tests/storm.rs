@@ -99,6 +99,74 @@ async fn handshakes_past_max_handshakes_are_queued_not_refused_nor_timed_out() {
     }
 }
 
+/// Connections from one address that never finish their startup hold only that address's
+/// handshake places: a client from another address logs in at once, not after startup_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_from_one_address_do_not_starve_another() {
+    let clients = "  startup_timeout: 30s\n  max_handshakes: 4\n  max_handshakes_per_address: 2";
+    let p = start_proxy("  size: 2", clients).await;
+    let packet = startup_packet(0, &[("user", "app"), ("database", "app")]);
+    let mut stalled = Vec::new();
+    for _ in 0..12 {
+        let mut raw = Raw::connect(p.addr).await;
+        raw.send(&packet[..5]).await;
+        stalled.push(raw);
+    }
+    // Two in their handshake, ten queued behind them for 127.0.0.1's places.
+    assert!(eventually(Duration::from_secs(5), || async { p.ctx.handshakes_queued() == 10 }).await);
+    let started = Instant::now();
+    let c = tokio::time::timeout(Duration::from_secs(10), connect_from("127.0.0.2", &p, "app", "app"))
+        .await
+        .expect("a client from another address was starved")
+        .expect("login from 127.0.0.2");
+    assert_eq!(simple_value(&c, "select 'other address'").await, "other address");
+    eprintln!("login from 127.0.0.2 beside 12 half-open connections from 127.0.0.1: {:?}", started.elapsed());
+    drop(stalled);
+    // 127.0.0.1's queue drains once its connections go; its own clients get in again.
+    let c = tokio::time::timeout(Duration::from_secs(10), connect_app(&p)).await.expect("127.0.0.1 served again");
+    c.simple_query("select 1").await.unwrap();
+}
+
+/// After `login_throttle_after` failed logins from one address, each further attempt from it waits
+/// longer (doubling, capped), counted and logged; a login from another address is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_bad_passwords_from_one_address_are_delayed() {
+    let clients = "  login_throttle_after: 2\n  login_throttle_delay: 400ms\n  login_throttle_max_delay: 800ms";
+    let p = start_proxy("  size: 2", clients).await;
+    let throttled = || p.ctx.metrics.login_throttled.get();
+    let attempt = |ip: &'static str, password: &'static str| {
+        let p = &p;
+        async move {
+            let t = Instant::now();
+            let r = connect_from(ip, p, "app", password).await;
+            (r.map(|_| ()).map_err(|e| sqlstate(&e)), t.elapsed())
+        }
+    };
+    for _ in 0..2 {
+        let (r, _) = attempt("127.0.0.1", "wrong").await;
+        assert_eq!(r, Err(Some("28P01".into())));
+    }
+    assert_eq!(throttled(), 0);
+    let mut waits = Vec::new();
+    for (n, least) in [(1, 400), (2, 800), (3, 800)] {
+        let (r, took) = attempt("127.0.0.1", "wrong").await;
+        assert_eq!(r, Err(Some("28P01".into())));
+        assert!(took >= Duration::from_millis(least), "attempt {n} after the threshold took {took:?}");
+        assert_eq!(throttled(), n);
+        waits.push(took);
+    }
+    // Another address is not held up (nor counted).
+    let (r, took) = attempt("127.0.0.2", "app").await;
+    assert_eq!(r, Ok(()));
+    assert_eq!(throttled(), 3);
+    eprintln!("bad-password attempts past the threshold took {waits:?}; a login from 127.0.0.2 took {took:?}");
+    // The throttled address's good logins wait too (the delay comes before authentication).
+    let (r, took) = attempt("127.0.0.1", "app").await;
+    assert_eq!(r, Ok(()));
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    assert_eq!(throttled(), 4);
+}
+
 /// Clients in the burst (PGMUX_STORM_CLIENTS overrides).
 fn burst_clients() -> usize {
     std::env::var("PGMUX_STORM_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000)

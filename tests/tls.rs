@@ -312,6 +312,40 @@ async fn server_connections_over_tls() {
     tokio::task::spawn_blocking(move || drop(server)).await.unwrap();
 }
 
+/// Under `server_tls: require`, a client's cancel goes to the server over TLS too (SSLRequest first,
+/// as libpq sends it): no CancelRequest crosses the network in plaintext, and it still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_go_to_the_server_over_tls() {
+    use common::faults::{CANCEL_CODE, PeekRelay, SSL_CODE};
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path(), "");
+    let server = Arc::new(ssl_cluster(&c).await);
+    let relay = PeekRelay::start(server.addr(0).parse().unwrap(), Duration::ZERO).await;
+    let text = format!("{}server_tls: {{mode: require}}\n", yaml(&[relay.addr.to_string()], "  size: 2", ""));
+    let p = start_proxy_yaml(&text).await;
+    let client = connect_app(&p).await;
+    let token = client.cancel_token();
+    let slow = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await });
+    let sleeping = "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'";
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let node = server.clone();
+            async move {
+                tokio::task::spawn_blocking(move || node.psql(0, "app", sleeping).unwrap()).await.unwrap() == "1"
+            }
+        })
+        .await
+    );
+    let tls_before = relay.count(SSL_CODE);
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), slow).await.expect("cancel took effect").unwrap();
+    assert_eq!(sqlstate(&r.unwrap_err()).as_deref(), Some("57014"));
+    assert_eq!(relay.count(CANCEL_CODE), 0, "a CancelRequest went in plaintext: {:?}", relay.codes);
+    assert!(relay.count(SSL_CODE) > tls_before, "the cancel asked for TLS: {:?}", relay.codes);
+    p.shutdown.abort.cancel();
+    tokio::task::spawn_blocking(move || drop(server)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_tls_require_against_a_plaintext_server_fails_clearly() {
     let c = cluster();

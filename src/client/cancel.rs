@@ -1,22 +1,24 @@
 //! Cancel keys: each client gets its own BackendKeyData from pgmux; a CancelRequest carrying it is
-//! sent on to whichever server connection that client holds at that moment, and nowhere otherwise.
+//! sent on to whichever server connection that client holds at that moment, and nowhere otherwise
+//! (the connection's cancel gate keeps it from being lent on while the cancel is in flight: see
+//! `backend::cancel`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
 use rand::RngExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::pins::PinReasons;
+use crate::backend::cancel::{CancelError, CancelGate, CancelPermit};
 
 /// A server-side query that can be cancelled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CancelTarget {
     pub server: Arc<str>,
     pub pid: i32,
     pub secret: i32,
+    /// The connection's gate (shared with it).
+    pub gate: CancelGate,
 }
 
 /// What a client currently holds, updated on every borrow and return, and its pin reasons (for
@@ -35,6 +37,14 @@ impl CancelSlot {
 
     pub fn get(&self) -> Option<CancelTarget> {
         self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The connection held now and a permit to cancel on it, taken under the lock the session
+    /// takes to let the connection go: the permit is held before the connection can be lent on.
+    fn aim(&self) -> Option<(CancelTarget, CancelPermit)> {
+        let target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        let t = target.as_ref()?;
+        Some((t.clone(), t.gate.permit()?))
     }
 
     pub fn set_pins(&self, pins: PinReasons) {
@@ -119,19 +129,21 @@ impl CancelRegistry {
         out
     }
 
-    pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
+    /// The server connection the client with this key holds now, with the permit to cancel on it.
+    pub fn lookup(&self, pid: i32, secret: i32) -> Option<(CancelTarget, CancelPermit)> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(pid, secret)).and_then(|slot| slot.get())
+        map.get(&(pid, secret)).and_then(|slot| slot.aim())
     }
 }
 
-/// Sends a CancelRequest for `target` to its server.
-pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(crate::net::member_addr(&target.server)).await?;
-    let mut buf = BytesMut::new();
-    postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
-    stream.write_all(&buf).await?;
-    stream.shutdown().await
+/// Sends a CancelRequest for `target` to its server (over TLS as `server_tls` says) and waits
+/// until the server has acted on it.
+pub async fn send_cancel(
+    target: &CancelTarget,
+    permit: CancelPermit,
+    tls: &crate::tls::Connector,
+) -> Result<(), CancelError> {
+    crate::backend::cancel::send(&target.server, target.pid, target.secret, tls, permit).await
 }
 
 #[cfg(test)]
@@ -144,12 +156,12 @@ mod tests {
         let a = reg.register();
         let b = reg.register();
         assert_ne!((a.pid, a.secret), (b.pid, b.secret));
-        let t = CancelTarget { server: "x:1".into(), pid: 5, secret: 6 };
+        let t = CancelTarget { server: "x:1".into(), pid: 5, secret: 6, gate: CancelGate::default() };
         a.slot.set(Some(t.clone()));
-        assert_eq!(reg.lookup(a.pid, a.secret), Some(t));
-        assert_eq!(reg.lookup(b.pid, b.secret), None);
+        assert_eq!(reg.lookup(a.pid, a.secret).map(|(t, _)| t.pid), Some(5));
+        assert!(reg.lookup(b.pid, b.secret).is_none());
         let (pid, secret) = (a.pid, a.secret);
         drop(a);
-        assert_eq!(reg.lookup(pid, secret), None);
+        assert!(reg.lookup(pid, secret).is_none());
     }
 }

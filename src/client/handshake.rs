@@ -82,7 +82,7 @@ pub async fn run(
     pending: BytesMut,
     endpoint: Endpoint,
     deadline: Instant,
-    turn: tokio::sync::OwnedSemaphorePermit,
+    turn: super::Turn,
 ) -> Result<Option<Greeted>> {
     let login = tokio::time::timeout_at(deadline, login(ctx, stream, security, pending)).await;
     // The next client's handshake may start while this one waits for a server connection.
@@ -162,8 +162,8 @@ async fn login(
                 stream.write_all(b"N").await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                if let Some(target) = ctx.cancels.lookup(pid, secret)
-                    && let Err(e) = send_cancel(&target).await
+                if let Some((target, permit)) = ctx.cancels.lookup(pid, secret)
+                    && let Err(e) = send_cancel(&target, permit, &ctx.tls.servers()).await
                 {
                     tracing::warn!(server = %target.server, error = %e, "could not forward cancel request");
                 }
@@ -283,6 +283,9 @@ async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: En
             Err(HandshakeEnd::ServerError(frame.bytes))
         }
         Err(ClusterError::Pool(PoolError::Timeout)) => Err(ClientError::LoginBorrowTimeout(timeout).into()),
+        Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::AuthRefused { .. }))) => {
+            Err(ClientError::ServerAuthRefused(e.to_string()).into())
+        }
         Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))),
     }
 }

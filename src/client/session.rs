@@ -171,6 +171,7 @@ impl Session {
                 server: a.backend.server.clone(),
                 pid: a.backend.pid,
                 secret: a.backend.secret,
+                gate: a.backend.cancels.clone(),
             }));
         }
         if let State::Active(a) = from {
@@ -347,6 +348,9 @@ impl Session {
                 self.activate(backend);
             }
             Err(ClusterError::Pool(PoolError::Timeout)) => self.fail_batch(ClientError::BorrowTimeout(timeout)),
+            Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::AuthRefused { .. }))) => {
+                self.fail_batch(ClientError::ServerAuthRefusedNow(e.to_string()))
+            }
             Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { message, .. }))) => {
                 self.fail_batch(ClientError::ServerUnavailable(message))
             }

@@ -8,7 +8,7 @@ use super::raw::Node;
 use super::reader::{Ctx, Fields, Item};
 use super::{
     ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig, PoolMode,
-    RoutingConfig,
+    RoutingConfig, ServerAuth, ServerAuthMethod,
 };
 use super::{Problem, ServerAddr, tls, users};
 
@@ -148,9 +148,29 @@ fn read_pool(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> PoolConfig {
             .get("lost_session_state")
             .and_then(|v| ctx.choice(&v, LOST_SESSION_STATE))
             .unwrap_or(d.lost_session_state),
+        server_auth: f.get("server_auth").and_then(|v| read_server_auth(ctx, &v)).unwrap_or(d.server_auth),
     };
     f.finish(ctx);
     pool
+}
+
+/// `pool.server_auth`: a non-empty list of method names.
+fn read_server_auth(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<ServerAuth> {
+    let elements = ctx.list(item)?;
+    if elements.is_empty() {
+        ctx.report_at(item, "must name at least one method (scram-sha-256, md5, password, none)");
+        return None;
+    }
+    let mut methods = Vec::new();
+    let mut valid = true;
+    for element in &elements {
+        match ctx.choice(element, ServerAuthMethod::NAMES) {
+            Some(method) if !methods.contains(&method) => methods.push(method),
+            Some(_) => {}
+            None => valid = false,
+        }
+    }
+    valid.then_some(ServerAuth::Only(methods))
 }
 
 const BOOLS: &[(&str, bool)] = &[("true", true), ("false", false)];
@@ -215,6 +235,27 @@ fn read_clients(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> ClientsConfig {
             Some(v) => ctx.duration(&v, true).filter(|t| !t.is_zero()),
             None => d.idle_transaction_timeout,
         },
+        max_handshakes_per_address: f
+            .get("max_handshakes_per_address")
+            .and_then(|v| ctx.count(&v, 1))
+            .unwrap_or(d.max_handshakes_per_address),
+        login_throttle_after: f
+            .get("login_throttle_after")
+            .and_then(|v| ctx.count(&v, 0))
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(d.login_throttle_after),
+        login_throttle_window: f
+            .get("login_throttle_window")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.login_throttle_window),
+        login_throttle_delay: f
+            .get("login_throttle_delay")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.login_throttle_delay),
+        login_throttle_max_delay: f
+            .get("login_throttle_max_delay")
+            .and_then(|v| ctx.duration(&v, false))
+            .unwrap_or(d.login_throttle_max_delay),
     };
     f.finish(ctx);
     clients

@@ -5,8 +5,8 @@
 //!
 //! Names: `PGMUX_<KEY>` for a top-level key (`PGMUX_LISTEN`, `PGMUX_SHUTDOWN_TIMEOUT`) and
 //! `PGMUX_<SECTION>_<KEY>` for a key of a section (`PGMUX_POOL_SIZE` is `pool.size`,
-//! `PGMUX_SERVER_TLS_CA_FILE` is `server_tls.ca_file`). `PGMUX_SERVERS` and `PGMUX_ADMIN_USERS` are
-//! comma-separated lists; `PGMUX_USERS` lists `name=env:VARIABLE` (`password_env`) or
+//! `PGMUX_SERVER_TLS_CA_FILE` is `server_tls.ca_file`). `PGMUX_SERVERS`, `PGMUX_ADMIN_USERS` and
+//! `PGMUX_POOL_SERVER_AUTH` are comma-separated lists; `PGMUX_USERS` lists `name=env:VARIABLE` (`password_env`) or
 //! `name=file:PATH` (`password_file`) entries, so no password is ever written in a variable
 //! pgmux reads as a setting. A set variable replaces the file's value (lists replace whole lists);
 //! an empty one removes it (its default applies). Values are taken literally (no `${VAR}`).
@@ -60,8 +60,8 @@ const TOP_KEYS: &[&str] = &[
 /// read as `server` + `tls_…`.
 const SECTIONS: &[&str] = &["server_tls", "routing", "clients", "health", "pool", "tls"];
 
-/// Top-level keys whose variable is a comma-separated list.
-const LIST_KEYS: &[&str] = &["servers", "admin_users"];
+/// Keys whose variable is a comma-separated list.
+const LIST_KEYS: &[&str] = &["servers", "admin_users", "pool.server_auth"];
 
 /// The variable that sets the key at `path` (`pool.size` → `PGMUX_POOL_SIZE`).
 pub(super) fn var_for(path: &str) -> String {
@@ -270,6 +270,7 @@ mod tests {
             ("PGMUX_SHUTDOWN_TIMEOUT", Some("shutdown_timeout")),
             ("PGMUX_POOL_SIZE", Some("pool.size")),
             ("PGMUX_POOL_BORROW_TIMEOUT", Some("pool.borrow_timeout")),
+            ("PGMUX_POOL_SERVER_AUTH", Some("pool.server_auth")),
             ("PGMUX_CLIENTS_MAX_CONNECTIONS", Some("clients.max_connections")),
             ("PGMUX_TLS_CERT_FILE", Some("tls.cert_file")),
             ("PGMUX_SERVER_TLS_CA_FILE", Some("server_tls.ca_file")),

@@ -185,3 +185,26 @@ fn source_choice() {
     let missing = Source::File("/nonexistent/pgmux.yaml".into()).load(&Vars::new()).expect_err("missing");
     assert!(missing.to_string().contains("cannot read config file"), "{missing}");
 }
+
+#[test]
+fn server_auth_is_a_comma_separated_list() {
+    let vars: Vars = [
+        ("PGMUX_LISTEN", "127.0.0.1:1"),
+        ("PGMUX_SERVERS", "a"),
+        ("PGMUX_USERS", "a=env:A_PW"),
+        ("A_PW", "x"),
+        ("PGMUX_POOL_SERVER_AUTH", "scram-sha-256, password"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = Config::from_sources(None, &vars).expect("valid");
+    assert_eq!(
+        config.pool.server_auth,
+        ServerAuth::Only(vec![ServerAuthMethod::ScramSha256, ServerAuthMethod::Password])
+    );
+    assert!(config.pool.server_auth.allows(ServerAuthMethod::Password, false));
+    assert!(!ServerAuth::Default.allows(ServerAuthMethod::Password, false));
+    assert!(ServerAuth::Default.allows(ServerAuthMethod::Password, true));
+    assert!(ServerAuth::Default.allows(ServerAuthMethod::Md5, false));
+}

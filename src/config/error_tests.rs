@@ -280,3 +280,13 @@ fn expansion_errors_never_echo_the_value() {
         assert!(!found[0].to_string().contains("hunter2"), "{}", found[0]);
     }
 }
+
+#[test]
+fn server_auth_names_known_methods_and_at_least_one() {
+    assert_one(&with("pool:\n  server_auth: []\n"), "pool.server_auth", Some(8), "at least one method");
+    let found = problems(&with("pool:\n  server_auth: [scram-sha-256, kerberos, cleartext]\n"));
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_problem(&found[0], "pool.server_auth[1]", Some(8), "scram-sha-256, md5, password, none");
+    assert_problem(&found[1], "pool.server_auth[2]", Some(8), "`cleartext`");
+    assert_one(&with("pool:\n  server_auth: md5\n"), "pool.server_auth", Some(8), "expected a list");
+}

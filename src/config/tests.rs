@@ -45,6 +45,7 @@ fn minimal_config_gets_every_default() {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             lost_session_state: LostSessionState::Continue,
+            server_auth: ServerAuth::Default,
         },
         clients: ClientsConfig {
             max_connections: 10_000,
@@ -55,6 +56,11 @@ fn minimal_config_gets_every_default() {
             max_message_size: 64 << 20,
             max_prepared_statements: 5_000,
             idle_transaction_timeout: None,
+            max_handshakes_per_address: 20,
+            login_throttle_after: 5,
+            login_throttle_window: Duration::from_secs(60),
+            login_throttle_delay: Duration::from_millis(100),
+            login_throttle_max_delay: Duration::from_secs(10),
         },
         users: vec![user("app", "app")],
         admin_users: vec![],
@@ -88,6 +94,7 @@ pool:
   connect_timeout: 2s
   idle_timeout: 1h30m
   lost_session_state: close
+  server_auth: [scram-sha-256, password, scram-sha-256]
 clients:
   max_connections: 100
   idle_timeout: 1d
@@ -97,6 +104,11 @@ clients:
   max_message_size: 16MB
   max_prepared_statements: 50
   idle_transaction_timeout: 2m
+  max_handshakes_per_address: 3
+  login_throttle_after: 0
+  login_throttle_window: 5m
+  login_throttle_delay: 1s
+  login_throttle_max_delay: 1m
 users:
   - name: app
     password: s3cret
@@ -121,6 +133,7 @@ listen_backlog: 128
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5400),
         lost_session_state: LostSessionState::Close,
+        server_auth: ServerAuth::Only(vec![ServerAuthMethod::ScramSha256, ServerAuthMethod::Password]),
     };
     assert_eq!(config.pool, pool);
     let clients = ClientsConfig {
@@ -132,6 +145,11 @@ listen_backlog: 128
         max_message_size: 16 << 20,
         max_prepared_statements: 50,
         idle_transaction_timeout: Some(Duration::from_secs(120)),
+        max_handshakes_per_address: 3,
+        login_throttle_after: 0,
+        login_throttle_window: Duration::from_secs(300),
+        login_throttle_delay: Duration::from_secs(1),
+        login_throttle_max_delay: Duration::from_secs(60),
     };
     assert_eq!(config.clients, clients);
     // A plain scalar that looks like a number is kept as written.

@@ -143,3 +143,59 @@ async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
     }
     let _ = to.shutdown().await;
 }
+
+/// The code of a CancelRequest and of an SSLRequest (the second word of the packet).
+pub const CANCEL_CODE: u32 = 80877102;
+pub const SSL_CODE: u32 = 80877103;
+
+/// A relay that notes the first packet code of every connection (CancelRequest, SSLRequest, or a
+/// startup's protocol version) and holds each plaintext CancelRequest for `cancel_delay` before
+/// passing it on: a cancel then reaches the server well after pgmux sent it.
+pub struct PeekRelay {
+    pub addr: SocketAddr,
+    /// First codes seen, in order.
+    pub codes: Arc<std::sync::Mutex<Vec<u32>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PeekRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PeekRelay {
+    pub async fn start(target: SocketAddr, cancel_delay: Duration) -> PeekRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().unwrap();
+        let codes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = codes.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 8];
+                    if inbound.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+                    seen.lock().unwrap().push(code);
+                    if code == CANCEL_CODE {
+                        // Injected latency, not a wait for a condition.
+                        tokio::time::sleep(cancel_delay).await;
+                    }
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    if outbound.write_all(&head).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        PeekRelay { addr, codes, task }
+    }
+
+    pub fn count(&self, code: u32) -> usize {
+        self.codes.lock().unwrap().iter().filter(|&&c| c == code).count()
+    }
+}

@@ -97,6 +97,24 @@ pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres
     Ok(client)
 }
 
+/// Connects with tokio-postgres from source address `ip` (any of 127/8 works on loopback).
+pub async fn connect_from(
+    ip: &str,
+    p: &TestProxy,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{ip}:0").parse().unwrap()).expect("bind the source address");
+    let stream = socket.connect(p.addr).await.expect("connect to pgmux");
+    let config: tokio_postgres::Config = p.dsn(user, password, "app").parse().unwrap();
+    let (client, conn) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 pub async fn connect_app(p: &TestProxy) -> tokio_postgres::Client {
     connect(&p.dsn("app", "app", "app")).await.expect("connect through pgmux")
 }
