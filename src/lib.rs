@@ -3,6 +3,7 @@
 //! Modules, lowest layer first:
 //! - `config`: the YAML configuration, validated as a whole.
 //! - `protocol`: wire framing, startup packets, the messages pgmux builds or inspects.
+//! - `sql`: the one SQL lexer the classifiers are built on.
 //! - `net`: the byte streams connections run on (TCP, or the local end of a TLS pump).
 //! - `tls`: certificates and modes towards clients and servers (reloadable), the TLS pump tasks.
 //! - `auth`: SCRAM-SHA-256 and MD5 verification of clients against the configured users.
@@ -37,5 +38,6 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod sql;
 pub mod storm;
 pub mod tls;

@@ -143,15 +143,19 @@ impl Console {
         None
     }
 
-    /// Runs each `;`-separated statement in turn; the first error ends the Query, as in PostgreSQL.
+    /// Runs each `;`-separated statement in turn (split by the SQL lexer, so comments and quoted
+    /// text are what they are in PostgreSQL); the first error ends the Query, as in PostgreSQL.
     async fn query(&mut self, text: &str) {
-        let statements: Vec<&str> = text.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let statements: Vec<String> = crate::sql::statement_texts(text.as_bytes())
+            .into_iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
         if statements.is_empty() {
             build::empty_query_response(&mut self.out);
         }
         for statement in statements {
             tracing::debug!(user = %self.user, statement, "admin console command");
-            let reply = match commands::parse(statement) {
+            let reply = match commands::parse(&statement) {
                 Ok(command) => commands::execute(&self.ctx, command).await,
                 Err(e) => Err(e),
             };

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use super::statements::{self, ClientStatements, StatementDef};
 use crate::error::{ClientError, ErrorCounts};
 use crate::protocol::{TxStatus, build, cstr, ftag};
+use crate::sql::Token;
 
 /// What the session does after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,64 +387,20 @@ fn end_kind(sql: &[u8]) -> Option<EndKind> {
     }
 }
 
-/// Splits `sql` (up to a NUL) into its non-empty statements, each a list of lowercase words,
-/// skipping whitespace and comments. None if it holds anything but words (literals, numbers,
-/// operators) or an unterminated comment: such SQL ends no block.
+/// Splits `sql` (up to a NUL) into its non-empty statements, each a list of lowercase words.
+/// None if it holds anything but words (literals, numbers, operators) or something unterminated:
+/// such SQL ends no block.
 fn parse_words(sql: &[u8]) -> Option<Vec<Vec<String>>> {
-    let sql = sql.iter().position(|&b| b == 0).map_or(sql, |end| &sql[..end]);
-    let mut statements = Vec::new();
-    let mut words: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sql.len() {
-        match sql[i] {
-            b if b.is_ascii_whitespace() => i += 1,
-            b';' => {
-                if !words.is_empty() {
-                    statements.push(std::mem::take(&mut words));
-                }
-                i += 1;
-            }
-            b'-' if sql.get(i + 1) == Some(&b'-') => {
-                i = sql[i..].iter().position(|&b| b == b'\n').map_or(sql.len(), |n| i + n + 1);
-            }
-            b'/' if sql.get(i + 1) == Some(&b'*') => i = skip_block_comment(sql, i)?,
-            b if b.is_ascii_alphabetic() || b == b'_' => {
-                let start = i;
-                while i < sql.len() && (sql[i].is_ascii_alphanumeric() || matches!(sql[i], b'_' | b'$')) {
-                    i += 1;
-                }
-                words.push(String::from_utf8_lossy(&sql[start..i]).to_ascii_lowercase());
-            }
-            _ => return None,
-        }
-    }
-    if !words.is_empty() {
-        statements.push(words);
-    }
-    Some(statements)
-}
-
-/// The index after the block comment opening at `start` (they nest, as in PostgreSQL).
-fn skip_block_comment(sql: &[u8], start: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut i = start;
-    while i + 1 < sql.len() {
-        match &sql[i..i + 2] {
-            b"/*" => {
-                depth += 1;
-                i += 2;
-            }
-            b"*/" => {
-                depth -= 1;
-                i += 2;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    None
+    crate::sql::statements(sql)
+        .map(|stmt| {
+            stmt.into_iter()
+                .map(|t| match t {
+                    Token::Word(w) => Some(String::from_utf8_lossy(w).to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

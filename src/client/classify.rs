@@ -63,168 +63,68 @@ const PLAIN_STARTS: &[&str] = &[
 /// `pg_temp` schema) and WITH HOLD cursors.
 const STATE_WORDS: &[&str] = &["temp", "temporary", "pg_temp", "hold"];
 
-/// Classifies SQL text (one or more statements). Case-insensitive, over-approximating: string
-/// literals, quoted identifiers, dollar quotes and comments are skipped so that nothing after them
-/// is misread, and anything the lexer cannot place asks for the check.
+use crate::sql::{Lexer, Token, statements};
+
+/// Classifies SQL text (one or more statements). Case-insensitive, over-approximating: on the
+/// lexer's tokens (literals, quoted identifiers, dollar quotes and comments are never misread as
+/// words), and anything it cannot place asks for the check.
 pub fn classify(sql: &[u8]) -> Effects {
     let mut fx = Effects::default();
     let mut at_statement_start = true;
-    // The previous word, lowercased (types and table names before '(' are not calls).
-    let mut prev: &[u8] = b"";
-    let mut prev_was_cast = false;
-    let n = sql.len();
-    let mut i = 0;
-    while i < n {
-        let b = sql[i];
-        match b {
-            b'\'' => {
-                // Where a literal with a backslash ends depends on E'…' and standard_conforming_strings:
-                // rather than guess, ask the server.
-                let end = skip_quoted(sql, i, b'\'');
-                fx.check |= sql[i..end].contains(&b'\\');
-                i = end;
-                at_statement_start = false;
-            }
-            b'"' => {
-                let end = skip_quoted(sql, i, b'"');
-                // A quoted name called like a function: nobody knows what it is.
-                fx.check |= next_is_paren(sql, end) && !prev_was_cast;
-                i = end;
-                at_statement_start = false;
-                prev = b"";
-            }
-            b'$' if i + 1 < n && sql[i + 1].is_ascii_digit() => {
-                i += 1;
-                while i < n && sql[i].is_ascii_digit() {
-                    i += 1;
-                }
-            }
-            b'$' => match dollar_tag_end(sql, i) {
-                Some(tag_end) => {
-                    let tag = &sql[i..tag_end];
-                    i = find(sql, tag_end, tag).map(|p| p + tag.len()).unwrap_or(n);
-                    at_statement_start = false;
-                }
-                None => i += 1,
-            },
-            b'-' if i + 1 < n && sql[i + 1] == b'-' => {
-                while i < n && sql[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if i + 1 < n && sql[i + 1] == b'*' => {
-                let mut depth = 0usize;
-                while i < n {
-                    if sql[i] == b'/' && i + 1 < n && sql[i + 1] == b'*' {
-                        depth += 1;
-                        i += 2;
-                    } else if sql[i] == b'*' && i + 1 < n && sql[i + 1] == b'/' {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b';' => {
-                at_statement_start = true;
-                prev = b"";
-                i += 1;
-            }
-            b':' if i + 1 < n && sql[i + 1] == b':' => {
-                prev_was_cast = true;
-                i += 2;
-                continue;
-            }
-            _ if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 => {
-                let start = i;
-                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$' || sql[i] >= 0x80) {
-                    i += 1;
-                }
-                let word = &sql[start..i];
+    let mut lexer = Lexer::new(sql);
+    // The two tokens before this one: types and table names before '(' are not calls, and a call's
+    // schema is read from them.
+    let (mut prev, mut prev2): (Option<Token>, Option<Token>) = (None, None);
+    while let Some(token) = lexer.next() {
+        match token {
+            // Where a literal with a backslash ends depends on E'…' and standard_conforming_strings:
+            // rather than guess, ask the server.
+            Token::Str { backslash, .. } => fx.check |= backslash,
+            Token::Unterminated => fx.check = true,
+            // A quoted name called like a function: nobody knows what it is.
+            Token::QuotedIdent(_) => fx.check |= lexer.peek() == Some(Token::OpenParen) && prev != Some(Token::Cast),
+            Token::Word(word) => {
                 let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
                 if at_statement_start {
                     fx.check |= !PLAIN_STARTS.iter().any(|w| is(w));
                     fx.load |= is("load");
-                    at_statement_start = false;
                 }
                 fx.check |= STATE_WORDS.iter().any(|w| is(w));
-                let qualified = i < n && sql[i] == b'.';
-                let qualifier_ok = prev_qualifier_ok(sql, start);
-                if !qualified && next_is_paren(sql, i) {
-                    let lower = word.to_ascii_lowercase();
-                    let lower = std::str::from_utf8(&lower).unwrap_or("");
-                    let known = qualifier_ok
-                        && (SAFE_FUNCTIONS.contains(&lower)
-                            || SESSION_NEUTRAL_FUNCTIONS.contains(&lower)
-                            || is_keyword_before_paren(lower)
-                            || is_type_name(lower));
-                    // `INSERT INTO t (…)`, `::numeric(10, 2)`, `AS t(a, b)` name tables and types.
-                    let not_a_call = prev_was_cast
-                        || prev.eq_ignore_ascii_case(b"into")
-                        || prev.eq_ignore_ascii_case(b"as")
-                        || prev.eq_ignore_ascii_case(b"table");
-                    fx.check |= !known && !not_a_call;
+                if lexer.peek() == Some(Token::OpenParen) {
+                    fx.check |= is_unknown_call(word, prev, prev2);
                 }
-                prev = word;
-                prev_was_cast = false;
-                continue;
             }
-            _ => i += 1,
+            _ => {}
         }
-        if !b.is_ascii_whitespace() {
-            prev_was_cast = false;
+        match token {
+            Token::Semicolon => at_statement_start = true,
+            Token::Word(_) | Token::Str { .. } | Token::QuotedIdent(_) | Token::Dollar(_) => at_statement_start = false,
+            _ => {}
         }
+        (prev2, prev) = (prev, Some(token));
     }
     fx
 }
 
-/// Skips a quoted literal or identifier starting at `start`; returns the index after it.
-fn skip_quoted(sql: &[u8], start: usize, quote: u8) -> usize {
-    let n = sql.len();
-    let mut i = start + 1;
-    while i < n {
-        if sql[i] == quote {
-            if i + 1 < n && sql[i + 1] == quote {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
+/// Whether `word`, followed by `(`, calls something that may change the session. `prev`, `prev2`:
+/// the tokens before it.
+fn is_unknown_call(word: &[u8], prev: Option<Token>, prev2: Option<Token>) -> bool {
+    // `INSERT INTO t (…)`, `::numeric(10, 2)`, `AS t(a, b)` name tables and types.
+    let not_a_call =
+        prev == Some(Token::Cast) || prev.is_some_and(|t| t.is_word("into") || t.is_word("as") || t.is_word("table"));
+    if not_a_call {
+        return false;
     }
-    n
-}
-
-/// `$tag$` opening a dollar-quoted string at `i`: the index after its closing `$`.
-fn dollar_tag_end(sql: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    while j < sql.len() && (sql[j].is_ascii_alphanumeric() || sql[j] == b'_' || sql[j] >= 0x80) {
-        j += 1;
-    }
-    (j < sql.len() && sql[j] == b'$').then_some(j + 1)
-}
-
-fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
-}
-
-fn next_is_paren(sql: &[u8], mut i: usize) -> bool {
-    while i < sql.len() && sql[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    i < sql.len() && sql[i] == b'('
-}
-
-/// A call's schema, if written, must be pg_catalog for a safe built-in to be what it says.
-fn prev_qualifier_ok(sql: &[u8], word_start: usize) -> bool {
-    if word_start == 0 || sql[word_start - 1] != b'.' {
-        return true;
-    }
-    sql[..word_start - 1].to_ascii_lowercase().ends_with(b"pg_catalog")
+    // A call's schema, if written, must be pg_catalog for a safe built-in to be what it says.
+    let qualifier_ok = prev != Some(Token::Dot) || prev2.is_some_and(|t| t.is_word("pg_catalog"));
+    let lower = word.to_ascii_lowercase();
+    let lower = std::str::from_utf8(&lower).unwrap_or("");
+    let known = qualifier_ok
+        && (SAFE_FUNCTIONS.contains(&lower)
+            || SESSION_NEUTRAL_FUNCTIONS.contains(&lower)
+            || is_keyword_before_paren(lower)
+            || is_type_name(lower));
+    !known
 }
 
 /// Built-ins that may write or be volatile (so not in `SAFE_FUNCTIONS`, which routes to replicas)
@@ -330,26 +230,32 @@ pub fn command_tag_is_plain(tag: &[u8]) -> bool {
 /// `START TRANSACTION ISOLATION LEVEL … READ ONLY`, or `BEGIN; SET TRANSACTION READ ONLY` sent
 /// together. Anything else (including READ WRITE) is not.
 pub fn begins_read_only(sql: &[u8]) -> bool {
-    let sql = sql.strip_suffix(b"\0").unwrap_or(sql);
     // Cheap exit for the common case (runs on every borrow): only BEGIN / START can qualify.
     let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
     let head = &sql[start..(start + 5).min(sql.len())];
     if !head.eq_ignore_ascii_case(b"begin") && !head.eq_ignore_ascii_case(b"start") {
         return false;
     }
-    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    let mut statements = text.split(';').map(|s| s.split_whitespace().collect::<Vec<_>>());
+    let mut statements =
+        statements(sql).map(|stmt| stmt.into_iter().filter(|t| matches!(t, Token::Word(_))).collect::<Vec<_>>());
     let Some(first) = statements.next() else { return false };
-    let starts_tx = matches!(first.as_slice(), ["begin", ..] | ["start", "transaction", ..]);
+    let starts_tx = match first.as_slice() {
+        [b, ..] if b.is_word("begin") => true,
+        [s, t, ..] => s.is_word("start") && t.is_word("transaction"),
+        _ => false,
+    };
     if !starts_tx {
         return false;
     }
-    let read_only = |words: &[&str]| words.windows(2).any(|w| w == ["read", "only"]);
+    let read_only = |words: &[Token]| words.windows(2).any(|w| w[0].is_word("read") && w[1].is_word("only"));
     if read_only(&first) {
         return true;
     }
     // `BEGIN; SET TRANSACTION READ ONLY` in the same message.
-    first.len() == 1 && statements.next().is_some_and(|w| w.starts_with(&["set", "transaction"]) && read_only(&w))
+    first.len() == 1
+        && statements
+            .next()
+            .is_some_and(|w| w.len() >= 2 && w[0].is_word("set") && w[1].is_word("transaction") && read_only(&w))
 }
 
 /// Functions a read-only SELECT may call and still be safe on a replica (stable or immutable, no
@@ -430,77 +336,39 @@ const WRITE_WORDS: &[&str] =
     &["into", "for", "insert", "update", "delete", "merge", "lock", "nextval", "setval", "call", "do", "copy"];
 
 /// Conservative: is `sql` a single SELECT (or VALUES / read-only WITH) that provably only reads?
-/// Unknown means no: string literals, quoted identifiers and comments are skipped, any function
-/// call outside `SAFE_FUNCTIONS`, any locking clause or write keyword, or a second statement
-/// sends it to the primary.
+/// Unknown means no: any function call outside `SAFE_FUNCTIONS` (a quoted name called included),
+/// any locking clause or write keyword, a dollar-quoted string, a literal whose end depends on
+/// `standard_conforming_strings`, or a second statement sends it to the primary.
 pub fn select_is_read_only(sql: &[u8]) -> bool {
-    let mut words: Vec<(String, bool)> = Vec::new(); // (lowercase word, followed by '(')
-    let mut i = 0;
-    let n = sql.len();
+    let mut lexer = Lexer::new(sql);
+    let mut first = true;
     let mut saw_semicolon = false;
-    while i < n {
-        let b = sql[i];
-        match b {
-            b'\'' | b'"' => {
-                // Literal or quoted identifier: skip to the closing quote ('' / "" escape it).
-                i += 1;
-                while i < n {
-                    if sql[i] == b {
-                        if i + 1 < n && sql[i + 1] == b {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            // $1 is a parameter; anything else is dollar quoting: not worth the risk.
-            b'$' if i + 1 < n && sql[i + 1].is_ascii_digit() => {
-                i += 1;
-                while i < n && sql[i].is_ascii_digit() {
-                    i += 1;
-                }
-            }
-            b'$' => return false,
-            b'-' if i + 1 < n && sql[i + 1] == b'-' => {
-                while i < n && sql[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if i + 1 < n && sql[i + 1] == b'*' => return false,
-            b';' => {
-                saw_semicolon = true;
-                i += 1;
-            }
-            b'\0' => i += 1,
-            _ if b.is_ascii_alphabetic() || b == b'_' => {
-                if saw_semicolon {
+    while let Some(token) = lexer.next() {
+        match token {
+            Token::Semicolon => saw_semicolon = true,
+            _ if saw_semicolon => return false,
+            Token::Dollar(_) | Token::Unterminated | Token::Str { backslash: true, .. } => return false,
+            Token::QuotedIdent(_) if lexer.peek() == Some(Token::OpenParen) => return false,
+            Token::Word(word) => {
+                let lower = word.to_ascii_lowercase();
+                let w = std::str::from_utf8(&lower).unwrap_or("");
+                if std::mem::take(&mut first) && !matches!(w, "select" | "values" | "with" | "table") {
                     return false;
                 }
-                let start = i;
-                while i < n && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'.') {
-                    i += 1;
+                // A qualifier (`schema.` / `table.`) is not what runs.
+                let next = lexer.peek();
+                if next == Some(Token::Dot) {
+                    continue;
                 }
-                let word = String::from_utf8_lossy(&sql[start..i]).to_ascii_lowercase();
-                let mut j = i;
-                while j < n && sql[j].is_ascii_whitespace() {
-                    j += 1;
+                let call = next == Some(Token::OpenParen);
+                if WRITE_WORDS.contains(&w) || (call && !SAFE_FUNCTIONS.contains(&w) && !is_keyword_before_paren(w)) {
+                    return false;
                 }
-                words.push((word, j < n && sql[j] == b'('));
             }
-            _ => i += 1,
+            _ => {}
         }
     }
-    let Some((first, _)) = words.first() else { return false };
-    if !matches!(first.as_str(), "select" | "values" | "with" | "table") {
-        return false;
-    }
-    words.iter().all(|(w, call)| {
-        let base = w.rsplit('.').next().unwrap_or(w);
-        !WRITE_WORDS.contains(&base) && (!call || SAFE_FUNCTIONS.contains(&base) || is_keyword_before_paren(base))
-    })
+    !first
 }
 
 /// Keywords that are followed by a parenthesis without being function calls.
@@ -582,6 +450,8 @@ mod tests {
             "with a as (select 1 as x) select x from a",
             "select \"for\" from t -- for update\n",
             "values (1), (2)",
+            "select /* for update; */ 1",
+            "select 1;",
         ] {
             assert!(select_is_read_only(sql.as_bytes()), "{sql}");
         }
@@ -595,7 +465,8 @@ mod tests {
             "insert into t select 1",
             "select pg_advisory_lock(1)",
             "select set_config('a', 'b', false)",
-            "select /* x */ 1",
+            "select \"my_func\"(1)",
+            "select 'a\\'",
             "select $$x$$",
             "",
         ] {
@@ -611,12 +482,18 @@ mod tests {
             "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
             "begin; set transaction read only; select 1",
             "begin read only\0",
+            "begin /* ; */ read only",
         ] {
             assert!(begins_read_only(sql.as_bytes()), "{sql}");
         }
-        for sql in
-            ["begin", "begin read write", "select 1; begin read only", "begin; select 1", "insert into t values (1)"]
-        {
+        for sql in [
+            "begin",
+            "begin read write",
+            "select 1; begin read only",
+            "begin; select 1",
+            "insert into t values (1)",
+            "begin; select ';set transaction read only'",
+        ] {
             assert!(!begins_read_only(sql.as_bytes()), "{sql}");
         }
     }
@@ -671,6 +548,13 @@ mod tests {
             ("load 'auto_explain'", (true, true)),
             ("select 'offset' from settings", (false, false)),
             ("insert into t values (1); close all", (true, false)),
+            // What the lexer sees differently from a word filter.
+            ("select ';' ; set x = 1", (true, false)),
+            ("select $q$ $$ ; $q$, 1; listen c", (true, false)),
+            ("select 1 /* unterminated", (true, false)),
+            ("select 'unterminated", (true, false)),
+            ("select x::\"my type\"(1)", (false, false)),
+            ("(select 1)", (false, false)),
         ];
         for (sql, want) in cases {
             assert_eq!(fx(sql), want, "{sql}");

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::classify::{Effects, classify};
 use crate::protocol::{build, cstr};
+use crate::sql::Token;
 
 /// One statement as the server knows it.
 #[derive(Debug, PartialEq, Eq)]
@@ -161,25 +162,29 @@ pub enum StatementCommand {
 /// starting with those words).
 pub fn statement_command(sql: &[u8]) -> Option<StatementCommand> {
     let first = sql.iter().position(|b| !b.is_ascii_whitespace())?;
-    if !matches!(sql[first].to_ascii_lowercase(), b'd') {
+    if !sql[first].eq_ignore_ascii_case(&b'd') {
         return None;
     }
-    let text = std::str::from_utf8(&sql[first..]).ok()?;
-    let text = text.trim_end_matches(|c: char| c == ';' || c.is_ascii_whitespace() || c == '\0');
-    let words: Vec<&str> = text.split_ascii_whitespace().collect();
-    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
-    let lw: Vec<&str> = lower.iter().map(String::as_str).collect();
-    match lw.as_slice() {
-        ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
-            Some(StatementCommand::DropAll)
+    let mut statements = crate::sql::statements(sql);
+    let (stmt, None) = (statements.next()?, statements.next()) else { return None };
+    let all = |t: &Token| t.is_word("all");
+    match stmt.as_slice() {
+        [d, a] if (d.is_word("discard") || d.is_word("deallocate")) && all(a) => Some(StatementCommand::DropAll),
+        [d, p, a] if d.is_word("deallocate") && p.is_word("prepare") && all(a) => Some(StatementCommand::DropAll),
+        [d, name] | [d, _, name] if d.is_word("deallocate") && (stmt.len() == 2 || stmt[1].is_word("prepare")) => {
+            statement_name(name).map(StatementCommand::Deallocate)
         }
-        ["deallocate", _] | ["deallocate", "prepare", _] => {
-            let name = words.last()?;
-            let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-                Some(quoted) => quoted.replace("\"\"", "\""),
-                None => name.to_ascii_lowercase(),
-            };
-            Some(StatementCommand::Deallocate(name))
+        _ => None,
+    }
+}
+
+/// A statement name as the server reads it: an unquoted word folded to lower case, or a quoted
+/// identifier (not `U&"…"`, whose escapes pgmux does not decode).
+fn statement_name(token: &Token) -> Option<String> {
+    match *token {
+        Token::Word(w) => Some(String::from_utf8_lossy(w).to_ascii_lowercase()),
+        Token::QuotedIdent(q) if q.first() == Some(&b'"') => {
+            Some(String::from_utf8_lossy(&q[1..q.len() - 1]).replace("\"\"", "\""))
         }
         _ => None,
     }
@@ -193,19 +198,21 @@ pub fn reserved_name_used(sql: &[u8]) -> Option<String> {
     if !has_prefix {
         return None;
     }
-    let text = String::from_utf8_lossy(sql);
-    for statement in text.split(';') {
-        let words: Vec<&str> =
-            statement.split(|c: char| c.is_whitespace() || c == '(' || c == '\0').filter(|w| !w.is_empty()).collect();
-        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
-        let name = match lower.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["deallocate", "prepare", _, ..] => words[2],
-            ["deallocate" | "prepare" | "execute", _, ..] => words[1],
+    for stmt in crate::sql::statements(sql) {
+        let name = match stmt.as_slice() {
+            [d, p, name, ..] if d.is_word("deallocate") && p.is_word("prepare") => name,
+            [c, name, ..] if c.is_word("deallocate") || c.is_word("prepare") || c.is_word("execute") => name,
             _ => continue,
         };
-        let bare = name.trim_matches('"');
-        if bare.len() >= 6 && bare[..6].eq_ignore_ascii_case("pgmux_") {
-            return Some(bare.to_string());
+        let bare = match *name {
+            Token::Word(w) => w,
+            Token::QuotedIdent(q) => q.iter().position(|&b| b == b'"').map_or(q, |p| &q[p..]),
+            _ => continue,
+        };
+        let bare = bare.strip_prefix(b"\"").unwrap_or(bare);
+        let bare = bare.strip_suffix(b"\"").unwrap_or(bare);
+        if bare.len() >= 6 && bare[..6].eq_ignore_ascii_case(b"pgmux_") {
+            return Some(String::from_utf8_lossy(bare).into_owned());
         }
     }
     None
@@ -273,6 +280,9 @@ mod tests {
         assert_eq!(statement_command(b"delete from t"), None);
         assert_eq!(statement_command(b"select 1"), None);
         assert_eq!(statement_command(b"discard temp"), None);
+        assert_eq!(statement_command(b"deallocate a; select 1"), None);
+        assert_eq!(statement_command(b"deallocate \"a\"\"b\" -- x"), Some(Deallocate("a\"b".into())));
+        assert_eq!(statement_command(b"deallocate prepare X;"), Some(Deallocate("x".into())));
     }
 
     #[test]
@@ -282,6 +292,9 @@ mod tests {
         assert_eq!(reserved_name_used(b"prepare pgmux_q(int) as select $1"), Some("pgmux_q".into()));
         assert_eq!(reserved_name_used(b"execute pgmux_q(1)"), Some("pgmux_q".into()));
         assert_eq!(reserved_name_used(b"select 'pgmux_x'"), None);
+        // A `;` inside a literal does not start a statement.
+        assert_eq!(reserved_name_used(b"select '; deallocate pgmux_x'"), None);
+        assert_eq!(reserved_name_used(b"select 1 /* ; */; execute \"pgmux_y\""), Some("pgmux_y".into()));
         assert_eq!(reserved_name_used(b"deallocate mine"), None);
         assert_eq!(reserved_name_used(b"deallocate all"), None);
     }
