@@ -194,9 +194,14 @@ async fn metrics_follow_clients_transactions_pins_and_routing() {
         .await
         .unwrap();
     assert_eq!(simple_value(&r, "select pg_is_in_recovery()").await, "t");
-    let s = Scrape::take(&p).await;
-    assert!(s.sum("pgmux_routing_decisions_total", &[("route", "replica")]) >= 1.0);
-    assert!(s.sum("pgmux_queries_total", &[("server", &replica), APP[0], APP[1]]) >= 1.0);
+    // Counted when the connection goes back to the pool, which may be just after the client
+    // has its answer.
+    let on_replica = || async {
+        let s = Scrape::take(&p).await;
+        s.sum("pgmux_routing_decisions_total", &[("route", "replica")]) >= 1.0
+            && s.sum("pgmux_queries_total", &[("server", &replica), APP[0], APP[1]]) >= 1.0
+    };
+    assert!(eventually(Duration::from_secs(5), on_replica).await, "a query on the replica counted");
 
     // A wrong password: a failed setup, and an error of class 28 sent by pgmux.
     let e = connect(&p.dsn("app", "wrong", "app")).await.unwrap_err();
