@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    TestProxy, connect, eventually, http_get, simple_value, sqlstate, start_proxy_yaml, start_proxy_yaml_resolving,
+    TestProxy, connect, eventually, http_get, psql_value, simple_value, sqlstate, start_proxy_yaml,
+    start_proxy_yaml_resolving,
 };
 use pgmux::localpg::{ClusterOptions, LocalCluster};
 use tokio::sync::Mutex;
@@ -266,10 +267,17 @@ async fn a_replica_promoted_beside_a_live_primary_takes_all_writes() {
         Arc::new(blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await);
     cluster.stop_when_process_exits();
     let (p0, p1) = (cluster.port(0) as i32, cluster.port(1) as i32);
-    let proxy = start_proxy_yaml(&failover_yaml(&cluster, "continue")).await;
+    let yaml =
+        failover_yaml(&cluster, "continue").replace("admin_listen:", "reader_listen: 127.0.0.1:0\nadmin_listen:");
+    let proxy = start_proxy_yaml(&yaml).await;
     let dsn = proxy.dsn("app", "app", "app");
     let c = connect(&dsn).await.unwrap();
     c.batch_execute("CREATE TABLE sb (id serial PRIMARY KEY, at int)").await.unwrap();
+    // A psql login through the reader endpoint: the replica's pool remembers how the replica
+    // greeted it (in_hot_standby = on), for logins with psql's settings.
+    let reader = proxy.reader.expect("reader endpoint").port();
+    assert_eq!(psql_value(reader, "password=app", "SELECT pg_is_in_recovery()").await, "t");
+    assert_eq!(psql_value(reader, "password=app", "SELECT pg_is_in_recovery()").await, "t");
     let holder = connect(&dsn).await.unwrap();
     holder.batch_execute("BEGIN; INSERT INTO sb (at) VALUES (inet_server_port())").await.unwrap();
     assert_eq!(where_am_i(&holder).await.unwrap(), (p0, false));
@@ -297,6 +305,11 @@ async fn a_replica_promoted_beside_a_live_primary_takes_all_writes() {
     }
     assert_eq!(where_am_i(&holder).await.unwrap(), (p1, false));
     assert_eq!(cluster.psql(0, "app", "SELECT count(*) FROM sb").unwrap(), "0", "the old primary got a write");
+    // A writer login with the same settings is not told what the server said while it was a
+    // replica: libpq's target_session_attrs=read-write reads in_hot_standby from the greeting.
+    let writer = proxy.addr.port();
+    let port = psql_value(writer, "password=app target_session_attrs=read-write", "SELECT inet_server_port()").await;
+    assert_eq!(port, p1.to_string());
     proxy.shutdown.drain.cancel();
 }
 

@@ -233,6 +233,11 @@ fn remembered(
     }
     let pool = ctx.cluster.login_pool(endpoint == Endpoint::Reader, database, user)?;
     let greeting = pool.greeting(settings)?;
+    // Remembered while the server was a replica (it was promoted since): a writer login is
+    // greeted by a connection that says what the server is now.
+    if endpoint != Endpoint::Reader && greeting.params.get("in_hot_standby").is_some_and(|v| v == "on") {
+        return None;
+    }
     Some(First::Remembered { pool, greeting })
 }
 
