@@ -50,13 +50,13 @@ pub enum BackendError {
     AuthRefused { server: Arc<str>, method: ServerAuthMethod, over_tls: bool, allowed: String },
 }
 
+/// Silence after which a client socket's keepalive probes start.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
 /// TCP keepalive for every socket pgmux holds: a peer that vanished without a FIN is noticed in
 /// about a minute and a half instead of the kernel's two hours.
 pub fn keepalive() -> socket2::TcpKeepalive {
-    socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3)
+    socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(Duration::from_secs(10)).with_retries(3)
 }
 
 /// Keepalive for server sockets: tighter, since a silent server holds up its clients' transactions.

@@ -247,9 +247,7 @@ pub async fn serve(
     endpoint: Endpoint,
 ) -> Option<ConsoleClient> {
     let mut open = ctx.metrics.clients.accepted();
-    let _ = tcp.set_nodelay(true);
-    // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
-    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&crate::backend::keepalive());
+    crate::listener::client_socket_options(&tcp);
     // Queued, not refused, past max_handshakes; the wait is pgmux's, so the deadline starts after.
     ctx.handshakes_queued.fetch_add(1, Ordering::Relaxed);
     let turn = take_turn(&ctx, &mut tcp, peer).await;

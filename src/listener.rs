@@ -32,9 +32,24 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     // As tokio's own bind: a restart need not wait out TIME_WAIT.
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit these from the listener (Linux), which saves each login the
+    // system calls (see `client_socket_options`).
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(&crate::backend::keepalive())?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     TcpListener::from_std(socket.into())
+}
+
+/// Gives an accepted client socket TCP_NODELAY and pgmux's keepalive — where the kernel does not
+/// copy them from the listener (Linux does: nothing to do there).
+pub fn client_socket_options(tcp: &TcpStream) {
+    if cfg!(target_os = "linux") {
+        return;
+    }
+    let _ = tcp.set_nodelay(true);
+    // Notice clients that vanished without a FIN (a dead host, a dropped NAT entry).
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&crate::backend::keepalive());
 }
 
 /// `wanted`, clamped to /proc/sys/net/core/somaxconn (the kernel silently caps it there anyway;
@@ -152,5 +167,18 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
         assert_eq!(c.unwrap().local_addr().unwrap(), s.unwrap().1);
+    }
+
+    #[tokio::test]
+    async fn accepted_clients_have_nodelay_and_keepalive() {
+        let l = bind("127.0.0.1:0", 8).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (_c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (tcp, _) = s.unwrap();
+        client_socket_options(&tcp);
+        assert!(tcp.nodelay().unwrap());
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), crate::backend::KEEPALIVE_IDLE);
     }
 }

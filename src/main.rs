@@ -164,7 +164,15 @@ fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         };
         *proxy.ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()) = path;
         pgmux::listener::watch_signals(shutdown.clone());
-        proxy.run(shutdown).await;
-        ExitCode::SUCCESS
+        // On a worker, not on this thread: a client task the accept loop spawns then starts on
+        // the worker that accepted it, instead of being handed across threads (a wake-up each).
+        let serving = tokio::spawn(proxy.run(shutdown));
+        match serving.await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "the proxy task failed");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
