@@ -6,13 +6,70 @@ pub mod md5;
 pub mod scram;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// What pgmux keeps for each configured user: the password (to log in to servers) and its SCRAM verifier.
+/// What pgmux keeps for each configured user: its SCRAM verifier (to check clients) and what it
+/// logs in to servers with.
 #[derive(Clone)]
 pub struct UserSecret {
     pub name: String,
-    pub password: String,
     pub scram: scram::Verifier,
+    pub server: ServerSecret,
+}
+
+/// What pgmux answers a server's authentication request with, for one user.
+#[derive(Clone)]
+pub enum ServerSecret {
+    /// The user's password (configured in plaintext).
+    Password(String),
+    /// The user was configured by its SCRAM verifier: there is no password, only the key a
+    /// client's login reveals (SCRAM pass-through).
+    PassThrough(Arc<PassThrough>),
+}
+
+impl std::fmt::Debug for ServerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerSecret::Password(_) => "Password(..)",
+            ServerSecret::PassThrough(_) => "PassThrough(..)",
+        })
+    }
+}
+
+impl ServerSecret {
+    /// The plaintext password, when there is one.
+    pub fn password(&self) -> Option<&str> {
+        match self {
+            ServerSecret::Password(p) => Some(p),
+            ServerSecret::PassThrough(_) => None,
+        }
+    }
+}
+
+/// A user given by its SCRAM verifier (the server's own, from `pg_authid.rolpassword`), and the
+/// ClientKey the first client's SCRAM proof revealed: with both, pgmux answers the server's SCRAM
+/// as that user would (see [`scram::KeyClient`]). Shared by the user directory (which learns the
+/// key) and the pools (which log in with it); a reload that keeps the verifier keeps the key.
+#[derive(Debug)]
+pub struct PassThrough {
+    pub verifier: scram::Verifier,
+    client_key: Mutex<Option<scram::ClientKey>>,
+}
+
+impl PassThrough {
+    pub fn new(verifier: scram::Verifier) -> PassThrough {
+        PassThrough { verifier, client_key: Mutex::new(None) }
+    }
+
+    /// The key, once a client of this user has logged in with SCRAM.
+    pub fn client_key(&self) -> Option<scram::ClientKey> {
+        self.client_key.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Remembers the key of a client that just proved itself against `verifier`.
+    pub fn remember(&self, key: scram::ClientKey) {
+        *self.client_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    }
 }
 
 impl std::fmt::Debug for UserSecret {
@@ -36,26 +93,41 @@ impl Default for UserDirectory {
 }
 
 impl UserDirectory {
-    /// A directory with a fresh salt key (a new process).
+    /// A directory with a fresh salt key (a new process). Each user comes with its secret: a
+    /// password, or (starting `SCRAM-SHA-256$`) the verifier PostgreSQL stores, already validated
+    /// by the config; a malformed one is treated as a password.
     pub fn new<'a>(users: impl IntoIterator<Item = (&'a str, &'a str)>) -> UserDirectory {
         UserDirectory::default().rebuilt(users)
     }
 
     /// The same process's directory with other users (a reload): the salt key is kept, so every
-    /// name keeps its salt and a reload does not set real users apart from unknown ones.
+    /// name keeps its salt and a reload does not set real users apart from unknown ones. A user
+    /// whose verifier is unchanged keeps the key its clients revealed.
     pub fn rebuilt<'a>(&self, users: impl IntoIterator<Item = (&'a str, &'a str)>) -> UserDirectory {
         let users = users
             .into_iter()
-            .map(|(name, password)| {
-                let secret = UserSecret {
-                    name: name.to_string(),
-                    password: password.to_string(),
-                    scram: scram::Verifier::for_user(&self.key, name, password),
+            .map(|(name, secret)| {
+                let secret = match scram::Verifier::parse(secret) {
+                    Some(verifier) => self.pass_through(name, verifier),
+                    None => UserSecret {
+                        name: name.to_string(),
+                        scram: scram::Verifier::for_user(&self.key, name, secret),
+                        server: ServerSecret::Password(secret.to_string()),
+                    },
                 };
                 (name.to_string(), secret)
             })
             .collect();
         UserDirectory { users, key: self.key.clone() }
+    }
+
+    fn pass_through(&self, name: &str, verifier: scram::Verifier) -> UserSecret {
+        let kept = match self.users.get(name).map(|u| &u.server) {
+            Some(ServerSecret::PassThrough(p)) if p.verifier == verifier => Some(p.clone()),
+            _ => None,
+        };
+        let shared = kept.unwrap_or_else(|| Arc::new(PassThrough::new(verifier.clone())));
+        UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
     }
 
     pub fn get(&self, name: &str) -> Option<&UserSecret> {
@@ -69,7 +141,38 @@ impl UserDirectory {
     }
 }
 
+/// Whether a configured secret is a SCRAM verifier rather than a password (as PostgreSQL decides
+/// for `CREATE ROLE … PASSWORD`): it has the verifier's prefix.
+pub fn is_scram_verifier(secret: &str) -> bool {
+    secret.starts_with("SCRAM-SHA-256$")
+}
+
 /// Constant-time comparison, so a wrong proof leaks nothing through timing.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verifier_user_has_no_password_and_keeps_its_key_across_reloads() {
+        let stored = postgres_protocol::password::scram_sha_256(b"pw");
+        let users = UserDirectory::new([("app", "plain"), ("pt", stored.as_str())]);
+        assert_eq!(users.get("app").unwrap().server.password(), Some("plain"));
+        let ServerSecret::PassThrough(pt) = &users.get("pt").unwrap().server else { panic!("not pass-through") };
+        assert_eq!(Some(&pt.verifier), scram::Verifier::parse(&stored).as_ref());
+        assert!(pt.client_key().is_none());
+        // A key learnt before a reload is still there after it, unless the verifier changed.
+        let learnt = Arc::as_ptr(pt);
+        let again = users.rebuilt([("pt", stored.as_str())]);
+        let ServerSecret::PassThrough(kept) = &again.get("pt").unwrap().server else { panic!() };
+        assert_eq!(Arc::as_ptr(kept), learnt);
+        let other = postgres_protocol::password::scram_sha_256(b"pw");
+        let changed = users.rebuilt([("pt", other.as_str())]);
+        let ServerSecret::PassThrough(new) = &changed.get("pt").unwrap().server else { panic!() };
+        assert_ne!(Arc::as_ptr(new), learnt);
+        assert!(format!("{:?}", users.get("app").unwrap().server).find("plain").is_none());
+    }
 }

@@ -152,7 +152,7 @@ fn server_unavailable(e: &BackendError) -> bool {
         BackendError::Io { .. } | BackendError::Timeout { .. } | BackendError::Tls { .. } => true,
         BackendError::Server { code, .. } => code.starts_with("57P"),
         // pgmux's own refusal (`pool.server_auth`) says nothing about the server's health.
-        BackendError::Protocol { .. } | BackendError::AuthRefused { .. } => false,
+        BackendError::Protocol { .. } | BackendError::AuthRefused { .. } | BackendError::PassThrough { .. } => false,
     }
 }
 
@@ -460,7 +460,7 @@ impl Cluster {
         let settings = self.settings.load();
         Ok(LoginParams {
             user: user.to_string(),
-            password: secret.password.clone(),
+            secret: secret.server.clone(),
             database: database.to_string(),
             connect_timeout: settings.connect_timeout,
             init_query: settings.init_query.clone(),
