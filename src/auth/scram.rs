@@ -109,18 +109,25 @@ impl Verifier {
         Verifier { iterations: ITERATIONS, salt, stored_key, server_key }
     }
 
-    /// Parses `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
+    /// Parses `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` (what `pg_authid.rolpassword`
+    /// holds for a SCRAM password).
     pub fn parse(s: &str) -> Option<Verifier> {
         let rest = s.strip_prefix("SCRAM-SHA-256$")?;
         let (iter_salt, keys) = rest.split_once('$')?;
         let (iter, salt) = iter_salt.split_once(':')?;
         let (stored, server) = keys.split_once(':')?;
-        Some(Verifier {
+        let verifier = Verifier {
             iterations: iter.parse().ok()?,
             salt: B64.decode(salt).ok()?,
             stored_key: B64.decode(stored).ok()?,
             server_key: B64.decode(server).ok()?,
-        })
+        };
+        // SHA-256 keys, and a salt and iteration count PostgreSQL would accept.
+        let well_formed = verifier.iterations > 0
+            && !verifier.salt.is_empty()
+            && verifier.stored_key.len() == 32
+            && verifier.server_key.len() == 32;
+        well_formed.then_some(verifier)
     }
 
     /// The verifier of an unknown user: salt derived exactly as a real user's, same iteration

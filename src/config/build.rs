@@ -35,7 +35,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     let pool = read_pool(ctx, top.get("pool"));
     let clients = read_clients(ctx, top.get("clients"));
     let users_item = top.require(ctx, "users");
-    let (users, user_names) = users::read_users(ctx, users_item, env);
+    let (users, user_names) = users::read_users(ctx, users_item, env, clients.auth_method == ClientAuthMethod::Md5);
     let admin_users = users::read_admin_users(ctx, top.get("admin_users"), &user_names);
     let shutdown_timeout = top.get("shutdown_timeout").and_then(|v| ctx.duration(&v, true));
     let log_format = top.get("log_format").and_then(|v| ctx.choice(&v, LOG_FORMATS));
@@ -47,6 +47,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     {
         ctx.report("health.user", None, format!("`{u}` is not one of the configured users"));
     }
+    check_prober_has_password(ctx, &health, &users);
     let routing = read_routing(ctx, top.get("routing"));
     let tls = tls::read_tls(ctx, top.get("tls"));
     let server_tls = tls::read_server_tls(ctx, top.get("server_tls"));
@@ -174,6 +175,23 @@ fn read_server_auth(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<ServerAuth> {
 }
 
 const BOOLS: &[(&str, bool)] = &[("true", true), ("false", false)];
+
+/// The prober logs in on its own from the start, before any client could have revealed a key:
+/// its user needs a password (SCRAM pass-through needs a client's login first).
+fn check_prober_has_password(ctx: &mut Ctx<'_>, health: &HealthConfig, users: &[super::UserConfig]) {
+    let prober = match &health.user {
+        Some(name) => users.iter().find(|u| &u.name == name),
+        None => users.first(),
+    };
+    if let Some(user) = prober.filter(|u| crate::auth::is_scram_verifier(&u.password)) {
+        let name = &user.name;
+        let how = if health.user.is_some() { "" } else { " (not set: the first user)" };
+        let message = format!(
+            "the prober logs in as `{name}`{how}, configured by a SCRAM verifier: pgmux can log in as such a user only after one of its clients has, so the prober needs a user with a password (a monitoring role)"
+        );
+        ctx.report("health.user", None, message);
+    }
+}
 
 fn read_health(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> HealthConfig {
     let d = HealthConfig::default();
