@@ -186,3 +186,121 @@ async fn refused_client_logins_do_not_declare_the_primary_lost() {
     p.shutdown.abort.cancel();
     tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
 }
+
+/// A login role on the shared cluster with a SCRAM-stored password; returns (name, password,
+/// the verifier the server stores for it, as `pg_authid.rolpassword` holds it).
+async fn scram_role(prefix: &str) -> (String, String, String) {
+    let role = unique(prefix);
+    let password = format!("Pw-{role}-s3cret");
+    admin_sql(0, &format!("SET password_encryption = 'scram-sha-256'; CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+        .await;
+    let verifier =
+        admin_sql(0, &format!("SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = '{role}'")).await;
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    (role, password, verifier)
+}
+
+/// pgmux in front of the shared cluster with `app` (password, the prober and admin) and `role`
+/// configured only by `secret` (a verifier).
+async fn start_with_verifier_user(role: &str, secret: &str, pool: &str) -> TestProxy {
+    let c = cluster();
+    let text = yaml(&[c.addr(0), c.addr(1)], pool, "").replace(
+        "shutdown_timeout: 10s\n",
+        &format!("  - name: {role}\n    password: '{secret}'\nshutdown_timeout: 10s\nadmin_users: [app]\n"),
+    );
+    start_proxy_yaml(&text).await
+}
+
+/// Every cell of every row `sql` returns, as text.
+async fn all_text(c: &tokio_postgres::Client, sql: &str) -> String {
+    let mut text = String::new();
+    for m in c.simple_query(sql).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            (0..r.len()).for_each(|i| text.push_str(&format!("{}\n", r.get(i).unwrap_or(""))));
+        }
+    }
+    text
+}
+
+/// A user configured only by the verifier the server stores logs in through pgmux (tokio-postgres
+/// and psql) and runs queries: pgmux checks the client against the verifier, then logs in to the
+/// server with the ClientKey the client's proof revealed (pass-through). The first login is the
+/// user's first ever, so the key is learnt before the pool opens the connection that greets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_given_by_its_scram_verifier_logs_in_through_pass_through() {
+    let (role, password, verifier) = scram_role("pt").await;
+    let p = start_with_verifier_user(&role, &verifier, "  size: 2").await;
+    let wrong = connect(&p.dsn(&role, "not-the-password", "app")).await.unwrap_err();
+    assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"), "{wrong}");
+
+    let c = connect(&p.dsn(&role, &password, "app")).await.expect("login with the password");
+    assert_eq!(simple_value(&c, "select current_user").await, role);
+    let n: i32 = c.query_one("select $1::int + 1", &[&41]).await.unwrap().get(0);
+    assert_eq!(n, 42);
+    // More server connections than the first, opened with the same key.
+    let tx = connect(&p.dsn(&role, &password, "app")).await.unwrap();
+    tx.batch_execute("begin; select 1").await.unwrap();
+    assert_eq!(simple_value(&c, "select 7").await, "7", "a second server connection, opened by pass-through");
+    tx.batch_execute("commit").await.unwrap();
+
+    // psql (libpq) too.
+    let port = p.port();
+    let (role2, password2) = (role.clone(), password.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-tA",
+                "-c",
+                "select current_user",
+                &format!("host=127.0.0.1 port={port} user={role2} dbname=app"),
+            ])
+            .env("PGPASSWORD", password2)
+            .output()
+            .expect("run psql")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), role);
+
+    // Neither the password (pgmux never had it) nor the verifier's keys show anywhere.
+    let keys = verifier.rsplit('$').next().unwrap().to_string();
+    let admin = connect(&p.dsn("app", "app", "pgmux")).await.expect("console");
+    let mut shown = String::new();
+    for sql in ["SHOW CONFIG", "SHOW POOLS", "SHOW CLIENTS", "SHOW SERVERS"] {
+        shown.push_str(&all_text(&admin, sql).await.replace('\n', " "));
+    }
+    shown.push_str(&pgmux::admin::status_json(&p.ctx).to_string());
+    shown.push_str(&format!("{:?}{:?}", p.ctx.users.load(), p.ctx.config.load()));
+    assert!(shown.contains(&role), "the user is listed: {shown}");
+    for secret in [&password, &keys] {
+        for part in secret.split(':') {
+            assert!(!shown.contains(part), "{part:?} shown: {shown}");
+        }
+    }
+    assert_eq!(p.ctx.cluster.failover_stats().losses, 0);
+    p.shutdown.abort.cancel();
+}
+
+/// A verifier whose salt is not the server's (the same password, stored again): clients still
+/// log in to pgmux with the password, but the server's SCRAM cannot be answered with their key:
+/// a clean FATAL 28000 naming the cause, and the server is not held against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_with_another_salt_than_the_servers_is_a_clean_error() {
+    let (role, password, verifier) = scram_role("ptsalt").await;
+    let other = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    assert_ne!(other, verifier);
+    let p = start_with_verifier_user(&role, &other, "  size: 2").await;
+    let e = connect(&p.dsn(&role, &password, "app")).await.unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!((db.code().code(), db.severity()), ("28000", "FATAL"), "{e}");
+    assert!(db.message().contains("salt or iteration count differ"), "{e}");
+    assert!(db.message().contains("pg_authid.rolpassword"), "{e}");
+    // A wrong password is still the client's own 28P01.
+    let wrong = connect(&p.dsn(&role, "nope", "app")).await.unwrap_err();
+    assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"));
+    connect_app(&p).await.simple_query("select 1").await.unwrap();
+    assert_eq!(p.ctx.cluster.failover_stats().losses, 0);
+    p.shutdown.abort.cancel();
+}
