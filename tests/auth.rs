@@ -304,3 +304,39 @@ async fn a_verifier_with_another_salt_than_the_servers_is_a_clean_error() {
     assert_eq!(p.ctx.cluster.failover_stats().losses, 0);
     p.shutdown.abort.cancel();
 }
+
+/// A server asking a verifier-only user for MD5 or a cleartext password (pg_hba) is refused:
+/// pgmux has no password to answer with. FATAL 28000 saying so; nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_asking_a_verifier_user_for_a_password_are_refused() {
+    let opts = ClusterOptions {
+        replicas: 0,
+        extra_hba: vec!["host all ptmd5 127.0.0.1/32 md5".into(), "host all ptclear 127.0.0.1/32 password".into()],
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(opts)).await.unwrap().expect("cluster");
+    let sql = "SET password_encryption = 'md5'; CREATE ROLE ptmd5 LOGIN PASSWORD 'pw1'; \
+               SET password_encryption = 'scram-sha-256'; CREATE ROLE ptclear LOGIN PASSWORD 'pw2'";
+    cluster.psql(0, "postgres", sql).expect("roles");
+    let clear_verifier =
+        cluster.psql(0, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = 'ptclear'").unwrap();
+    // The MD5 role's server copy is an MD5 hash: the verifier pgmux checks clients with is made here.
+    let md5_verifier = postgres_protocol::password::scram_sha_256(b"pw1");
+    let users = format!(
+        "  - name: ptmd5\n    password: '{md5_verifier}'\n  - name: ptclear\n    password: '{clear_verifier}'\nshutdown_timeout: 10s\n"
+    );
+    let text = yaml(&[cluster.addr(0)], "  size: 2\n  server_auth: [scram-sha-256, md5, password]", "")
+        .replace("shutdown_timeout: 10s\n", &users);
+    let p = start_proxy_yaml(&text).await;
+    for (user, password, method) in [("ptmd5", "pw1", "md5"), ("ptclear", "pw2", "password")] {
+        let e = connect(&p.dsn(user, password, "app")).await.unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{user}: {e}"));
+        assert_eq!((db.code().code(), db.severity()), ("28000", "FATAL"), "{user}: {e}");
+        let says = format!("asked for {method} authentication, which needs the password pgmux does not have");
+        assert!(db.message().contains(&says), "{user}: {e}");
+    }
+    connect_app(&p).await.simple_query("select 1").await.unwrap();
+    assert_eq!(p.ctx.cluster.failover_stats().losses, 0);
+    p.shutdown.abort.cancel();
+    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
+}
