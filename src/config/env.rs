@@ -8,7 +8,7 @@
 //! `PGMUX_SERVER_TLS_CA_FILE` is `server_tls.ca_file`). `PGMUX_SERVERS`, `PGMUX_ADMIN_USERS` and
 //! `PGMUX_POOL_SERVER_AUTH` are comma-separated lists; `PGMUX_USERS` lists `name=env:VARIABLE` (`password_env`) or
 //! `name=file:PATH` (`password_file`) entries, so no password is ever written in a variable
-//! pgmux reads as a setting. A set variable replaces the file's value (lists replace whole lists);
+//! pgmux reads as a setting (what they hold, a password or a SCRAM verifier, is read as in the file). A set variable replaces the file's value (lists replace whole lists);
 //! an empty one removes it (its default applies). Values are taken literally (no `${VAR}`).
 //! A `PGMUX_*` name that is no setting is a problem, unless a `password_env` or `${VAR}` names it.
 
