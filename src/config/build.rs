@@ -7,8 +7,8 @@ use super::address::parse_listen;
 use super::raw::Node;
 use super::reader::{Ctx, Fields, Item};
 use super::{
-    ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig, PoolMode,
-    RoutingConfig, ServerAuth, ServerAuthMethod,
+    AuthQueryConfig, ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig,
+    PoolMode, RoutingConfig, ServerAuth, ServerAuthMethod,
 };
 use super::{Problem, ServerAddr, tls, users};
 
@@ -48,6 +48,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         ctx.report("health.user", None, format!("`{u}` is not one of the configured users"));
     }
     check_prober_has_password(ctx, &health, &users);
+    let auth = read_auth_query(ctx, top.get("auth"), &users);
     let routing = read_routing(ctx, top.get("routing"));
     let tls = tls::read_tls(ctx, top.get("tls"));
     let server_tls = tls::read_server_tls(ctx, top.get("server_tls"));
@@ -69,6 +70,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             .unwrap_or(super::DEFAULT_LISTEN_BACKLOG),
         health,
+        auth,
         routing,
         tls,
         server_tls,
@@ -191,6 +193,32 @@ fn check_prober_has_password(ctx: &mut Ctx<'_>, health: &HealthConfig, users: &[
         );
         ctx.report("health.user", None, message);
     }
+}
+
+fn read_auth_query(ctx: &mut Ctx<'_>, item: Option<Item<'_>>, users: &[super::UserConfig]) -> AuthQueryConfig {
+    let d = AuthQueryConfig::default();
+    let mut f = ctx.fields(item.as_ref(), "auth");
+    let user_item = f.get("user");
+    let auth = AuthQueryConfig {
+        user: user_item.as_ref().and_then(|v| ctx.text(v)),
+        database: f.get("database").and_then(|v| ctx.text(&v)).unwrap_or(d.database),
+        query: f.get("query").and_then(|v| ctx.text(&v)).unwrap_or(d.query),
+        cache_ttl: f.get("cache_ttl").and_then(|v| ctx.duration(&v, true)).unwrap_or(d.cache_ttl),
+    };
+    f.finish(ctx);
+    if let (Some(name), Some(item)) = (&auth.user, &user_item) {
+        match users.iter().find(|u| &u.name == name) {
+            None => ctx.report_at(item, format!("`{name}` is not one of the configured users")),
+            Some(u) if crate::auth::is_scram_verifier(&u.password) => ctx.report_at(
+                item,
+                format!(
+                    "`{name}` is configured by a SCRAM verifier: the lookup logs in on its own, so it needs a password"
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    auth
 }
 
 fn read_health(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> HealthConfig {

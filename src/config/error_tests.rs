@@ -329,3 +329,17 @@ fn the_prober_needs_a_user_with_a_password() {
     let config = Config::from_yaml_with_env(&env_yaml, &from_env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.user("pt").map(|u| u.password.as_str()), Some(verifier.as_str()));
 }
+
+#[test]
+fn the_auth_query_user_is_a_configured_user_with_a_password() {
+    assert_one(&with("auth:\n  user: ghost\n"), "auth.user", Some(8), "`ghost` is not one of the configured users");
+    let verifier = stored_verifier();
+    let yaml = BASE.replace("password: app", &format!("password: '{verifier}'"))
+        + "  - name: mon\n    password: mon\nhealth:\n  user: mon\nauth:\n  user: app\n";
+    assert_one(&yaml, "auth.user", Some(12), "needs a password");
+    let config = Config::from_yaml_with_env(&with("auth:\n  user: app\n  cache_ttl: 5m\n"), &env).unwrap();
+    assert_eq!(config.auth.user.as_deref(), Some("app"));
+    assert_eq!(config.auth.query, DEFAULT_AUTH_QUERY);
+    assert_eq!(config.auth.cache_ttl, Duration::from_secs(300));
+    assert_one(&with("auth:\n  cache_ttl: 5\n"), "auth.cache_ttl", Some(8), "unit");
+}
