@@ -7,6 +7,7 @@ pub mod scram;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What pgmux keeps for each configured user: its SCRAM verifier (to check clients) and what it
 /// logs in to servers with.
@@ -78,17 +79,32 @@ impl std::fmt::Debug for UserSecret {
     }
 }
 
-/// The configured users, with verifiers computed once (4096 PBKDF2 rounds each) at load, and the
-/// per-process key their salts (and unknown users' decoy salts) are derived from.
+/// The configured users, with verifiers computed once (4096 PBKDF2 rounds each) at load, the
+/// per-process key their salts (and unknown users' decoy salts) are derived from, and the users
+/// `auth.query` found on the servers.
 #[derive(Debug, Clone)]
 pub struct UserDirectory {
     users: HashMap<String, UserSecret>,
     key: scram::SaltKey,
+    /// Shared by every rebuild: a reload keeps what lookups learnt (keys included).
+    found: Arc<Mutex<HashMap<String, Found>>>,
 }
+
+/// One `auth.query` answer: the user's secret, or None for a name the servers do not know (or
+/// whose stored password pgmux cannot use).
+#[derive(Debug, Clone)]
+struct Found {
+    secret: Option<UserSecret>,
+    at: Instant,
+}
+
+/// At most this many answers are kept; past it, names not found are dropped first (a client
+/// trying random names must not grow the table without bound).
+const MAX_FOUND: usize = 10_000;
 
 impl Default for UserDirectory {
     fn default() -> Self {
-        UserDirectory { users: HashMap::new(), key: scram::SaltKey::random() }
+        UserDirectory { users: HashMap::new(), key: scram::SaltKey::random(), found: Default::default() }
     }
 }
 
@@ -118,7 +134,7 @@ impl UserDirectory {
                 (name.to_string(), secret)
             })
             .collect();
-        UserDirectory { users, key: self.key.clone() }
+        UserDirectory { users, key: self.key.clone(), found: self.found.clone() }
     }
 
     fn pass_through(&self, name: &str, verifier: scram::Verifier) -> UserSecret {
@@ -130,8 +146,55 @@ impl UserDirectory {
         UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
     }
 
-    pub fn get(&self, name: &str) -> Option<&UserSecret> {
-        self.users.get(name)
+    /// A configured user, else one `auth.query` found (however long ago: the pools of a user
+    /// found keep logging in with what was learnt).
+    pub fn get(&self, name: &str) -> Option<UserSecret> {
+        match self.users.get(name) {
+            Some(secret) => Some(secret.clone()),
+            None => self.found().get(name).and_then(|f| f.secret.clone()),
+        }
+    }
+
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
+    fn found(&self) -> std::sync::MutexGuard<'_, HashMap<String, Found>> {
+        self.found.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `auth.query` answer for `name` if it is younger than `ttl`: Some(None) means not found.
+    pub fn found_recently(&self, name: &str, ttl: Duration) -> Option<Option<UserSecret>> {
+        self.found().get(name).filter(|f| f.at.elapsed() < ttl).map(|f| f.secret.clone())
+    }
+
+    /// Records what `auth.query` returned for `name`: the stored password (None: no row, or NULL).
+    /// Only a SCRAM verifier is usable (an MD5 hash cannot check a SCRAM login); the same verifier
+    /// as before keeps the key clients revealed.
+    pub fn record_found(&self, name: &str, stored: Option<&str>) -> Option<UserSecret> {
+        let verifier = stored.and_then(scram::Verifier::parse);
+        let mut found = self.found();
+        let secret = verifier.map(|verifier| {
+            let kept = match found.get(name).and_then(|f| f.secret.as_ref()).map(|s| &s.server) {
+                Some(ServerSecret::PassThrough(p)) if p.verifier == verifier => Some(p.clone()),
+                _ => None,
+            };
+            let shared = kept.unwrap_or_else(|| Arc::new(PassThrough::new(verifier.clone())));
+            UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
+        });
+        if found.len() >= MAX_FOUND && !found.contains_key(name) {
+            found.retain(|_, f| f.secret.is_some());
+        }
+        if found.len() < MAX_FOUND || found.contains_key(name) {
+            found.insert(name.to_string(), Found { secret: secret.clone(), at: Instant::now() });
+        }
+        secret
+    }
+
+    /// Drops the answer for `name` (a client's proof failed against it, or a server refused its
+    /// verifier): the next login asks the servers again.
+    pub fn forget_found(&self, name: &str) {
+        self.found().remove(name);
     }
 
     /// What an unknown user is checked against: a SCRAM verifier shaped like a real one with a
@@ -174,5 +237,29 @@ mod tests {
         let ServerSecret::PassThrough(new) = &changed.get("pt").unwrap().server else { panic!() };
         assert_ne!(Arc::as_ptr(new), learnt);
         assert!(format!("{:?}", users.get("app").unwrap().server).find("plain").is_none());
+    }
+
+    #[test]
+    fn users_found_by_auth_query_are_cached_and_kept_across_reloads() {
+        let users = UserDirectory::new([("app", "plain")]);
+        let stored = postgres_protocol::password::scram_sha_256(b"pw");
+        let ttl = Duration::from_secs(60);
+        assert!(users.found_recently("pt", ttl).is_none());
+        assert!(users.record_found("pt", Some(&stored)).is_some());
+        assert!(users.record_found("ghost", None).is_none());
+        assert!(users.record_found("md5user", Some("md5a3556571e93b0d20722ba62be61e8c2d")).is_none());
+        assert!(matches!(users.found_recently("pt", ttl), Some(Some(_))));
+        assert!(matches!(users.found_recently("ghost", ttl), Some(None)));
+        assert!(users.found_recently("pt", Duration::ZERO).is_none(), "stale");
+        let reloaded = users.rebuilt([("app", "plain")]);
+        let Some(ServerSecret::PassThrough(before)) = users.get("pt").map(|s| s.server) else { panic!() };
+        let Some(ServerSecret::PassThrough(after)) = reloaded.get("pt").map(|s| s.server) else { panic!() };
+        assert!(Arc::ptr_eq(&before, &after));
+        // Found again with the same verifier: the same key holder; forgotten: asked again.
+        reloaded.record_found("pt", Some(&stored));
+        let Some(ServerSecret::PassThrough(again)) = reloaded.get("pt").map(|s| s.server) else { panic!() };
+        assert!(Arc::ptr_eq(&before, &again));
+        reloaded.forget_found("pt");
+        assert!(users.get("pt").is_none() && !users.is_configured("pt") && users.is_configured("app"));
     }
 }

@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::future::Future;
@@ -470,7 +470,44 @@ impl BackendConn {
     pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         let mut out = BytesMut::new();
         build::query(&mut out, sql);
-        self.write(&out).await?;
+        self.rows_of(&out).await
+    }
+
+    /// Runs `sql` with text parameters `$1`… over the extended protocol (the values are never
+    /// spliced into the SQL) and returns its rows as text (an ErrorResponse is an error).
+    pub async fn query_rows_with(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        build::message(&mut out, b'P', |b| {
+            build::put_cstr(b, b"");
+            build::put_cstr(b, sql.as_bytes());
+            b.put_i16(0);
+        });
+        build::message(&mut out, b'B', |b| {
+            build::put_cstr(b, b"");
+            build::put_cstr(b, b"");
+            b.put_i16(0);
+            b.put_i16(params.len() as i16);
+            for p in params {
+                b.put_i32(p.len() as i32);
+                b.put_slice(p.as_bytes());
+            }
+            b.put_i16(0);
+        });
+        build::message(&mut out, b'E', |b| {
+            build::put_cstr(b, b"");
+            b.put_i32(0);
+        });
+        build::sync(&mut out);
+        self.rows_of(&out).await
+    }
+
+    /// Sends `out` (one query, up to a Sync) and collects its DataRows up to ReadyForQuery.
+    async fn rows_of(&mut self, out: &[u8]) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        self.write(out).await?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {

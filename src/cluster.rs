@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub mod collector;
+pub mod lookup;
 pub mod names;
 pub mod probe;
 pub mod topology;
@@ -122,6 +123,8 @@ pub struct Cluster {
     /// The prober's login, which discovery uses too: a client's own login would add a connection
     /// the server counts against that user beyond `pool.size`.
     probe_login: Mutex<Option<LoginParams>>,
+    /// `auth.query`'s own connection (see `lookup`).
+    lookup: tokio::sync::Mutex<lookup::LookupConn>,
 }
 
 /// A cluster for unit tests: `servers`, pools of `size`, users `(name, password)`; nothing connects.
@@ -184,6 +187,7 @@ impl Cluster {
             users,
             prober: Mutex::new(None),
             probe_login: Mutex::new(None),
+            lookup: Default::default(),
         }
     }
 
@@ -456,7 +460,7 @@ impl Cluster {
     }
 
     fn login(&self, database: &str, user: &str) -> Result<LoginParams, ClusterError> {
-        let secret = self.users.load().get(user).cloned().ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
+        let secret = self.users.load().get(user).ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
         let settings = self.settings.load();
         Ok(LoginParams {
             user: user.to_string(),

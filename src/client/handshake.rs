@@ -288,9 +288,14 @@ async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: En
             Err(HandshakeEnd::ServerError(frame.bytes))
         }
         Err(ClusterError::Pool(PoolError::Timeout)) => Err(ClientError::LoginBorrowTimeout(timeout).into()),
-        Err(ClusterError::Pool(PoolError::Connect(
-            e @ (BackendError::AuthRefused { .. } | BackendError::PassThrough { .. }),
-        ))) => Err(ClientError::ServerAuthRefused(e.to_string()).into()),
+        Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::AuthRefused { .. }))) => {
+            Err(ClientError::ServerAuthRefused(e.to_string()).into())
+        }
+        Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::PassThrough { .. }))) => {
+            // A verifier `auth.query` found may be stale (the password changed): asked again next time.
+            ctx.users.load().forget_found(user);
+            Err(ClientError::ServerAuthRefused(e.to_string()).into())
+        }
         Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))),
     }
 }
@@ -348,12 +353,12 @@ async fn authenticate(
     user: &str,
     channel_binding: Option<&[u8]>,
 ) -> Result<()> {
+    let secret = super::lookup::user_secret(ctx, user).await;
     let users = ctx.users.load();
-    let secret = users.get(user);
     // An unknown user goes through the same steps, against a decoy stable per name. (A user
     // given by its SCRAM verifier has no password: the config refuses `auth_method: md5` then.)
     let (decoy_verifier, decoy_password) = users.decoy(user);
-    let (verifier, password) = match secret {
+    let (verifier, password) = match &secret {
         Some(s) => (s.scram.clone(), s.server.password().map_or(decoy_password, str::to_string)),
         None => (decoy_verifier, decoy_password),
     };
@@ -362,7 +367,7 @@ async fn authenticate(
             Some(key) => {
                 // Pass-through: learnt before this login goes on to open (or borrow) a server
                 // connection as this user, which needs it.
-                if let Some(ServerSecret::PassThrough(p)) = secret.map(|s| &s.server) {
+                if let Some(ServerSecret::PassThrough(p)) = secret.as_ref().map(|s| &s.server) {
                     p.remember(key);
                 }
                 true
@@ -380,6 +385,10 @@ async fn authenticate(
             md5::verify(user, &password, salt, response)
         }
     };
+    if !ok && secret.is_some() && !users.is_configured(user) {
+        // Perhaps the password changed on the server: the next attempt asks it again.
+        users.forget_found(user);
+    }
     if ok && secret.is_some() { Ok(()) } else { Err(ClientError::AuthFailed(user.to_string()).into()) }
 }
 
