@@ -340,3 +340,80 @@ async fn servers_asking_a_verifier_user_for_a_password_are_refused() {
     p.shutdown.abort.cancel();
     tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
 }
+
+/// pgmux with only `app` configured (the prober) and a superuser `auth.user` (reading pg_authid
+/// takes one) for `auth.query`; `auth` adds keys to the `auth` section.
+async fn start_with_auth_query(auth: &str) -> (TestProxy, String) {
+    let admin = unique("aqadmin");
+    admin_sql(0, &format!("CREATE ROLE {admin} LOGIN SUPERUSER PASSWORD '{admin}'")).await;
+    let c = cluster();
+    let users = format!(
+        "users:\n  - name: app\n    password: app\n  - name: {admin}\n    password: {admin}\nauth:\n  user: {admin}\n  database: app\n{auth}"
+    );
+    let text = yaml(&[c.addr(0), c.addr(1)], "  size: 2", "");
+    let (head, _) = text.split_once("users:\n").unwrap();
+    let text = format!("{head}{users}shutdown_timeout: 10s\n");
+    (start_proxy_yaml(&text).await, admin)
+}
+
+/// A user known only to the server logs in through pgmux: `auth.query` finds its verifier, and
+/// pgmux logs in to the server by pass-through. A wrong password and an unknown name get the same
+/// 28P01, with salts stable per name; a password changed on the server is picked up after one
+/// failed attempt (the stale answer is dropped then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_not_in_the_config_are_looked_up_with_auth_query() {
+    let (p, _) = start_with_auth_query("").await;
+    let (role, password, verifier) = scram_role("aq").await;
+    let c = connect(&p.dsn(&role, &password, "app")).await.expect("a user found by auth.query logs in");
+    assert_eq!(simple_value(&c, "select current_user").await, role);
+    let (_, salt_iter, _) = scram_first(p.addr, &role).await;
+    let salt = verifier.split('$').nth(1).unwrap().split(':').nth(1).unwrap();
+    assert!(salt_iter.contains(&format!("s={salt}")), "the server's salt: {salt_iter} vs {verifier}");
+
+    let ghost = unique("ghost");
+    let wrong = connect(&p.dsn(&role, "nope", "app")).await.unwrap_err();
+    let unknown = connect(&p.dsn(&ghost, "nope", "app")).await.unwrap_err();
+    for e in [&wrong, &unknown] {
+        assert_eq!(sqlstate(e).as_deref(), Some("28P01"), "{e}");
+    }
+    let msg = |e: &tokio_postgres::Error, user: &str| e.as_db_error().unwrap().message().replace(user, "U");
+    assert_eq!(msg(&wrong, &role), msg(&unknown, &ghost));
+    let (a, b) = (scram_first(p.addr, &ghost).await.1, scram_first(p.addr, &ghost).await.1);
+    assert_eq!(a, b, "an unknown name's salt is stable");
+    connect(&p.dsn(&role, &password, "app")).await.expect("the right password after a wrong one");
+
+    admin_sql(0, &format!("ALTER ROLE {role} PASSWORD 'changed-{role}'")).await;
+    let changed = format!("changed-{role}");
+    let first = connect(&p.dsn(&role, &changed, "app")).await;
+    if let Err(e) = &first {
+        // Checked against the answer cached before the change: dropped, asked again next time.
+        assert_eq!(sqlstate(e).as_deref(), Some("28P01"), "{e}");
+    }
+    let c = connect(&p.dsn(&role, &changed, "app")).await.expect("the new password");
+    assert_eq!(simple_value(&c, "select 5").await, "5");
+    let old = connect(&p.dsn(&role, &password, "app")).await.unwrap_err();
+    assert_eq!(sqlstate(&old).as_deref(), Some("28P01"));
+    p.shutdown.abort.cancel();
+}
+
+/// `auth.user`'s own `search_path` cannot substitute a `pg_authid` of its choosing, even for an
+/// unqualified `auth.query`: the lookup connection is pinned to `pg_catalog, pg_temp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_is_immune_to_search_path_tricks() {
+    let (role, password, _) = scram_role("aqvictim").await;
+    let schema = unique("evil");
+    let forged = postgres_protocol::password::scram_sha_256(b"forged");
+    let (p, admin) =
+        start_with_auth_query("  query: SELECT rolname, rolpassword FROM pg_authid WHERE rolname = $1\n").await;
+    let sql = format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.pg_authid (rolname text, rolpassword text); \
+         INSERT INTO {schema}.pg_authid VALUES ('{role}', '{forged}'); \
+         ALTER ROLE {admin} SET search_path = {schema}, pg_catalog"
+    );
+    tokio::task::spawn_blocking(move || cluster().psql(0, "app", &sql).expect("set the trap")).await.unwrap();
+    let e = connect(&p.dsn(&role, "forged", "app")).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
+    let c = connect(&p.dsn(&role, &password, "app")).await.expect("the real verifier");
+    assert_eq!(simple_value(&c, "select current_user").await, role);
+    p.shutdown.abort.cancel();
+}
