@@ -35,7 +35,8 @@ pub struct Lookup<'a> {
 
 impl Cluster {
     /// Runs `auth.query` for `name` on the primary (waiting for one until `deadline`); returns the
-    /// stored password of the first row (its second column), None for no row or NULL. One lookup
+    /// stored password of the first row (its second column; the first must be `name`), None for no
+    /// row or NULL. One lookup
     /// at a time: a storm of unknown names costs the servers one connection, not one each.
     pub async fn look_up(
         &self,
@@ -52,22 +53,34 @@ impl Cluster {
         if slot.0.as_ref().is_some_and(|(t, _)| *t != target) {
             slot.0 = None;
         }
-        if slot.0.is_none() {
-            let mut login = self.login(lookup.database, lookup.user)?;
-            login.init_query.clear();
-            let mut conn = BackendConn::connect(target.server.clone(), &login).await.map_err(PoolError::Connect)?;
-            conn.query_rows(PIN_SEARCH_PATH).await.map_err(PoolError::Connect)?;
-            slot.0 = Some((target, conn));
-        }
-        let (_, conn) = slot.0.as_mut().expect("just set");
-        match conn.query_rows_with(lookup.query, &[name]).await {
-            Ok(rows) => Ok(rows.into_iter().next().and_then(|row| row.into_iter().nth(1).flatten())),
-            Err(e) => {
-                // An error from the query leaves the connection usable, anything else not; the
-                // next lookup starts afresh either way.
-                slot.0 = None;
-                Err(PoolError::Connect(e).into())
+        // Taken out while in use: a lookup abandoned midway (its login timed out) drops the
+        // connection, so no later lookup can read the replies meant for this one.
+        let mut conn = match slot.0.take() {
+            Some((_, conn)) => conn,
+            None => {
+                let mut login = self.login(lookup.database, lookup.user)?;
+                login.init_query.clear();
+                let mut conn = BackendConn::connect(target.server.clone(), &login).await.map_err(PoolError::Connect)?;
+                conn.query_rows(PIN_SEARCH_PATH).await.map_err(PoolError::Connect)?;
+                conn
             }
+        };
+        // An error (even the query's own) drops the connection: the next lookup starts afresh.
+        let rows = conn.query_rows_with(lookup.query, &[name]).await.map_err(PoolError::Connect)?;
+        slot.0 = Some((target, conn));
+        Ok(stored_password(rows, name))
+    }
+}
+
+/// The second column of the first row, if the first names `name` (a query answering for another
+/// name is not believed).
+fn stored_password(rows: Vec<Vec<Option<String>>>, name: &str) -> Option<String> {
+    let mut row = rows.into_iter().next()?.into_iter();
+    match (row.next().flatten(), row.next().flatten()) {
+        (Some(found), stored) if found == name => stored,
+        (found, _) => {
+            tracing::warn!(event = "auth_query_failed", user = name, found = ?found, "auth.query answered for another name; ignored");
+            None
         }
     }
 }
@@ -75,4 +88,19 @@ impl Cluster {
 /// Whether a lookup failure is the query's own (a mistake in `auth.query`, a missing privilege).
 pub fn is_query_error(e: &ClusterError) -> bool {
     matches!(e, ClusterError::Pool(PoolError::Connect(BackendError::Server { .. })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored_password;
+
+    #[test]
+    fn only_an_answer_for_the_name_asked_is_believed() {
+        let row = |a: Option<&str>, b: Option<&str>| vec![vec![a.map(String::from), b.map(String::from)]];
+        assert_eq!(stored_password(row(Some("u"), Some("v")), "u").as_deref(), Some("v"));
+        assert_eq!(stored_password(row(Some("u"), None), "u"), None);
+        assert_eq!(stored_password(row(Some("other"), Some("v")), "u"), None);
+        assert_eq!(stored_password(row(None, Some("v")), "u"), None);
+        assert_eq!(stored_password(Vec::new(), "u"), None);
+    }
 }

@@ -48,7 +48,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
         ctx.report("health.user", None, format!("`{u}` is not one of the configured users"));
     }
     check_prober_has_password(ctx, &health, &users);
-    let auth = read_auth_query(ctx, top.get("auth"), &users);
+    let auth = read_auth_query(ctx, top.get("auth"), &users, clients.auth_method);
     let routing = read_routing(ctx, top.get("routing"));
     let tls = tls::read_tls(ctx, top.get("tls"));
     let server_tls = tls::read_server_tls(ctx, top.get("server_tls"));
@@ -195,7 +195,12 @@ fn check_prober_has_password(ctx: &mut Ctx<'_>, health: &HealthConfig, users: &[
     }
 }
 
-fn read_auth_query(ctx: &mut Ctx<'_>, item: Option<Item<'_>>, users: &[super::UserConfig]) -> AuthQueryConfig {
+fn read_auth_query(
+    ctx: &mut Ctx<'_>,
+    item: Option<Item<'_>>,
+    users: &[super::UserConfig],
+    client_auth: ClientAuthMethod,
+) -> AuthQueryConfig {
     let d = AuthQueryConfig::default();
     let mut f = ctx.fields(item.as_ref(), "auth");
     let user_item = f.get("user");
@@ -214,6 +219,10 @@ fn read_auth_query(ctx: &mut Ctx<'_>, item: Option<Item<'_>>, users: &[super::Us
                 format!(
                     "`{name}` is configured by a SCRAM verifier: the lookup logs in on its own, so it needs a password"
                 ),
+            ),
+            Some(_) if client_auth == ClientAuthMethod::Md5 => ctx.report_at(
+                item,
+                "users found by auth.query are checked against SCRAM verifiers, which cannot check MD5 logins (clients.auth_method: md5)",
             ),
             Some(_) => {}
         }

@@ -342,4 +342,6 @@ fn the_auth_query_user_is_a_configured_user_with_a_password() {
     assert_eq!(config.auth.query, DEFAULT_AUTH_QUERY);
     assert_eq!(config.auth.cache_ttl, Duration::from_secs(300));
     assert_one(&with("auth:\n  cache_ttl: 5\n"), "auth.cache_ttl", Some(8), "unit");
+    let md5 = with("clients:\n  auth_method: md5\nauth:\n  user: app\n");
+    assert_one(&md5, "auth.user", Some(10), "cannot check MD5 logins");
 }
