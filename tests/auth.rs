@@ -203,12 +203,15 @@ async fn scram_role(prefix: &str) -> (String, String, String) {
 /// pgmux in front of the shared cluster with `app` (password, the prober and admin) and `role`
 /// configured only by `secret` (a verifier).
 async fn start_with_verifier_user(role: &str, secret: &str, pool: &str) -> TestProxy {
+    start_proxy_yaml(&verifier_user_yaml(role, secret, pool)).await
+}
+
+fn verifier_user_yaml(role: &str, secret: &str, pool: &str) -> String {
     let c = cluster();
-    let text = yaml(&[c.addr(0), c.addr(1)], pool, "").replace(
+    yaml(&[c.addr(0), c.addr(1)], pool, "").replace(
         "shutdown_timeout: 10s\n",
         &format!("  - name: {role}\n    password: '{secret}'\nshutdown_timeout: 10s\nadmin_users: [app]\n"),
-    );
-    start_proxy_yaml(&text).await
+    )
 }
 
 /// Every cell of every row `sql` returns, as text.
@@ -415,5 +418,27 @@ async fn auth_query_is_immune_to_search_path_tricks() {
     assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
     let c = connect(&p.dsn(&role, &password, "app")).await.expect("the real verifier");
     assert_eq!(simple_value(&c, "select current_user").await, role);
+    p.shutdown.abort.cancel();
+}
+
+/// A reload that keeps a user's verifier keeps the key its clients revealed: after RELOAD, with
+/// no new login of that user, its pool still opens server connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_pass_through_key() {
+    let (role, password, verifier) = scram_role("ptreload").await;
+    let text = verifier_user_yaml(&role, &verifier, "  size: 2");
+    let p = start_proxy_yaml(&text).await;
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("pgmux-pass-through")));
+    std::fs::write(&path, &text).unwrap();
+    *p.ctx.config_path.lock().unwrap() = Some(path.clone());
+    let client = connect(&p.dsn(&role, &password, "app")).await.expect("login");
+    assert_eq!(simple_value(&client, "select 1").await, "1");
+    pgmux::app::reload(&p.ctx).expect("reload");
+    // Its server connection goes away; the next statement needs a new one, opened with the key.
+    admin_sql(0, &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")).await;
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'");
+    assert!(eventually(std::time::Duration::from_secs(10), || async { admin_sql(0, &gone).await == "0" }).await);
+    assert_eq!(simple_value(&client, "select 2").await, "2");
+    std::fs::remove_file(&path).unwrap();
     p.shutdown.abort.cancel();
 }
