@@ -365,7 +365,7 @@ async fn start_with_auth_query(auth: &str) -> (TestProxy, String) {
 /// failed attempt (the stale answer is dropped then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_not_in_the_config_are_looked_up_with_auth_query() {
-    let (p, _) = start_with_auth_query("").await;
+    let (p, admin) = start_with_auth_query("").await;
     let (role, password, verifier) = scram_role("aq").await;
     let c = connect(&p.dsn(&role, &password, "app")).await.expect("a user found by auth.query logs in");
     assert_eq!(simple_value(&c, "select current_user").await, role);
@@ -396,6 +396,15 @@ async fn users_not_in_the_config_are_looked_up_with_auth_query() {
     assert_eq!(simple_value(&c, "select 5").await, "5");
     let old = connect(&p.dsn(&role, &password, "app")).await.unwrap_err();
     assert_eq!(sqlstate(&old).as_deref(), Some("28P01"));
+
+    // The lookup connection closed while idle (a server restart, an idle timeout): the next
+    // lookup notices and runs on a fresh one, the login does not fail.
+    admin_sql(0, &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{admin}'")).await;
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{admin}'");
+    assert!(eventually(std::time::Duration::from_secs(10), || async { admin_sql(0, &gone).await == "0" }).await);
+    let (later, later_password, _) = scram_role("aqlater").await;
+    let c = connect(&p.dsn(&later, &later_password, "app")).await.expect("a lookup after the connection was lost");
+    assert_eq!(simple_value(&c, "select current_user").await, later);
     p.shutdown.abort.cancel();
 }
 

@@ -55,20 +55,33 @@ impl Cluster {
         }
         // Taken out while in use: a lookup abandoned midway (its login timed out) drops the
         // connection, so no later lookup can read the replies meant for this one.
-        let mut conn = match slot.0.take() {
-            Some((_, conn)) => conn,
-            None => {
-                let mut login = self.login(lookup.database, lookup.user)?;
-                login.init_query.clear();
-                let mut conn = BackendConn::connect(target.server.clone(), &login).await.map_err(PoolError::Connect)?;
-                conn.query_rows(PIN_SEARCH_PATH).await.map_err(PoolError::Connect)?;
-                conn
-            }
+        let kept = slot.0.take().map(|(_, conn)| conn);
+        let reused = kept.is_some();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => self.lookup_conn(lookup, &target.server).await?,
         };
-        // An error (even the query's own) drops the connection: the next lookup starts afresh.
-        let rows = conn.query_rows_with(lookup.query, &[name]).await.map_err(PoolError::Connect)?;
+        // An error (even the query's own) drops the connection. A kept one may have been closed
+        // while idle (a server restart): then once more over a fresh one.
+        let rows = match conn.query_rows_with(lookup.query, &[name]).await {
+            Err(e) if reused && !matches!(e, BackendError::Server { .. }) => {
+                conn = self.lookup_conn(lookup, &target.server).await?;
+                conn.query_rows_with(lookup.query, &[name]).await
+            }
+            other => other,
+        }
+        .map_err(PoolError::Connect)?;
         slot.0 = Some((target, conn));
         Ok(stored_password(rows, name))
+    }
+
+    /// A new lookup connection to `server`, its `search_path` pinned.
+    async fn lookup_conn(&self, lookup: Lookup<'_>, server: &Arc<str>) -> Result<BackendConn, ClusterError> {
+        let mut login = self.login(lookup.database, lookup.user)?;
+        login.init_query.clear();
+        let mut conn = BackendConn::connect(server.clone(), &login).await.map_err(PoolError::Connect)?;
+        conn.query_rows(PIN_SEARCH_PATH).await.map_err(PoolError::Connect)?;
+        Ok(conn)
     }
 }
 
