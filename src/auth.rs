@@ -73,6 +73,19 @@ impl PassThrough {
     }
 }
 
+impl UserSecret {
+    /// A user given by `verifier`; `before` is what the user had until now: the same verifier
+    /// keeps the key its clients revealed.
+    fn pass_through(name: &str, verifier: scram::Verifier, before: Option<&UserSecret>) -> UserSecret {
+        let kept = match before.map(|u| &u.server) {
+            Some(ServerSecret::PassThrough(p)) if p.verifier == verifier => Some(p.clone()),
+            _ => None,
+        };
+        let shared = kept.unwrap_or_else(|| Arc::new(PassThrough::new(verifier.clone())));
+        UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
+    }
+}
+
 impl std::fmt::Debug for UserSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserSecret").field("name", &self.name).finish_non_exhaustive()
@@ -95,7 +108,8 @@ pub struct UserDirectory {
 #[derive(Debug, Clone)]
 struct Found {
     secret: Option<UserSecret>,
-    at: Instant,
+    /// When it was found; None once it is to be asked again.
+    at: Option<Instant>,
 }
 
 /// At most this many answers are kept; past it, names not found are dropped first (a client
@@ -124,7 +138,7 @@ impl UserDirectory {
             .into_iter()
             .map(|(name, secret)| {
                 let secret = match scram::Verifier::parse(secret) {
-                    Some(verifier) => self.pass_through(name, verifier),
+                    Some(verifier) => UserSecret::pass_through(name, verifier, self.users.get(name)),
                     None => UserSecret {
                         name: name.to_string(),
                         scram: scram::Verifier::for_user(&self.key, name, secret),
@@ -135,15 +149,6 @@ impl UserDirectory {
             })
             .collect();
         UserDirectory { users, key: self.key.clone(), found: self.found.clone() }
-    }
-
-    fn pass_through(&self, name: &str, verifier: scram::Verifier) -> UserSecret {
-        let kept = match self.users.get(name).map(|u| &u.server) {
-            Some(ServerSecret::PassThrough(p)) if p.verifier == verifier => Some(p.clone()),
-            _ => None,
-        };
-        let shared = kept.unwrap_or_else(|| Arc::new(PassThrough::new(verifier.clone())));
-        UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
     }
 
     /// A configured user, else one `auth.query` found (however long ago: the pools of a user
@@ -165,7 +170,7 @@ impl UserDirectory {
 
     /// The `auth.query` answer for `name` if it is younger than `ttl`: Some(None) means not found.
     pub fn found_recently(&self, name: &str, ttl: Duration) -> Option<Option<UserSecret>> {
-        self.found().get(name).filter(|f| f.at.elapsed() < ttl).map(|f| f.secret.clone())
+        self.found().get(name).filter(|f| f.at.is_some_and(|at| at.elapsed() < ttl)).map(|f| f.secret.clone())
     }
 
     /// Records what `auth.query` returned for `name`: the stored password (None: no row, or NULL).
@@ -174,27 +179,24 @@ impl UserDirectory {
     pub fn record_found(&self, name: &str, stored: Option<&str>) -> Option<UserSecret> {
         let verifier = stored.and_then(scram::Verifier::parse);
         let mut found = self.found();
-        let secret = verifier.map(|verifier| {
-            let kept = match found.get(name).and_then(|f| f.secret.as_ref()).map(|s| &s.server) {
-                Some(ServerSecret::PassThrough(p)) if p.verifier == verifier => Some(p.clone()),
-                _ => None,
-            };
-            let shared = kept.unwrap_or_else(|| Arc::new(PassThrough::new(verifier.clone())));
-            UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
-        });
+        let before = found.get(name).and_then(|f| f.secret.as_ref());
+        let secret = verifier.map(|verifier| UserSecret::pass_through(name, verifier, before));
         if found.len() >= MAX_FOUND && !found.contains_key(name) {
             found.retain(|_, f| f.secret.is_some());
         }
         if found.len() < MAX_FOUND || found.contains_key(name) {
-            found.insert(name.to_string(), Found { secret: secret.clone(), at: Instant::now() });
+            found.insert(name.to_string(), Found { secret: secret.clone(), at: Some(Instant::now()) });
         }
         secret
     }
 
-    /// Drops the answer for `name` (a client's proof failed against it, or a server refused its
-    /// verifier): the next login asks the servers again.
+    /// Marks the answer for `name` stale (a client's proof failed against it, or a server refused
+    /// its verifier): the next login asks the servers again. Kept until then: its pools still log
+    /// in with it, and the same verifier found again keeps the key.
     pub fn forget_found(&self, name: &str) {
-        self.found().remove(name);
+        if let Some(f) = self.found().get_mut(name) {
+            f.at = None;
+        }
     }
 
     /// What an unknown user is checked against: a SCRAM verifier shaped like a real one with a
@@ -260,6 +262,10 @@ mod tests {
         let Some(ServerSecret::PassThrough(again)) = reloaded.get("pt").map(|s| s.server) else { panic!() };
         assert!(Arc::ptr_eq(&before, &again));
         reloaded.forget_found("pt");
-        assert!(users.get("pt").is_none() && !users.is_configured("pt") && users.is_configured("app"));
+        assert!(users.found_recently("pt", ttl).is_none(), "asked again");
+        assert!(!users.is_configured("pt") && users.is_configured("app"));
+        reloaded.record_found("pt", Some(&stored));
+        let Some(ServerSecret::PassThrough(refound)) = reloaded.get("pt").map(|s| s.server) else { panic!() };
+        assert!(Arc::ptr_eq(&before, &refound), "the key survives being asked again");
     }
 }
