@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::future::Future;
@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::TcpStream;
 
+use crate::auth::{ServerSecret, scram};
 use crate::config::{ServerAuth, ServerAuthMethod};
 use crate::net::{ReadHalf, WriteHalf};
 use crate::protocol::frame::{Frame, MAX_MESSAGE_LEN, split_frame};
@@ -48,6 +49,20 @@ pub enum BackendError {
         plain = if *over_tls { "" } else { " over a connection without TLS" }
     )]
     AuthRefused { server: Arc<str>, method: ServerAuthMethod, over_tls: bool, allowed: String },
+    /// A user given by its SCRAM verifier (SCRAM pass-through) cannot answer this server.
+    #[error("{server}: user {user} is configured by its SCRAM verifier: {reason}")]
+    PassThrough { server: Arc<str>, user: String, reason: PassThroughError },
+}
+
+/// Why a login with SCRAM pass-through failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PassThroughError {
+    #[error("no client of this user has logged in with SCRAM yet, so pgmux has no key to log in with")]
+    NoKeyYet,
+    #[error("the server asked for {} authentication, which needs the password pgmux does not have", .0.name())]
+    NeedsPassword(ServerAuthMethod),
+    #[error(transparent)]
+    Scram(#[from] scram::KeyClientError),
 }
 
 /// Silence after which a client socket's keepalive probes start.
@@ -72,11 +87,27 @@ fn server_keepalive() -> socket2::TcpKeepalive {
 /// first statement sent to it, not after the kernel's retransmissions give up (~15 min).
 const SERVER_USER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The SCRAM client of one server login.
+enum ScramClient {
+    Password(ScramSha256),
+    Keys(scram::KeyClient),
+}
+
+impl ScramClient {
+    fn first(&self) -> Vec<u8> {
+        match self {
+            ScramClient::Password(s) => s.message().to_vec(),
+            ScramClient::Keys(k) => k.client_first().into_bytes(),
+        }
+    }
+}
+
 /// Who to log in as, where.
 #[derive(Debug, Clone)]
 pub struct LoginParams {
     pub user: String,
-    pub password: String,
+    /// A password, or pass-through (see `auth::PassThrough`).
+    pub secret: ServerSecret,
     pub database: String,
     pub connect_timeout: Duration,
     pub init_query: String,
@@ -256,7 +287,7 @@ impl BackendConn {
     }
 
     async fn authenticate(&mut self, login: &LoginParams) -> Result<(), BackendError> {
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramClient> = None;
         // Whether the server asked for anything before AuthenticationOk (else: `none`).
         let mut asked = false;
         loop {
@@ -287,17 +318,19 @@ impl BackendConn {
                 self.check_method(login, method)?;
             }
             asked = true;
+            let password = || match &login.secret {
+                ServerSecret::Password(p) => Ok(p.as_bytes()),
+                ServerSecret::PassThrough(_) => {
+                    let method = method.unwrap_or(ServerAuthMethod::Password);
+                    Err(self.pass_through_failed(login, PassThroughError::NeedsPassword(method)))
+                }
+            };
             match code {
                 0 => return Ok(()),
-                3 => frontend::password_message(login.password.as_bytes(), &mut out)
-                    .map_err(|e| self.protocol(e.to_string()))?,
+                3 => frontend::password_message(password()?, &mut out).map_err(|e| self.protocol(e.to_string()))?,
                 5 => {
                     let salt: [u8; 4] = data.try_into().map_err(|_| self.protocol("bad md5 salt"))?;
-                    let hash = postgres_protocol::authentication::md5_hash(
-                        login.user.as_bytes(),
-                        login.password.as_bytes(),
-                        salt,
-                    );
+                    let hash = postgres_protocol::authentication::md5_hash(login.user.as_bytes(), password()?, salt);
                     frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| self.protocol(e.to_string()))?;
                 }
                 10 => {
@@ -305,19 +338,34 @@ impl BackendConn {
                     if !offers_scram {
                         return Err(self.protocol("server offers no SASL mechanism pgmux supports"));
                     }
-                    let s = ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                    let s = self.scram_client(login)?;
+                    frontend::sasl_initial_response("SCRAM-SHA-256", &s.first(), &mut out)
                         .map_err(|e| self.protocol(e.to_string()))?;
                     scram = Some(s);
                 }
                 11 => {
                     let s = scram.as_mut().ok_or_else(|| self.protocol("SASL continue before start"))?;
-                    s.update(data).map_err(|e| self.protocol(e.to_string()))?;
-                    frontend::sasl_response(s.message(), &mut out).map_err(|e| self.protocol(e.to_string()))?;
+                    let message = match s {
+                        ScramClient::Password(s) => {
+                            s.update(data).map_err(|e| self.protocol(e.to_string()))?;
+                            s.message().to_vec()
+                        }
+                        ScramClient::Keys(k) => {
+                            k.client_final(data).map_err(|e| self.pass_through_failed(login, e.into()))?.into_bytes()
+                        }
+                    };
+                    frontend::sasl_response(&message, &mut out).map_err(|e| self.protocol(e.to_string()))?;
                 }
                 12 => {
                     let s = scram.as_mut().ok_or_else(|| self.protocol("SASL final before start"))?;
-                    s.finish(data).map_err(|e| self.protocol(format!("server signature invalid: {e}")))?;
+                    match s {
+                        ScramClient::Password(s) => {
+                            s.finish(data).map_err(|e| self.protocol(format!("server signature invalid: {e}")))?
+                        }
+                        ScramClient::Keys(k) => {
+                            k.verify_server_final(data).map_err(|e| self.pass_through_failed(login, e.into()))?
+                        }
+                    }
                     continue;
                 }
                 other => {
@@ -326,6 +374,30 @@ impl BackendConn {
             }
             self.write(&out).await?;
         }
+    }
+
+    /// The SCRAM client for this login: from the password, or from the key a client revealed.
+    fn scram_client(&self, login: &LoginParams) -> Result<ScramClient, BackendError> {
+        match &login.secret {
+            ServerSecret::Password(p) => {
+                Ok(ScramClient::Password(ScramSha256::new(p.as_bytes(), ChannelBinding::unsupported())))
+            }
+            ServerSecret::PassThrough(pass) => match pass.client_key() {
+                Some(key) => Ok(ScramClient::Keys(scram::KeyClient::new(pass.verifier.clone(), key))),
+                None => Err(self.pass_through_failed(login, PassThroughError::NoKeyYet)),
+            },
+        }
+    }
+
+    fn pass_through_failed(&self, login: &LoginParams, reason: PassThroughError) -> BackendError {
+        tracing::warn!(
+            event = "pass_through_failed",
+            server = %self.server,
+            user = %login.user,
+            reason = %reason,
+            "cannot log in to the server with SCRAM pass-through"
+        );
+        BackendError::PassThrough { server: self.server.clone(), user: login.user.clone(), reason }
     }
 
     /// After AuthenticationOk: collect ParameterStatus and BackendKeyData up to ReadyForQuery.
@@ -398,7 +470,44 @@ impl BackendConn {
     pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         let mut out = BytesMut::new();
         build::query(&mut out, sql);
-        self.write(&out).await?;
+        self.rows_of(&out).await
+    }
+
+    /// Runs `sql` with text parameters `$1`… over the extended protocol (the values are never
+    /// spliced into the SQL) and returns its rows as text (an ErrorResponse is an error).
+    pub async fn query_rows_with(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        build::message(&mut out, b'P', |b| {
+            build::put_cstr(b, b"");
+            build::put_cstr(b, sql.as_bytes());
+            b.put_i16(0);
+        });
+        build::message(&mut out, b'B', |b| {
+            build::put_cstr(b, b"");
+            build::put_cstr(b, b"");
+            b.put_i16(0);
+            b.put_i16(params.len() as i16);
+            for p in params {
+                b.put_i32(p.len() as i32);
+                b.put_slice(p.as_bytes());
+            }
+            b.put_i16(0);
+        });
+        build::message(&mut out, b'E', |b| {
+            build::put_cstr(b, b"");
+            b.put_i32(0);
+        });
+        build::sync(&mut out);
+        self.rows_of(&out).await
+    }
+
+    /// Sends `out` (one query, up to a Sync) and collects its DataRows up to ReadyForQuery.
+    async fn rows_of(&mut self, out: &[u8]) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        self.write(out).await?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {

@@ -8,6 +8,7 @@ pub mod classify;
 pub mod collector;
 pub mod handshake;
 pub mod io;
+mod lookup;
 pub mod negotiate;
 pub mod pause;
 pub mod pins;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub mod collector;
+pub mod lookup;
 pub mod names;
 pub mod probe;
 pub mod topology;
@@ -122,6 +123,8 @@ pub struct Cluster {
     /// The prober's login, which discovery uses too: a client's own login would add a connection
     /// the server counts against that user beyond `pool.size`.
     probe_login: Mutex<Option<LoginParams>>,
+    /// `auth.query`'s own connection (see `lookup`).
+    lookup: tokio::sync::Mutex<lookup::LookupConn>,
 }
 
 /// A cluster for unit tests: `servers`, pools of `size`, users `(name, password)`; nothing connects.
@@ -152,7 +155,7 @@ fn server_unavailable(e: &BackendError) -> bool {
         BackendError::Io { .. } | BackendError::Timeout { .. } | BackendError::Tls { .. } => true,
         BackendError::Server { code, .. } => code.starts_with("57P"),
         // pgmux's own refusal (`pool.server_auth`) says nothing about the server's health.
-        BackendError::Protocol { .. } | BackendError::AuthRefused { .. } => false,
+        BackendError::Protocol { .. } | BackendError::AuthRefused { .. } | BackendError::PassThrough { .. } => false,
     }
 }
 
@@ -184,6 +187,7 @@ impl Cluster {
             users,
             prober: Mutex::new(None),
             probe_login: Mutex::new(None),
+            lookup: Default::default(),
         }
     }
 
@@ -456,11 +460,11 @@ impl Cluster {
     }
 
     fn login(&self, database: &str, user: &str) -> Result<LoginParams, ClusterError> {
-        let secret = self.users.load().get(user).cloned().ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
+        let secret = self.users.load().get(user).ok_or_else(|| ClusterError::UnknownUser(user.into()))?;
         let settings = self.settings.load();
         Ok(LoginParams {
             user: user.to_string(),
-            password: secret.password.clone(),
+            secret: secret.server.clone(),
             database: database.to_string(),
             connect_timeout: settings.connect_timeout,
             init_query: settings.init_query.clone(),

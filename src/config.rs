@@ -64,6 +64,8 @@ pub struct Config {
     /// Threads serving clients; 0 means one per CPU.
     pub workers: usize,
     pub health: HealthConfig,
+    /// `auth_query`: users not in `users` looked up on the servers.
+    pub auth: AuthQueryConfig,
     pub routing: RoutingConfig,
     /// TLS towards clients.
     pub tls: TlsConfig,
@@ -266,6 +268,33 @@ impl Default for HealthConfig {
             resolve_interval: Duration::from_secs(1),
             user: None,
             database: "postgres".into(),
+        }
+    }
+}
+
+/// The default `auth.query`: schema-qualified, so no `search_path` can put another `pg_authid`
+/// in its way (PgBouncer's CVE-2025-12819).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1";
+
+/// Users who are not in `users` looked up on the servers (PgBouncer's `auth_user` / `auth_query`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthQueryConfig {
+    /// Who runs the query: one of `users`, with a password. Not set: no lookups.
+    pub user: Option<String>,
+    pub database: String,
+    /// Takes the user name as `$1`; returns (name, the verifier PostgreSQL stores) or no row.
+    pub query: String,
+    /// How long an answer (found or not) is used before the server is asked again.
+    pub cache_ttl: Duration,
+}
+
+impl Default for AuthQueryConfig {
+    fn default() -> Self {
+        AuthQueryConfig {
+            user: None,
+            database: "postgres".into(),
+            query: DEFAULT_AUTH_QUERY.into(),
+            cache_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -109,18 +109,25 @@ impl Verifier {
         Verifier { iterations: ITERATIONS, salt, stored_key, server_key }
     }
 
-    /// Parses `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
+    /// Parses `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` (what `pg_authid.rolpassword`
+    /// holds for a SCRAM password).
     pub fn parse(s: &str) -> Option<Verifier> {
         let rest = s.strip_prefix("SCRAM-SHA-256$")?;
         let (iter_salt, keys) = rest.split_once('$')?;
         let (iter, salt) = iter_salt.split_once(':')?;
         let (stored, server) = keys.split_once(':')?;
-        Some(Verifier {
+        let verifier = Verifier {
             iterations: iter.parse().ok()?,
             salt: B64.decode(salt).ok()?,
             stored_key: B64.decode(stored).ok()?,
             server_key: B64.decode(server).ok()?,
-        })
+        };
+        // SHA-256 keys, and a salt and iteration count PostgreSQL would accept.
+        let well_formed = verifier.iterations > 0
+            && !verifier.salt.is_empty()
+            && verifier.stored_key.len() == 32
+            && verifier.server_key.len() == 32;
+        well_formed.then_some(verifier)
     }
 
     /// The verifier of an unknown user: salt derived exactly as a real user's, same iteration
@@ -157,6 +164,25 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
+}
+
+/// What a client's proof reveals: `ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage)`, checked
+/// against `H(ClientKey) = StoredKey`. It opens any SCRAM login with the same salt and iteration
+/// count (the password's only other use), so it is kept like a password: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKey([u8; 32]);
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientKey(..)")
+    }
+}
+
+/// A successful exchange: the server-final message (`v=…`) and the client's key.
+#[derive(Debug)]
+pub struct Proven {
+    pub server_final: String,
+    pub client_key: ClientKey,
 }
 
 /// Handles the client-first message (`SASLInitialResponse` data); returns the server-first message.
@@ -216,8 +242,9 @@ pub fn server_first(
 }
 
 impl Exchange {
-    /// Handles the client-final message; returns the server-final message (`v=…`) on success.
-    pub fn server_final(self, client_final: &[u8]) -> Result<String, ScramError> {
+    /// Handles the client-final message; on success returns the server-final message (`v=…`) and
+    /// the ClientKey the proof carried.
+    pub fn server_final(self, client_final: &[u8]) -> Result<Proven, ScramError> {
         let msg = std::str::from_utf8(client_final).map_err(|_| ScramError::Protocol("not UTF-8"))?;
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError::Protocol("missing proof"))?;
         let mut attrs = without_proof.split(',');
@@ -236,12 +263,105 @@ impl Exchange {
         if proof.len() != signature.len() {
             return Err(ScramError::BadProof);
         }
-        let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
-        if !super::ct_eq(&Sha256::digest(&client_key), &self.verifier.stored_key) {
+        let mut client_key = [0u8; 32];
+        client_key.iter_mut().zip(proof.iter().zip(&signature)).for_each(|(k, (a, b))| *k = a ^ b);
+        if proof.len() != client_key.len() || !super::ct_eq(&Sha256::digest(client_key), &self.verifier.stored_key) {
             return Err(ScramError::BadProof);
         }
         let server_sig = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_sig)))
+        Ok(Proven { server_final: format!("v={}", B64.encode(server_sig)), client_key: ClientKey(client_key) })
+    }
+}
+
+/// Why a SCRAM login to a server with a ClientKey failed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyClientError {
+    #[error("malformed SCRAM message from the server: {0}")]
+    Protocol(&'static str),
+    /// The server's salt or iteration count are not the verifier's: the key cannot answer it.
+    #[error(
+        "the server's SCRAM salt or iteration count differ from the configured verifier's (configure the verifier the server stores in pg_authid.rolpassword)"
+    )]
+    VerifierMismatch,
+    #[error("the server's SCRAM signature is invalid")]
+    BadServerSignature,
+    #[error("the server ended the SCRAM exchange: {0}")]
+    Server(String),
+}
+
+/// Client side of SCRAM-SHA-256 without a password (SCRAM pass-through, as PgBouncer does it):
+/// it proves itself with a ClientKey a client's proof revealed
+/// (`ClientProof = ClientKey XOR HMAC(StoredKey, AuthMessage)`) and checks the server's
+/// signature with the verifier's ServerKey. That works only against a server whose salt and
+/// iteration count are the verifier's, i.e. whose own verifier it is.
+pub struct KeyClient {
+    verifier: Verifier,
+    client_key: ClientKey,
+    nonce: String,
+    /// Set once the server-first message was answered.
+    auth_message: Option<String>,
+}
+
+impl KeyClient {
+    pub fn new(verifier: Verifier, client_key: ClientKey) -> KeyClient {
+        let mut raw = [0u8; 18];
+        rand::rng().fill(&mut raw);
+        KeyClient::with_nonce(verifier, client_key, B64.encode(raw))
+    }
+
+    fn with_nonce(verifier: Verifier, client_key: ClientKey, nonce: String) -> KeyClient {
+        KeyClient { verifier, client_key, nonce, auth_message: None }
+    }
+
+    fn client_first_bare(&self) -> String {
+        format!("n=,r={}", self.nonce)
+    }
+
+    /// The client-first message (no channel binding, as towards a server pgmux verifies by
+    /// signature only; the user name is in the startup packet, as libpq leaves `n=` empty).
+    pub fn client_first(&self) -> String {
+        format!("n,,{}", self.client_first_bare())
+    }
+
+    /// Answers the server-first message with the client-final message.
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<String, KeyClientError> {
+        let msg = std::str::from_utf8(server_first).map_err(|_| KeyClientError::Protocol("not UTF-8"))?;
+        let mut attrs = msg.split(',');
+        let mut next = |prefix: &'static str| {
+            attrs.next().and_then(|a| a.strip_prefix(prefix)).ok_or(KeyClientError::Protocol("malformed server-first"))
+        };
+        let (nonce, salt, iterations) = (next("r=")?, next("s=")?, next("i=")?);
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(KeyClientError::Protocol("server nonce does not extend the client's"));
+        }
+        let salt = B64.decode(salt).map_err(|_| KeyClientError::Protocol("malformed salt"))?;
+        let iterations: u32 = iterations.parse().map_err(|_| KeyClientError::Protocol("malformed iteration count"))?;
+        if salt != self.verifier.salt || iterations != self.verifier.iterations {
+            return Err(KeyClientError::VerifierMismatch);
+        }
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{msg},{without_proof}", self.client_first_bare());
+        let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = self.client_key.0.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        self.auth_message = Some(auth_message);
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks the server-final message: the server proves it knows the ServerKey.
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), KeyClientError> {
+        let auth_message =
+            self.auth_message.as_ref().ok_or(KeyClientError::Protocol("server-final before server-first"))?;
+        let msg = std::str::from_utf8(server_final).map_err(|_| KeyClientError::Protocol("not UTF-8"))?;
+        if let Some(error) = msg.strip_prefix("e=") {
+            return Err(KeyClientError::Server(error.chars().take(100).collect()));
+        }
+        let verifier = msg
+            .split(',')
+            .find_map(|a| a.strip_prefix("v="))
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or(KeyClientError::Protocol("malformed server-final"))?;
+        let expected = hmac(&self.verifier.server_key, auth_message.as_bytes());
+        if super::ct_eq(&verifier, &expected) { Ok(()) } else { Err(KeyClientError::BadServerSignature) }
     }
 }
 
@@ -265,7 +385,7 @@ mod tests {
         let (ex, first) = server_first(verifier, client.message(), binding)?;
         client.update(first.as_bytes()).unwrap();
         let fin = ex.server_final(client.message())?;
-        client.finish(fin.as_bytes()).unwrap();
+        client.finish(fin.server_final.as_bytes()).unwrap();
         Ok(())
     }
 
@@ -286,7 +406,7 @@ mod tests {
         let (ex, first) =
             server_first(Verifier::decoy(&SaltKey::random(), "x"), client.message(), Binding::default()).unwrap();
         client.update(first.as_bytes()).unwrap();
-        assert_eq!(ex.server_final(client.message()), Err(ScramError::BadProof));
+        assert!(matches!(ex.server_final(client.message()), Err(ScramError::BadProof)));
     }
 
     #[test]
@@ -349,5 +469,78 @@ mod tests {
         assert!(matches!(run_bound("pw", "pw", bound(), none_offered), Err(ScramError::Protocol(_))));
         assert!(matches!(run_bound("pw", "pw", bound(), tls_plain), Err(ScramError::Protocol(_))));
         assert!(matches!(run_bound("pw", "pw", ChannelBinding::unsupported(), plus), Err(ScramError::Protocol(_))));
+    }
+
+    /// A verifier as PostgreSQL stores it for `password`, and that password's ClientKey.
+    fn stored(password: &str) -> (Verifier, ClientKey) {
+        let verifier = Verifier::parse(&postgres_protocol::password::scram_sha_256(password.as_bytes())).unwrap();
+        let prepared = stringprep::saslprep(password).unwrap().into_owned().into_bytes();
+        let salted = hi(&prepared, &verifier.salt, verifier.iterations);
+        let key = ClientKey(hmac(&salted, b"Client Key").try_into().unwrap());
+        (verifier, key)
+    }
+
+    fn server_first_for(verifier: &Verifier, nonce: &str) -> String {
+        format!("r={nonce}srv,s={},i={}", B64.encode(&verifier.salt), verifier.iterations)
+    }
+
+    #[test]
+    fn key_client_sends_the_proof_a_password_client_sends() {
+        for password in ["s3cret", "pässwörd"] {
+            let (verifier, key) = stored(password);
+            let mut theirs = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+            let first = String::from_utf8(theirs.message().to_vec()).unwrap();
+            let nonce = first.strip_prefix("n,,n=,r=").unwrap().to_string();
+            let mut mine = KeyClient::with_nonce(verifier.clone(), key, nonce.clone());
+            assert_eq!(mine.client_first(), first);
+            let server_first = server_first_for(&verifier, &nonce);
+            theirs.update(server_first.as_bytes()).unwrap();
+            let fin = mine.client_final(server_first.as_bytes()).unwrap();
+            assert_eq!(fin.as_bytes(), theirs.message(), "same client-final, same proof");
+            let auth_message = format!("n=,r={nonce},{server_first},c=biws,r={nonce}srv");
+            let server_final = format!("v={}", B64.encode(hmac(&verifier.server_key, auth_message.as_bytes())));
+            theirs.finish(server_final.as_bytes()).unwrap();
+            assert_eq!(mine.verify_server_final(server_final.as_bytes()), Ok(()));
+            let forged = format!("v={}", B64.encode([7u8; 32]));
+            assert_eq!(mine.verify_server_final(forged.as_bytes()), Err(KeyClientError::BadServerSignature));
+            assert!(matches!(mine.verify_server_final(b"e=invalid-proof"), Err(KeyClientError::Server(_))));
+        }
+    }
+
+    #[test]
+    fn pass_through_logs_in_with_the_key_a_client_proved() {
+        let (verifier, key) = stored("pw");
+        // A client logs in to pgmux with its password; its proof gives pgmux the key.
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::unsupported());
+        let (ex, first) = server_first(verifier.clone(), client.message(), Binding::default()).unwrap();
+        client.update(first.as_bytes()).unwrap();
+        let proven = ex.server_final(client.message()).unwrap();
+        assert_eq!(proven.client_key, key);
+        // pgmux logs in to a server holding the same verifier with that key alone.
+        let mut mine = KeyClient::new(verifier.clone(), proven.client_key);
+        let (ex, first) = server_first(verifier, mine.client_first().as_bytes(), Binding::default()).unwrap();
+        let fin = mine.client_final(first.as_bytes()).unwrap();
+        let server_final = ex.server_final(fin.as_bytes()).unwrap().server_final;
+        assert_eq!(mine.verify_server_final(server_final.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn key_client_refuses_another_verifier_and_bad_messages() {
+        let (verifier, key) = stored("pw");
+        // The same password stored with another salt (or iteration count): the key cannot answer.
+        let (other, _) = stored("pw");
+        let mut mine = KeyClient::with_nonce(verifier.clone(), key.clone(), "abc".into());
+        assert_eq!(
+            mine.client_final(server_first_for(&other, "abc").as_bytes()),
+            Err(KeyClientError::VerifierMismatch)
+        );
+        let more_iterations = Verifier { iterations: 8192, ..verifier.clone() };
+        let first = server_first_for(&more_iterations, "abc");
+        assert_eq!(mine.client_final(first.as_bytes()), Err(KeyClientError::VerifierMismatch));
+        for bad in ["", "r=xyz,s=AAAA,i=4096", "r=abc,s=AAAA,i=4096", "r=abcd,s=!!,i=4096", "r=abcd,s=AAAA,i=x"] {
+            assert!(matches!(mine.client_final(bad.as_bytes()), Err(KeyClientError::Protocol(_))), "{bad}");
+        }
+        let fresh = KeyClient::with_nonce(verifier, key, "abc".into());
+        assert!(matches!(fresh.verify_server_final(b"v=AAAA"), Err(KeyClientError::Protocol(_))));
     }
 }

@@ -13,7 +13,7 @@ use super::cancel::{CancelKey, send_cancel};
 use super::negotiate::Security;
 use super::pause::Held;
 use super::{Admitted, AuthMethod, ClientCtx, Endpoint, HandshakeEnd, PoolMode, settings};
-use crate::auth::{md5, scram};
+use crate::auth::{ServerSecret, md5, scram};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
@@ -291,6 +291,11 @@ async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: En
         Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::AuthRefused { .. }))) => {
             Err(ClientError::ServerAuthRefused(e.to_string()).into())
         }
+        Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::PassThrough { .. }))) => {
+            // A verifier `auth.query` found may be stale (the password changed): asked again next time.
+            ctx.users.load().forget_found(user);
+            Err(ClientError::ServerAuthRefused(e.to_string()).into())
+        }
         Err(e) => Err(HandshakeEnd::Error(ClientError::StartupFailed(e.to_string()))),
     }
 }
@@ -348,15 +353,27 @@ async fn authenticate(
     user: &str,
     channel_binding: Option<&[u8]>,
 ) -> Result<()> {
+    let secret = super::lookup::user_secret(ctx, user).await;
     let users = ctx.users.load();
-    let secret = users.get(user);
-    // An unknown user goes through the same steps, against a decoy stable per name.
-    let (verifier, password) = match secret {
-        Some(s) => (s.scram.clone(), s.password.clone()),
-        None => users.decoy(user),
+    // An unknown user goes through the same steps, against a decoy stable per name. (A user
+    // given by its SCRAM verifier has no password: the config refuses `auth_method: md5` then.)
+    let (decoy_verifier, decoy_password) = users.decoy(user);
+    let (verifier, password) = match &secret {
+        Some(s) => (s.scram.clone(), s.server.password().map_or(decoy_password, str::to_string)),
+        None => (decoy_verifier, decoy_password),
     };
     let ok = match ctx.settings.load().auth {
-        AuthMethod::ScramSha256 => scram_exchange(stream, buf, out, verifier, channel_binding).await?,
+        AuthMethod::ScramSha256 => match scram_exchange(stream, buf, out, verifier, channel_binding).await? {
+            Some(key) => {
+                // Pass-through: learnt before this login goes on to open (or borrow) a server
+                // connection as this user, which needs it.
+                if let Some(ServerSecret::PassThrough(p)) = secret.as_ref().map(|s| &s.server) {
+                    p.remember(key);
+                }
+                true
+            }
+            None => false,
+        },
         AuthMethod::Md5 => {
             // The challenge salt is fresh per attempt for every user (a stable one would let a
             // recorded response be replayed); it says nothing about whether the user exists.
@@ -368,18 +385,23 @@ async fn authenticate(
             md5::verify(user, &password, salt, response)
         }
     };
+    if !ok && secret.is_some() && !users.is_configured(user) {
+        // Perhaps the password changed on the server: the next attempt asks it again.
+        users.forget_found(user);
+    }
     if ok && secret.is_some() { Ok(()) } else { Err(ClientError::AuthFailed(user.to_string()).into()) }
 }
 
 /// SCRAM-SHA-256, and over TLS SCRAM-SHA-256-PLUS too (bound to pgmux's certificate,
-/// `channel_binding`), offered first as PostgreSQL does.
+/// `channel_binding`), offered first as PostgreSQL does. Returns the ClientKey the client's proof
+/// revealed, or None for a wrong proof.
 async fn scram_exchange(
     stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     verifier: scram::Verifier,
     channel_binding: Option<&[u8]>,
-) -> Result<bool> {
+) -> Result<Option<scram::ClientKey>> {
     let mut mechanisms = Vec::new();
     if channel_binding.is_some() {
         mechanisms.extend_from_slice(scram::MECHANISM_PLUS.as_bytes());
@@ -399,11 +421,11 @@ async fn scram_exchange(
 
     let frame = read_password_message(stream, buf).await?;
     match exchange.server_final(frame.body()) {
-        Ok(server_final) => {
-            build::authentication(out, 12, server_final.as_bytes());
-            Ok(true)
+        Ok(proven) => {
+            build::authentication(out, 12, proven.server_final.as_bytes());
+            Ok(Some(proven.client_key))
         }
-        Err(scram::ScramError::BadProof) => Ok(false),
+        Err(scram::ScramError::BadProof) => Ok(None),
         Err(e) => Err(scram_err(e)),
     }
 }

@@ -348,9 +348,9 @@ impl Session {
                 self.activate(backend);
             }
             Err(ClusterError::Pool(PoolError::Timeout)) => self.fail_batch(ClientError::BorrowTimeout(timeout)),
-            Err(ClusterError::Pool(PoolError::Connect(e @ BackendError::AuthRefused { .. }))) => {
-                self.fail_batch(ClientError::ServerAuthRefusedNow(e.to_string()))
-            }
+            Err(ClusterError::Pool(PoolError::Connect(
+                e @ (BackendError::AuthRefused { .. } | BackendError::PassThrough { .. }),
+            ))) => self.fail_batch(ClientError::ServerAuthRefusedNow(e.to_string())),
             Err(ClusterError::Pool(PoolError::Connect(BackendError::Server { message, .. }))) => {
                 self.fail_batch(ClientError::ServerUnavailable(message))
             }

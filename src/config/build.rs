@@ -7,8 +7,8 @@ use super::address::parse_listen;
 use super::raw::Node;
 use super::reader::{Ctx, Fields, Item};
 use super::{
-    ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig, PoolMode,
-    RoutingConfig, ServerAuth, ServerAuthMethod,
+    AuthQueryConfig, ClientAuthMethod, ClientsConfig, Config, HealthConfig, LogFormat, LostSessionState, PoolConfig,
+    PoolMode, RoutingConfig, ServerAuth, ServerAuthMethod,
 };
 use super::{Problem, ServerAddr, tls, users};
 
@@ -35,7 +35,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     let pool = read_pool(ctx, top.get("pool"));
     let clients = read_clients(ctx, top.get("clients"));
     let users_item = top.require(ctx, "users");
-    let (users, user_names) = users::read_users(ctx, users_item, env);
+    let (users, user_names) = users::read_users(ctx, users_item, env, clients.auth_method == ClientAuthMethod::Md5);
     let admin_users = users::read_admin_users(ctx, top.get("admin_users"), &user_names);
     let shutdown_timeout = top.get("shutdown_timeout").and_then(|v| ctx.duration(&v, true));
     let log_format = top.get("log_format").and_then(|v| ctx.choice(&v, LOG_FORMATS));
@@ -47,6 +47,8 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
     {
         ctx.report("health.user", None, format!("`{u}` is not one of the configured users"));
     }
+    check_prober_has_password(ctx, &health, &users);
+    let auth = read_auth_query(ctx, top.get("auth"), &users, clients.auth_method);
     let routing = read_routing(ctx, top.get("routing"));
     let tls = tls::read_tls(ctx, top.get("tls"));
     let server_tls = tls::read_server_tls(ctx, top.get("server_tls"));
@@ -68,6 +70,7 @@ pub(super) fn build(tree: &Node, source: &str, env: &dyn Fn(&str) -> Option<Stri
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             .unwrap_or(super::DEFAULT_LISTEN_BACKLOG),
         health,
+        auth,
         routing,
         tls,
         server_tls,
@@ -174,6 +177,58 @@ fn read_server_auth(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<ServerAuth> {
 }
 
 const BOOLS: &[(&str, bool)] = &[("true", true), ("false", false)];
+
+/// The prober logs in on its own from the start, before any client could have revealed a key:
+/// its user needs a password (SCRAM pass-through needs a client's login first).
+fn check_prober_has_password(ctx: &mut Ctx<'_>, health: &HealthConfig, users: &[super::UserConfig]) {
+    let prober = match &health.user {
+        Some(name) => users.iter().find(|u| &u.name == name),
+        None => users.first(),
+    };
+    if let Some(user) = prober.filter(|u| crate::auth::is_scram_verifier(&u.password)) {
+        let name = &user.name;
+        let how = if health.user.is_some() { "" } else { " (not set: the first user)" };
+        let message = format!(
+            "the prober logs in as `{name}`{how}, configured by a SCRAM verifier: pgmux can log in as such a user only after one of its clients has, so the prober needs a user with a password (a monitoring role)"
+        );
+        ctx.report("health.user", None, message);
+    }
+}
+
+fn read_auth_query(
+    ctx: &mut Ctx<'_>,
+    item: Option<Item<'_>>,
+    users: &[super::UserConfig],
+    client_auth: ClientAuthMethod,
+) -> AuthQueryConfig {
+    let d = AuthQueryConfig::default();
+    let mut f = ctx.fields(item.as_ref(), "auth");
+    let user_item = f.get("user");
+    let auth = AuthQueryConfig {
+        user: user_item.as_ref().and_then(|v| ctx.text(v)),
+        database: f.get("database").and_then(|v| ctx.text(&v)).unwrap_or(d.database),
+        query: f.get("query").and_then(|v| ctx.text(&v)).unwrap_or(d.query),
+        cache_ttl: f.get("cache_ttl").and_then(|v| ctx.duration(&v, true)).unwrap_or(d.cache_ttl),
+    };
+    f.finish(ctx);
+    if let (Some(name), Some(item)) = (&auth.user, &user_item) {
+        match users.iter().find(|u| &u.name == name) {
+            None => ctx.report_at(item, format!("`{name}` is not one of the configured users")),
+            Some(u) if crate::auth::is_scram_verifier(&u.password) => ctx.report_at(
+                item,
+                format!(
+                    "`{name}` is configured by a SCRAM verifier: the lookup logs in on its own, so it needs a password"
+                ),
+            ),
+            Some(_) if client_auth == ClientAuthMethod::Md5 => ctx.report_at(
+                item,
+                "users found by auth.query are checked against SCRAM verifiers, which cannot check MD5 logins (clients.auth_method: md5)",
+            ),
+            Some(_) => {}
+        }
+    }
+    auth
+}
 
 fn read_health(ctx: &mut Ctx<'_>, item: Option<Item<'_>>) -> HealthConfig {
     let d = HealthConfig::default();

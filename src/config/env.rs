@@ -8,7 +8,7 @@
 //! `PGMUX_SERVER_TLS_CA_FILE` is `server_tls.ca_file`). `PGMUX_SERVERS`, `PGMUX_ADMIN_USERS` and
 //! `PGMUX_POOL_SERVER_AUTH` are comma-separated lists; `PGMUX_USERS` lists `name=env:VARIABLE` (`password_env`) or
 //! `name=file:PATH` (`password_file`) entries, so no password is ever written in a variable
-//! pgmux reads as a setting. A set variable replaces the file's value (lists replace whole lists);
+//! pgmux reads as a setting (what they hold, a password or a SCRAM verifier, is read as in the file). A set variable replaces the file's value (lists replace whole lists);
 //! an empty one removes it (its default applies). Values are taken literally (no `${VAR}`).
 //! A `PGMUX_*` name that is no setting is a problem, unless a `password_env` or `${VAR}` names it.
 
@@ -58,7 +58,7 @@ const TOP_KEYS: &[&str] = &[
 
 /// Sections (mappings) whose keys can be set one by one; longest first, so `server_tls_…` is not
 /// read as `server` + `tls_…`.
-const SECTIONS: &[&str] = &["server_tls", "routing", "clients", "health", "pool", "tls"];
+const SECTIONS: &[&str] = &["server_tls", "routing", "clients", "health", "pool", "tls", "auth"];
 
 /// Keys whose variable is a comma-separated list.
 const LIST_KEYS: &[&str] = &["servers", "admin_users", "pool.server_auth"];
@@ -276,6 +276,8 @@ mod tests {
             ("PGMUX_SERVER_TLS_CA_FILE", Some("server_tls.ca_file")),
             ("PGMUX_SERVER_TLS_MODE", Some("server_tls.mode")),
             ("PGMUX_HEALTH_USER", Some("health.user")),
+            ("PGMUX_AUTH_QUERY", Some("auth.query")),
+            ("PGMUX_AUTH_CACHE_TTL", Some("auth.cache_ttl")),
             ("PGMUX_POOL", None),
             ("PGMUX_POOL_", None),
             ("PGMUX_LISTENER", None),

@@ -151,6 +151,26 @@ fn variables_holding_secrets_are_not_settings() {
 }
 
 #[test]
+fn users_from_the_environment_may_be_given_by_their_scram_verifier() {
+    let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+    let env = vars(&[
+        ("PGMUX_USERS", "app=env:APP_SECRET,b=env:B_VERIFIER"),
+        ("APP_SECRET", "pw"),
+        ("B_VERIFIER", &verifier),
+    ]);
+    let config = Config::from_sources(Some(FILE), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.user("b").map(|u| u.password.as_str()), Some(verifier.as_str()));
+    // A mangled one is named by its variable, its value not shown.
+    let bad = verifier.replace('$', "%");
+    let bad = format!("SCRAM-SHA-256${}", &bad[14..]);
+    let env =
+        vars(&[("PGMUX_USERS", "app=env:APP_SECRET,b=env:B_VERIFIER"), ("APP_SECRET", "pw"), ("B_VERIFIER", &bad)]);
+    let e = Config::from_sources(Some(FILE), &env).unwrap_err().to_string();
+    assert!(e.contains("not a valid SCRAM verifier"), "{e}");
+    assert!(!e.contains(&bad[14..]), "{e}");
+}
+
+#[test]
 fn values_are_taken_literally() {
     let env = vars(&[("PGMUX_POOL_INIT_QUERY", "select '${X}'"), ("PGMUX_SERVERS", "db")]);
     let config = Config::from_sources(Some(FILE), &env).unwrap_or_else(|e| panic!("{e}"));

@@ -290,3 +290,58 @@ fn server_auth_names_known_methods_and_at_least_one() {
     assert_problem(&found[1], "pool.server_auth[2]", Some(8), "`cleartext`");
     assert_one(&with("pool:\n  server_auth: md5\n"), "pool.server_auth", Some(8), "expected a list");
 }
+
+/// A verifier as PostgreSQL stores it (pg_authid.rolpassword) for the password `pw`.
+fn stored_verifier() -> String {
+    postgres_protocol::password::scram_sha_256(b"pw")
+}
+
+#[test]
+fn scram_verifiers_must_be_well_formed_and_need_scram_clients() {
+    // A well-formed verifier is a secret like a password (the prober logs in as the first user).
+    let verifier = stored_verifier();
+    let two_users = format!("{BASE}  - name: pt\n    password: '{verifier}'\nhealth:\n  user: app\n");
+    Config::from_yaml_with_env(&two_users, &env).unwrap_or_else(|e| panic!("{e}"));
+    // Malformed: reported, never echoed (its keys are as secret as a password).
+    let mangled = verifier.replacen(':', ";", 1);
+    for bad in [mangled.as_str(), "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA", "SCRAM-SHA-256$x"] {
+        let yaml = two_users.replace(&verifier, bad);
+        let found = problems(&yaml);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_problem(&found[0], "users[1].password", Some(8), "not a valid SCRAM verifier");
+        let tail = &bad[bad.len().saturating_sub(12)..];
+        assert!(!found[0].to_string().contains(tail), "{} echoes the secret", found[0]);
+    }
+    let md5 = format!("{two_users}clients:\n  auth_method: md5\n");
+    assert_one(&md5, "users[1].password", Some(8), "cannot check MD5 logins");
+}
+
+#[test]
+fn the_prober_needs_a_user_with_a_password() {
+    let verifier = stored_verifier();
+    let first = BASE.replace("password: app", &format!("password: '{verifier}'"));
+    assert_one(&first, "health.user", None, "not set: the first user");
+    let named = format!("{BASE}  - name: pt\n    password: '{verifier}'\nhealth:\n  user: pt\n");
+    assert_one(&named, "health.user", None, "the prober logs in as `pt`, configured by a SCRAM verifier");
+    // A verifier in a file or an environment variable is the same secret.
+    let from_env = |name: &str| (name == "PT_SECRET").then(|| verifier.clone());
+    let env_yaml = format!("{BASE}  - name: pt\n    password_env: PT_SECRET\n");
+    let config = Config::from_yaml_with_env(&env_yaml, &from_env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.user("pt").map(|u| u.password.as_str()), Some(verifier.as_str()));
+}
+
+#[test]
+fn the_auth_query_user_is_a_configured_user_with_a_password() {
+    assert_one(&with("auth:\n  user: ghost\n"), "auth.user", Some(8), "`ghost` is not one of the configured users");
+    let verifier = stored_verifier();
+    let yaml = BASE.replace("password: app", &format!("password: '{verifier}'"))
+        + "  - name: mon\n    password: mon\nhealth:\n  user: mon\nauth:\n  user: app\n";
+    assert_one(&yaml, "auth.user", Some(12), "needs a password");
+    let config = Config::from_yaml_with_env(&with("auth:\n  user: app\n  cache_ttl: 5m\n"), &env).unwrap();
+    assert_eq!(config.auth.user.as_deref(), Some("app"));
+    assert_eq!(config.auth.query, DEFAULT_AUTH_QUERY);
+    assert_eq!(config.auth.cache_ttl, Duration::from_secs(300));
+    assert_one(&with("auth:\n  cache_ttl: 5\n"), "auth.cache_ttl", Some(8), "unit");
+    let md5 = with("clients:\n  auth_method: md5\nauth:\n  user: app\n");
+    assert_one(&md5, "auth.user", Some(10), "cannot check MD5 logins");
+}

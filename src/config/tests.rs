@@ -69,6 +69,7 @@ fn minimal_config_gets_every_default() {
         workers: 0,
         listen_backlog: 4096,
         health: HealthConfig::default(),
+        auth: AuthQueryConfig::default(),
         routing: RoutingConfig::default(),
         tls: TlsConfig { mode: TlsMode::Prefer, cert_file: None, key_file: None },
         server_tls: ServerTlsConfig { mode: ServerTlsMode::Disable, ca_file: None },

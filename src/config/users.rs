@@ -1,5 +1,7 @@
 //! The `users` list: names, and each user's secret resolved from exactly one of `password`,
 //! `password_env` (an environment variable) or `password_file` (a file, trailing newline trimmed).
+//! Wherever it comes from, the secret is a password or the SCRAM verifier PostgreSQL stores for it
+//! (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as `pg_authid.rolpassword` holds).
 
 use super::UserConfig;
 use super::reader::{Ctx, Fields, Item};
@@ -14,6 +16,7 @@ pub(super) fn read_users(
     ctx: &mut Ctx<'_>,
     item: Option<Item<'_>>,
     env: &dyn Fn(&str) -> Option<String>,
+    md5_clients: bool,
 ) -> (Vec<UserConfig>, Vec<String>) {
     let Some(item) = item else { return (Vec::new(), Vec::new()) };
     let Some(elements) = ctx.list(&item) else {
@@ -25,7 +28,7 @@ pub(super) fn read_users(
     let mut users = Vec::new();
     let mut names: Vec<(String, String)> = Vec::new();
     for element in &elements {
-        let (name, password) = read_user(ctx, element, env);
+        let (name, password) = read_user(ctx, element, env, md5_clients);
         // Names are checked for duplicates even when the user's secret failed.
         let Some((name, item)) = name else { continue };
         match names.iter().find(|(seen, _)| *seen == name) {
@@ -66,10 +69,11 @@ fn read_user<'n>(
     ctx: &mut Ctx<'_>,
     element: &Item<'n>,
     env: &dyn Fn(&str) -> Option<String>,
+    md5_clients: bool,
 ) -> (Option<(String, Item<'n>)>, Option<String>) {
     let mut fields = ctx.fields(Some(element), &element.path);
     let name = fields.require(ctx, "name").and_then(|item| Some((read_name(ctx, &item)?, item)));
-    let password = read_secret(ctx, &mut fields, env);
+    let password = read_secret(ctx, &mut fields, env, md5_clients);
     fields.finish(ctx);
     (name, password)
 }
@@ -83,7 +87,12 @@ fn read_name(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<String> {
     Some(name)
 }
 
-fn read_secret(ctx: &mut Ctx<'_>, fields: &mut Fields<'_>, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+fn read_secret(
+    ctx: &mut Ctx<'_>,
+    fields: &mut Fields<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    md5_clients: bool,
+) -> Option<String> {
     let mut given: Vec<(&str, Item<'_>)> =
         SECRET_KEYS.into_iter().filter_map(|key| fields.get(key).map(|item| (key, item))).collect();
     // The first one written wins; the later ones are the conflicts.
@@ -93,7 +102,10 @@ fn read_secret(ctx: &mut Ctx<'_>, fields: &mut Fields<'_>, env: &dyn Fn(&str) ->
             fields.report_missing(ctx, SECRET_CHOICE);
             None
         }
-        [(key, item)] => resolve_secret(ctx, key, item, env),
+        [(key, item)] => {
+            let secret = resolve_secret(ctx, key, item, env)?;
+            check_verifier(ctx, item, &secret, md5_clients).then_some(secret)
+        }
         [(first, _), rest @ ..] => {
             for (_, item) in rest {
                 let message = format!("conflicts with `{first}`: give only one of them");
@@ -127,6 +139,26 @@ fn resolve_secret(
             None
         }
     }
+}
+
+/// A secret shaped like a SCRAM verifier must be a well-formed one (a typo must not turn it into a
+/// password), and clients must authenticate with SCRAM: a verifier cannot check an MD5 response.
+/// The value is never echoed.
+fn check_verifier(ctx: &mut Ctx<'_>, item: &Item<'_>, secret: &str, md5_clients: bool) -> bool {
+    if !crate::auth::is_scram_verifier(secret) {
+        return true;
+    }
+    if crate::auth::scram::Verifier::parse(secret).is_none() {
+        let message = "is not a valid SCRAM verifier (expected `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as pg_authid.rolpassword holds it)";
+        ctx.report_at(item, message);
+        return false;
+    }
+    if md5_clients {
+        let message = "is a SCRAM verifier, which cannot check MD5 logins (clients.auth_method: md5): give the password, or let clients use scram-sha-256";
+        ctx.report_at(item, message);
+        return false;
+    }
+    true
 }
 
 /// `admin_token_file`: the admin endpoint's bearer token, from a file (trailing newline trimmed).
