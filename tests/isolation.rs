@@ -175,14 +175,21 @@ async fn parameter_status_from_the_server_is_acted_on() {
     assert_eq!(c.params["IntervalStyle"], now, "the client was never told its session's IntervalStyle");
 }
 
+/// SQL creating the roles two tests use, then `grants`; both tests may run at once, so each
+/// statement takes in its stride what the other test did between a check and the change.
+fn iso_roles(grants: &[&str]) -> String {
+    let mut statements = vec!["create role iso_low", "create role iso_su login superuser password 'iso_su'"];
+    statements.extend_from_slice(grants);
+    let blocks: String = statements
+        .iter()
+        .map(|st| format!("begin {st}; exception when duplicate_object or unique_violation then null; end; "))
+        .collect();
+    format!("do $$begin {blocks}end$$")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_never_reach_another_client() {
-    setup(
-        "do $$begin if not exists (select from pg_roles where rolname = 'iso_low') then create role iso_low; end if; \
-         if not exists (select from pg_roles where rolname = 'iso_su') then create role iso_su login superuser password 'iso_su'; end if; end$$; \
-         grant iso_low to app",
-    )
-    .await;
+    setup(&iso_roles(&["grant iso_low to app"])).await;
     let c = cluster();
     let text = yaml(&[c.addr(0), c.addr(1)], "  size: 1", "").replacen(
         "shutdown_timeout:",
@@ -444,12 +451,7 @@ const VIEW_SQL: &str = "SELECT coalesce((SELECT string_agg(name || '=' || settin
 /// `PGMUX_ISOLATION_SEED` replays a seed, `PGMUX_ISOLATION_STEPS` sets the length (default 3000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_sessions_never_reach_another_client() {
-    setup(
-        "do $$begin if not exists (select from pg_roles where rolname = 'iso_low') then create role iso_low; end if; \
-         if not exists (select from pg_roles where rolname = 'iso_su') then create role iso_su login superuser password 'iso_su'; end if; end$$; \
-         grant iso_low to app; grant iso_low to iso_su",
-    )
-    .await;
+    setup(&iso_roles(&["grant iso_low to app", "grant iso_low to iso_su"])).await;
     let seed: u64 = std::env::var("PGMUX_ISOLATION_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
