@@ -365,10 +365,10 @@ impl Cluster {
         if let Some(new) = &server {
             // Idle connections opened while it was a replica still carry `in_hot_standby = on`
             // until their next query: they would each look like a demotion.
-            // Greetings remembered then say so too: a writer login must not be told it.
+            // (Greetings remembered then say so too: a writer login never uses those, see
+            // `handshake::remembered`.)
             for pool in self.pools.all().into_iter().filter(|p| p.key.server == *new) {
                 pool.discard_idle_where(|c| c.is_standby() == Some(true));
-                pool.forget_greetings();
             }
         }
         self.primary.send_replace(server);

@@ -302,13 +302,6 @@ impl Pool {
         g.insert(settings.to_vec(), Greeting { params: conn.params.clone(), digest: conn.params_digest });
     }
 
-    /// Forgets every remembered greeting: the next login with any settings borrows a connection.
-    pub fn forget_greetings(&self) {
-        if let Ok(mut g) = self.greetings.lock() {
-            g.clear();
-        }
-    }
-
     /// Closes the idle connections `stale` picks; returns how many.
     pub fn discard_idle_where(&self, stale: impl Fn(&BackendConn) -> bool) -> usize {
         let Ok(mut idle) = self.idle.lock() else {
@@ -335,7 +328,9 @@ impl Pool {
         self.valid_since.fetch_add(1, Ordering::AcqRel);
         self.clear_idle();
         // The next login proves again that the server takes its database, user and settings.
-        self.forget_greetings();
+        if let Ok(mut g) = self.greetings.lock() {
+            g.clear();
+        }
         if cut && let Ok(mut sockets) = self.sockets.lock() {
             for s in sockets.drain(..).filter_map(|(s, _)| s.upgrade()) {
                 let _ = s.shutdown(std::net::Shutdown::Both);

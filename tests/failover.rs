@@ -27,6 +27,11 @@ fn failover_yaml(c: &LocalCluster, lost_session_state: &str) -> String {
     )
 }
 
+/// `yaml` with a reader endpoint as well.
+fn with_reader_endpoint(yaml: &str) -> String {
+    yaml.replace("admin_listen:", "reader_listen: 127.0.0.1:0\nadmin_listen:")
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("join")
 }
@@ -267,9 +272,7 @@ async fn a_replica_promoted_beside_a_live_primary_takes_all_writes() {
         Arc::new(blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await);
     cluster.stop_when_process_exits();
     let (p0, p1) = (cluster.port(0) as i32, cluster.port(1) as i32);
-    let yaml =
-        failover_yaml(&cluster, "continue").replace("admin_listen:", "reader_listen: 127.0.0.1:0\nadmin_listen:");
-    let proxy = start_proxy_yaml(&yaml).await;
+    let proxy = start_proxy_yaml(&with_reader_endpoint(&failover_yaml(&cluster, "continue"))).await;
     let dsn = proxy.dsn("app", "app", "app");
     let c = connect(&dsn).await.unwrap();
     c.batch_execute("CREATE TABLE sb (id serial PRIMARY KEY, at int)").await.unwrap();
@@ -435,9 +438,7 @@ async fn planned_switchover_under_50_clients() {
         Arc::new(blocking(|| LocalCluster::start(ClusterOptions::default()).expect("start local PostgreSQL")).await);
     cluster.stop_when_process_exits();
     let (p0, p1) = (cluster.port(0) as i32, cluster.port(1) as i32);
-    let yaml =
-        failover_yaml(&cluster, "continue").replace("admin_listen:", "reader_listen: 127.0.0.1:0\nadmin_listen:");
-    let proxy = start_proxy_yaml(&yaml).await;
+    let proxy = start_proxy_yaml(&with_reader_endpoint(&failover_yaml(&cluster, "continue"))).await;
     let dsn = proxy.dsn("app", "app", "app");
     let reader = proxy.reader.expect("reader endpoint");
     let reader_dsn = format!("host={} port={} user=app password=app dbname=app", reader.ip(), reader.port());
