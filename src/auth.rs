@@ -199,10 +199,16 @@ impl UserDirectory {
         }
     }
 
-    /// What an unknown user is checked against: a SCRAM verifier shaped like a real one with a
-    /// salt stable per name, and an MD5 password no client knows (so both paths cost the same).
-    pub fn decoy(&self, name: &str) -> (scram::Verifier, String) {
-        (scram::Verifier::decoy(&self.key, name), self.key.decoy_password(name))
+    /// The SCRAM verifier an unknown user `name` is checked against: shaped like a real one, with
+    /// a salt stable per name.
+    pub fn decoy_verifier(&self, name: &str) -> scram::Verifier {
+        scram::Verifier::decoy(&self.key, name)
+    }
+
+    /// The password an unknown user `name` is checked against (MD5): stable per name, known to no
+    /// client.
+    pub fn decoy_password(&self, name: &str) -> String {
+        self.key.decoy_password(name)
     }
 }
 

@@ -106,6 +106,8 @@ pub struct Greeting {
     pub params: Arc<HashMap<String, String>>,
     /// `BackendConn::params_digest` of `params`.
     pub digest: u64,
+    /// `params` as the ParameterStatus messages a login sends (encoded once, not per login).
+    pub encoded: bytes::Bytes,
 }
 
 /// Connection attempts one pool makes at a time.
@@ -299,7 +301,10 @@ impl Pool {
         if g.len() >= GREETINGS_MAX && !g.contains_key(settings) {
             g.clear();
         }
-        g.insert(settings.to_vec(), Greeting { params: conn.params.clone(), digest: conn.params_digest });
+        let mut encoded = bytes::BytesMut::new();
+        crate::protocol::build::parameter_statuses(&mut encoded, conn.params.iter());
+        let greeting = Greeting { params: conn.params.clone(), digest: conn.params_digest, encoded: encoded.freeze() };
+        g.insert(settings.to_vec(), greeting);
     }
 
     /// Closes the idle connections `stale` picks; returns how many.

@@ -183,7 +183,8 @@ async fn login(
     let database = get("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
     let settings = settings::from_startup(&params)?;
 
-    let mut out = BytesMut::new();
+    // Room for the authentication requests and a typical greeting without regrowing.
+    let mut out = BytesMut::with_capacity(1024);
     if minor > 0 || !unsupported.is_empty() {
         build::negotiate_protocol_version(&mut out, 0, &unsupported);
     }
@@ -203,16 +204,11 @@ async fn greet(ctx: &Arc<ClientCtx>, stream: &mut Stream, login: Login, endpoint
         Some(first) => first,
         None => First::Borrowed(greeting_backend(ctx, &database, &user, &settings, endpoint).await?),
     };
-    let params = match &first {
-        First::Borrowed(backend) => &backend.params,
-        First::Remembered { greeting, .. } => &greeting.params,
-    };
-    let key = ctx.cancels.register();
-    let mut names: Vec<_> = params.iter().collect();
-    names.sort();
-    for (name, value) in names {
-        build::parameter_status(&mut out, name, value);
+    match &first {
+        First::Borrowed(backend) => build::parameter_statuses(&mut out, backend.params.iter()),
+        First::Remembered { greeting, .. } => out.extend_from_slice(&greeting.encoded),
     }
+    let key = ctx.cancels.register();
     build::backend_key_data(&mut out, key.pid, key.secret);
     build::ready_for_query(&mut out, TxStatus::Idle);
     stream.write_all(&out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
@@ -355,26 +351,23 @@ async fn authenticate(
 ) -> Result<()> {
     let secret = super::lookup::user_secret(ctx, user).await;
     let users = ctx.users.load();
-    // An unknown user goes through the same steps, against a decoy stable per name. (A user
-    // given by its SCRAM verifier has no password: the config refuses `auth_method: md5` then.)
-    let (decoy_verifier, decoy_password) = users.decoy(user);
-    let (verifier, password) = match &secret {
-        Some(s) => (s.scram.clone(), s.server.password().map_or(decoy_password, str::to_string)),
-        None => (decoy_verifier, decoy_password),
-    };
     let ok = match ctx.settings.load().auth {
-        AuthMethod::ScramSha256 => match scram_exchange(stream, buf, out, verifier, channel_binding).await? {
-            Some(key) => {
-                // Pass-through: learnt before this login goes on to open (or borrow) a server
-                // connection as this user, which needs it.
-                if let Some(ServerSecret::PassThrough(p)) = secret.as_ref().map(|s| &s.server) {
-                    p.remember(key);
-                }
-                true
-            }
-            None => false,
-        },
+        AuthMethod::ScramSha256 => {
+            // An unknown user goes through the same steps, against a decoy stable per name (four
+            // HMACs: a few microseconds, far below a login's network round trips).
+            let verifier = match &secret {
+                Some(s) => s.scram.clone(),
+                None => users.decoy_verifier(user),
+            };
+            scram_outcome(stream, buf, out, verifier, channel_binding, secret.as_ref()).await?
+        }
         AuthMethod::Md5 => {
+            // A user given by its SCRAM verifier has no password: the config refuses
+            // `auth_method: md5` then. An unknown user is checked against a decoy password.
+            let password = match secret.as_ref().and_then(|s| s.server.password()) {
+                Some(p) => p.to_string(),
+                None => users.decoy_password(user),
+            };
             // The challenge salt is fresh per attempt for every user (a stable one would let a
             // recorded response be replayed); it says nothing about whether the user exists.
             let salt: [u8; 4] = rand::rng().random();
@@ -390,6 +383,29 @@ async fn authenticate(
         users.forget_found(user);
     }
     if ok && secret.is_some() { Ok(()) } else { Err(ClientError::AuthFailed(user.to_string()).into()) }
+}
+
+/// The SCRAM exchange against `verifier`; true once the client proved itself. A pass-through
+/// user's key, revealed by the proof, is remembered for the server logins that follow.
+async fn scram_outcome(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    verifier: scram::Verifier,
+    channel_binding: Option<&[u8]>,
+    secret: Option<&crate::auth::UserSecret>,
+) -> Result<bool> {
+    Ok(match scram_exchange(stream, buf, out, verifier, channel_binding).await? {
+        Some(key) => {
+            // Pass-through: learnt before this login goes on to open (or borrow) a server
+            // connection as this user, which needs it.
+            if let Some(ServerSecret::PassThrough(p)) = secret.map(|s| &s.server) {
+                p.remember(key);
+            }
+            true
+        }
+        None => false,
+    })
 }
 
 /// SCRAM-SHA-256, and over TLS SCRAM-SHA-256-PLUS too (bound to pgmux's certificate,

@@ -62,6 +62,16 @@ pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     });
 }
 
+/// One ParameterStatus per parameter, sorted by name (what PostgreSQL's own greeting looks like
+/// to a client reading them in order).
+pub fn parameter_statuses<'a>(buf: &mut BytesMut, params: impl IntoIterator<Item = (&'a String, &'a String)>) {
+    let mut sorted: Vec<_> = params.into_iter().collect();
+    sorted.sort_unstable();
+    for (name, value) in sorted {
+        parameter_status(buf, name, value);
+    }
+}
+
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
     message(buf, b'K', |b| {
         b.put_i32(pid);
