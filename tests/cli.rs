@@ -34,8 +34,10 @@ fn check_lists_every_problem_with_path_and_line() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Two distinct ports free a moment ago.
+fn free_ports() -> [u16; 2] {
+    let held = [(); 2].map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
 }
 
 fn kill(pid: u32, sig: &str) {
@@ -48,25 +50,16 @@ async fn serves_from_a_config_file_and_drains_on_sigterm() {
     let c = cluster();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.yaml");
-    let port = free_port();
-    std::fs::write(
-        &path,
-        yaml(&[c.addr(0), c.addr(1)], "  size: 2", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    let text = yaml(&[c.addr(0), c.addr(1)], "  size: 2", "");
+    let dsn = |port: u16| format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
     for (sig, during_tx) in [("TERM", true), ("INT", false)] {
-        let mut child = Command::new(BIN).env("PGMUX_CONFIG", &path).stderr(Stdio::null()).spawn().unwrap();
-        let dsn = format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let client = loop {
-            match connect(&dsn).await {
-                Ok(c) => break c,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    panic!("pgmux never came up: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+        let spawn = |ports: &[u16]| {
+            std::fs::write(&path, text.replace("127.0.0.1:0", &format!("127.0.0.1:{}", ports[0]))).unwrap();
+            Command::new(BIN).env("PGMUX_CONFIG", &path).stderr(Stdio::null()).spawn().unwrap()
         };
+        let (mut child, ports) =
+            spawn_on_free_ports(1, spawn, |p| async move { connect(&dsn(p[0])).await.is_ok() }).await;
+        let client = connect(&dsn(ports[0])).await.expect("pgmux is up");
         if during_tx {
             client.batch_execute("begin; select 1").await.unwrap();
         }
@@ -97,33 +90,36 @@ fn health(admin: u16, ready: bool) -> std::process::Output {
 async fn environment_only_config_health_and_drain() {
     let c = cluster();
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let env = [
-        ("PGMUX_LISTEN", format!("127.0.0.1:{port}")),
-        ("PGMUX_ADMIN_LISTEN", format!("127.0.0.1:{admin}")),
-        ("PGMUX_SERVERS", format!("{},{}", c.addr(0), c.addr(1))),
-        ("PGMUX_USERS", "app=env:TEST_APP_PASSWORD".to_owned()),
-        ("TEST_APP_PASSWORD", "app".to_owned()),
-        ("PGMUX_SHUTDOWN_TIMEOUT", "10s".to_owned()),
-    ];
-    let pgmux = |args: &[&str]| {
+    let env = |port: u16, admin: u16| {
+        [
+            ("PGMUX_LISTEN", format!("127.0.0.1:{port}")),
+            ("PGMUX_ADMIN_LISTEN", format!("127.0.0.1:{admin}")),
+            ("PGMUX_SERVERS", format!("{},{}", c.addr(0), c.addr(1))),
+            ("PGMUX_USERS", "app=env:TEST_APP_PASSWORD".to_owned()),
+            ("TEST_APP_PASSWORD", "app".to_owned()),
+            ("PGMUX_SHUTDOWN_TIMEOUT", "10s".to_owned()),
+        ]
+    };
+    let pgmux = |args: &[&str], [port, admin]: [u16; 2]| {
         let mut command = Command::new(BIN);
-        command.args(args).current_dir(dir.path()).env_remove("PGMUX_CONFIG").envs(env.iter().map(|(k, v)| (k, v)));
+        command.args(args).current_dir(dir.path()).env_remove("PGMUX_CONFIG").envs(env(port, admin));
         command
     };
-    let out = pgmux(&["check"]).output().unwrap();
+    let unused = free_ports();
+    let out = pgmux(&["check"], unused).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("PGMUX_* environment (no config file): ok"));
     // Nothing listens yet: both checks fail.
-    assert!(!health(admin, false).status.success());
-    let out = pgmux(&["health"]).output().unwrap();
+    assert!(!health(unused[1], false).status.success());
+    let out = pgmux(&["health"], unused).output().unwrap();
     assert!(!out.status.success(), "no pgmux running yet");
 
-    let mut child = pgmux(&[]).stderr(Stdio::null()).spawn().unwrap();
-    let ready = eventually(Duration::from_secs(15), || async { health(admin, true).status.success() }).await;
-    assert!(ready, "pgmux health --ready never succeeded");
+    let spawn = |p: &[u16]| pgmux(&[], [p[0], p[1]]).stderr(Stdio::null()).spawn().unwrap();
+    let ready = |p: Vec<u16>| async move { health(p[1], true).status.success() };
+    let (mut child, ports) = spawn_on_free_ports(2, spawn, ready).await;
+    let (port, admin) = (ports[0], ports[1]);
     // Without --addr, the command finds admin_listen in the same configuration.
-    assert!(pgmux(&["health", "--ready"]).output().unwrap().status.success());
+    assert!(pgmux(&["health", "--ready"], [port, admin]).output().unwrap().status.success());
     let client = connect(&format!("host=127.0.0.1 port={port} user=app password=app dbname=app")).await.unwrap();
     client.batch_execute("begin; select 1").await.unwrap();
     kill(child.id(), "TERM");

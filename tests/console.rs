@@ -227,24 +227,26 @@ async fn pause_waits_for_running_transactions_and_holds_new_ones_until_resume() 
     running.batch_execute("begin; select 1").await.unwrap();
 
     let a = admin.clone();
-    let pause = tokio::spawn(async move { a.simple_query("PAUSE").await });
+    let mut pause = tokio::spawn(async move { a.simple_query("PAUSE").await });
     assert!(eventually(Duration::from_secs(5), || async { state(&watcher, "paused").await == "t" }).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!pause.is_finished(), "PAUSE returned while a transaction was running");
+    assert!(
+        still_running(&mut pause, Duration::from_millis(300)).await,
+        "PAUSE returned while a transaction was running"
+    );
 
     // A transaction started now waits at the gate. A new login is greeted from what the pool
     // remembers (no server connection needed); its first query waits at the gate too.
     let n = next.clone();
-    let held = tokio::spawn(async move { n.simple_query("select 2").await });
+    let mut held = tokio::spawn(async move { n.simple_query("select 2").await });
     let newcomer = tokio::time::timeout(Duration::from_secs(5), connect_app(&p)).await.expect("login while paused");
-    let login = tokio::spawn(async move { newcomer.simple_query("select 4").await.map(|_| ()) });
+    let mut login = tokio::spawn(async move { newcomer.simple_query("select 4").await.map(|_| ()) });
     assert!(eventually(Duration::from_secs(5), || async { state(&watcher, "held_by_pause").await == "2" }).await);
 
     running.batch_execute("commit").await.unwrap();
     let paused = tokio::time::timeout(Duration::from_secs(5), pause).await.expect("PAUSE returns after COMMIT");
     paused.expect("join").expect("PAUSE succeeds");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!held.is_finished() && !login.is_finished(), "held work ran while paused");
+    assert!(still_running(&mut held, Duration::from_millis(300)).await, "held work ran while paused");
+    assert!(still_running(&mut login, Duration::ZERO).await, "a held login's query ran while paused");
     assert_eq!(state(&watcher, "transactions_running").await, "0");
 
     admin.simple_query("RESUME").await.expect("RESUME");

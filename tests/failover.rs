@@ -184,16 +184,9 @@ async fn failover_keeps_clients_connected_and_follows_the_new_primary() {
     assert_eq!(sqlstate(&err).as_deref(), Some("42P01"));
 
     // The writer loop resumed by itself, on its own connection.
-    let resumed_at = {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((_, t)) = writes.lock().await.acked.iter().rev().find(|(_, t)| *t > promoted_at) {
-                break *t;
-            }
-            assert!(Instant::now() < deadline, "writer never resumed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let resumed = || async { writes.lock().await.acked.iter().rev().find(|(_, t)| *t > promoted_at).map(|(_, t)| *t) };
+    assert!(eventually(Duration::from_secs(30), || async { resumed().await.is_some() }).await, "writer never resumed");
+    let resumed_at = resumed().await.expect("resumed");
     eprintln!("writer resumed {:?} after the promotion finished", resumed_at - promoted_at);
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();

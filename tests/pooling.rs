@@ -127,7 +127,9 @@ async fn client_killed_mid_transaction_commits_nothing_and_next_client_is_clean(
     let (a, conn) = connect_killable(&p.dsn("app", "app", "app")).await;
     a.batch_execute(&format!("begin; insert into {t} values (2)")).await.unwrap();
     let slow = tokio::spawn(async move { a.batch_execute("select pg_sleep(0.5)").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Cut once the statement runs on the server.
+    let running = "select count(*) from pg_stat_activity where state = 'active' and query = 'select pg_sleep(0.5)'";
+    assert!(eventually(Duration::from_secs(5), || async { admin_sql(0, running).await.trim() != "0" }).await);
     conn.abort();
     let _ = slow.await;
     assert!(

@@ -147,21 +147,15 @@ async fn sighup_reloads_the_running_binary() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.yaml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dsn = |port: u16| format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
+    let spawn = |ports: &[u16]| {
+        std::fs::write(&path, config_text(2, &[("app", "app")], &format!("127.0.0.1:{}", ports[0]))).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_pgmux")).args(["--config"]).arg(&path).stderr(Stdio::null()).spawn().unwrap()
+    };
+    let (mut child, ports) = spawn_on_free_ports(1, spawn, |p| async move { connect(&dsn(p[0])).await.is_ok() }).await;
+    let port = ports[0];
     let listen = format!("127.0.0.1:{port}");
-    std::fs::write(&path, config_text(2, &[("app", "app")], &listen)).unwrap();
-    let mut child =
-        Command::new(env!("CARGO_BIN_EXE_pgmux")).args(["--config"]).arg(&path).stderr(Stdio::null()).spawn().unwrap();
-    let dsn = format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = connect(&dsn).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = client.expect("pgmux came up");
+    let client = connect(&dsn(port)).await.expect("pgmux is up");
     let u2 = format!("host=127.0.0.1 port={port} user=u2 password=u2 dbname=app");
     assert!(connect(&u2).await.is_err());
     std::fs::write(&path, config_text(2, &[("app", "app"), ("u2", "u2")], &listen)).unwrap();

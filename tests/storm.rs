@@ -49,13 +49,15 @@ async fn login_waiting_for_a_busy_pool_is_not_timed_out() {
     holder.batch_execute("begin; select 1").await.unwrap();
     // Settings no login had before: its greeting must wait for a server connection.
     let dsn = format!("{} application_name=waiter", p.dsn("u1", "u1", "app"));
-    let waiter = tokio::spawn(async move {
+    let mut waiter = tokio::spawn(async move {
         let c = connect(&dsn).await?;
         c.simple_query("select 1").await.map(|_| ())
     });
     // Longer than startup_timeout: the login waits for pgmux, not for the client.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(!waiter.is_finished(), "the login should still be waiting for the pool");
+    assert!(
+        still_running(&mut waiter, Duration::from_millis(1000)).await,
+        "the login should still be waiting for the pool"
+    );
     holder.batch_execute("commit").await.unwrap();
     let r = tokio::time::timeout(Duration::from_secs(15), waiter).await.expect("login finishes").unwrap();
     r.unwrap_or_else(|e| panic!("login behind a busy pool failed: {e:?} {:?}", sqlstate(&e)));

@@ -287,3 +287,47 @@ impl Drop for ChildProxy {
         let _ = self.child.wait();
     }
 }
+
+/// Starts a child process (`spawn`, given `n` ports that were free a moment before) and waits
+/// until `ready` says it serves on them. A port the test frees can be taken by another process
+/// before the child binds it; the child then exits, and it is started again on other ports.
+pub async fn spawn_on_free_ports<S, R, Fut>(n: usize, mut spawn: S, ready: R) -> (std::process::Child, Vec<u16>)
+where
+    S: FnMut(&[u16]) -> std::process::Child,
+    R: Fn(Vec<u16>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..5 {
+        let ports = {
+            // All bound at once, so the n ports differ.
+            let held: Vec<_> =
+                (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
+            held.iter().map(|l| l.local_addr().expect("local addr").port()).collect::<Vec<_>>()
+        };
+        let mut child = spawn(&ports);
+        let mut exited = false;
+        let up = eventually(Duration::from_secs(15), || {
+            exited = exited || matches!(child.try_wait(), Ok(Some(_)));
+            let check = (!exited).then(|| ready(ports.clone()));
+            async move {
+                match check {
+                    Some(f) => f.await,
+                    None => true,
+                }
+            }
+        })
+        .await;
+        if up && !exited {
+            return (child, ports);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(exited, "the child never came up on ports {ports:?}");
+    }
+    panic!("the child could not listen on free ports in 5 attempts");
+}
+
+/// Whether `handle` is still running after `time` (returns as soon as it finishes).
+pub async fn still_running<T>(handle: &mut JoinHandle<T>, time: Duration) -> bool {
+    tokio::time::timeout(time, handle).await.is_err()
+}
