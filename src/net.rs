@@ -39,11 +39,35 @@ pub enum ReadHalf {
     Unix(unix::OwnedReadHalf),
 }
 
-/// The writing half of a [`Stream`].
+/// The writing half of a [`Stream`]. Dropped, a TCP half leaves closing to its reading half: the
+/// socket is closed once, without a `shutdown(SHUT_WR)` system call first (tokio's default, one
+/// more FIN-sending syscall per connection; nothing in pgmux half-closes a TCP connection).
 #[derive(Debug)]
-pub enum WriteHalf {
+pub struct WriteHalf(Option<WriteSocket>);
+
+#[derive(Debug)]
+enum WriteSocket {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        if let Some(WriteSocket::Tcp(w)) = self.0.take() {
+            w.forget();
+        }
+    }
+}
+
+/// Calls the same method on whichever socket a [`WriteHalf`] holds.
+macro_rules! either_write {
+    ($value:expr, $s:ident => $body:expr) => {
+        match $value {
+            Some(WriteSocket::Tcp($s)) => $body,
+            Some(WriteSocket::Unix($s)) => $body,
+            None => unreachable!("a WriteHalf holds its socket until dropped"),
+        }
+    };
 }
 
 /// Calls the same method on whichever socket an enum holds.
@@ -62,11 +86,11 @@ impl Stream {
         match self {
             Stream::Tcp(s) => {
                 let (r, w) = s.into_split();
-                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+                (ReadHalf::Tcp(r), WriteHalf(Some(WriteSocket::Tcp(w))))
             }
             Stream::Unix(s) => {
                 let (r, w) = s.into_split();
-                (ReadHalf::Unix(r), WriteHalf::Unix(w))
+                (ReadHalf::Unix(r), WriteHalf(Some(WriteSocket::Unix(w))))
             }
         }
     }
@@ -92,12 +116,12 @@ impl ReadHalf {
 impl WriteHalf {
     /// Writes what the socket takes now, or fails with `WouldBlock`.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        either!(self, s => s.try_write(buf))
+        either_write!(&self.0, s => s.try_write(buf))
     }
 
     /// Waits until the socket may take more bytes.
     pub async fn writable(&self) -> io::Result<()> {
-        either!(self, s => s.writable().await)
+        either_write!(&self.0, s => s.writable().await)
     }
 }
 
@@ -129,15 +153,15 @@ impl AsyncRead for ReadHalf {
 
 impl AsyncWrite for WriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+        either_write!(&mut self.get_mut().0, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+        either_write!(&mut self.get_mut().0, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+        either_write!(&mut self.get_mut().0, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
@@ -215,6 +239,24 @@ mod tests {
             assert_eq!(got, b"pong");
             assert_eq!(rd.try_read(&mut [0u8; 1]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         }
+    }
+
+    #[tokio::test]
+    async fn dropping_both_tcp_halves_closes_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut peer = accepted.unwrap().0;
+        let (rd, wr) = Stream::Tcp(tcp.unwrap()).into_split();
+        // The write half alone leaves the connection open (no half-close)...
+        drop(wr);
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(std::time::Duration::from_millis(100), peer.read(&mut byte)).await;
+        assert!(early.is_err(), "EOF before the read half was dropped");
+        // ...until the read half goes too: then the peer reads EOF.
+        drop(rd);
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), peer.read(&mut byte)).await.unwrap().unwrap();
+        assert_eq!(n, 0);
     }
 
     #[tokio::test]
