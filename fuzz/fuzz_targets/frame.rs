@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let mut taken = 0;
     while let Ok(Some(frame)) = split_frame(&mut buf, MAX) {
         let len = frame.bytes.len();
-        assert!(len >= 5 && len <= MAX + 1, "frame of {len} bytes");
+        assert!((5..=MAX + 1).contains(&len), "frame of {len} bytes");
         let _ = frontend_len(frame.tag, len, MAX);
         taken += len;
         assert_eq!(taken + buf.len(), data.len());
