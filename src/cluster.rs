@@ -9,13 +9,17 @@ use arc_swap::ArcSwap;
 
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub mod collector;
+pub mod discovery;
+pub mod failover;
 pub mod lookup;
 pub mod names;
 pub mod probe;
+pub mod replicas;
 pub mod topology;
+
+pub use failover::FailoverStats;
 
 use crate::auth::UserDirectory;
 use crate::backend::{BackendError, LoginParams};
@@ -53,41 +57,11 @@ pub enum ClusterError {
     UnknownUser(String),
 }
 
-/// How often clients waiting for a primary may ask the servers themselves (besides the prober).
-const DISCOVERY_EVERY: Duration = Duration::from_millis(100);
-
-/// The failover in progress, and counts of past ones.
+/// The failover state machine and the counts of what it reported.
 #[derive(Debug, Default)]
 struct Failover {
-    /// When a sign of trouble with the primary was first seen (a lost server connection).
-    suspected_at: Option<Instant>,
-    /// When the primary was declared lost; cleared once a primary is followed again.
-    lost_at: Option<Instant>,
-    /// The server lost as primary last: its pools are retired when another takes over.
-    lost: Option<Arc<str>>,
+    state: failover::Failover,
     stats: FailoverStats,
-}
-
-/// Counts of primary losses and how long they took, for status output and metrics.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct FailoverStats {
-    /// Primary lost, then another server followed as primary.
-    pub failovers: u64,
-    /// Primary lost, then the same server followed again (it came back).
-    pub recoveries: u64,
-    /// First sign of trouble → primary declared lost, in the last event.
-    pub last_detect_ms: Option<u64>,
-    /// Primary declared lost → a primary followed again, in the last event.
-    pub last_recover_ms: Option<u64>,
-    /// The primary is lost and no other is known yet (derived when the stats are read).
-    pub in_progress: bool,
-    /// Primaries declared lost, and the sums over them of detect and recover times (with
-    /// failovers + recoveries as the count of recoveries: averages, as Prometheus sums).
-    pub losses: u64,
-    /// Primaries followed from another cluster than before (a new system identifier).
-    pub clusters_replaced: u64,
-    pub detect_ms_total: u64,
-    pub recover_ms_total: u64,
 }
 
 #[derive(Debug)]
@@ -101,6 +75,7 @@ pub struct Cluster {
     /// One resolution at a time.
     resolving: tokio::sync::Mutex<()>,
     /// The server followed as primary; waiters watch it change.
+    /// (Published from `failover`'s state, under its lock.)
     primary: tokio::sync::watch::Sender<Option<Arc<str>>>,
     failover: Mutex<Failover>,
     /// Health, roles and lag of every server, from the prober, discovery and failed connects.
@@ -109,20 +84,14 @@ pub struct Cluster {
     /// One discovery at a time, and not more often than DISCOVERY_EVERY: a storm of clients must
     /// not each probe every server.
     discovering: tokio::sync::Mutex<Option<Instant>>,
-    /// Why the last discovery found no primary.
-    problems: Mutex<String>,
+    discovery: Mutex<discovery::Discovery>,
     /// Asks the prober for a round now.
     probe_now: tokio::sync::Notify,
-    /// The rival primaries last reported (split brain), so the warning is logged once per change.
-    rivals: Mutex<Vec<(Arc<str>, u32)>>,
     pub pools: Pools,
     settings: ArcSwap<PoolSettings>,
     users: Arc<ArcSwap<UserDirectory>>,
     /// Stops the running prober (a reload replaces it).
     prober: Mutex<Option<CancellationToken>>,
-    /// The prober's login, which discovery uses too: a client's own login would add a connection
-    /// the server counts against that user beyond `pool.size`.
-    probe_login: Mutex<Option<LoginParams>>,
     /// `auth.query`'s own connection (see `lookup`).
     lookup: tokio::sync::Mutex<lookup::LookupConn>,
 }
@@ -179,14 +148,12 @@ impl Cluster {
             primary: tokio::sync::watch::Sender::new(None),
             failover: Mutex::new(Failover::default()),
             discovering: tokio::sync::Mutex::new(None),
-            problems: Mutex::new(String::new()),
+            discovery: Mutex::default(),
             probe_now: tokio::sync::Notify::new(),
-            rivals: Mutex::new(Vec::new()),
             pools: Pools::default(),
             settings: ArcSwap::from_pointee(settings),
             users,
             prober: Mutex::new(None),
-            probe_login: Mutex::new(None),
             lookup: Default::default(),
         }
     }
@@ -248,8 +215,9 @@ impl Cluster {
         if let Some(p) = self.primary()
             && removed.contains(&p)
         {
-            self.set_primary(None, why);
-            self.follow_election(why);
+            let mut f = self.failover_state();
+            let events = f.state.drop_primary(why, Instant::now());
+            self.follow(f, events, why);
         }
         self.probe_now.notify_one();
     }
@@ -300,94 +268,91 @@ impl Cluster {
     /// Failover counts and timings.
     pub fn failover_stats(&self) -> FailoverStats {
         let f = self.failover_state();
-        FailoverStats { in_progress: f.lost_at.is_some(), ..f.stats.clone() }
+        FailoverStats { in_progress: f.state.in_progress(), ..f.stats.clone() }
     }
 
-    /// Follows `server` as the primary (None: no primary known). Logs and counts each step of a
-    /// failover; the lost primary's pooled connections are all discarded once another takes over.
-    fn set_primary(&self, server: Option<Arc<str>>, why: &str) {
-        let previous = self.primary();
-        if previous == server {
-            return;
+    /// Re-runs the election on the latest topology and follows its outcome (`why`: the reason
+    /// logged if it finds no primary).
+    fn follow_election(&self, why: &str) {
+        self.follow(self.failover_state(), Vec::new(), why);
+    }
+
+    /// Completes a failover transition under its lock `f`: runs the election on the latest
+    /// topology, then logs, counts and acts on `events` and those the election causes, and
+    /// publishes the primary followed. (Under the lock: the primary published is the one
+    /// followed last, and the old one's connections are cut before waiters learn of the new.)
+    fn follow(&self, mut f: std::sync::MutexGuard<'_, Failover>, mut events: Vec<failover::Event>, why: &str) {
+        let election = self.topology().elect(f.state.primary().map(|p| &**p));
+        events.extend(f.state.follow(election, why, Instant::now()));
+        for event in &events {
+            f.stats.count(event);
+            self.act_on(event);
         }
-        let now = Instant::now();
-        let mut f = self.failover_state();
-        let mut retire = None;
-        match &server {
-            None => {
-                let detect = f.suspected_at.take().map(|t| now.saturating_duration_since(t)).unwrap_or_default();
-                f.lost_at = Some(now);
-                f.stats.last_detect_ms = Some(detect.as_millis() as u64);
-                f.stats.losses += 1;
-                f.stats.detect_ms_total += detect.as_millis() as u64;
-                tracing::warn!(
-                    event = "primary_lost",
-                    server = ?previous.as_deref(),
-                    reason = why,
-                    detect_ms = detect.as_millis() as u64,
-                    "failover: primary lost; holding new transactions until a primary is known"
-                );
-                if previous.is_some() {
-                    f.lost = previous.clone();
-                }
-            }
-            Some(new) => {
-                f.suspected_at = None;
-                if let Some(lost_at) = f.lost_at.take() {
-                    let recover = now.saturating_duration_since(lost_at);
-                    f.stats.last_recover_ms = Some(recover.as_millis() as u64);
-                    f.stats.recover_ms_total += recover.as_millis() as u64;
-                    let same = f.lost.as_deref() == Some(&**new);
-                    if same {
-                        f.stats.recoveries += 1;
-                    } else {
-                        f.stats.failovers += 1;
-                    }
-                    tracing::warn!(
+        let primary = f.state.primary().cloned();
+        self.primary.send_if_modified(|p| {
+            let changed = *p != primary;
+            *p = primary;
+            changed
+        });
+    }
+
+    /// Logs one failover event and does what it asks for.
+    fn act_on(&self, event: &failover::Event) {
+        use failover::Event;
+        match event {
+            Event::PrimaryLost { server, reason, detect } => tracing::warn!(
+                event = "primary_lost",
+                server = ?Some(&**server),
+                reason = reason.as_str(),
+                detect_ms = detect.as_millis() as u64,
+                "failover: primary lost; holding new transactions until a primary is known"
+            ),
+            Event::PrimaryFound { server, previous, reason, recovered } => {
+                match recovered {
+                    Some(r) => tracing::warn!(
                         event = "primary_found",
-                        server = %new,
-                        previous = ?f.lost.as_deref(),
-                        recover_ms = recover.as_millis() as u64,
+                        server = %server,
+                        previous = ?previous.as_deref(),
+                        recover_ms = r.after.as_millis() as u64,
                         "failover: following {} as the primary",
-                        if same { "the same server again" } else { "a new server" }
-                    );
-                } else {
-                    tracing::info!(event = "primary_found", server = %new, previous = ?previous.as_deref(), reason = why, "following the primary");
+                        if r.same { "the same server again" } else { "a new server" }
+                    ),
+                    None => {
+                        tracing::info!(event = "primary_found", server = %server, previous = ?previous.as_deref(), reason = reason.as_str(), "following the primary")
+                    }
                 }
-                retire = previous.or_else(|| f.lost.take()).filter(|old| old != new);
-                f.lost = None;
+                if let Some(old) = previous.as_ref().filter(|old| *old != server) {
+                    self.retire_pools_of(old);
+                }
+                // Idle connections opened while it was a replica still carry `in_hot_standby = on`
+                // until their next query: they would each look like a demotion.
+                // (Greetings remembered then say so too: a writer login never uses those, see
+                // `handshake::remembered`.)
+                for pool in self.pools.all().into_iter().filter(|p| p.key.server == *server) {
+                    pool.discard_idle_where(|c| c.is_standby() == Some(true));
+                }
             }
-        }
-        drop(f);
-        if let Some(old) = retire {
-            self.retire_pools_of(&old);
-        }
-        if let Some(new) = &server {
-            // Idle connections opened while it was a replica still carry `in_hot_standby = on`
-            // until their next query: they would each look like a demotion.
-            // (Greetings remembered then say so too: a writer login never uses those, see
-            // `handshake::remembered`.)
-            for pool in self.pools.all().into_iter().filter(|p| p.key.server == *new) {
-                pool.discard_idle_where(|c| c.is_standby() == Some(true));
+            Event::SplitBrain { following, rivals } => tracing::error!(
+                event = "split_brain",
+                following = ?following.as_deref(),
+                rivals = ?rivals,
+                "split brain: more than one server claims to be the primary; writes go only to the one followed (newest timeline)"
+            ),
+            // The cluster behind the configured addresses was replaced (re-provisioned, restored):
+            // its new primary is followed, on whatever timeline it starts.
+            Event::ClusterReplaced { old, new, primary } => {
+                tracing::warn!(
+                    event = "cluster_replaced",
+                    old_system_id = *old,
+                    new_system_id = *new,
+                    primary = ?primary.as_deref(),
+                    "failover: the servers now belong to another cluster (new system identifier); following its primary, its timelines counted afresh"
+                );
+                // Whatever was pooled belongs to servers that no longer exist.
+                for pool in self.pools.all() {
+                    pool.retire(false);
+                }
             }
-        }
-        self.primary.send_replace(server);
-    }
-
-    /// The cluster behind the configured addresses was replaced (re-provisioned, restored): its
-    /// new primary is followed, on whatever timeline it starts. Logged and counted once.
-    fn cluster_replaced(&self, (old, new): (u64, u64), primary: Option<&str>) {
-        self.failover_state().stats.clusters_replaced += 1;
-        tracing::warn!(
-            event = "cluster_replaced",
-            old_system_id = old,
-            new_system_id = new,
-            primary = ?primary,
-            "failover: the servers now belong to another cluster (new system identifier); following its primary, its timelines counted afresh"
-        );
-        // Whatever was pooled belongs to servers that no longer exist.
-        for pool in self.pools.all() {
-            pool.retire(false);
         }
     }
 
@@ -424,38 +389,8 @@ impl Cluster {
         if self.primary().as_deref() != Some(&**server) {
             return;
         }
-        self.failover_state().suspected_at.get_or_insert_with(Instant::now);
-        self.probe_now.notify_one();
-    }
-
-    fn suspected(&self, server: &str) -> bool {
-        self.primary().as_deref() == Some(server) && self.failover_state().suspected_at.is_some()
-    }
-
-    /// Re-runs the election on the latest topology and follows its outcome.
-    fn follow_election(&self, why: &str) {
-        let current = self.primary();
-        let election = self.topology().elect(current.as_deref());
-        {
-            let mut rivals = self.rivals.lock().unwrap_or_else(|e| e.into_inner());
-            if *rivals != election.rivals {
-                if !election.rivals.is_empty() {
-                    tracing::error!(
-                        event = "split_brain",
-                        following = ?election.primary.as_deref(),
-                        rivals = ?election.rivals,
-                        "split brain: more than one server claims to be the primary; writes go only to the one followed (newest timeline)"
-                    );
-                }
-                *rivals = election.rivals.clone();
-            }
-        }
-        if let Some(ids) = election.replaced {
-            self.cluster_replaced(ids, election.primary.as_deref());
-        }
-        if election.primary != current {
-            let why = if election.primary.is_some() { "a probe found it" } else { why };
-            self.set_primary(election.primary, why);
+        if self.failover_state().state.suspect(server, Instant::now()) {
+            self.probe_now.notify_one();
         }
     }
 
@@ -544,99 +479,15 @@ impl Cluster {
                     let key = pool.key.clone();
                     drop(pool);
                     self.pools.remove_if_unused(&key);
-                    *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
+                    self.set_problems(e.to_string());
                 }
                 Err(e) => return Err(e.into()),
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             if Instant::now() >= deadline {
-                return Err(ClusterError::NoPrimary(self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()));
+                return Err(ClusterError::NoPrimary(self.problems()));
             }
         }
-    }
-
-    /// Waits until a primary is known or `deadline` passes, asking the servers now and then.
-    async fn wait_for_primary(&self, database: &str, user: &str, deadline: Instant) -> Result<Arc<str>, ClusterError> {
-        let mut watch = self.primary.subscribe();
-        loop {
-            if let Some(p) = watch.borrow_and_update().clone() {
-                return Ok(p);
-            }
-            // This client's own discovery waits for every server's answer (one that accepts but
-            // answers slowly holds it up to its connect timeout): a primary found meanwhile, by
-            // the prober or another client, ends the wait at once.
-            tokio::select! {
-                _ = watch.changed() => continue,
-                found = self.discover(database, user) => found?,
-            }
-            if let Some(p) = self.primary() {
-                return Ok(p);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let problems = self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                return Err(ClusterError::NoPrimary(problems));
-            }
-            let _ = tokio::time::timeout_at((now + DISCOVERY_EVERY).min(deadline).into(), watch.changed()).await;
-        }
-    }
-
-    /// Probes every server and follows the election. One at a time, at most every
-    /// DISCOVERY_EVERY. It logs in as the prober does (a client's own login would be one more
-    /// connection the server counts against that user); if the servers refuse the prober's login,
-    /// discovery uses the client's from then on (so a broken prober login cannot hide the primary),
-    /// and a login the servers refuse is then the client's error.
-    async fn discover(&self, database: &str, user: &str) -> Result<(), ClusterError> {
-        let Ok(mut last) = self.discovering.try_lock() else {
-            return Ok(());
-        };
-        if last.is_some_and(|t| t.elapsed() < DISCOVERY_EVERY) {
-            return Ok(());
-        }
-        *last = Some(Instant::now());
-        self.refresh_names().await;
-        let probe_login = self.probe_login.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let as_prober = probe_login.is_some();
-        let mut login = match probe_login {
-            Some(l) => l,
-            None => self.login(database, user)?,
-        };
-        login.connect_timeout = login.connect_timeout.min(Duration::from_secs(2));
-        login.init_query.clear();
-        let round = self.start_probe_round();
-        let servers = self.servers();
-        let probes = servers.iter().map(|server| {
-            let login = &login;
-            async move {
-                let mut conn = None;
-                let r = tokio::time::timeout(login.connect_timeout, probe::probe(server, &mut conn, login)).await;
-                (server, r.unwrap_or_else(|_| Err(probe::ProbeError::Timeout)))
-            }
-        });
-        let results = futures_util::future::join_all(probes).await;
-        let mut problems = Vec::new();
-        for (server, result) in results {
-            match result {
-                Ok(p) => self.record_probe(server, round, Some(p), Instant::now()),
-                Err(probe::ProbeError::Refused(e)) if !server_unavailable(&e) && as_prober => {
-                    tracing::warn!(server = %server, error = %e, "the servers refuse the prober's login; discovery uses the clients' own");
-                    *self.probe_login.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    problems.push(format!("{server}: {e}"));
-                }
-                Err(probe::ProbeError::Refused(e)) if !server_unavailable(&e) => {
-                    return Err(PoolError::Connect(e).into());
-                }
-                Err(e) => {
-                    problems.push(format!("{server}: {e}"));
-                    self.record_probe(server, round, None, Instant::now());
-                }
-            }
-        }
-        if self.primary().is_none() {
-            problems.push("no server reports being a primary".into());
-        }
-        *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = problems.join("; ");
-        Ok(())
     }
 
     fn topology(&self) -> std::sync::MutexGuard<'_, topology::Topology> {
@@ -656,7 +507,7 @@ impl Cluster {
     /// already suspected (a server connection to it broke) declares it lost at once.
     fn record_probe(&self, server: &Arc<str>, round: u64, probe: Option<topology::Probe>, now: Instant) {
         let failed = probe.is_none();
-        let fail_fast = failed && self.suspected(server);
+        let fail_fast = failed && self.failover_state().state.suspected(server);
         let flipped = self.topology().record(server, round, probe, now);
         match flipped {
             Some(true) => tracing::info!(event = "server_up", server = %server, "server up"),
@@ -665,8 +516,8 @@ impl Cluster {
         }
         if fail_fast {
             self.topology().mark_down(server);
-        } else if !failed && self.primary().as_deref() == Some(&**server) {
-            self.failover_state().suspected_at = None;
+        } else if !failed {
+            self.failover_state().state.answered(server);
         }
         self.follow_election("it failed its health checks");
     }
@@ -674,80 +525,6 @@ impl Cluster {
     /// Every server's health, role and lag, for status output.
     pub fn servers_view(&self) -> Vec<topology::ServerView> {
         self.topology().view()
-    }
-
-    /// Starts the prober, logging in as `user` to `database`.
-    pub fn spawn_prober(self: &Arc<Self>, user: &str, database: &str, interval: Duration, stop: CancellationToken) {
-        match self.login(database, user) {
-            Ok(login) => {
-                // One prober at a time: a new one (after a reload) replaces the old.
-                *self.probe_login.lock().unwrap_or_else(|e| e.into_inner()) = Some(login.clone());
-                let mine = stop.child_token();
-                if let Some(old) = self.prober.lock().unwrap_or_else(|e| e.into_inner()).replace(mine.clone()) {
-                    old.cancel();
-                }
-                let span = tracing::info_span!("prober");
-                tokio::spawn(probe::run(self.clone(), login, interval, mine).instrument(span));
-            }
-            Err(e) => tracing::error!(error = %e, "no prober: cannot log in to the servers"),
-        }
-    }
-
-    /// Borrows a connection to a replica for (database, user): the one with the least work in
-    /// flight among those fit to serve. With none, the primary serves (if `fallback_to_primary`).
-    /// `wrote_in`: the probe round in which the client's last write ended (read-your-writes).
-    pub async fn checkout_replica(
-        &self,
-        database: &str,
-        user: &str,
-        timeout: Duration,
-        wrote_in: Option<u64>,
-    ) -> Result<Pooled, ClusterError> {
-        let mut candidates: Vec<Arc<Pool>> = Vec::new();
-        let readable = self.topology().readable_replicas(self.routing.load().max_replica_lag, wrote_in);
-        for server in readable {
-            candidates.push(self.pool(server, database, user)?);
-        }
-        // Least work in flight first; ties go round in a random order, so idle replicas share the
-        // load too (a plain rotation lands every client on one replica when each client borrows a
-        // fixed number of times, e.g. once to log in and once for its one query).
-        let n = candidates.len().max(1);
-        let turn = rand::random_range(0..n);
-        let mut ranked: Vec<(usize, usize, Arc<Pool>)> =
-            candidates.into_iter().enumerate().map(|(i, p)| (p.borrowed_count(), (i + n - turn) % n, p)).collect();
-        ranked.sort_by_key(|(load, order, _)| (*load, *order));
-        let candidates: Vec<Arc<Pool>> = ranked.into_iter().map(|(_, _, p)| p).collect();
-        for pool in candidates {
-            match pool.checkout(timeout).await {
-                Ok(conn) if conn.is_standby() == Some(false) => {
-                    // Promoted: it leaves the reader set once the prober has seen it (asked now).
-                    tracing::warn!(server = %pool.key.server, "replica is no longer in recovery; not used for reads");
-                    drop(conn);
-                    pool.retire(false);
-                    self.probe_now.notify_one();
-                }
-                Ok(conn) if conn.is_fresh() => {
-                    self.refresh_names().await;
-                    if self.servers().contains(&pool.key.server) {
-                        return Ok(conn);
-                    }
-                }
-                Ok(conn) => return Ok(conn),
-                Err(PoolError::Connect(e)) if matches!(e, BackendError::Server { .. }) || !server_unavailable(&e) => {
-                    return Err(PoolError::Connect(e).into());
-                }
-                Err(PoolError::Connect(e)) => {
-                    tracing::debug!(error = %e, "replica connect failed");
-                    self.topology().mark_down(&pool.key.server);
-                    pool.clear_idle();
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !self.routing.load().fallback_to_primary {
-            return Err(ClusterError::NoReplica);
-        }
-        self.checkout_primary(None, database, user, timeout).await
     }
 
     /// Closes connections idle longer than the configured idle timeout, in every pool.

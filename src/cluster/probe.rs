@@ -10,6 +10,8 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument;
+
 use super::Cluster;
 use super::topology::Probe;
 use crate::backend::{BackendConn, BackendError, LoginParams};
@@ -37,6 +39,25 @@ pub enum ProbeError {
     Lost(String),
     #[error("timed out")]
     Timeout,
+}
+
+impl Cluster {
+    /// Starts the prober, logging in as `user` to `database`. One prober at a time: a new one
+    /// (after a reload) replaces the old. Discovery logs in as it does.
+    pub fn spawn_prober(self: &Arc<Self>, user: &str, database: &str, interval: Duration, stop: CancellationToken) {
+        match self.login(database, user) {
+            Ok(login) => {
+                self.discover_as(login.clone());
+                let mine = stop.child_token();
+                if let Some(old) = self.prober.lock().unwrap_or_else(|e| e.into_inner()).replace(mine.clone()) {
+                    old.cancel();
+                }
+                let span = tracing::info_span!("prober");
+                tokio::spawn(run(self.clone(), login, interval, mine).instrument(span));
+            }
+            Err(e) => tracing::error!(error = %e, "no prober: cannot log in to the servers"),
+        }
+    }
 }
 
 /// Probes until `stop` is cancelled.
