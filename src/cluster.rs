@@ -2,6 +2,13 @@
 //!
 //! Roles are discovered, never configured: the first reachable server that is not in recovery is the
 //! primary, and a connection that turns out to be a standby is never used for the primary's work.
+//!
+//! Here: members and reloads, borrowing from the primary, and carrying out the failover state
+//! machine's events (logging, counting, cutting connections, telling waiters). Beside it:
+//! `topology` (what each server is, and the election), `failover` (the primary followed, as
+//! transitions returning events), `discovery` (clients asking the servers, with the login
+//! fallback), `probe` (the prober and its lifecycle), `replicas` (ranking and borrowing for
+//! reads), `names` (host names resolved again), `lookup` (`auth.query`), `collector` (metrics).
 
 use std::sync::{Arc, Mutex};
 
@@ -77,6 +84,7 @@ pub struct Cluster {
     /// The server followed as primary; waiters watch it change.
     /// (Published from `failover`'s state, under its lock.)
     primary: tokio::sync::watch::Sender<Option<Arc<str>>>,
+    /// The primary followed and the failover in progress, with counts of past ones.
     failover: Mutex<Failover>,
     /// Health, roles and lag of every server, from the prober, discovery and failed connects.
     topology: Mutex<topology::Topology>,
@@ -84,6 +92,7 @@ pub struct Cluster {
     /// One discovery at a time, and not more often than DISCOVERY_EVERY: a storm of clients must
     /// not each probe every server.
     discovering: tokio::sync::Mutex<Option<Instant>>,
+    /// Discovery's login and why the last attempt to reach a primary failed.
     discovery: Mutex<discovery::Discovery>,
     /// Asks the prober for a round now.
     probe_now: tokio::sync::Notify,

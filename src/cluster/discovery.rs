@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Cluster, ClusterError, probe, server_unavailable};
-use crate::backend::LoginParams;
+use super::probe::{self, ProbeError};
+use super::topology::Probe;
+use super::{Cluster, ClusterError, server_unavailable};
+use crate::backend::{BackendError, LoginParams};
 use crate::pool::PoolError;
 
 /// How often clients waiting for a primary may ask the servers themselves (besides the prober).
@@ -21,6 +23,30 @@ pub(super) struct Discovery {
     /// the server counts against that user beyond `pool.size`. None: no prober, or the servers
     /// refused its login (discovery uses the clients' own from then on).
     pub login: Option<LoginParams>,
+}
+
+/// What discovery makes of one server's answer.
+#[derive(Debug)]
+enum Verdict {
+    /// The server answered: recorded as a probe of the prober's is.
+    Answered(Probe),
+    /// No answer (unreachable, timed out, starting, the connection broke): a failed probe.
+    NoAnswer(ProbeError),
+    /// The servers refuse the prober's login: discovery uses the clients' own from now on.
+    ProberRefused(BackendError),
+    /// The servers refuse the client's own login: that is the client's error.
+    ClientRefused(BackendError),
+}
+
+/// Judges one server's answer to discovery, which logged in as the prober (`as_prober`) or as the
+/// client. A refused login says nothing about the server's health.
+fn judge(result: Result<Probe, ProbeError>, as_prober: bool) -> Verdict {
+    match result {
+        Ok(p) => Verdict::Answered(p),
+        Err(ProbeError::Refused(e)) if !server_unavailable(&e) && as_prober => Verdict::ProberRefused(e),
+        Err(ProbeError::Refused(e)) if !server_unavailable(&e) => Verdict::ClientRefused(e),
+        Err(e) => Verdict::NoAnswer(e),
+    }
 }
 
 impl Cluster {
@@ -101,23 +127,21 @@ impl Cluster {
             async move {
                 let mut conn = None;
                 let r = tokio::time::timeout(login.connect_timeout, probe::probe(server, &mut conn, login)).await;
-                (server, r.unwrap_or_else(|_| Err(probe::ProbeError::Timeout)))
+                (server, r.unwrap_or_else(|_| Err(ProbeError::Timeout)))
             }
         });
         let results = futures_util::future::join_all(probes).await;
         let mut problems = Vec::new();
         for (server, result) in results {
-            match result {
-                Ok(p) => self.record_probe(server, round, Some(p), Instant::now()),
-                Err(probe::ProbeError::Refused(e)) if !server_unavailable(&e) && as_prober => {
+            match judge(result, as_prober) {
+                Verdict::Answered(p) => self.record_probe(server, round, Some(p), Instant::now()),
+                Verdict::ProberRefused(e) => {
                     tracing::warn!(server = %server, error = %e, "the servers refuse the prober's login; discovery uses the clients' own");
                     self.discovery().login = None;
                     problems.push(format!("{server}: {e}"));
                 }
-                Err(probe::ProbeError::Refused(e)) if !server_unavailable(&e) => {
-                    return Err(PoolError::Connect(e).into());
-                }
-                Err(e) => {
+                Verdict::ClientRefused(e) => return Err(PoolError::Connect(e).into()),
+                Verdict::NoAnswer(e) => {
                     problems.push(format!("{server}: {e}"));
                     self.record_probe(server, round, None, Instant::now());
                 }
@@ -128,5 +152,73 @@ impl Cluster {
         }
         self.set_problems(problems.join("; "));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One server's answer, in short.
+    #[derive(Clone, Copy, Debug)]
+    enum Answer {
+        Probed,
+        /// Connecting failed: unreachable.
+        Unreachable,
+        /// Connecting timed out.
+        ConnectTimeout,
+        /// The login was refused (here by pgmux's own checks: no server's health is in question).
+        LoginRefused,
+        /// The connection broke after login.
+        Lost,
+        /// No answer in time.
+        Timeout,
+    }
+
+    fn answer(a: Answer) -> Result<Probe, ProbeError> {
+        let server: Arc<str> = "p:1".into();
+        match a {
+            Answer::Probed => {
+                Ok(Probe { in_recovery: false, lsn: 1, received: None, timeline: Some(1), system_id: Some(7) })
+            }
+            Answer::Unreachable => Err(ProbeError::Refused(BackendError::Io {
+                server,
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            })),
+            Answer::ConnectTimeout => Err(ProbeError::Refused(BackendError::Timeout { server })),
+            Answer::LoginRefused => {
+                Err(ProbeError::Refused(BackendError::Protocol { server, detail: "no such method".into() }))
+            }
+            Answer::Lost => Err(ProbeError::Lost("connection reset".into())),
+            Answer::Timeout => Err(ProbeError::Timeout),
+        }
+    }
+
+    /// Each row: an answer, whether discovery logged in as the prober, and the verdict's name.
+    #[test]
+    fn verdicts_table() {
+        use Answer::*;
+        #[rustfmt::skip]
+        let rows: &[(Answer, bool, &str)] = &[
+            (Probed,         true,  "Answered"),
+            (Probed,         false, "Answered"),
+            (Unreachable,    true,  "NoAnswer"),
+            (Unreachable,    false, "NoAnswer"),
+            (ConnectTimeout, true,  "NoAnswer"),
+            (Lost,           false, "NoAnswer"),
+            (Timeout,        true,  "NoAnswer"),
+            // A refused login: the prober's is dropped for the client's; the client's is its error.
+            (LoginRefused,   true,  "ProberRefused"),
+            (LoginRefused,   false, "ClientRefused"),
+        ];
+        for (a, as_prober, want) in rows {
+            let got = match judge(answer(*a), *as_prober) {
+                Verdict::Answered(_) => "Answered",
+                Verdict::NoAnswer(_) => "NoAnswer",
+                Verdict::ProberRefused(_) => "ProberRefused",
+                Verdict::ClientRefused(_) => "ClientRefused",
+            };
+            assert_eq!(got, *want, "{a:?}, as prober: {as_prober}");
+        }
     }
 }
