@@ -26,10 +26,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::ClientCtx;
+use crate::state::ProxyState;
 
 /// Serves until `stop` is cancelled.
-pub async fn run(listener: TcpListener, ctx: Arc<ClientCtx>, stop: CancellationToken) {
+pub async fn run(listener: TcpListener, ctx: Arc<ProxyState>, stop: CancellationToken) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -46,7 +46,7 @@ async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(ctx): State<Arc<ClientCtx>>) -> impl IntoResponse {
+async fn readyz(State(ctx): State<Arc<ProxyState>>) -> impl IntoResponse {
     let (ready, body) = readiness(&ctx);
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, axum::Json(body))
@@ -54,7 +54,7 @@ async fn readyz(State(ctx): State<Arc<ClientCtx>>) -> impl IntoResponse {
 
 /// Whether pgmux can serve clients now, and if not, why: its config is loaded (it would not run
 /// otherwise), the main listener accepts clients (not starting, not draining), and a primary is known.
-pub fn readiness(ctx: &ClientCtx) -> (bool, Value) {
+pub fn readiness(ctx: &ProxyState) -> (bool, Value) {
     let mut reasons = Vec::new();
     // Draining is checked first and on its own: the moment SIGTERM (or SHUTDOWN) starts it, load
     // balancers must stop sending new clients, even before the listener has stopped accepting.
@@ -79,7 +79,7 @@ pub fn readiness(ctx: &ClientCtx) -> (bool, Value) {
 
 /// Whether the request may read /status or /metrics: no token configured, or it carries it.
 /// Compared as SHA-256 digests in constant time (neither the content nor the length leaks).
-fn authorized(ctx: &ClientCtx, headers: &HeaderMap) -> bool {
+fn authorized(ctx: &ProxyState, headers: &HeaderMap) -> bool {
     use sha2::{Digest, Sha256};
     let config = ctx.config.load();
     let Some(token) = &config.admin_token else { return true };
@@ -92,14 +92,14 @@ fn unauthorized() -> axum::response::Response {
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "admin token required\n").into_response()
 }
 
-async fn metrics(State(ctx): State<Arc<ClientCtx>>, headers: HeaderMap) -> axum::response::Response {
+async fn metrics(State(ctx): State<Arc<ProxyState>>, headers: HeaderMap) -> axum::response::Response {
     if !authorized(&ctx, &headers) {
         return unauthorized();
     }
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], ctx.metrics.render()).into_response()
 }
 
-async fn status(State(ctx): State<Arc<ClientCtx>>, headers: HeaderMap) -> axum::response::Response {
+async fn status(State(ctx): State<Arc<ProxyState>>, headers: HeaderMap) -> axum::response::Response {
     if !authorized(&ctx, &headers) {
         return unauthorized();
     }
@@ -107,6 +107,6 @@ async fn status(State(ctx): State<Arc<ClientCtx>>, headers: HeaderMap) -> axum::
 }
 
 /// Everything GET /status reports.
-pub fn status_json(ctx: &ClientCtx) -> Value {
+pub fn status_json(ctx: &ProxyState) -> Value {
     snapshot::snapshot(ctx).to_json()
 }

@@ -12,7 +12,6 @@ mod build;
 mod duration;
 mod env;
 mod expand;
-pub mod perms;
 mod raw;
 mod reader;
 mod show;

@@ -1,8 +1,8 @@
 //! Accepting client connections: one named task per client, all owned by a tracker so shutdown can
-//! drain them (SIGTERM, or SHUTDOWN on the admin console) or drop them (SIGINT).
+//! drain them (SIGTERM, or SHUTDOWN on the admin console) or drop them (SIGINT). What a client's
+//! task runs is the caller's (`app`): the listener knows sockets, not sessions.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -10,8 +10,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::admin;
-use crate::client::{self, ClientCtx, Endpoint};
+use crate::state::ProxyState;
+
+/// Which listener a client came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `listen`: transactions go to the primary, explicitly read-only ones to a replica.
+    Writer,
+    /// `reader_listen`: every transaction goes to a replica (the primary if none is usable).
+    Reader,
+}
 
 /// Binds a client listener (the first address `addr` resolves to that binds) with a listen backlog
 /// of `backlog`, clamped to the kernel's ceiling.
@@ -68,15 +76,20 @@ pub struct Shutdown {
     pub abort: CancellationToken,
 }
 
-/// Accepts clients on `listener` until shutdown; returns when every client is gone, or when the
-/// drain deadline passes, or at once on abort.
-pub async fn run(
-    ctx: Arc<ClientCtx>,
+/// Accepts clients on `listener` until shutdown, each served by a task running `serve(stream,
+/// peer)`; returns when every client is gone, or when the drain deadline passes, or at once on
+/// abort. The main (writer) listener's state is `ctx`'s readiness.
+pub async fn run<F, Fut>(
+    ctx: &ProxyState,
     listener: TcpListener,
     endpoint: Endpoint,
     shutdown: Shutdown,
     drain_timeout: Duration,
-) {
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let tracker = TaskTracker::new();
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, ?endpoint, "accepting clients");
@@ -92,7 +105,7 @@ pub async fn run(
                 Ok((stream, peer)) => {
                     next_id += 1;
                     let span = tracing::info_span!("client", id = next_id, %peer);
-                    tracker.spawn(serve(ctx.clone(), stream, peer, endpoint).instrument(span));
+                    tracker.spawn(serve(stream, peer).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -117,13 +130,6 @@ pub async fn run(
         _ = tracker.wait() => tracing::info!("all clients gone"),
         _ = tokio::time::sleep(drain_timeout) => tracing::warn!(left = tracker.len(), "drain timeout; closing the rest"),
         _ = shutdown.abort.cancelled() => {}
-    }
-}
-
-/// One client: a session relaying its transactions, or the admin console if it logged in there.
-async fn serve(ctx: Arc<ClientCtx>, stream: TcpStream, peer: SocketAddr, endpoint: Endpoint) {
-    if let Some(console) = client::serve(ctx.clone(), stream, peer, endpoint).await {
-        admin::console::run(ctx, console).await;
     }
 }
 

@@ -102,7 +102,7 @@ impl Certified {
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Certified, TlsError> {
         let certs = load_certs("tls.cert_file", cert_file)?;
         let key_err = file_err("tls.key_file", key_file);
-        crate::config::perms::warn_if_exposed("tls.key_file", key_file);
+        crate::secret_files::warn_if_exposed("tls.key_file", key_file);
         let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| key_err(e.to_string()))?;
         let end_point = end_point_hash(&certs[0]).into();
         let mut config = ServerConfig::builder_with_provider(provider())

@@ -442,7 +442,7 @@ async fn a_reload_keeps_the_pass_through_key() {
     *p.ctx.config_path.lock().unwrap() = Some(path.clone());
     let client = connect(&p.dsn(&role, &password, "app")).await.expect("login");
     assert_eq!(simple_value(&client, "select 1").await, "1");
-    pgmux::app::reload(&p.ctx).expect("reload");
+    pgmux::reload::reload(&p.ctx).expect("reload");
     // Its server connection goes away; the next statement needs a new one, opened with the key.
     admin_sql(0, &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")).await;
     let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'");

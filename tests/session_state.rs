@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use pgmux::client::pins::PinReasons;
+use pgmux::state::pins::PinReasons;
 
 /// The pin reasons of every connected client that has any.
 fn pinned(p: &TestProxy) -> Vec<Vec<&'static str>> {

@@ -242,7 +242,7 @@ async fn reload_swaps_the_certificate_for_new_connections() {
     let p = start_proxy_yaml(&format!("{base}{}", tls_section("prefer", &a))).await;
     let old = connect_tls(&p, &a.ca, "sslmode=require").await.unwrap();
     let config = Config::from_yaml(&format!("{base}{}", tls_section("prefer", &b))).unwrap();
-    pgmux::app::reload_tls(&p.ctx, &config).unwrap();
+    pgmux::reload::reload_tls(&p.ctx, &config).unwrap();
     assert!(connect_tls(&p, &a.ca, "sslmode=require").await.is_err(), "the old CA no longer verifies");
     let new = connect_tls(&p, &b.ca, "sslmode=require channel_binding=require").await.unwrap();
     assert_eq!(simple_value(&new, "select 'new'").await, "new");

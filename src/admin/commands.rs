@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::snapshot::snapshot;
 use super::tables::{self, Table};
-use crate::client::ClientCtx;
 use crate::error::ClientError;
+use crate::state::ProxyState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -124,7 +124,7 @@ fn pgbouncer_only(what: &str) -> ClientError {
 }
 
 /// Runs one command.
-pub async fn execute(ctx: &ClientCtx, command: Command) -> Result<Reply, ClientError> {
+pub async fn execute(ctx: &ProxyState, command: Command) -> Result<Reply, ClientError> {
     match command {
         Command::Show(topic) => Ok(show(ctx, topic)),
         Command::Pause => pause(ctx).await,
@@ -134,7 +134,7 @@ pub async fn execute(ctx: &ClientCtx, command: Command) -> Result<Reply, ClientE
     }
 }
 
-fn show(ctx: &ClientCtx, topic: Topic) -> Reply {
+fn show(ctx: &ProxyState, topic: Topic) -> Reply {
     let table = match topic {
         Topic::Help => return Reply::Done { tag: "SHOW", notice: Some(HELP.into()) },
         Topic::Config => tables::key_values(ctx.config.load().effective()),
@@ -153,7 +153,7 @@ fn show(ctx: &ClientCtx, topic: Topic) -> Reply {
 /// Closes the pause gate, then waits (up to `shutdown_timeout`) until no transaction holds a server
 /// connection. Pinned clients and clients in session mode keep their connection between
 /// transactions and are neither held nor waited for; the notice says how many there are.
-async fn pause(ctx: &ClientCtx) -> Result<Reply, ClientError> {
+async fn pause(ctx: &ProxyState) -> Result<Reply, ClientError> {
     let newly = ctx.pause.pause();
     tracing::warn!(event = "pause", already = !newly, "PAUSE: new transactions are held until RESUME");
     let limit = ctx.config.load().shutdown_timeout;
@@ -182,15 +182,15 @@ async fn pause(ctx: &ClientCtx) -> Result<Reply, ClientError> {
     Ok(Reply::Done { tag: "PAUSE", notice: (!notes.is_empty()).then(|| notes.join("; ")) })
 }
 
-fn resume(ctx: &ClientCtx) -> Reply {
+fn resume(ctx: &ProxyState) -> Reply {
     let was = ctx.pause.resume();
     tracing::warn!(event = "resume", was_paused = was, "RESUME: transactions flow again");
     Reply::Done { tag: "RESUME", notice: (!was).then(|| "pgmux was not paused".to_owned()) }
 }
 
 /// Re-reads and applies the configuration file, as SIGHUP does; says which keys changed.
-fn reload(ctx: &ClientCtx) -> Result<Reply, ClientError> {
-    match crate::app::reload_and_log(ctx, "console") {
+fn reload(ctx: &ProxyState) -> Result<Reply, ClientError> {
+    match crate::reload::reload_and_log(ctx, "console") {
         Ok(changed) => {
             let notice = if changed.is_empty() {
                 "nothing changed".to_owned()
@@ -204,7 +204,7 @@ fn reload(ctx: &ClientCtx) -> Result<Reply, ClientError> {
 }
 
 /// As SIGTERM: stop accepting, let running transactions finish (up to `shutdown_timeout`), exit.
-fn shutdown(ctx: &ClientCtx) -> Reply {
+fn shutdown(ctx: &ProxyState) -> Reply {
     tracing::warn!(event = "shutdown", "SHUTDOWN from the admin console: draining");
     ctx.draining.cancel();
     Reply::Done { tag: "SHUTDOWN", notice: None }

@@ -10,14 +10,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::commands::{self, Reply};
 use super::tables::Table;
-use crate::client::cancel::CancelKey;
+use crate::client::ConsoleClient;
 use crate::client::handshake::ConsoleLogin;
 use crate::client::relay::check_client_header;
-use crate::client::{Admitted, ClientCtx, ConsoleClient};
 use crate::error::ClientError;
 use crate::protocol::build::{self, Severity};
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::{TxStatus, cstr, ftag};
+use crate::state::registry::CancelKey;
+use crate::state::{Admitted, ProxyState};
 
 /// Console input is a few words: anything longer is refused rather than buffered.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -31,7 +32,7 @@ enum End {
 }
 
 struct Console {
-    ctx: Arc<ClientCtx>,
+    ctx: Arc<ProxyState>,
     user: String,
     /// Client bytes not yet handled.
     cin: BytesMut,
@@ -45,7 +46,7 @@ struct Console {
 
 /// Serves the console until the client leaves, idles past `clients.idle_timeout`, or pgmux shuts
 /// down (the console does not hold up a drain).
-pub async fn run(ctx: Arc<ClientCtx>, client: ConsoleClient) {
+pub async fn run(ctx: Arc<ProxyState>, client: ConsoleClient) {
     let ConsoleClient { mut stream, login, counted: _counted } = client;
     let ConsoleLogin { user, key, pending, admitted } = login;
     let mut console =

@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::client::cancel::ClientStatus;
-use crate::client::pins::PinReasons;
-use crate::client::{ClientCtx, PoolMode};
 use crate::cluster::FailoverStats;
 use crate::cluster::topology::ServerView;
+use crate::state::ProxyState;
+use crate::state::pins::PinReasons;
+use crate::state::registry::ClientStatus;
+use crate::state::settings::PoolMode;
 
 /// The proxy's state at one moment (each part read once, without a global lock).
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub struct PoolView {
 }
 
 /// Reads the proxy's state now.
-pub fn snapshot(ctx: &ClientCtx) -> Snapshot {
+pub fn snapshot(ctx: &ProxyState) -> Snapshot {
     // Borrowers passing the pause gate are counted before the clients holding connections: one
     // that leaves the gate in between is then seen holding (it sets its slot before it leaves).
     let passing_pause = ctx.pause.passing();

@@ -246,8 +246,8 @@ pub fn version() -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::cancel::ClientStatus;
     use crate::cluster::topology::ServerView;
+    use crate::state::registry::ClientStatus;
     use std::time::Duration;
 
     fn snapshot() -> Snapshot {

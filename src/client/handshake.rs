@@ -9,20 +9,24 @@ use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::cancel::{CancelKey, send_cancel};
+use super::cancel::send_cancel;
 use super::negotiate::Security;
-use super::pause::Held;
-use super::{Admitted, AuthMethod, ClientCtx, Endpoint, HandshakeEnd, PoolMode, settings};
+use super::{HandshakeEnd, settings};
 use crate::auth::{ServerSecret, md5, scram};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
+use crate::listener::Endpoint;
 use crate::net::Stream;
 use crate::pool::{Greeting, Pool, PoolError, Pooled};
 use crate::protocol::build;
 use crate::protocol::frame::{Frame, split_frame};
 use crate::protocol::startup::{self, MAX_STARTUP_LEN, StartupPacket};
 use crate::protocol::{TxStatus, cstr, ftag};
+use crate::state::pause::Held;
+use crate::state::registry::CancelKey;
+use crate::state::settings::{AuthMethod, PoolMode};
+use crate::state::{Admitted, ProxyState};
 
 /// A client that finished its startup.
 #[derive(Debug)]
@@ -76,7 +80,7 @@ type Result<T> = std::result::Result<T, HandshakeEnd>;
 /// this client's place among `clients.max_handshakes`, given back once it is authenticated. `pending`: client bytes already read. `Ok(None)`: a cancel
 /// request, handled.
 pub async fn run(
-    ctx: &Arc<ClientCtx>,
+    ctx: &Arc<ProxyState>,
     stream: &mut Stream,
     security: &Security,
     pending: BytesMut,
@@ -118,7 +122,7 @@ fn console_parameters(user: &str) -> [(&'static str, &str); 10] {
 
 /// Admits one of `admin_users` to the console (anyone else, authenticated like any client, is
 /// refused after authentication, as PostgreSQL refuses a database a role may not connect to).
-async fn greet_console(ctx: &ClientCtx, stream: &mut Stream, login: Login) -> Result<ConsoleLogin> {
+async fn greet_console(ctx: &ProxyState, stream: &mut Stream, login: Login) -> Result<ConsoleLogin> {
     let Login { user, buf, mut out, admitted, .. } = login;
     if !ctx.config.load().admin_users.contains(&user) {
         send(stream, &mut out).await?;
@@ -147,7 +151,7 @@ struct Login {
 }
 
 async fn login(
-    ctx: &Arc<ClientCtx>,
+    ctx: &Arc<ProxyState>,
     stream: &mut Stream,
     security: &Security,
     pending: BytesMut,
@@ -197,7 +201,7 @@ async fn login(
 /// Greets the client from what its pool remembers of the same settings (transaction mode), else
 /// from a first server connection that proves the database exists and takes the settings; then
 /// sends ParameterStatus, BackendKeyData and ReadyForQuery.
-async fn greet(ctx: &Arc<ClientCtx>, stream: &mut Stream, login: Login, endpoint: Endpoint) -> Result<Startup> {
+async fn greet(ctx: &Arc<ProxyState>, stream: &mut Stream, login: Login, endpoint: Endpoint) -> Result<Startup> {
     let Login { user, database, settings, buf, mut out, admitted } = login;
     let first = match remembered(ctx, &database, &user, &settings, endpoint) {
         Some(_) if ctx.draining.is_cancelled() => return Err(ClientError::Shutdown.into()),
@@ -218,7 +222,7 @@ async fn greet(ctx: &Arc<ClientCtx>, stream: &mut Stream, login: Login, endpoint
 /// A greeting the pool the login would borrow from remembers for these settings. Only in
 /// transaction mode: a session-mode client needs its own connection at once anyway.
 fn remembered(
-    ctx: &ClientCtx,
+    ctx: &ProxyState,
     database: &str,
     user: &str,
     settings: &[(String, String)],
@@ -240,7 +244,7 @@ fn remembered(
 /// Borrows a first server connection, gives it the client's settings (a setting the server
 /// refuses fails the login with its error), and has its pool remember what it reports.
 async fn greeting_backend(
-    ctx: &ClientCtx,
+    ctx: &ProxyState,
     database: &str,
     user: &str,
     settings: &[(String, String)],
@@ -265,7 +269,7 @@ fn server_lost(e: BackendError) -> HandshakeEnd {
 
 /// The first server connection proves the database exists and the settings are valid (a reader's
 /// comes from a replica, so readers can log in while the primary is away).
-async fn first_backend(ctx: &ClientCtx, database: &str, user: &str, endpoint: Endpoint) -> Result<Pooled> {
+async fn first_backend(ctx: &ProxyState, database: &str, user: &str, endpoint: Endpoint) -> Result<Pooled> {
     let timeout = ctx.settings.load().borrow_timeout;
     // While paused, logins wait too (a login borrows, and a paused server may be restarting).
     let left = match ctx.pause.enter(timeout, &ctx.draining).await {
@@ -342,7 +346,7 @@ async fn send(stream: &mut Stream, out: &mut BytesMut) -> Result<()> {
 }
 
 async fn authenticate(
-    ctx: &ClientCtx,
+    ctx: &ProxyState,
     stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,

@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
-use super::ClientCtx;
 use crate::auth::{UserSecret, is_scram_verifier};
 use crate::cluster::lookup::{Lookup, is_query_error};
+use crate::state::ProxyState;
 
 /// The secret `user` logs in with; None: unknown (the login runs against the decoy).
-pub(super) async fn user_secret(ctx: &ClientCtx, user: &str) -> Option<UserSecret> {
+pub(super) async fn user_secret(ctx: &ProxyState, user: &str) -> Option<UserSecret> {
     let users = ctx.users.load_full();
     if users.is_configured(user) {
         return users.get(user);

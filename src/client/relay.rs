@@ -5,7 +5,6 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::PoolMode;
 use super::classify::{Effects, classify, command_tag_is_plain};
 use super::replies::{Owner, ReplyQueue, Request, Undo, Verdict};
 use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
@@ -13,6 +12,7 @@ use crate::error::{ClientError, ErrorCounts};
 use crate::pool::Pooled;
 use crate::protocol::frame::{FrontendLen, MAX_MESSAGE_LEN, frontend_len, peek_header};
 use crate::protocol::{TxStatus, build, error_field, error_fields, ftag};
+use crate::state::settings::PoolMode;
 
 /// A server connection lent to the client, and the conversation on it.
 #[derive(Debug)]

@@ -1,17 +1,19 @@
 //! Where a client's next transaction runs: the primary, or a replica (reader endpoint, explicitly
 //! read-only transactions, read-only sessions, and provably read-only autocommit SELECTs).
 
+use super::classify;
 use super::relay::check_client_header;
 use super::statements::{self as statements_mod, ClientStatements};
-use super::{ClientCtx, Endpoint, classify};
+use crate::listener::Endpoint;
 use crate::protocol::frame::MAX_MESSAGE_LEN;
 use crate::protocol::ftag;
+use crate::state::ProxyState;
 
 /// Whether the next transaction may run on a replica: every transaction of the reader endpoint;
 /// on the main endpoint, an explicit BEGIN/START TRANSACTION READ ONLY, or a session whose
 /// default_transaction_read_only is on.
 pub fn read_only_next(
-    ctx: &ClientCtx,
+    ctx: &ProxyState,
     endpoint: Endpoint,
     settings: &[(String, String)],
     cin: &[u8],
@@ -27,7 +29,7 @@ pub fn read_only_next(
         Ok(Some((ftag::QUERY, total))) if cin.len() >= total => {
             let sql = &cin[5..total];
             classify::begins_read_only(sql)
-                || ctx.settings.load().autocommit_reads_to_replica && ctx.select_read_only(sql)
+                || ctx.settings.load().autocommit_reads_to_replica && select_read_only(ctx, sql)
         }
         Ok(Some((ftag::PARSE | ftag::BIND, _))) if ctx.settings.load().autocommit_reads_to_replica => {
             extended_batch_read_only(ctx, cin, statements)
@@ -38,7 +40,7 @@ pub fn read_only_next(
 
 /// An extended-protocol batch up to its Sync that only runs provably read-only SELECTs:
 /// unnamed Parse of one, Binds of it or of named ones, Describe, Execute.
-fn extended_batch_read_only(ctx: &ClientCtx, cin: &[u8], statements: &ClientStatements) -> bool {
+fn extended_batch_read_only(ctx: &ProxyState, cin: &[u8], statements: &ClientStatements) -> bool {
     let mut pos = 0;
     loop {
         let Ok(Some((tag, total))) = check_client_header(&cin[pos..], MAX_MESSAGE_LEN) else { return false };
@@ -49,7 +51,7 @@ fn extended_batch_read_only(ctx: &ClientCtx, cin: &[u8], statements: &ClientStat
         pos += total;
         let ok = match tag {
             ftag::PARSE => statements_mod::split_parse(body).is_some_and(|(name, rest)| {
-                name.is_empty() && statements_mod::split_parse(rest).is_some_and(|(q, _)| ctx.select_read_only(q))
+                name.is_empty() && statements_mod::split_parse(rest).is_some_and(|(q, _)| select_read_only(ctx, q))
             }),
             ftag::BIND => statements_mod::split_bind(body)
                 .is_some_and(|(_, stmt, _)| stmt.is_empty() || statements.get(stmt).is_some_and(|d| d.read_only)),
@@ -61,4 +63,9 @@ fn extended_batch_read_only(ctx: &ClientCtx, cin: &[u8], statements: &ClientStat
             return false;
         }
     }
+}
+
+/// Whether query text `sql` is a provably read-only SELECT, cached by text.
+fn select_read_only(ctx: &ProxyState, sql: &[u8]) -> bool {
+    ctx.select_verdicts.get_or(sql, classify::select_is_read_only)
 }

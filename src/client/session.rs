@@ -9,21 +9,25 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::aborted::{Aborted, Step};
-use super::cancel::{CancelKey, CancelTarget};
+use super::check::{CHECK_SQL, Identity};
 use super::handshake::{First, Startup};
 use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, write_now};
-use super::pause::Held;
-use super::pins::{CHECK_SQL, Identity, PinReasons};
 use super::relay::{self, Active, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::statements::ClientStatements;
-use super::{ClientCtx, Endpoint, PoolMode, routing, settings};
+use super::{routing, settings};
 use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
+use crate::listener::Endpoint;
 use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::pool::{Pool, PoolError, Pooled};
 use crate::protocol::{TxStatus, build, ftag};
+use crate::state::ProxyState;
+use crate::state::pause::Held;
+use crate::state::pins::PinReasons;
+use crate::state::registry::{CancelKey, CancelTarget};
+use crate::state::settings::PoolMode;
 
 /// Stop reading a side while this much is waiting to be written to the other (and stop reading
 /// the client while this much of its input waits unhandled, beyond one message being assembled).
@@ -60,7 +64,7 @@ enum End {
 }
 
 pub struct Session {
-    ctx: Arc<ClientCtx>,
+    ctx: Arc<ProxyState>,
     /// The client socket's halves: reads and writes wait independently.
     client_rd: ReadHalf,
     client_wr: WriteHalf,
@@ -97,11 +101,11 @@ pub struct Session {
     /// server connection it is given.
     told: super::told::Told,
     /// Keeps the client counted against max_connections.
-    _admitted: super::Admitted,
+    _admitted: crate::state::Admitted,
 }
 
 impl Session {
-    pub fn new(ctx: Arc<ClientCtx>, client: Stream, startup: Startup, endpoint: Endpoint) -> Session {
+    pub fn new(ctx: Arc<ProxyState>, client: Stream, startup: Startup, endpoint: Endpoint) -> Session {
         let Startup { user, database, settings, key, first, pending, admitted } = startup;
         let (client_rd, client_wr) = client.into_split();
         let limits = ctx.settings.load();

@@ -177,7 +177,7 @@ pub(super) fn read_token_file(ctx: &mut Ctx<'_>, item: &Item<'_>) -> Option<Stri
 
 /// Reads a secret file; one trailing newline (as editors and `echo` add) is not part of it.
 fn read_secret_file(path: &str) -> Result<String, String> {
-    super::perms::warn_if_exposed("secret file", std::path::Path::new(path));
+    crate::secret_files::warn_if_exposed("secret file", std::path::Path::new(path));
     let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read `{path}`: {err}"))?;
     let text = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
     Ok(text.to_owned())

@@ -11,10 +11,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pgmux::app::Proxy;
-use pgmux::client::ClientCtx;
 use pgmux::config::Config;
 use pgmux::listener::Shutdown;
 use pgmux::localpg::{ClusterOptions, LocalCluster};
+use pgmux::state::ProxyState;
 use tokio::task::JoinHandle;
 
 /// One primary + one replica shared by the tests of a binary (stopped when the binary exits).
@@ -39,7 +39,7 @@ pub struct TestProxy {
     /// The HTTP admin endpoint, when the config has `admin_listen`.
     pub admin: Option<SocketAddr>,
     pub shutdown: Shutdown,
-    pub ctx: Arc<ClientCtx>,
+    pub ctx: Arc<ProxyState>,
     pub handle: JoinHandle<()>,
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 
-use super::cancel::CancelRegistry;
 use super::pins::{PinReasons, PinStats};
+use super::registry::CancelRegistry;
 use crate::cluster::Cluster;
 use crate::error::ErrorCounts;
 use crate::metrics::{Families, Kind, Spec, descs};
@@ -101,8 +101,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::client::cancel::CancelTarget;
     use crate::metrics::Metrics;
+    use crate::state::registry::CancelTarget;
 
     #[test]
     fn pinned_clients_are_counted_per_pool_and_errors_by_class() {
