@@ -22,7 +22,7 @@ use crate::auth::{ServerSecret, scram};
 use crate::config::{ServerAuth, ServerAuthMethod};
 use crate::net::{ReadHalf, WriteHalf};
 use crate::protocol::frame::{Frame, MAX_MESSAGE_LEN, split_frame};
-use crate::protocol::{TxStatus, btag, build, error_fields};
+use crate::protocol::{TxStatus, btag, build, error_fields, field, ftag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -235,7 +235,12 @@ impl BackendConn {
     fn server_error(&self, frame: Frame) -> BackendError {
         let fields = error_fields(frame.body());
         let get = |c: u8| crate::protocol::error_field(&fields, c).unwrap_or_default().to_string();
-        BackendError::Server { server: self.server.clone(), code: get(b'C'), message: get(b'M'), frame }
+        BackendError::Server {
+            server: self.server.clone(),
+            code: get(field::CODE),
+            message: get(field::MESSAGE),
+            frame,
+        }
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
@@ -481,12 +486,12 @@ impl BackendConn {
         params: &[&str],
     ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         let mut out = BytesMut::new();
-        build::message(&mut out, b'P', |b| {
+        build::message(&mut out, ftag::PARSE, |b| {
             build::put_cstr(b, b"");
             build::put_cstr(b, sql.as_bytes());
             b.put_i16(0);
         });
-        build::message(&mut out, b'B', |b| {
+        build::message(&mut out, ftag::BIND, |b| {
             build::put_cstr(b, b"");
             build::put_cstr(b, b"");
             b.put_i16(0);
@@ -497,7 +502,7 @@ impl BackendConn {
             }
             b.put_i16(0);
         });
-        build::message(&mut out, b'E', |b| {
+        build::message(&mut out, ftag::EXECUTE, |b| {
             build::put_cstr(b, b"");
             b.put_i32(0);
         });
@@ -513,7 +518,7 @@ impl BackendConn {
         loop {
             let frame = self.read_frame().await?;
             match frame.tag {
-                b'D' => rows.push(decode_text_row(frame.body())),
+                btag::DATA_ROW => rows.push(decode_text_row(frame.body())),
                 btag::PARAMETER_STATUS => self.note_parameter(frame.body()),
                 btag::ERROR_RESPONSE if error.is_none() => error = Some(frame),
                 btag::READY_FOR_QUERY => {

@@ -2,6 +2,10 @@
 //!
 //! The hot path never decodes whole messages: it walks 5-byte headers (`frame`) and looks inside only
 //! the messages whose tags the proxy must act on.
+//!
+//! This module owns the protocol's one-byte codes: message tags (`ftag`, `btag`), Describe/Close
+//! targets (`target`), error fields (`field`) and the SSLRequest answers (`ssl`); code elsewhere
+//! names them through these constants (test fixtures aside).
 
 pub mod build;
 pub mod frame;
@@ -38,6 +42,40 @@ pub mod btag {
     pub const NOTIFICATION_RESPONSE: u8 = b'A';
     pub const PARAMETER_STATUS: u8 = b'S';
     pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const NO_DATA: u8 = b'n';
+    pub const DATA_ROW: u8 = b'D';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+}
+
+/// What a Describe or Close message names: its first body byte.
+pub mod target {
+    pub const STATEMENT: u8 = b'S';
+    pub const PORTAL: u8 = b'P';
+}
+
+/// Field codes of ErrorResponse / NoticeResponse.
+pub mod field {
+    /// Severity, possibly localized.
+    pub const SEVERITY: u8 = b'S';
+    /// Severity, never localized (PostgreSQL 9.6+).
+    pub const SEVERITY_RAW: u8 = b'V';
+    pub const CODE: u8 = b'C';
+    pub const MESSAGE: u8 = b'M';
+}
+
+/// The one-byte answers to an SSLRequest or GSSENCRequest.
+pub mod ssl {
+    pub const ACCEPT: u8 = b'S';
+    pub const REFUSE: u8 = b'N';
 }
 
 /// Transaction status carried by ReadyForQuery.

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
+
+use crate::protocol::ssl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,9 +27,9 @@ pub async fn negotiate(mut tcp: TcpStream, connector: &Connector, server: &Arc<s
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.map_err(io_err)?;
     match (answer[0], connector.mode) {
-        (b'S', _) => {}
-        (b'N', ServerMode::Prefer) => return Ok(Stream::Tcp(tcp)),
-        (b'N', mode) => {
+        (ssl::ACCEPT, _) => {}
+        (ssl::REFUSE, ServerMode::Prefer) => return Ok(Stream::Tcp(tcp)),
+        (ssl::REFUSE, mode) => {
             return Err(tls_err(format!("the server does not accept TLS (server_tls.mode: {})", mode.name())));
         }
         (other, _) => return Err(tls_err(format!("unexpected answer {other:#04x} to SSLRequest"))),

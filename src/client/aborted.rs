@@ -12,7 +12,7 @@ use bytes::BytesMut;
 
 use super::statements::{self, ClientStatements, StatementDef};
 use crate::error::{ClientError, ErrorCounts};
-use crate::protocol::{TxStatus, build, cstr, ftag};
+use crate::protocol::{TxStatus, build, cstr, ftag, target};
 use crate::sql::Token;
 
 /// What the session does after a frame.
@@ -241,11 +241,11 @@ impl Aborted {
     fn describe(&self, body: &[u8], stmts: Option<&ClientStatements>, out: &mut BytesMut) -> Result<bool, ClientError> {
         let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(ftag::DESCRIBE))?;
         let known = match kind {
-            b'S' => self.statement_end_kind(name, stmts).is_some(),
+            target::STATEMENT => self.statement_end_kind(name, stmts).is_some(),
             _ => self.end_portals.contains_key(name),
         };
         if known {
-            if kind == b'S' {
+            if kind == target::STATEMENT {
                 build::parameter_description(out, &[]);
             }
             build::no_data(out);
@@ -275,7 +275,7 @@ impl Aborted {
         out: &mut BytesMut,
     ) -> Result<bool, ClientError> {
         let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(ftag::CLOSE))?;
-        if kind == b'S' {
+        if kind == target::STATEMENT {
             self.end_statements.remove(name);
             if let Some(stmts) = stmts.filter(|_| !name.is_empty()) {
                 stmts.remove(name);

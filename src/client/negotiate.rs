@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::HandshakeEnd;
 use crate::error::{ClientError, ErrorCounts};
 use crate::net::{Rewind, Stream};
+use crate::protocol::ssl;
 use crate::protocol::startup::{self, StartupPacket};
 use crate::tls::{ALPN_POSTGRESQL, Acceptor, Certified, pump};
 
@@ -82,15 +83,15 @@ pub async fn run(
                         let _ = tcp.write_all(&out).await;
                         return Err(HandshakeEnd::Quiet("unencrypted data after SSL request"));
                     }
-                    reply(&mut tcp, b'S').await?;
+                    reply(&mut tcp, ssl::ACCEPT).await?;
                     let io = Rewind::new(Default::default(), tcp);
                     return in_time(deadline, limit, accept(&acceptor, cert, io, false)).await;
                 }
-                reply(&mut tcp, b'N').await?;
+                reply(&mut tcp, ssl::REFUSE).await?;
             }
             Some(_) => {
                 buf.advance(8);
-                reply(&mut tcp, b'N').await?;
+                reply(&mut tcp, ssl::REFUSE).await?;
             }
             None => {
                 let security = Security { channel_binding: None, tls_required: acceptor.required() };

@@ -11,7 +11,7 @@ use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
 use crate::error::{ClientError, ErrorCounts};
 use crate::pool::Pooled;
 use crate::protocol::frame::{FrontendLen, MAX_MESSAGE_LEN, frontend_len, peek_header};
-use crate::protocol::{TxStatus, build, error_field, error_fields, ftag};
+use crate::protocol::{TxStatus, btag, build, error_field, error_fields, field, ftag, target};
 use crate::state::settings::PoolMode;
 
 /// A server connection lent to the client, and the conversation on it.
@@ -104,7 +104,7 @@ fn ensure_prepared(a: &mut Active, def: &StatementDef) {
 /// Sends `def`'s Parse, recording the statement (and closing evicted ones).
 fn prepare_on_server(a: &mut Active, def: &StatementDef, owner: Owner, client_name: Option<String>) {
     for old in a.backend.statements.insert(def.server_name.clone()) {
-        statements::target_message(&mut a.to_server, b'C', b'S', &old);
+        statements::target_message(&mut a.to_server, ftag::CLOSE, target::STATEMENT, &old);
         a.replies.push(Request::Close, Owner::Injected, None);
     }
     a.to_server.extend_from_slice(&def.parse);
@@ -154,11 +154,11 @@ pub fn client_frame(
         }
         ftag::DESCRIBE => {
             let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(tag))?;
-            let request = if kind == b'S' { Request::DescribeStatement } else { Request::DescribePortal };
+            let request = if kind == target::STATEMENT { Request::DescribeStatement } else { Request::DescribePortal };
             match stmts.get(name).cloned() {
-                Some(def) if rewrite && kind == b'S' && !name.is_empty() => {
+                Some(def) if rewrite && kind == target::STATEMENT && !name.is_empty() => {
                     ensure_prepared(a, &def);
-                    statements::target_message(&mut a.to_server, b'D', b'S', &def.server_name);
+                    statements::target_message(&mut a.to_server, ftag::DESCRIBE, target::STATEMENT, &def.server_name);
                 }
                 _ => a.to_server.extend_from_slice(&frame),
             }
@@ -166,7 +166,7 @@ pub fn client_frame(
         }
         ftag::CLOSE => {
             let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(tag))?;
-            if rewrite && kind == b'S' && !name.is_empty() {
+            if rewrite && kind == target::STATEMENT && !name.is_empty() {
                 // Other clients may share the server's copy: forget the client's name only.
                 stmts.remove(name);
                 a.replies.push(Request::Close, Owner::Answered(statements::close_complete()), None);
@@ -334,7 +334,8 @@ pub fn server_bytes(
             Err(e) => break Err(ServerFault::Protocol(e.to_string())),
         };
         // Bulk data for the client is passed on before it has all arrived.
-        if matches!(tag, b'D' | b'd') && !a.replies.head_is_injected() && rbuf.len() - pos < total {
+        if matches!(tag, btag::DATA_ROW | btag::COPY_DATA) && !a.replies.head_is_injected() && rbuf.len() - pos < total
+        {
             if let Err(e) = a.replies.on_server(tag, None) {
                 break Err(ServerFault::Protocol(e.to_string()));
             }
@@ -379,11 +380,12 @@ pub fn server_bytes(
 fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, ServerFault> {
     let frame = &a.backend.rbuf[pos..pos + total];
     let tag = frame[0];
-    let status = if tag == b'Z' { Some(status_of(frame).map_err(ServerFault::Protocol)?) } else { None };
-    let clients = matches!(tag, b'C' | b'S') && !a.replies.head_is_injected();
-    if tag == b'C' && clients && !command_tag_is_plain(&frame[5..]) {
+    let status =
+        if tag == btag::READY_FOR_QUERY { Some(status_of(frame).map_err(ServerFault::Protocol)?) } else { None };
+    let clients = matches!(tag, btag::COMMAND_COMPLETE | btag::PARAMETER_STATUS) && !a.replies.head_is_injected();
+    if tag == btag::COMMAND_COMPLETE && clients && !command_tag_is_plain(&frame[5..]) {
         a.effects.merge(Effects::CHECK);
-    } else if tag == b'S' {
+    } else if tag == btag::PARAMETER_STATUS {
         // Reported parameters changed under the client's statements (a function, a view, SET):
         // the client was told (ParameterStatus always reaches it); the next borrower must not be.
         if clients {
@@ -391,7 +393,7 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
         }
         let body = frame[5..].to_vec();
         a.backend.note_parameter(&body);
-    } else if tag == b'E' {
+    } else if tag == btag::ERROR_RESPONSE {
         let fields = error_fields(&frame[5..]);
         if let Some(message) = fatal_message(&fields) {
             // The server ends this session (shutdown, crash, terminated backend): the client's
@@ -428,7 +430,7 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
 
 /// Keeps a row description (starts a result set) or a text row of pgmux's own query.
 fn capture(a: &mut Active, frame: &[u8]) {
-    if frame[0] == b'T' {
+    if frame[0] == btag::ROW_DESCRIPTION {
         a.capture.push(Vec::new());
         return;
     }
@@ -441,32 +443,38 @@ fn capture(a: &mut Active, frame: &[u8]) {
 /// A table changed under a shared statement ("cached plan must not change result type"): the
 /// connection's statements must be prepared afresh before the next borrower.
 fn invalidates_statements(fields: &[(u8, String)]) -> bool {
-    error_field(fields, b'C') == Some("0A000")
-        && error_field(fields, b'M').is_some_and(|m| m.starts_with("cached plan must not change result type"))
+    error_field(fields, field::CODE) == Some("0A000")
+        && error_field(fields, field::MESSAGE).is_some_and(|m| m.starts_with("cached plan must not change result type"))
 }
 
 /// A pgmux statement the server says it does not have (something out of pgmux's sight — dynamic
 /// SQL, a function behind a view — deallocated it): its name.
 fn lost_pgmux_statement(fields: &[(u8, String)]) -> Option<String> {
-    if error_field(fields, b'C') != Some("26000") {
+    if error_field(fields, field::CODE) != Some("26000") {
         return None;
     }
-    let name = error_field(fields, b'M')?.strip_prefix("prepared statement \"")?.split('"').next()?;
+    let name = error_field(fields, field::MESSAGE)?.strip_prefix("prepared statement \"")?.split('"').next()?;
     name.starts_with("pgmux_").then(|| name.to_string())
 }
 
 /// The server already has a statement under a pgmux name pgmux did not put there: the connection's
 /// statements must be prepared afresh before the next borrower.
 fn duplicate_pgmux_statement(fields: &[(u8, String)]) -> bool {
-    error_field(fields, b'C') == Some("42P05") && error_field(fields, b'M').is_some_and(|m| m.contains("\"pgmux_"))
+    error_field(fields, field::CODE) == Some("42P05")
+        && error_field(fields, field::MESSAGE).is_some_and(|m| m.contains("\"pgmux_"))
 }
 
 /// The message of an ErrorResponse that ends the server session (FATAL or PANIC), if it is one.
 fn fatal_message(fields: &[(u8, String)]) -> Option<String> {
-    let field = |c: u8| error_field(fields, c);
-    let severity = field(b'V').or_else(|| field(b'S'))?;
-    matches!(severity, "FATAL" | "PANIC")
-        .then(|| format!("{} (SQLSTATE {})", field(b'M').unwrap_or("server session ended"), field(b'C').unwrap_or("?")))
+    let get = |c: u8| error_field(fields, c);
+    let severity = get(field::SEVERITY_RAW).or_else(|| get(field::SEVERITY))?;
+    matches!(severity, "FATAL" | "PANIC").then(|| {
+        format!(
+            "{} (SQLSTATE {})",
+            get(field::MESSAGE).unwrap_or("server session ended"),
+            get(field::CODE).unwrap_or("?")
+        )
+    })
 }
 
 /// Why relaying server bytes stopped.
@@ -517,7 +525,7 @@ pub fn answer_prepare_locally(
                 steps.push(Step::Prepare(String::from_utf8(name.to_vec()).ok()?, std::sync::Arc::new(def)));
             }
             ftag::CLOSE => match statements::split_target(body)? {
-                (b'S', name) if !name.is_empty() => steps.push(Step::Close(name.to_vec())),
+                (target::STATEMENT, name) if !name.is_empty() => steps.push(Step::Close(name.to_vec())),
                 _ => return None,
             },
             ftag::SYNC if !steps.is_empty() => break,

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::protocol::TxStatus;
+use crate::protocol::{TxStatus, btag};
 
 /// The request a reply answers, which fixes which server message completes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +115,15 @@ impl Default for ReplyQueue {
 
 fn completes(request: Request, tag: u8, half_done: bool) -> bool {
     match request {
-        Request::Parse => tag == b'1',
-        Request::Bind => tag == b'2',
-        Request::DescribeStatement => half_done && matches!(tag, b'T' | b'n'),
-        Request::DescribePortal => matches!(tag, b'T' | b'n'),
-        Request::Execute => matches!(tag, b'C' | b'I' | b's'),
-        Request::Close => tag == b'3',
-        Request::Sync | Request::Query => tag == b'Z',
+        Request::Parse => tag == btag::PARSE_COMPLETE,
+        Request::Bind => tag == btag::BIND_COMPLETE,
+        Request::DescribeStatement => half_done && matches!(tag, btag::ROW_DESCRIPTION | btag::NO_DATA),
+        Request::DescribePortal => matches!(tag, btag::ROW_DESCRIPTION | btag::NO_DATA),
+        Request::Execute => {
+            matches!(tag, btag::COMMAND_COMPLETE | btag::EMPTY_QUERY_RESPONSE | btag::PORTAL_SUSPENDED)
+        }
+        Request::Close => tag == btag::CLOSE_COMPLETE,
+        Request::Sync | Request::Query => tag == btag::READY_FOR_QUERY,
         Request::CopyEnd => false,
     }
 }
@@ -198,38 +200,40 @@ impl ReplyQueue {
         self.answer_head();
         let Some(head) = self.entries.front_mut() else {
             return match tag {
-                b'N' | b'S' | b'A' => Ok(Verdict::Forward),
+                btag::NOTICE_RESPONSE | btag::PARAMETER_STATUS | btag::NOTIFICATION_RESPONSE => Ok(Verdict::Forward),
                 t => Err(Unexpected(t as char)),
             };
         };
         let verdict = match (&head.owner, tag) {
-            (Owner::Client, _) | (_, b'S') => Verdict::Forward,
-            (Owner::InjectedQuery | Owner::Capture, b'E') => Verdict::DropError,
-            (Owner::Capture, b'D' | b'T') => Verdict::Capture,
+            (Owner::Client, _) | (_, btag::PARAMETER_STATUS) => Verdict::Forward,
+            (Owner::InjectedQuery | Owner::Capture, btag::ERROR_RESPONSE) => Verdict::DropError,
+            (Owner::Capture, btag::DATA_ROW | btag::ROW_DESCRIPTION) => Verdict::Capture,
             (Owner::Capture, _) => Verdict::Drop,
             (Owner::InjectedQuery, _) => Verdict::Drop,
-            (Owner::Injected, b'E' | b'N' | b'A') => Verdict::Forward,
+            (Owner::Injected, btag::ERROR_RESPONSE | btag::NOTICE_RESPONSE | btag::NOTIFICATION_RESPONSE) => {
+                Verdict::Forward
+            }
             (Owner::Injected, _) => Verdict::Drop,
             // answer_head() above never leaves one there.
             (Owner::Answered(_), _) => Verdict::Drop,
         };
-        if matches!(tag, b'N' | b'S' | b'A') {
+        if matches!(tag, btag::NOTICE_RESPONSE | btag::PARAMETER_STATUS | btag::NOTIFICATION_RESPONSE) {
             return Ok(verdict);
         }
-        if tag == b'G' {
+        if tag == btag::COPY_IN_RESPONSE {
             self.enter_copy_in();
             return Ok(verdict);
         }
-        if matches!(tag, b'E' | b'Z') {
+        if matches!(tag, btag::ERROR_RESPONSE | btag::READY_FOR_QUERY) {
             // A COPY that fails leaves copy-in mode at once (the server drops the client's later
             // CopyData/CopyDone), and its Syncs are answered again.
             self.copy_in = false;
         }
-        if tag == b'E' && !matches!(head.request, Request::Sync | Request::Query) {
+        if tag == btag::ERROR_RESPONSE && !matches!(head.request, Request::Sync | Request::Query) {
             let failed = self.entries.pop_front().expect("head exists");
             self.undone.extend(failed.undo);
             self.skip_to_sync();
-        } else if tag == b't' && head.request == Request::DescribeStatement {
+        } else if tag == btag::PARAMETER_DESCRIPTION && head.request == Request::DescribeStatement {
             head.half_done = true;
         } else if completes(head.request, tag, head.half_done) {
             let done = self.entries.pop_front().expect("head exists");

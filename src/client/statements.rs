@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use super::classify::{Effects, classify};
-use crate::protocol::{build, cstr};
+use crate::protocol::{btag, build, cstr, ftag, target};
 use crate::sql::Token;
 
 /// One statement as the server knows it.
@@ -30,7 +30,7 @@ impl StatementDef {
         let digest = Sha256::digest(rest);
         let server_name: Arc<str> = format!("pgmux_{}", hex::encode(&digest[..16])).into();
         let mut parse = BytesMut::with_capacity(rest.len() + 64);
-        build::message(&mut parse, b'P', |b| {
+        build::message(&mut parse, ftag::PARSE, |b| {
             build::put_cstr(b, server_name.as_bytes());
             b.put_slice(rest);
         });
@@ -120,12 +120,12 @@ pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let (&kind, rest) = body.split_first()?;
     let (name, tail) = cstr(rest)?;
-    (tail.is_empty() && matches!(kind, b'S' | b'P')).then_some((kind, name))
+    (tail.is_empty() && matches!(kind, target::STATEMENT | target::PORTAL)).then_some((kind, name))
 }
 
 /// Bind with the statement name replaced.
 pub fn rewrite_bind(out: &mut BytesMut, portal: &[u8], server_name: &str, rest: &[u8]) {
-    build::message(out, b'B', |b| {
+    build::message(out, ftag::BIND, |b| {
         build::put_cstr(b, portal);
         build::put_cstr(b, server_name.as_bytes());
         b.put_slice(rest);
@@ -142,11 +142,11 @@ pub fn target_message(out: &mut BytesMut, tag: u8, kind: u8, name: &str) {
 
 /// ParseComplete / CloseComplete, for requests pgmux answers itself.
 pub fn parse_complete() -> Bytes {
-    Bytes::from_static(&[b'1', 0, 0, 0, 4])
+    Bytes::from_static(&[btag::PARSE_COMPLETE, 0, 0, 0, 4])
 }
 
 pub fn close_complete() -> Bytes {
-    Bytes::from_static(&[b'3', 0, 0, 0, 4])
+    Bytes::from_static(&[btag::CLOSE_COMPLETE, 0, 0, 0, 4])
 }
 
 /// Simple-query commands that touch prepared statements, as pgmux must see them.

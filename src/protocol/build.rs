@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::TxStatus;
+use super::{TxStatus, btag, field, ftag};
 
 /// Writes `tag`, a length placeholder, the body from `f`, then patches the length.
 pub fn message(buf: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
@@ -39,24 +39,26 @@ impl Severity {
 
 /// ErrorResponse (or NoticeResponse for `Severity::Notice`).
 pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &str) {
-    let tag = if severity == Severity::Notice { b'N' } else { b'E' };
+    let tag = if severity == Severity::Notice { btag::NOTICE_RESPONSE } else { btag::ERROR_RESPONSE };
     message(buf, tag, |b| {
-        for (field, value) in [(b'S', severity.as_str()), (b'V', severity.as_str()), (b'C', code)] {
-            b.put_u8(field);
+        let fields =
+            [(field::SEVERITY, severity.as_str()), (field::SEVERITY_RAW, severity.as_str()), (field::CODE, code)];
+        for (id, value) in fields {
+            b.put_u8(id);
             put_cstr(b, value.as_bytes());
         }
-        b.put_u8(b'M');
+        b.put_u8(field::MESSAGE);
         put_cstr(b, msg.as_bytes());
         b.put_u8(0);
     });
 }
 
 pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
-    message(buf, b'Z', |b| b.put_u8(status.byte()));
+    message(buf, btag::READY_FOR_QUERY, |b| b.put_u8(status.byte()));
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    message(buf, b'S', |b| {
+    message(buf, btag::PARAMETER_STATUS, |b| {
         put_cstr(b, name.as_bytes());
         put_cstr(b, value.as_bytes());
     });
@@ -73,7 +75,7 @@ pub fn parameter_statuses<'a>(buf: &mut BytesMut, params: impl IntoIterator<Item
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
-    message(buf, b'K', |b| {
+    message(buf, btag::BACKEND_KEY_DATA, |b| {
         b.put_i32(pid);
         b.put_i32(secret);
     });
@@ -81,14 +83,14 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
 
 /// Authentication request: `code` and its payload (`R` message).
 pub fn authentication(buf: &mut BytesMut, code: i32, payload: &[u8]) {
-    message(buf, b'R', |b| {
+    message(buf, btag::AUTHENTICATION, |b| {
         b.put_i32(code);
         b.put_slice(payload);
     });
 }
 
 pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, options: &[String]) {
-    message(buf, b'v', |b| {
+    message(buf, btag::NEGOTIATE_PROTOCOL_VERSION, |b| {
         b.put_i32(minor);
         b.put_i32(options.len() as i32);
         for o in options {
@@ -99,25 +101,25 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, options: &[Str
 
 /// CommandComplete with its command tag (e.g. `ROLLBACK`).
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
-    message(buf, b'C', |b| put_cstr(b, tag.as_bytes()));
+    message(buf, btag::COMMAND_COMPLETE, |b| put_cstr(b, tag.as_bytes()));
 }
 
 pub fn bind_complete(buf: &mut BytesMut) {
-    message(buf, b'2', |_| {});
+    message(buf, btag::BIND_COMPLETE, |_| {});
 }
 
 /// NoData: the statement or portal returns no rows.
 pub fn no_data(buf: &mut BytesMut) {
-    message(buf, b'n', |_| {});
+    message(buf, btag::NO_DATA, |_| {});
 }
 
 pub fn empty_query_response(buf: &mut BytesMut) {
-    message(buf, b'I', |_| {});
+    message(buf, btag::EMPTY_QUERY_RESPONSE, |_| {});
 }
 
 /// ParameterDescription: the type OIDs of a statement's parameters.
 pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
-    message(buf, b't', |b| {
+    message(buf, btag::PARAMETER_DESCRIPTION, |b| {
         b.put_u16(types.len() as u16);
         for &oid in types {
             b.put_u32(oid);
@@ -127,7 +129,7 @@ pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
 
 /// RowDescription for result columns sent in text format: (name, type OID) each, e.g. 25 = text.
 pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
-    message(buf, b'T', |b| {
+    message(buf, btag::ROW_DESCRIPTION, |b| {
         b.put_i16(columns.len() as i16);
         for (name, oid) in columns {
             put_cstr(b, name.as_bytes());
@@ -143,7 +145,7 @@ pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
 
 /// DataRow with text values; `None` is SQL NULL.
 pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
-    message(buf, b'D', |b| {
+    message(buf, btag::DATA_ROW, |b| {
         b.put_i16(values.len() as i16);
         for value in values {
             match value {
@@ -160,11 +162,11 @@ pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
 /// A simple-protocol Query.
 /// A Sync (frontend): ends an extended-protocol batch.
 pub fn sync(buf: &mut BytesMut) {
-    message(buf, b'S', |_| {});
+    message(buf, ftag::SYNC, |_| {});
 }
 
 pub fn query(buf: &mut BytesMut, sql: &str) {
-    message(buf, b'Q', |b| put_cstr(b, sql.as_bytes()));
+    message(buf, ftag::QUERY, |b| put_cstr(b, sql.as_bytes()));
 }
 
 /// Quotes `s` as an SQL string literal (standard_conforming_strings on, as on every supported server).
