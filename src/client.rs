@@ -134,7 +134,7 @@ pub async fn serve(
     };
     open.setup_succeeded();
     tracing::debug!(%peer, user = %startup.user, database = %startup.database, tls, "client connected");
-    session::Session::new(ctx, stream, *startup, endpoint).run().await;
+    session::Session::new(ctx, stream, *startup, endpoint, peer).run().await;
     drop(open);
     None
 }

@@ -118,21 +118,22 @@ async fn reply(tcp: &mut TcpStream, answer: u8) -> Result<()> {
 /// A TLS handshake without SSLRequest: the bytes already read are its start.
 async fn direct_tls(acceptor: &Acceptor, tcp: TcpStream, buf: BytesMut) -> Result<Transport> {
     let Some(cert) = acceptor.offered() else {
-        tracing::info!("direct TLS connection refused: TLS is not enabled");
+        tracing::info!(peer = ?tcp.peer_addr().ok(), "direct TLS connection refused: TLS is not enabled");
         return Err(HandshakeEnd::Quiet("direct TLS without TLS enabled"));
     };
     accept(acceptor, cert, Rewind::new(buf.freeze(), tcp), true).await
 }
 
 async fn accept(acceptor: &Acceptor, cert: &Certified, io: Rewind<TcpStream>, direct: bool) -> Result<Transport> {
+    let peer = io.inner().peer_addr().ok();
     let tls = tokio_rustls::TlsAcceptor::from(cert.config.clone()).accept(io).await.map_err(|e| {
-        tracing::info!(error = %e, "TLS handshake with client failed");
+        tracing::info!(?peer, error = %e, "TLS handshake with client failed");
         HandshakeEnd::Quiet("TLS handshake failed")
     })?;
     let alpn = tls.get_ref().1.alpn_protocol();
     if direct && alpn != Some(ALPN_POSTGRESQL) {
         // PostgreSQL's rule: without the ALPN a direct TLS connection could be another protocol's.
-        tracing::info!("direct TLS connection without ALPN `postgresql` refused");
+        tracing::info!(?peer, "direct TLS connection without ALPN `postgresql` refused");
         return Err(HandshakeEnd::Quiet("direct TLS without ALPN"));
     }
     let local = pump::spawn(tls, "client").map_err(|_| HandshakeEnd::Quiet("socket pair failed"))?;

@@ -3,6 +3,7 @@
 //! the connection when the conversation allows.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +79,8 @@ pub struct Session {
     cin: BytesMut,
     /// Bytes for the client its socket has not accepted yet.
     cout: BytesMut,
+    /// The client's address, named in this session's log events.
+    peer: SocketAddr,
     user: String,
     database: String,
     settings: Vec<(String, String)>,
@@ -105,7 +108,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(ctx: Arc<ProxyState>, client: Stream, startup: Startup, endpoint: Endpoint) -> Session {
+    pub fn new(
+        ctx: Arc<ProxyState>,
+        client: Stream,
+        startup: Startup,
+        endpoint: Endpoint,
+        peer: SocketAddr,
+    ) -> Session {
         let Startup { user, database, settings, key, first, pending, admitted } = startup;
         let (client_rd, client_wr) = client.into_split();
         let limits = ctx.settings.load();
@@ -126,6 +135,7 @@ impl Session {
             max_message,
             cin: pending,
             cout: BytesMut::new(),
+            peer,
             user,
             database,
             settings,
@@ -233,7 +243,7 @@ impl Session {
         };
         a.replies.poison();
         let fields = crate::protocol::error_fields(&err[5..]);
-        tracing::warn!(user = %self.user, ?fields, "could not give a server connection the client's settings; closing it");
+        tracing::warn!(peer = %self.peer, user = %self.user, ?fields, "could not give a server connection the client's settings; closing it");
         self.cout.extend_from_slice(&err);
         self.transition(State::Discarding);
     }
@@ -368,7 +378,7 @@ impl Session {
     /// No server connection for the client's batch: tell it why, and drop the rest of the batch.
     fn fail_batch(&mut self, err: ClientError) {
         if let Some(held_back) = self.ctx.log_limits.no_server.check() {
-            tracing::warn!(event = "no_server", user = %self.user, database = %self.database, error = %err, held_back, "no server connection for a transaction");
+            tracing::warn!(event = "no_server", peer = %self.peer, user = %self.user, database = %self.database, error = %err, held_back, "no server connection for a transaction");
         }
         err.write_to(&mut self.cout, &self.ctx.metrics.errors);
         self.transition(State::Discarding);
@@ -569,10 +579,10 @@ impl Session {
         let State::Active(a) = &mut self.state else { return };
         let sets = std::mem::take(&mut a.capture);
         let (Some(settings), Some(counts)) = (sets.first(), sets.get(1).and_then(|s| s.first())) else {
-            tracing::warn!(user = %self.user, "session-state check failed; keeping the client pinned");
+            tracing::warn!(peer = %self.peer, user = %self.user, "session-state check failed; keeping the client pinned");
             let old = self.pins;
             self.pins = old.union(PinReasons::UNVERIFIED);
-            self.ctx.pin_stats.record(&self.user, old, self.pins);
+            self.ctx.pin_stats.record(&self.user, self.peer, old, self.pins);
             self.key.slot.set_pins(self.pins);
             return;
         };
@@ -595,7 +605,7 @@ impl Session {
         self.settings = now;
         let old = self.pins;
         let new = PinReasons::from_counts(counts).union(PinReasons::from_bits(old.bits() & PinReasons::LOAD.bits()));
-        self.ctx.pin_stats.record(&self.user, old, new);
+        self.ctx.pin_stats.record(&self.user, self.peer, old, new);
         self.pins = new;
         self.key.slot.set_pins(new);
     }
@@ -615,7 +625,7 @@ impl Session {
         let batch_open = tracker.batch_open() || (tracker.copy_in() && pending == 0);
         let server = a.backend.server.clone();
         if let Some(held_back) = self.ctx.log_limits.server_lost.check() {
-            tracing::warn!(event = "server_lost", user = %self.user, server = %server, reason = %why, held_back, "server connection lost");
+            tracing::warn!(event = "server_lost", peer = %self.peer, user = %self.user, server = %server, reason = %why, held_back, "server connection lost");
         }
         self.ctx.cluster.suspect(&server);
         let session_mode = self.mode == PoolMode::Session;
@@ -629,7 +639,7 @@ impl Session {
         });
         if !self.pins.is_empty() {
             // What pinned the client lived on that connection and is gone with it.
-            self.ctx.pin_stats.record(&self.user, self.pins, PinReasons::default());
+            self.ctx.pin_stats.record(&self.user, self.peer, self.pins, PinReasons::default());
             self.pins = PinReasons::default();
             self.key.slot.set_pins(self.pins);
         }
@@ -681,7 +691,7 @@ impl Session {
     async fn finish(mut self, end: End) {
         match &end {
             End::Fatal(err) => {
-                tracing::info!(user = %self.user, error = %err, sqlstate = err.sqlstate(), "closing client");
+                tracing::info!(peer = %self.peer, user = %self.user, error = %err, sqlstate = err.sqlstate(), "closing client");
                 err.write_to(&mut self.cout, &self.ctx.metrics.errors);
             }
             End::Terminated | End::Gone => tracing::debug!(user = %self.user, ?end, "client left"),
@@ -697,7 +707,7 @@ impl Session {
             }
         }
         if !self.pins.is_empty() {
-            self.ctx.pin_stats.record(&self.user, self.pins, PinReasons::default());
+            self.ctx.pin_stats.record(&self.user, self.peer, self.pins, PinReasons::default());
         }
         if !self.cout.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {

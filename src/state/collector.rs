@@ -120,7 +120,7 @@ mod tests {
             k.slot.set(target());
             if i < 2 {
                 k.slot.set_pins(PinReasons::TEMP_OBJECT);
-                pins.record("app", PinReasons::default(), PinReasons::TEMP_OBJECT);
+                pins.record("app", ([127, 0, 0, 1], 5000).into(), PinReasons::default(), PinReasons::TEMP_OBJECT);
             }
         }
         crate::error::ClientError::BorrowTimeout(Duration::from_secs(1)).write_to(&mut Default::default(), &m.errors);

@@ -88,7 +88,7 @@ pub struct PinStats {
 
 impl PinStats {
     /// Records a client's pin reasons changing from `old` to `new`, and logs it.
-    pub fn record(&self, user: &str, old: PinReasons, new: PinReasons) {
+    pub fn record(&self, user: &str, peer: std::net::SocketAddr, old: PinReasons, new: PinReasons) {
         if old == new {
             return;
         }
@@ -105,11 +105,11 @@ impl PinStats {
         let Some(held_back) = self.log.check() else { return };
         match (old.is_empty(), new.is_empty()) {
             (true, false) => {
-                tracing::info!(event = "pinned", user, reasons = %new, held_back, "client pinned to its server connection")
+                tracing::info!(event = "pinned", user, %peer, reasons = %new, held_back, "client pinned to its server connection")
             }
-            (false, true) => tracing::info!(event = "unpinned", user, was = %old, held_back, "client unpinned"),
+            (false, true) => tracing::info!(event = "unpinned", user, %peer, was = %old, held_back, "client unpinned"),
             _ => {
-                tracing::info!(event = "pin_changed", user, reasons = %new, was = %old, held_back, "client pin reasons changed")
+                tracing::info!(event = "pin_changed", user, %peer, reasons = %new, was = %old, held_back, "client pin reasons changed")
             }
         }
     }
@@ -141,11 +141,21 @@ mod tests {
     #[test]
     fn stats_count_pins_and_pinned_clients() {
         let s = PinStats::default();
-        s.record("u", PinReasons::default(), PinReasons::LISTEN);
-        s.record("u", PinReasons::LISTEN, PinReasons::LISTEN.union(PinReasons::TEMP_OBJECT));
+        s.record("u", ([127, 0, 0, 1], 5000).into(), PinReasons::default(), PinReasons::LISTEN);
+        s.record(
+            "u",
+            ([127, 0, 0, 1], 5000).into(),
+            PinReasons::LISTEN,
+            PinReasons::LISTEN.union(PinReasons::TEMP_OBJECT),
+        );
         assert_eq!(s.pinned_now.load(Ordering::Relaxed), 1);
         assert_eq!(s.count(PinReasons::TEMP_OBJECT), 1);
-        s.record("u", PinReasons::LISTEN.union(PinReasons::TEMP_OBJECT), PinReasons::default());
+        s.record(
+            "u",
+            ([127, 0, 0, 1], 5000).into(),
+            PinReasons::LISTEN.union(PinReasons::TEMP_OBJECT),
+            PinReasons::default(),
+        );
         assert_eq!(s.pinned_now.load(Ordering::Relaxed), 0);
         assert_eq!(s.count(PinReasons::LISTEN), 1);
     }
