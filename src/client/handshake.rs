@@ -363,7 +363,17 @@ async fn authenticate(
                 Some(s) => s.scram.clone(),
                 None => users.decoy_verifier(user),
             };
-            scram_outcome(stream, buf, out, verifier, channel_binding, secret.as_ref()).await?
+            match scram_exchange(stream, buf, out, verifier, channel_binding).await? {
+                Some(key) => {
+                    // Pass-through: learnt before this login goes on to open (or borrow) a server
+                    // connection as this user, which needs it.
+                    if let Some(ServerSecret::PassThrough(p)) = secret.as_ref().map(|s| &s.server) {
+                        p.remember(key);
+                    }
+                    true
+                }
+                None => false,
+            }
         }
         AuthMethod::Md5 => {
             // A user given by its SCRAM verifier has no password: the config refuses
@@ -387,29 +397,6 @@ async fn authenticate(
         users.forget_found(user);
     }
     if ok && secret.is_some() { Ok(()) } else { Err(ClientError::AuthFailed(user.to_string()).into()) }
-}
-
-/// The SCRAM exchange against `verifier`; true once the client proved itself. A pass-through
-/// user's key, revealed by the proof, is remembered for the server logins that follow.
-async fn scram_outcome(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    out: &mut BytesMut,
-    verifier: scram::Verifier,
-    channel_binding: Option<&[u8]>,
-    secret: Option<&crate::auth::UserSecret>,
-) -> Result<bool> {
-    Ok(match scram_exchange(stream, buf, out, verifier, channel_binding).await? {
-        Some(key) => {
-            // Pass-through: learnt before this login goes on to open (or borrow) a server
-            // connection as this user, which needs it.
-            if let Some(ServerSecret::PassThrough(p)) = secret.map(|s| &s.server) {
-                p.remember(key);
-            }
-            true
-        }
-        None => false,
-    })
 }
 
 /// SCRAM-SHA-256, and over TLS SCRAM-SHA-256-PLUS too (bound to pgmux's certificate,
