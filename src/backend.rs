@@ -125,6 +125,9 @@ pub struct BackendConn {
     pub wr: WriteHalf,
     /// Bytes read from the server and not yet handled.
     pub rbuf: BytesMut,
+    /// Empty between loans: the buffer a borrower collects client bytes for this server in, kept
+    /// so a transaction does not allocate one (bounded: see `keep_out_buffer`).
+    pub wbuf: BytesMut,
     pub server: Arc<str>,
     pub pid: i32,
     pub secret: i32,
@@ -155,6 +158,14 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
+    /// Takes back a borrower's emptied output buffer unless a large transfer grew it.
+    pub fn keep_out_buffer(&mut self, mut buf: BytesMut) {
+        if buf.capacity() <= 16 * 1024 {
+            buf.clear();
+            self.wbuf = buf;
+        }
+    }
+
     /// Connects to `server` and logs in; runs `init_query` if set.
     pub async fn connect(server: Arc<str>, login: &LoginParams) -> Result<BackendConn, BackendError> {
         let s = server.clone();
@@ -198,6 +209,7 @@ impl BackendConn {
             rd,
             wr,
             rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::new(),
             server,
             pid: 0,
             secret: 0,
