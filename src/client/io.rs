@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use crate::net::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, Interest};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::relay::{self, ClientSink};
 
@@ -39,39 +43,37 @@ pub fn flush_now(sock: &WriteHalf, residue: &mut BytesMut) -> io::Result<()> {
 /// Bytes a read into an empty buffer takes through the stack.
 const FIRST_READ: usize = 1024;
 
-/// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe. Waits for the
-/// socket without a buffer: `buf` grows only once there are bytes to read, so a client parked
-/// here with nothing pending holds no read buffer (see `give_back`).
+/// Reads more client bytes into `buf`; Ok(false) on end of stream. Cancel safe.
 ///
-/// An empty buffer with no room first reads into the stack: a request that fits is stored in an
-/// allocation of its own size (a small, fast one, and whole when it is one message, so the frame
-/// is handed on without a copy or a shared-buffer header), not an 8 kB buffer per transaction.
+/// An empty buffer without memory (a client between requests: see `give_back`) holds none while
+/// it waits: the read goes into the stack, and a request that fits is stored in an allocation of
+/// its own size (a small, fast one, and whole when it is one message, so the frame is handed on
+/// without a copy or a shared-buffer header: `take_frame`), not an 8 kB buffer per transaction.
+/// A buffer with memory (a message being assembled, a stream) is read into directly.
+///
+/// Reads go through `poll_read`, which takes a short read to mean the socket is drained: the next
+/// wait really waits, without the `read` that would only say "would block" (one syscall per
+/// request less than `ready` + `try_read`).
 pub async fn read_more(sock: &mut ReadHalf, buf: &mut BytesMut) -> io::Result<bool> {
-    loop {
-        sock.ready(Interest::READABLE).await?;
-        if buf.capacity() == 0 {
-            let mut first = [0u8; FIRST_READ];
-            match sock.try_read(&mut first) {
-                Ok(n) => {
-                    if n == FIRST_READ {
-                        // A stream (COPY, a long pipeline): read it in large pieces from here on.
-                        buf.reserve(8 * 1024);
-                    }
-                    buf.extend_from_slice(&first[..n]);
-                    return Ok(n > 0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+    if buf.capacity() != 0 {
+        if buf.capacity() - buf.len() < FIRST_READ {
+            buf.reserve(8 * 1024);
         }
-        buf.reserve(8 * 1024);
-        match sock.try_read_buf(buf) {
-            Ok(n) => return Ok(n > 0),
-            // Readiness can be stale; tokio cleared it, so the next wait really waits.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+        return Ok(sock.read_buf(buf).await? > 0);
     }
+    std::future::poll_fn(|cx| {
+        let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut space = ReadBuf::uninit(&mut first);
+        ready!(Pin::new(&mut *sock).poll_read(cx, &mut space))?;
+        let n = space.filled().len();
+        if n == FIRST_READ {
+            // A stream (COPY, a long pipeline): read it in large pieces from here on.
+            buf.reserve(8 * 1024);
+        }
+        buf.extend_from_slice(space.filled());
+        Poll::Ready(Ok(n > 0))
+    })
+    .await
 }
 
 /// The first `total` bytes of `buf` as a frame. When they are all of it, the buffer itself is
