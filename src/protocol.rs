@@ -1,7 +1,8 @@
 //! PostgreSQL v3 wire protocol: framing, startup packets, and the few messages pgmux builds or inspects.
 //!
 //! The hot path never decodes whole messages: it walks 5-byte headers (`frame`) and looks inside only
-//! the messages whose tags the proxy must act on.
+//! the messages whose tags the proxy must act on, through the bounds-checked, zero-copy views of
+//! `messages` (the one place that knows a body's layout).
 //!
 //! This module owns the protocol's one-byte codes: message tags (`ftag`, `btag`), Describe/Close
 //! targets (`target`), error fields (`field`) and the SSLRequest answers (`ssl`); code elsewhere
@@ -9,6 +10,7 @@
 
 pub mod build;
 pub mod frame;
+pub mod messages;
 pub mod startup;
 
 /// Tags of frontend (client → server) messages.
