@@ -22,7 +22,10 @@ use crate::auth::{ServerSecret, scram};
 use crate::config::{ServerAuth, ServerAuthMethod};
 use crate::net::{ReadHalf, WriteHalf};
 use crate::protocol::frame::{Frame, MAX_MESSAGE_LEN, split_frame};
-use crate::protocol::{TxStatus, btag, build, error_fields, field, ftag};
+use crate::protocol::messages::{
+    Authentication, BackendKeyData, DataRow, ErrorResponse, ParameterStatus, ReadyForQuery,
+};
+use crate::protocol::{TxStatus, btag, build, field, ftag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -245,8 +248,8 @@ impl BackendConn {
     }
 
     fn server_error(&self, frame: Frame) -> BackendError {
-        let fields = error_fields(frame.body());
-        let get = |c: u8| crate::protocol::error_field(&fields, c).unwrap_or_default().to_string();
+        let err = ErrorResponse::parse(frame.body());
+        let get = |c: u8| err.and_then(|e| e.get_str(c)).unwrap_or_default().into_owned();
         BackendError::Server {
             server: self.server.clone(),
             code: get(field::CODE),
@@ -317,12 +320,9 @@ impl BackendConn {
                     return Err(self.protocol(format!("unexpected message {:?} during login", t as char)));
                 }
             }
-            let body = frame.body();
-            if body.len() < 4 {
+            let Some(Authentication { code, data }) = Authentication::parse(frame.body()) else {
                 return Err(self.protocol("short authentication message"));
-            }
-            let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-            let data = &body[4..];
+            };
             let mut out = BytesMut::new();
             let method = match code {
                 0 if !asked => Some(ServerAuthMethod::None),
@@ -424,12 +424,8 @@ impl BackendConn {
             match frame.tag {
                 btag::PARAMETER_STATUS => self.note_parameter(frame.body()),
                 btag::BACKEND_KEY_DATA => {
-                    let b = frame.body();
-                    if b.len() != 8 {
-                        return Err(self.protocol("bad BackendKeyData"));
-                    }
-                    self.pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                    self.secret = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                    let key = BackendKeyData::parse(frame.body()).ok_or_else(|| self.protocol("bad BackendKeyData"))?;
+                    (self.pid, self.secret) = (key.pid, key.secret);
                 }
                 btag::READY_FOR_QUERY => return Ok(()),
                 btag::ERROR_RESPONSE => return Err(self.server_error(frame)),
@@ -441,23 +437,19 @@ impl BackendConn {
         }
     }
 
-    /// Records a ParameterStatus body (`name\0value\0`).
+    /// Records a ParameterStatus body (ignored if malformed).
     pub fn note_parameter(&mut self, body: &[u8]) {
-        if let Some((name, rest)) = crate::protocol::cstr(body)
-            && let Some((value, _)) = crate::protocol::cstr(rest)
-        {
-            if name == b"in_hot_standby" {
-                self.standby = Some(value == b"on");
-            }
-            self.params_version += 1;
-            let (name, value) =
-                (String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
-            if let Some(old) = self.params.get(&name) {
-                self.params_digest ^= param_hash(&name, old);
-            }
-            self.params_digest ^= param_hash(&name, &value);
-            std::sync::Arc::make_mut(&mut self.params).insert(name, value);
+        let Some(ParameterStatus { name, value }) = ParameterStatus::parse(body) else { return };
+        if name == b"in_hot_standby" {
+            self.standby = Some(value == b"on");
         }
+        self.params_version += 1;
+        let (name, value) = (String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(value).into_owned());
+        if let Some(old) = self.params.get(&name) {
+            self.params_digest ^= param_hash(&name, old);
+        }
+        self.params_digest ^= param_hash(&name, &value);
+        std::sync::Arc::make_mut(&mut self.params).insert(name, value);
     }
 
     /// Runs `sql` as a simple query and reads every reply up to ReadyForQuery; returns the first
@@ -473,7 +465,7 @@ impl BackendConn {
                 btag::PARAMETER_STATUS => self.note_parameter(frame.body()),
                 btag::ERROR_RESPONSE if error.is_none() => error = Some(frame),
                 btag::READY_FOR_QUERY => {
-                    if frame.body().first().copied().and_then(TxStatus::from_byte) != Some(TxStatus::Idle) {
+                    if ReadyForQuery::parse(frame.body()).map(|r| r.status) != Some(TxStatus::Idle) {
                         return Err(self.protocol("server left a transaction open"));
                     }
                     return Ok(error);
@@ -584,23 +576,8 @@ fn param_hash(name: &str, value: &str) -> u64 {
     h.finish()
 }
 
-/// The columns of a DataRow body, as text (NULL as None).
+/// The columns of a DataRow body, as text (NULL as None); no columns if it is malformed.
 pub fn decode_text_row(body: &[u8]) -> Vec<Option<String>> {
-    let mut row = Vec::new();
-    let Some((n, mut rest)) = body.split_first_chunk::<2>().map(|(n, r)| (u16::from_be_bytes(*n), r)) else {
-        return row;
-    };
-    for _ in 0..n {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else { break };
-        let len = i32::from_be_bytes(*len);
-        rest = tail;
-        if len < 0 {
-            row.push(None);
-            continue;
-        }
-        let len = (len as usize).min(rest.len());
-        row.push(Some(String::from_utf8_lossy(&rest[..len]).into_owned()));
-        rest = &rest[len..];
-    }
-    row
+    let Some(row) = DataRow::parse(body) else { return Vec::new() };
+    row.columns().map(|c| c.map(|v| String::from_utf8_lossy(v).into_owned())).collect()
 }

@@ -1,7 +1,8 @@
 //! PostgreSQL v3 wire protocol: framing, startup packets, and the few messages pgmux builds or inspects.
 //!
 //! The hot path never decodes whole messages: it walks 5-byte headers (`frame`) and looks inside only
-//! the messages whose tags the proxy must act on.
+//! the messages whose tags the proxy must act on, through the bounds-checked, zero-copy views of
+//! `messages` (the one place that knows a body's layout).
 //!
 //! This module owns the protocol's one-byte codes: message tags (`ftag`, `btag`), Describe/Close
 //! targets (`target`), error fields (`field`) and the SSLRequest answers (`ssl`); code elsewhere
@@ -9,6 +10,7 @@
 
 pub mod build;
 pub mod frame;
+pub mod messages;
 pub mod startup;
 
 /// Tags of frontend (client → server) messages.
@@ -105,30 +107,16 @@ impl TxStatus {
     }
 }
 
-/// Reads a NUL-terminated string at the start of `buf`; returns it and the rest.
-pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+/// Reads a NUL-terminated string at the start of `buf`; returns it and the rest. Only this module
+/// reads message layouts; elsewhere, see `messages`.
+fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = buf.iter().position(|&b| b == 0)?;
     Some((&buf[..end], &buf[end + 1..]))
 }
 
-/// Parses the fields of an ErrorResponse / NoticeResponse body into (code, value) pairs.
-/// The value of field `code` among `error_fields`' output.
-pub fn error_field(fields: &[(u8, String)], code: u8) -> Option<&str> {
-    fields.iter().find(|(k, _)| *k == code).map(|(_, v)| v.as_str())
-}
-
+/// An ErrorResponse body's fields as owned (code, text) pairs, for tests that compare them whole.
+#[cfg(test)]
 pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some((&code, tail)) = rest.split_first() {
-        if code == 0 {
-            break;
-        }
-        let Some((value, tail)) = cstr(tail) else {
-            break;
-        };
-        out.push((code, String::from_utf8_lossy(value).into_owned()));
-        rest = tail;
-    }
-    out
+    let Some(err) = messages::ErrorResponse::parse(body) else { return Vec::new() };
+    err.fields().map(|(code, value)| (code, String::from_utf8_lossy(value).into_owned())).collect()
 }

@@ -14,6 +14,7 @@ use pgmux::client::aborted::{Aborted, Step, ends_transaction};
 use pgmux::client::classify::{begins_read_only, classify, command_tag_is_plain, is_on, select_is_read_only};
 use pgmux::client::statements::{ClientStatements, StatementDef, reserved_name_used, statement_command};
 use pgmux::error::ErrorCounts;
+use pgmux::protocol::messages::Parse;
 use pgmux::sql::{Lexer, Token, statement_texts, statements};
 
 /// Where `part` starts in `text`, asserting it is a slice of it.
@@ -129,9 +130,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = is_on(&String::from_utf8_lossy(data));
 
-    // As a Parse body after the name: the query is the text up to its NUL (none: malformed, empty).
-    let def = StatementDef::new(data);
-    let query = data.iter().position(|&b| b == 0).map_or(&[][..], |end| &data[..end]);
-    assert_eq!((def.effects, def.read_only), (classify(query), select_is_read_only(query)));
+    // As the query of a Parse (the text up to its NUL).
+    let text = &data[..data.iter().position(|&b| b == 0).unwrap_or(data.len())];
+    let body = [b"s\0", text, b"\0\0\0"].concat();
+    let parse = Parse::parse(&body).expect("a Parse of the text is well-formed");
+    assert_eq!(parse.query, text);
+    let def = StatementDef::new(&parse);
+    assert_eq!((def.effects, def.read_only), (classify(text), select_is_read_only(text)));
     check_aborted(data);
 });

@@ -16,7 +16,8 @@ use crate::client::relay::check_client_header;
 use crate::error::ClientError;
 use crate::protocol::build::{self, Severity};
 use crate::protocol::frame::HEADER_LEN;
-use crate::protocol::{TxStatus, cstr, ftag};
+use crate::protocol::messages::Query;
+use crate::protocol::{TxStatus, ftag};
 use crate::state::registry::CancelKey;
 use crate::state::{Admitted, ProxyState};
 
@@ -115,7 +116,7 @@ impl Console {
     async fn on_message(&mut self, tag: u8, body: &[u8]) -> Option<End> {
         match tag {
             ftag::QUERY => {
-                let text = cstr(body).map(|(text, _)| String::from_utf8_lossy(text).into_owned()).unwrap_or_default();
+                let text = Query::parse(body).map(|q| String::from_utf8_lossy(q.sql).into_owned()).unwrap_or_default();
                 self.query(&text).await;
                 build::ready_for_query(&mut self.out, TxStatus::Idle);
             }

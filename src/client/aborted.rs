@@ -12,7 +12,9 @@ use bytes::BytesMut;
 
 use super::statements::{self, ClientStatements, StatementDef};
 use crate::error::{ClientError, ErrorCounts};
-use crate::protocol::{TxStatus, build, cstr, ftag, target};
+use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::messages::{Bind, Close, Describe, Execute, Parse, Query, Target};
+use crate::protocol::{TxStatus, build, ftag};
 use crate::sql::Token;
 
 /// What the session does after a frame.
@@ -148,7 +150,7 @@ impl Aborted {
     }
 
     fn query(&mut self, body: &[u8], out: &mut BytesMut) -> Step {
-        let sql = cstr(body).map_or(body, |(sql, _)| sql);
+        let sql = Query::parse(body).map_or(body, |q| q.sql);
         if self.mode == Mode::InTransaction && !self.ended {
             if let Some(kind) = end_kind(sql) {
                 self.end(kind, out);
@@ -199,8 +201,8 @@ impl Aborted {
         stmts: Option<&mut ClientStatements>,
         out: &mut BytesMut,
     ) -> Result<bool, ClientError> {
-        let (name, rest) = statements::split_parse(body).ok_or_else(|| malformed(ftag::PARSE))?;
-        let (sql, _) = cstr(rest).ok_or_else(|| malformed(ftag::PARSE))?;
+        let parse = Parse::parse(body).ok_or_else(|| malformed(ftag::PARSE))?;
+        let (name, sql) = (parse.name, parse.query);
         if name.is_empty() {
             self.end_statements.remove(name);
         }
@@ -214,7 +216,7 @@ impl Aborted {
             }
             if let Some(stmts) = stmts {
                 let client_name = String::from_utf8(name.to_vec()).map_err(|_| malformed(ftag::PARSE))?;
-                stmts.insert(client_name, Arc::new(StatementDef::new(rest)));
+                stmts.insert(client_name, Arc::new(StatementDef::new(&parse)));
             }
         }
         self.end_statements.insert(name.to_vec(), kind);
@@ -224,10 +226,11 @@ impl Aborted {
 
     /// Binds only a statement that ends the block, without parameters (as PostgreSQL).
     fn bind(&mut self, body: &[u8], stmts: Option<&ClientStatements>, out: &mut BytesMut) -> Result<bool, ClientError> {
-        let (portal, stmt, rest) = statements::split_bind(body).ok_or_else(|| malformed(ftag::BIND))?;
-        let params = bind_param_count(rest).ok_or_else(|| malformed(ftag::BIND))?;
+        let bind = Bind::parse(body).ok_or_else(|| malformed(ftag::BIND))?;
+        let params = bind.param_count().ok_or_else(|| malformed(ftag::BIND))?;
+        let portal = bind.portal;
         self.end_portals.remove(portal);
-        let Some(kind) = self.statement_end_kind(stmt, stmts) else {
+        let Some(kind) = self.statement_end_kind(bind.statement, stmts) else {
             return Ok(false);
         };
         if params != 0 {
@@ -239,13 +242,13 @@ impl Aborted {
     }
 
     fn describe(&self, body: &[u8], stmts: Option<&ClientStatements>, out: &mut BytesMut) -> Result<bool, ClientError> {
-        let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(ftag::DESCRIBE))?;
-        let known = match kind {
-            target::STATEMENT => self.statement_end_kind(name, stmts).is_some(),
-            _ => self.end_portals.contains_key(name),
+        let Describe { target, name } = Describe::parse(body).ok_or_else(|| malformed(ftag::DESCRIBE))?;
+        let known = match target {
+            Target::Statement => self.statement_end_kind(name, stmts).is_some(),
+            Target::Portal => self.end_portals.contains_key(name),
         };
         if known {
-            if kind == target::STATEMENT {
+            if target == Target::Statement {
                 build::parameter_description(out, &[]);
             }
             build::no_data(out);
@@ -254,11 +257,8 @@ impl Aborted {
     }
 
     fn execute(&mut self, body: &[u8], out: &mut BytesMut) -> Result<bool, ClientError> {
-        let (portal, max_rows) = cstr(body).ok_or_else(|| malformed(ftag::EXECUTE))?;
-        if max_rows.len() != 4 {
-            return Err(malformed(ftag::EXECUTE));
-        }
-        let Some(kind) = self.end_portals.remove(portal) else {
+        let execute = Execute::parse(body).ok_or_else(|| malformed(ftag::EXECUTE))?;
+        let Some(kind) = self.end_portals.remove(execute.portal) else {
             return Ok(false);
         };
         if self.end(kind, out) {
@@ -274,8 +274,8 @@ impl Aborted {
         stmts: Option<&mut ClientStatements>,
         out: &mut BytesMut,
     ) -> Result<bool, ClientError> {
-        let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(ftag::CLOSE))?;
-        if kind == target::STATEMENT {
+        let Close { target, name } = Close::parse(body).ok_or_else(|| malformed(ftag::CLOSE))?;
+        if target == Target::Statement {
             self.end_statements.remove(name);
             if let Some(stmts) = stmts.filter(|_| !name.is_empty()) {
                 stmts.remove(name);
@@ -292,8 +292,7 @@ impl Aborted {
             return Some(kind);
         }
         let def = stmts.filter(|_| !name.is_empty())?.get(name)?;
-        let (_, rest) = statements::split_parse(def.parse.get(5..)?)?;
-        end_kind(cstr(rest)?.0)
+        end_kind(Parse::parse(def.parse.get(HEADER_LEN..)?)?.query)
     }
 
     /// Ends the block. A COMMIT still owing the first error fails with it instead (as a COMMIT
@@ -351,13 +350,6 @@ fn split_frame(frame: &[u8]) -> Result<(u8, &[u8]), ClientError> {
     }
 }
 
-/// The parameter count of a Bind, from the body after portal and statement names.
-fn bind_param_count(rest: &[u8]) -> Option<u16> {
-    let formats = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-    let at = 2 + 2 * formats;
-    Some(u16::from_be_bytes(rest.get(at..at + 2)?.try_into().ok()?))
-}
-
 /// Whether `sql` is one statement ending a transaction block: ROLLBACK, ABORT, COMMIT or END, with
 /// optional WORK / TRANSACTION and AND NO CHAIN. Not ROLLBACK TO, AND CHAIN, PREPARED, or several
 /// statements. `sql` may end with the Query body's NUL.
@@ -406,7 +398,7 @@ fn parse_words(sql: &[u8]) -> Option<Vec<Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::error_fields;
+    use crate::protocol::messages::{CommandComplete, ErrorResponse};
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];
@@ -465,12 +457,12 @@ mod tests {
             let (tag, body) = (out[0], &out[5..len + 1]);
             let detail = match tag {
                 b'E' => {
-                    let fields = error_fields(body);
-                    let get = |c| fields.iter().find(|(f, _)| *f == c).map(|(_, v)| v.clone()).unwrap();
+                    let err = ErrorResponse::parse(body).unwrap();
+                    let get = |c| err.get_str(c).unwrap();
                     assert_eq!(get(b'S'), "ERROR");
                     format!(" {}", get(b'C'))
                 }
-                b'C' => format!(" {}", std::str::from_utf8(cstr(body).unwrap().0).unwrap()),
+                b'C' => format!(" {}", std::str::from_utf8(CommandComplete::parse(body).unwrap().tag).unwrap()),
                 b'Z' => format!(" {}", body[0] as char),
                 b't' => format!(" {}", u16::from_be_bytes([body[0], body[1]])),
                 _ => {
@@ -499,9 +491,10 @@ mod tests {
         ClientError::ServerLostInTransaction("primary failed over".into())
     }
 
+    /// The message of the ErrorResponse at the start of `out`.
     fn message_of(out: &BytesMut) -> String {
-        let fields = error_fields(&out[5..]);
-        fields.into_iter().find(|(f, _)| *f == b'M').unwrap().1
+        let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        ErrorResponse::parse(&out[5..len + 1]).unwrap().get_str(b'M').unwrap().into_owned()
     }
 
     #[test]
@@ -746,8 +739,8 @@ mod tests {
     fn prepared_end_statements_from_the_session() {
         // pgJDBC prepares its ROLLBACK as S_2 after a few uses, long before the failover.
         let mut stmts = ClientStatements::default();
-        stmts.insert("S_2".into(), Arc::new(StatementDef::new(b"ROLLBACK\0\0\0")));
-        stmts.insert("S_1".into(), Arc::new(StatementDef::new(b"select 1\0\0\0")));
+        stmts.insert("S_2".into(), Arc::new(StatementDef::new(&Parse::parse(b"s\0ROLLBACK\0\0\0").unwrap())));
+        stmts.insert("S_1".into(), Arc::new(StatementDef::new(&Parse::parse(b"s\0select 1\0\0\0").unwrap())));
         let mut a = Aborted::in_transaction(None, false, Default::default());
         let mut out = BytesMut::new();
         for f in [bind("", "S_1"), sync(), bind("", "S_2"), execute(""), sync()] {
@@ -762,7 +755,7 @@ mod tests {
     #[test]
     fn statements_parsed_and_closed_here_reach_the_session() {
         let mut stmts = ClientStatements::default();
-        stmts.insert("old".into(), Arc::new(StatementDef::new(b"select 1\0\0\0")));
+        stmts.insert("old".into(), Arc::new(StatementDef::new(&Parse::parse(b"s\0select 1\0\0\0").unwrap())));
         let mut a = Aborted::in_transaction(None, false, Default::default());
         let mut out = BytesMut::new();
         for f in [parse("S_3", "COMMIT"), parse("bad", "select 2"), sync(), close(b'S', "old"), sync()] {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -21,8 +21,9 @@ use crate::net::Stream;
 use crate::pool::{Greeting, Pool, PoolError, Pooled};
 use crate::protocol::build;
 use crate::protocol::frame::{Frame, split_frame};
+use crate::protocol::messages::{PasswordMessage, SaslInitialResponse};
 use crate::protocol::startup::{self, MAX_STARTUP_LEN, StartupPacket};
-use crate::protocol::{TxStatus, cstr, ftag};
+use crate::protocol::{TxStatus, ftag};
 use crate::state::pause::Held;
 use crate::state::registry::CancelKey;
 use crate::state::settings::{AuthMethod, PoolMode};
@@ -388,7 +389,7 @@ async fn authenticate(
             build::authentication(out, 5, &salt);
             send(stream, out).await?;
             let frame = read_password_message(stream, buf).await?;
-            let response = cstr(frame.body()).map(|(s, _)| s).unwrap_or_default();
+            let response = PasswordMessage::parse(frame.body()).map(|p| p.password).unwrap_or_default();
             md5::verify(user, &password, salt, response)
         }
     };
@@ -448,18 +449,12 @@ fn scram_err(e: scram::ScramError) -> HandshakeEnd {
 /// whether the client chose SCRAM-SHA-256-PLUS (only valid when `plus_offered`), and the data.
 fn parse_sasl_initial(body: &[u8], plus_offered: bool) -> Result<(bool, &[u8])> {
     let bad = |m: &str| HandshakeEnd::Error(ClientError::AuthProtocol(m.to_string()));
-    let (mech, mut rest) = cstr(body).ok_or_else(|| bad("malformed SASL initial response"))?;
-    let plus = match mech {
+    let initial = SaslInitialResponse::parse(body).ok_or_else(|| bad("malformed SASL initial response"))?;
+    let plus = match initial.mechanism {
         m if m == scram::MECHANISM.as_bytes() => false,
         m if m == scram::MECHANISM_PLUS.as_bytes() && plus_offered => true,
         _ => return Err(bad("client selected an invalid SASL authentication mechanism")),
     };
-    if rest.remaining() < 4 {
-        return Err(bad("malformed SASL initial response"));
-    }
-    let len = rest.get_i32();
-    if len < 0 || len as usize != rest.len() {
-        return Err(bad("malformed SASL initial response"));
-    }
-    Ok((plus, rest))
+    let data = initial.data.ok_or_else(|| bad("malformed SASL initial response"))?;
+    Ok((plus, data))
 }

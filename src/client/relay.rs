@@ -10,8 +10,9 @@ use super::replies::{Owner, ReplyQueue, Request, Undo, Verdict};
 use super::statements::{self, ClientStatements, StatementCommand, StatementDef};
 use crate::error::{ClientError, ErrorCounts};
 use crate::pool::Pooled;
-use crate::protocol::frame::{FrontendLen, MAX_MESSAGE_LEN, frontend_len, peek_header};
-use crate::protocol::{TxStatus, btag, build, error_field, error_fields, field, ftag, target};
+use crate::protocol::frame::{FrontendLen, HEADER_LEN, MAX_MESSAGE_LEN, frontend_len, peek_header};
+use crate::protocol::messages::{Bind, Close, CommandComplete, Describe, ErrorResponse, Parse, ReadyForQuery, Target};
+use crate::protocol::{TxStatus, btag, build, field, ftag};
 use crate::state::settings::PoolMode;
 
 /// A server connection lent to the client, and the conversation on it.
@@ -104,7 +105,7 @@ fn ensure_prepared(a: &mut Active, def: &StatementDef) {
 /// Sends `def`'s Parse, recording the statement (and closing evicted ones).
 fn prepare_on_server(a: &mut Active, def: &StatementDef, owner: Owner, client_name: Option<String>) {
     for old in a.backend.statements.insert(def.server_name.clone()) {
-        statements::target_message(&mut a.to_server, ftag::CLOSE, target::STATEMENT, &old);
+        statements::target_message(&mut a.to_server, ftag::CLOSE, Target::Statement, &old);
         a.replies.push(Request::Close, Owner::Injected, None);
     }
     a.to_server.extend_from_slice(&def.parse);
@@ -122,7 +123,7 @@ pub fn client_frame(
     errors: &ErrorCounts,
 ) -> Result<bool, ClientError> {
     let tag = frame[0];
-    let body = &frame[5..];
+    let body = &frame[HEADER_LEN..];
     if a.skip_to_sync {
         match tag {
             ftag::SYNC => a.skip_to_sync = false,
@@ -141,32 +142,35 @@ pub fn client_frame(
     match tag {
         ftag::PARSE if rewrite => client_parse(a, stmts, &frame, errors)?,
         ftag::BIND if rewrite => {
-            let (portal, stmt, rest) = statements::split_bind(body).ok_or_else(|| malformed(tag))?;
-            match stmts.get(stmt).cloned() {
-                Some(def) if !stmt.is_empty() => {
+            let bind = Bind::parse(body).ok_or_else(|| malformed(tag))?;
+            match stmts.get(bind.statement).cloned() {
+                Some(def) if !bind.statement.is_empty() => {
                     a.effects.merge(def.effects);
                     ensure_prepared(a, &def);
-                    statements::rewrite_bind(&mut a.to_server, portal, &def.server_name, rest);
+                    statements::rewrite_bind(&mut a.to_server, &bind, &def.server_name);
                 }
                 _ => a.to_server.extend_from_slice(&frame),
             }
             a.replies.push(Request::Bind, Owner::Client, None);
         }
         ftag::DESCRIBE => {
-            let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(tag))?;
-            let request = if kind == target::STATEMENT { Request::DescribeStatement } else { Request::DescribePortal };
+            let Describe { target, name } = Describe::parse(body).ok_or_else(|| malformed(tag))?;
+            let request = match target {
+                Target::Statement => Request::DescribeStatement,
+                Target::Portal => Request::DescribePortal,
+            };
             match stmts.get(name).cloned() {
-                Some(def) if rewrite && kind == target::STATEMENT && !name.is_empty() => {
+                Some(def) if rewrite && target == Target::Statement && !name.is_empty() => {
                     ensure_prepared(a, &def);
-                    statements::target_message(&mut a.to_server, ftag::DESCRIBE, target::STATEMENT, &def.server_name);
+                    statements::target_message(&mut a.to_server, ftag::DESCRIBE, Target::Statement, &def.server_name);
                 }
                 _ => a.to_server.extend_from_slice(&frame),
             }
             a.replies.push(request, Owner::Client, None);
         }
         ftag::CLOSE => {
-            let (kind, name) = statements::split_target(body).ok_or_else(|| malformed(tag))?;
-            if rewrite && kind == target::STATEMENT && !name.is_empty() {
+            let Close { target, name } = Close::parse(body).ok_or_else(|| malformed(tag))?;
+            if rewrite && target == Target::Statement && !name.is_empty() {
                 // Other clients may share the server's copy: forget the client's name only.
                 stmts.remove(name);
                 a.replies.push(Request::Close, Owner::Answered(statements::close_complete()), None);
@@ -217,9 +221,10 @@ fn client_parse(
     frame: &Bytes,
     errors: &ErrorCounts,
 ) -> Result<(), ClientError> {
-    let (name, rest) = statements::split_parse(&frame[5..]).ok_or_else(|| malformed(ftag::PARSE))?;
+    let parse = Parse::parse(&frame[HEADER_LEN..]).ok_or_else(|| malformed(ftag::PARSE))?;
+    let name = parse.name;
     if name.is_empty() {
-        a.effects.merge(statements::split_parse(rest).map(|(q, _)| classify(q)).unwrap_or_default());
+        a.effects.merge(classify(parse.query));
         a.to_server.extend_from_slice(frame);
         a.replies.push(Request::Parse, Owner::Client, None);
     } else if let Some(existing) = stmts.get(name).cloned() {
@@ -236,7 +241,7 @@ fn client_parse(
         a.skip_to_sync = true;
     } else {
         let name = String::from_utf8(name.to_vec()).map_err(|_| malformed(ftag::PARSE))?;
-        let def = std::sync::Arc::new(StatementDef::new(rest));
+        let def = std::sync::Arc::new(StatementDef::new(&parse));
         stmts.insert(name.clone(), def.clone());
         if a.backend.statements.touch(&def.server_name) {
             let undo =
@@ -252,7 +257,7 @@ fn client_parse(
 /// A simple Query in transaction mode: noted for session-state effects; statement-dropping
 /// commands update the client's view of its prepared statements.
 fn client_query(a: &mut Active, stmts: &mut ClientStatements, frame: &Bytes) {
-    let body = &frame[5..];
+    let body = &frame[HEADER_LEN..];
     a.effects.merge(classify(body));
     if let Some(name) = statements::reserved_name_used(body) {
         // pgmux's shared statements are other clients' too: the server refuses on pgmux's behalf,
@@ -302,10 +307,6 @@ pub fn apply_undo(a: &mut Active, stmts: &mut ClientStatements) {
 /// Where server bytes go.
 pub trait ClientSink {
     fn send(&mut self, bytes: &[u8]) -> std::io::Result<()>;
-}
-
-fn status_of(frame: &[u8]) -> Result<TxStatus, String> {
-    frame.get(5).copied().and_then(TxStatus::from_byte).ok_or_else(|| "bad ReadyForQuery".to_string())
 }
 
 /// Handles the server bytes buffered in `a.backend.rbuf`: forwards, drops or answers per the reply
@@ -379,11 +380,18 @@ pub fn server_bytes(
 /// invalidate statements, rows pgmux reads) and returns the reply queue's verdict on it.
 fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, ServerFault> {
     let frame = &a.backend.rbuf[pos..pos + total];
-    let tag = frame[0];
-    let status =
-        if tag == btag::READY_FOR_QUERY { Some(status_of(frame).map_err(ServerFault::Protocol)?) } else { None };
+    let (tag, body) = (frame[0], &frame[HEADER_LEN..]);
+    let status = if tag == btag::READY_FOR_QUERY {
+        let ready = ReadyForQuery::parse(body).ok_or_else(|| ServerFault::Protocol("bad ReadyForQuery".into()))?;
+        Some(ready.status)
+    } else {
+        None
+    };
     let clients = matches!(tag, btag::COMMAND_COMPLETE | btag::PARAMETER_STATUS) && !a.replies.head_is_injected();
-    if tag == btag::COMMAND_COMPLETE && clients && !command_tag_is_plain(&frame[5..]) {
+    if tag == btag::COMMAND_COMPLETE
+        && clients
+        && !CommandComplete::parse(body).is_some_and(|c| command_tag_is_plain(c.tag))
+    {
         a.effects.merge(Effects::CHECK);
     } else if tag == btag::PARAMETER_STATUS {
         // Reported parameters changed under the client's statements (a function, a view, SET):
@@ -391,19 +399,22 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
         if clients {
             a.effects.merge(Effects::CHECK);
         }
-        let body = frame[5..].to_vec();
+        let body = body.to_vec();
         a.backend.note_parameter(&body);
-    } else if tag == btag::ERROR_RESPONSE {
-        let fields = error_fields(&frame[5..]);
-        if let Some(message) = fatal_message(&fields) {
+    } else if tag == btag::ERROR_RESPONSE
+        && let Some(err) = ErrorResponse::parse(body)
+    {
+        if let Some(message) = fatal_message(&err) {
             // The server ends this session (shutdown, crash, terminated backend): the client's
             // stays, so it hears of it from pgmux as a lost server connection, not as a FATAL.
             return Err(ServerFault::Fatal(message));
         }
-        if invalidates_statements(&fields) || duplicate_pgmux_statement(&fields) {
+        let (reset, lost) =
+            (invalidates_statements(&err) || duplicate_pgmux_statement(&err), lost_pgmux_statement(&err));
+        if reset {
             a.backend.statements.needs_reset = true;
         }
-        if let Some(name) = lost_pgmux_statement(&fields) {
+        if let Some(name) = lost {
             // Prepared again on its next use, even by this client's next batch on this loan.
             a.backend.statements.remove(&name);
         }
@@ -420,7 +431,7 @@ fn whole_message(a: &mut Active, pos: usize, total: usize) -> Result<Verdict, Se
             }
         }
         Verdict::DropError => {
-            let fields = error_fields(&a.backend.rbuf[pos + 5..pos + total]);
+            let fields = ErrorResponse::parse(&a.backend.rbuf[pos + HEADER_LEN..pos + total]);
             tracing::warn!(?fields, "a query pgmux ran for the client failed");
         }
         Verdict::Forward | Verdict::Drop => {}
@@ -434,7 +445,7 @@ fn capture(a: &mut Active, frame: &[u8]) {
         a.capture.push(Vec::new());
         return;
     }
-    let row = crate::backend::decode_text_row(&frame[5..]);
+    let row = crate::backend::decode_text_row(&frame[HEADER_LEN..]);
     if let Some(set) = a.capture.last_mut() {
         set.push(row);
     }
@@ -442,37 +453,36 @@ fn capture(a: &mut Active, frame: &[u8]) {
 
 /// A table changed under a shared statement ("cached plan must not change result type"): the
 /// connection's statements must be prepared afresh before the next borrower.
-fn invalidates_statements(fields: &[(u8, String)]) -> bool {
-    error_field(fields, field::CODE) == Some("0A000")
-        && error_field(fields, field::MESSAGE).is_some_and(|m| m.starts_with("cached plan must not change result type"))
+fn invalidates_statements(err: &ErrorResponse) -> bool {
+    err.get(field::CODE) == Some(b"0A000")
+        && err.get(field::MESSAGE).is_some_and(|m| m.starts_with(b"cached plan must not change result type"))
 }
 
 /// A pgmux statement the server says it does not have (something out of pgmux's sight — dynamic
 /// SQL, a function behind a view — deallocated it): its name.
-fn lost_pgmux_statement(fields: &[(u8, String)]) -> Option<String> {
-    if error_field(fields, field::CODE) != Some("26000") {
+fn lost_pgmux_statement(err: &ErrorResponse) -> Option<String> {
+    if err.get(field::CODE) != Some(b"26000") {
         return None;
     }
-    let name = error_field(fields, field::MESSAGE)?.strip_prefix("prepared statement \"")?.split('"').next()?;
+    let message = err.get_str(field::MESSAGE)?;
+    let name = message.strip_prefix("prepared statement \"")?.split('"').next()?;
     name.starts_with("pgmux_").then(|| name.to_string())
 }
 
 /// The server already has a statement under a pgmux name pgmux did not put there: the connection's
 /// statements must be prepared afresh before the next borrower.
-fn duplicate_pgmux_statement(fields: &[(u8, String)]) -> bool {
-    error_field(fields, field::CODE) == Some("42P05")
-        && error_field(fields, field::MESSAGE).is_some_and(|m| m.contains("\"pgmux_"))
+fn duplicate_pgmux_statement(err: &ErrorResponse) -> bool {
+    err.get(field::CODE) == Some(b"42P05") && err.get_str(field::MESSAGE).is_some_and(|m| m.contains("\"pgmux_"))
 }
 
 /// The message of an ErrorResponse that ends the server session (FATAL or PANIC), if it is one.
-fn fatal_message(fields: &[(u8, String)]) -> Option<String> {
-    let get = |c: u8| error_field(fields, c);
-    let severity = get(field::SEVERITY_RAW).or_else(|| get(field::SEVERITY))?;
-    matches!(severity, "FATAL" | "PANIC").then(|| {
+fn fatal_message(err: &ErrorResponse) -> Option<String> {
+    let severity = err.get(field::SEVERITY_RAW).or_else(|| err.get(field::SEVERITY))?;
+    matches!(severity, b"FATAL" | b"PANIC").then(|| {
         format!(
             "{} (SQLSTATE {})",
-            get(field::MESSAGE).unwrap_or("server session ended"),
-            get(field::CODE).unwrap_or("?")
+            err.get_str(field::MESSAGE).unwrap_or("server session ended".into()),
+            err.get_str(field::CODE).unwrap_or("?".into())
         )
     })
 }
@@ -510,22 +520,23 @@ pub fn answer_prepare_locally(
         if cin.len() - pos < total {
             return None;
         }
-        let body = &cin[pos + 5..pos + total];
+        let body = &cin[pos + HEADER_LEN..pos + total];
         pos += total;
         match tag {
             ftag::PARSE => {
-                let (name, rest) = statements::split_parse(body)?;
+                let parse = Parse::parse(body)?;
+                let name = parse.name;
                 if name.is_empty() || stmts.get(name).is_some() || stmts.len() + steps.len() >= limit {
                     return None;
                 }
-                let def = StatementDef::new(rest);
+                let def = StatementDef::new(&parse);
                 if !pool.statement_known(&def.server_name) {
                     return None;
                 }
                 steps.push(Step::Prepare(String::from_utf8(name.to_vec()).ok()?, std::sync::Arc::new(def)));
             }
-            ftag::CLOSE => match statements::split_target(body)? {
-                (target::STATEMENT, name) if !name.is_empty() => steps.push(Step::Close(name.to_vec())),
+            ftag::CLOSE => match Close::parse(body)? {
+                Close { target: Target::Statement, name } if !name.is_empty() => steps.push(Step::Close(name.to_vec())),
                 _ => return None,
             },
             ftag::SYNC if !steps.is_empty() => break,

@@ -3,10 +3,11 @@
 
 use super::classify;
 use super::relay::check_client_header;
-use super::statements::{self as statements_mod, ClientStatements};
+use super::statements::ClientStatements;
 use crate::listener::Endpoint;
-use crate::protocol::frame::MAX_MESSAGE_LEN;
+use crate::protocol::frame::{HEADER_LEN, MAX_MESSAGE_LEN};
 use crate::protocol::ftag;
+use crate::protocol::messages::{Bind, Parse};
 use crate::state::ProxyState;
 
 /// Whether the next transaction may run on a replica: every transaction of the reader endpoint;
@@ -27,7 +28,7 @@ pub fn read_only_next(
     }
     match check_client_header(cin, MAX_MESSAGE_LEN) {
         Ok(Some((ftag::QUERY, total))) if cin.len() >= total => {
-            let sql = &cin[5..total];
+            let sql = &cin[HEADER_LEN..total];
             classify::begins_read_only(sql)
                 || ctx.settings.load().autocommit_reads_to_replica && select_read_only(ctx, sql)
         }
@@ -47,14 +48,12 @@ fn extended_batch_read_only(ctx: &ProxyState, cin: &[u8], statements: &ClientSta
         if cin.len() - pos < total {
             return false;
         }
-        let body = &cin[pos + 5..pos + total];
+        let body = &cin[pos + HEADER_LEN..pos + total];
         pos += total;
         let ok = match tag {
-            ftag::PARSE => statements_mod::split_parse(body).is_some_and(|(name, rest)| {
-                name.is_empty() && statements_mod::split_parse(rest).is_some_and(|(q, _)| select_read_only(ctx, q))
-            }),
-            ftag::BIND => statements_mod::split_bind(body)
-                .is_some_and(|(_, stmt, _)| stmt.is_empty() || statements.get(stmt).is_some_and(|d| d.read_only)),
+            ftag::PARSE => Parse::parse(body).is_some_and(|p| p.name.is_empty() && select_read_only(ctx, p.query)),
+            ftag::BIND => Bind::parse(body)
+                .is_some_and(|b| b.statement.is_empty() || statements.get(b.statement).is_some_and(|d| d.read_only)),
             ftag::DESCRIBE | ftag::EXECUTE => true,
             ftag::SYNC => return true,
             _ => false,

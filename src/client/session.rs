@@ -23,6 +23,8 @@ use crate::error::ClientError;
 use crate::listener::Endpoint;
 use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::pool::{Pool, PoolError, Pooled};
+use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::messages::{ErrorResponse, ReadyForQuery};
 use crate::protocol::{TxStatus, build, ftag};
 use crate::state::ProxyState;
 use crate::state::pause::Held;
@@ -244,7 +246,7 @@ impl Session {
             return;
         };
         a.replies.poison();
-        let fields = crate::protocol::error_fields(&err[5..]);
+        let fields = ErrorResponse::parse(&err[HEADER_LEN..]);
         tracing::warn!(peer = %self.peer, user = %self.user, ?fields, "could not give a server connection the client's settings; closing it");
         self.cout.extend_from_slice(&err);
         self.transition(State::Discarding);
@@ -783,8 +785,8 @@ async fn cleanup(mut a: Active, reset: bool) {
         match frame.tag {
             btag::READY_FOR_QUERY => {
                 owed -= 1;
-                match frame.body().first().copied().and_then(TxStatus::from_byte) {
-                    Some(s) => status = s,
+                match ReadyForQuery::parse(frame.body()) {
+                    Some(ready) => status = ready.status,
                     None => return,
                 }
             }

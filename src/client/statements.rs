@@ -9,7 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use super::classify::{Effects, classify};
-use crate::protocol::{btag, build, cstr, ftag, target};
+use crate::protocol::messages::{Bind, Parse, Target};
+use crate::protocol::{btag, build, ftag};
 use crate::sql::Token;
 
 /// One statement as the server knows it.
@@ -25,8 +26,9 @@ pub struct StatementDef {
 }
 
 impl StatementDef {
-    /// `rest` is the Parse body after the statement name: query text, parameter types.
-    pub fn new(rest: &[u8]) -> StatementDef {
+    /// The statement a client's Parse defines, whatever the client calls it.
+    pub fn new(parse: &Parse) -> StatementDef {
+        let (rest, query) = (parse.definition, parse.query);
         let digest = Sha256::digest(rest);
         let server_name: Arc<str> = format!("pgmux_{}", hex::encode(&digest[..16])).into();
         let mut parse = BytesMut::with_capacity(rest.len() + 64);
@@ -34,7 +36,6 @@ impl StatementDef {
             build::put_cstr(b, server_name.as_bytes());
             b.put_slice(rest);
         });
-        let query = cstr(rest).map(|(q, _)| q).unwrap_or_default();
         StatementDef {
             server_name,
             parse: parse.freeze(),
@@ -104,38 +105,19 @@ impl ClientStatements {
     }
 }
 
-/// A Parse body split: statement name, and the rest (query text and parameter types).
-pub fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
-    cstr(body)
-}
-
-/// A Bind body split: portal, statement name, and the rest (parameters, formats).
-pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (portal, rest) = cstr(body)?;
-    let (stmt, rest) = cstr(rest)?;
-    Some((portal, stmt, rest))
-}
-
-/// A Describe or Close body: `S` or `P`, and the name.
-pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
-    let (&kind, rest) = body.split_first()?;
-    let (name, tail) = cstr(rest)?;
-    (tail.is_empty() && matches!(kind, target::STATEMENT | target::PORTAL)).then_some((kind, name))
-}
-
 /// Bind with the statement name replaced.
-pub fn rewrite_bind(out: &mut BytesMut, portal: &[u8], server_name: &str, rest: &[u8]) {
+pub fn rewrite_bind(out: &mut BytesMut, bind: &Bind, server_name: &str) {
     build::message(out, ftag::BIND, |b| {
-        build::put_cstr(b, portal);
+        build::put_cstr(b, bind.portal);
         build::put_cstr(b, server_name.as_bytes());
-        b.put_slice(rest);
+        b.put_slice(bind.rest);
     });
 }
 
 /// Describe or Close of a statement under its server name.
-pub fn target_message(out: &mut BytesMut, tag: u8, kind: u8, name: &str) {
+pub fn target_message(out: &mut BytesMut, tag: u8, target: Target, name: &str) {
     build::message(out, tag, |b| {
-        b.put_u8(kind);
+        b.put_u8(target.byte());
         build::put_cstr(b, name.as_bytes());
     });
 }
@@ -237,37 +219,32 @@ pub fn quote_ident(name: &str) -> String {
 mod tests {
     use super::*;
 
+    fn def(body: &[u8]) -> StatementDef {
+        StatementDef::new(&Parse::parse(body).unwrap())
+    }
+
     #[test]
     fn same_text_same_server_name() {
-        let a = StatementDef::new(b"select 1\0\0\0");
-        let b = StatementDef::new(b"select 1\0\0\0");
-        let c = StatementDef::new(b"select 2\0\0\0");
+        let a = def(b"s1\0select 1\0\0\0");
+        let b = def(b"s2\0select 1\0\0\0");
+        let c = def(b"s1\0select 2\0\0\0");
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert!(a.server_name.len() < 63);
         assert_eq!(a.parse[0], b'P');
-        let (name, rest) = split_parse(&a.parse[5..]).unwrap();
-        assert_eq!((name, rest), (a.server_name.as_bytes(), &b"select 1\0\0\0"[..]));
+        let p = Parse::parse(&a.parse[5..]).unwrap();
+        assert_eq!((p.name, p.definition), (a.server_name.as_bytes(), &b"select 1\0\0\0"[..]));
+        // The parameter types are part of what defines a statement.
+        assert_ne!(a.server_name, def(b"s1\0select 1\0\0\x01\0\0\0\x17").server_name);
     }
 
     #[test]
-    fn splits_and_rewrites_bind() {
-        let body = b"portal\0s1\0\0\0\0\0\0\0";
-        let (p, s, rest) = split_bind(body).unwrap();
-        assert_eq!((p, s), (&b"portal"[..], &b"s1"[..]));
+    fn rewrites_bind() {
+        let bind = Bind::parse(b"portal\0s1\0\0\0\0\0\0\0").unwrap();
         let mut out = BytesMut::new();
-        rewrite_bind(&mut out, p, "pgmux_x", rest);
-        let (p2, s2, rest2) = split_bind(&out[5..]).unwrap();
-        assert_eq!((p2, s2, rest2), (p, &b"pgmux_x"[..], rest));
-        assert!(split_bind(b"only").is_none());
-    }
-
-    #[test]
-    fn splits_targets() {
-        assert_eq!(split_target(b"Sname\0"), Some((b'S', &b"name"[..])));
-        assert_eq!(split_target(b"P\0"), Some((b'P', &b""[..])));
-        assert_eq!(split_target(b"Xname\0"), None);
-        assert_eq!(split_target(b"Sname"), None);
+        rewrite_bind(&mut out, &bind, "pgmux_x");
+        let b2 = Bind::parse(&out[5..]).unwrap();
+        assert_eq!((b2.portal, b2.statement, b2.rest), (bind.portal, &b"pgmux_x"[..], bind.rest));
     }
 
     #[test]
@@ -309,9 +286,6 @@ mod tests {
             let len = (seed % 24) as usize;
             let body: Vec<u8> =
                 (0..len).map(|i| if (seed >> i) & 3 == 0 { 0 } else { (seed >> (i % 8)) as u8 }).collect();
-            let _ = split_parse(&body);
-            let _ = split_bind(&body);
-            let _ = split_target(&body);
             let _ = statement_command(&body);
             let _ = reserved_name_used(&body);
             let _ = crate::client::classify::classify(&body);
