@@ -228,6 +228,142 @@ mod tests {
         assert_eq!(&b[..], &[b'D', 0, 0, 0, 16, 0, 2, 0, 0, 0, 2, b'x', b'y', 0xff, 0xff, 0xff, 0xff]);
     }
 
+    /// `tag`, the length word, then `body`: the framing every golden message below shares.
+    fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    // Golden bytes: what the hand-written encoders produced before pgwire wrote these messages.
+
+    #[test]
+    fn errors_and_notices_golden() {
+        let mut b = BytesMut::new();
+        error_response(&mut b, Severity::Fatal, "08P01", "bad");
+        error_response(&mut b, Severity::Error, "57014", "it's \"quoted\"");
+        error_response(&mut b, Severity::Notice, "00000", "");
+        let mut want = framed(b'E', b"SFATAL\0VFATAL\0C08P01\0Mbad\0\0");
+        want.extend(framed(b'E', b"SERROR\0VERROR\0C57014\0Mit's \"quoted\"\0\0"));
+        want.extend(framed(b'N', b"SNOTICE\0VNOTICE\0C00000\0M\0\0"));
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn parameter_statuses_golden() {
+        let mut b = BytesMut::new();
+        parameter_status(&mut b, "TimeZone", "UTC");
+        parameter_status(&mut b, "application_name", "");
+        let params: std::collections::HashMap<String, String> =
+            [("b", "2"), ("a", "1")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parameter_statuses(&mut b, params.iter());
+        let mut want = framed(b'S', b"TimeZone\0UTC\0");
+        want.extend(framed(b'S', b"application_name\0\0"));
+        want.extend(framed(b'S', b"a\x001\0"));
+        want.extend(framed(b'S', b"b\x002\0"));
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn long_parameter_status_is_written_whole() {
+        // Longer than libpq reads (30,000 bytes): written as the server sent it, as before.
+        let value = "x".repeat(40_000);
+        let mut b = BytesMut::new();
+        parameter_status(&mut b, "search_path", &value);
+        ready_for_query(&mut b, TxStatus::Idle);
+        let mut want = framed(b'S', format!("search_path\0{value}\0").as_bytes());
+        want.extend(framed(b'Z', b"I"));
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn backend_key_data_golden() {
+        let mut b = BytesMut::new();
+        backend_key_data(&mut b, 1234, -5);
+        assert_eq!(&b[..], &framed(b'K', &[0, 0, 4, 210, 0xff, 0xff, 0xff, 0xfb])[..]);
+    }
+
+    #[test]
+    fn authentication_requests_golden() {
+        let mut b = BytesMut::new();
+        authentication(&mut b, 0, &[]);
+        authentication(&mut b, 5, &[1, 2, 3, 4]);
+        authentication(&mut b, 10, b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        authentication(&mut b, 10, b"SCRAM-SHA-256\0\0");
+        authentication(&mut b, 11, b"r=abc,s=c2FsdA==,i=4096");
+        authentication(&mut b, 12, b"v=c2ln");
+        let mut want = framed(b'R', &[0, 0, 0, 0]);
+        want.extend(framed(b'R', &[0, 0, 0, 5, 1, 2, 3, 4]));
+        want.extend(framed(b'R', b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"));
+        want.extend(framed(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0"));
+        want.extend(framed(b'R', b"\0\0\0\x0br=abc,s=c2FsdA==,i=4096"));
+        want.extend(framed(b'R', b"\0\0\0\x0cv=c2ln"));
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn negotiate_protocol_version_golden() {
+        let mut b = BytesMut::new();
+        negotiate_protocol_version(&mut b, 0, &["_pq_.a".to_string(), "_pq_.bc".to_string()]);
+        negotiate_protocol_version(&mut b, 0, &[]);
+        let mut want = framed(b'v', b"\0\0\0\0\0\0\0\x02_pq_.a\0_pq_.bc\0");
+        want.extend(framed(b'v', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn ready_for_query_golden() {
+        let mut b = BytesMut::new();
+        ready_for_query(&mut b, TxStatus::Idle);
+        ready_for_query(&mut b, TxStatus::InTransaction);
+        ready_for_query(&mut b, TxStatus::Failed);
+        let mut want = framed(b'Z', b"I");
+        want.extend(framed(b'Z', b"T"));
+        want.extend(framed(b'Z', b"E"));
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn console_table_golden() {
+        let mut b = BytesMut::new();
+        row_description(&mut b, &[("database", 25), ("cl_active", 20)]);
+        data_row(&mut b, &[Some("app"), Some(""), None]);
+        data_row::<&str>(&mut b, &[]);
+        command_complete(&mut b, "SHOW");
+        command_complete(&mut b, "");
+        let column = |name: &[u8], oid: u8| {
+            let mut c = name.to_vec();
+            c.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, oid, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]);
+            c
+        };
+        let mut description = vec![0, 2];
+        description.extend(column(b"database", 25));
+        description.extend(column(b"cl_active", 20));
+        let mut want = framed(b'T', &description);
+        want.extend(framed(b'D', &[0, 3, 0, 0, 0, 3, b'a', b'p', b'p', 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]));
+        want.extend(framed(b'D', &[0, 0]));
+        want.extend(framed(b'C', b"SHOW\0"));
+        want.extend(framed(b'C', b"\0"));
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn extended_replies_golden() {
+        let mut b = BytesMut::new();
+        bind_complete(&mut b);
+        no_data(&mut b);
+        empty_query_response(&mut b);
+        parameter_description(&mut b, &[]);
+        parameter_description(&mut b, &[23, 0xffff_fffe]);
+        let mut want = framed(b'2', b"");
+        want.extend(framed(b'n', b""));
+        want.extend(framed(b'I', b""));
+        want.extend(framed(b't', &[0, 0]));
+        want.extend(framed(b't', &[0, 2, 0, 0, 0, 23, 0xff, 0xff, 0xff, 0xfe]));
+        assert_eq!(&b[..], &want[..]);
+    }
+
     #[test]
     fn ready_for_query_is_six_bytes() {
         let mut b = BytesMut::new();
