@@ -1,8 +1,23 @@
 //! Builders for the messages pgmux writes itself (to clients, and the few it injects to servers).
+//!
+//! Messages to clients are encoded by pgwire's message types (only its encoders: client bytes are
+//! read by pgmux's own bounded framing). The few frontend messages pgmux injects into a server
+//! connection (Query, Sync, and the Parse/Bind/Describe/Close it rewrites from a client's) keep
+//! the hand-written `message`/`put_cstr`: a rewrite copies the client's bytes through unchanged,
+//! where pgwire's types would need them decoded (lossily, as UTF-8 strings) and owned first.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use pgwire::messages::Message;
+use pgwire::messages::data::{
+    DataRow, FORMAT_CODE_TEXT, FieldDescription, NoData, ParameterDescription, RowDescription,
+};
+use pgwire::messages::extendedquery::BindComplete;
+use pgwire::messages::response::{
+    CommandComplete, EmptyQueryResponse, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
+use pgwire::messages::startup::{Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey};
 
-use super::{TxStatus, btag, field, ftag};
+use super::{TxStatus, field, ftag};
 
 /// Writes `tag`, a length placeholder, the body from `f`, then patches the length.
 pub fn message(buf: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
@@ -17,6 +32,27 @@ pub fn message(buf: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
 pub fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
     buf.put_slice(s);
     buf.put_u8(0);
+}
+
+/// Writes `msg` with pgwire's encoder.
+///
+/// pgwire refuses to encode a non-data message (ParameterStatus, CommandComplete, authentication
+/// requests, ...) over libpq's 30,000-byte reading limit, after writing its tag. Such a message
+/// (a ParameterStatus the server itself sent that long, say) is written whole instead, as
+/// pgmux always did: the limit is a client's to apply, and the bytes are pgwire's either way.
+fn put<M: Message>(buf: &mut BytesMut, msg: M) {
+    let start = buf.len();
+    if msg.encode(buf).is_ok() {
+        return;
+    }
+    buf.truncate(start);
+    if let Some(tag) = M::message_type() {
+        buf.put_u8(tag);
+    }
+    buf.put_i32(msg.message_length() as i32);
+    // Only a byte-string cancel key (protocol 3.2) can fail to encode; pgmux writes i32 keys.
+    let encoded = msg.encode_body(buf);
+    debug_assert!(encoded.is_ok(), "{encoded:?}");
 }
 
 /// Severity of a proxy-made error or notice.
@@ -39,29 +75,32 @@ impl Severity {
 
 /// ErrorResponse (or NoticeResponse for `Severity::Notice`).
 pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &str) {
-    let tag = if severity == Severity::Notice { btag::NOTICE_RESPONSE } else { btag::ERROR_RESPONSE };
-    message(buf, tag, |b| {
-        let fields =
-            [(field::SEVERITY, severity.as_str()), (field::SEVERITY_RAW, severity.as_str()), (field::CODE, code)];
-        for (id, value) in fields {
-            b.put_u8(id);
-            put_cstr(b, value.as_bytes());
-        }
-        b.put_u8(field::MESSAGE);
-        put_cstr(b, msg.as_bytes());
-        b.put_u8(0);
-    });
+    let fields = vec![
+        (field::SEVERITY, severity.as_str().to_owned()),
+        (field::SEVERITY_RAW, severity.as_str().to_owned()),
+        (field::CODE, code.to_owned()),
+        (field::MESSAGE, msg.to_owned()),
+    ];
+    match severity {
+        Severity::Notice => put(buf, NoticeResponse::new(fields)),
+        Severity::Fatal | Severity::Error => put(buf, ErrorResponse::new(fields)),
+    }
 }
 
+/// ReadyForQuery. Runs once per transaction wherever pgmux answers a Sync itself (a batch of
+/// only Parse/Close of statements it already knows, an aborted block): pgwire's encoder writes
+/// it without allocating, as the hand-written one did.
 pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
-    message(buf, btag::READY_FOR_QUERY, |b| b.put_u8(status.byte()));
+    let status = match status {
+        TxStatus::Idle => TransactionStatus::Idle,
+        TxStatus::InTransaction => TransactionStatus::Transaction,
+        TxStatus::Failed => TransactionStatus::Error,
+    };
+    put(buf, ReadyForQuery::new(status));
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    message(buf, btag::PARAMETER_STATUS, |b| {
-        put_cstr(b, name.as_bytes());
-        put_cstr(b, value.as_bytes());
-    });
+    put(buf, ParameterStatus::new(name.to_owned(), value.to_owned()));
 }
 
 /// One ParameterStatus per parameter, sorted by name (what PostgreSQL's own greeting looks like
@@ -75,88 +114,90 @@ pub fn parameter_statuses<'a>(buf: &mut BytesMut, params: impl IntoIterator<Item
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
-    message(buf, btag::BACKEND_KEY_DATA, |b| {
-        b.put_i32(pid);
-        b.put_i32(secret);
-    });
+    put(buf, BackendKeyData::new(pid, SecretKey::I32(secret)));
 }
 
-/// Authentication request: `code` and its payload (`R` message).
-pub fn authentication(buf: &mut BytesMut, code: i32, payload: &[u8]) {
-    message(buf, btag::AUTHENTICATION, |b| {
-        b.put_i32(code);
-        b.put_slice(payload);
-    });
+/// An authentication request (`R` message) pgmux makes of a client.
+#[derive(Debug, Clone, Copy)]
+pub enum AuthRequest<'a> {
+    /// AuthenticationOk.
+    Ok,
+    /// AuthenticationMD5Password with its salt.
+    Md5 { salt: [u8; 4] },
+    /// AuthenticationSASL: the mechanisms offered, preferred first.
+    Sasl { mechanisms: &'a [&'a str] },
+    /// AuthenticationSASLContinue: the server-first message.
+    SaslContinue(&'a [u8]),
+    /// AuthenticationSASLFinal: the server-final message.
+    SaslFinal(&'a [u8]),
+}
+
+pub fn authentication(buf: &mut BytesMut, request: AuthRequest) {
+    let request = match request {
+        AuthRequest::Ok => Authentication::Ok,
+        AuthRequest::Md5 { salt } => Authentication::MD5Password(salt.to_vec()),
+        AuthRequest::Sasl { mechanisms } => Authentication::SASL(mechanisms.iter().map(|m| (*m).to_owned()).collect()),
+        AuthRequest::SaslContinue(data) => Authentication::SASLContinue(Bytes::copy_from_slice(data)),
+        AuthRequest::SaslFinal(data) => Authentication::SASLFinal(Bytes::copy_from_slice(data)),
+    };
+    put(buf, request);
 }
 
 pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, options: &[String]) {
-    message(buf, btag::NEGOTIATE_PROTOCOL_VERSION, |b| {
-        b.put_i32(minor);
-        b.put_i32(options.len() as i32);
-        for o in options {
-            put_cstr(b, o.as_bytes());
-        }
-    });
+    put(buf, NegotiateProtocolVersion::new(minor, options.to_vec()));
 }
 
 /// CommandComplete with its command tag (e.g. `ROLLBACK`).
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
-    message(buf, btag::COMMAND_COMPLETE, |b| put_cstr(b, tag.as_bytes()));
+    put(buf, CommandComplete::new(tag.to_owned()));
 }
 
 pub fn bind_complete(buf: &mut BytesMut) {
-    message(buf, btag::BIND_COMPLETE, |_| {});
+    put(buf, BindComplete::new());
 }
 
 /// NoData: the statement or portal returns no rows.
 pub fn no_data(buf: &mut BytesMut) {
-    message(buf, btag::NO_DATA, |_| {});
+    put(buf, NoData::new());
 }
 
 pub fn empty_query_response(buf: &mut BytesMut) {
-    message(buf, btag::EMPTY_QUERY_RESPONSE, |_| {});
+    put(buf, EmptyQueryResponse::new());
 }
 
 /// ParameterDescription: the type OIDs of a statement's parameters.
 pub fn parameter_description(buf: &mut BytesMut, types: &[u32]) {
-    message(buf, btag::PARAMETER_DESCRIPTION, |b| {
-        b.put_u16(types.len() as u16);
-        for &oid in types {
-            b.put_u32(oid);
-        }
-    });
+    put(buf, ParameterDescription::new(types.to_vec()));
 }
 
 /// RowDescription for result columns sent in text format: (name, type OID) each, e.g. 25 = text.
 pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
-    message(buf, btag::ROW_DESCRIPTION, |b| {
-        b.put_i16(columns.len() as i16);
-        for (name, oid) in columns {
-            put_cstr(b, name.as_bytes());
-            b.put_i32(0); // not a table column
-            b.put_i16(0);
-            b.put_u32(*oid);
-            b.put_i16(-1); // variable length
-            b.put_i32(-1); // no type modifier
-            b.put_i16(0); // text format
-        }
-    });
+    let fields = columns
+        .iter()
+        .map(|(name, oid)| {
+            // Not a table column (table 0, attribute 0), variable length (-1), no type modifier
+            // (-1), text format.
+            FieldDescription::new((*name).to_owned(), 0, 0, *oid, -1, -1, FORMAT_CODE_TEXT)
+        })
+        .collect();
+    put(buf, RowDescription::new(fields));
 }
 
 /// DataRow with text values; `None` is SQL NULL.
 pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, values: &[Option<S>]) {
-    message(buf, btag::DATA_ROW, |b| {
-        b.put_i16(values.len() as i16);
-        for value in values {
-            match value {
-                Some(v) => {
-                    b.put_i32(v.as_ref().len() as i32);
-                    b.put_slice(v.as_ref().as_bytes());
-                }
-                None => b.put_i32(-1),
+    // pgwire's DataRow carries its columns already encoded: each a length (-1 for NULL) and bytes.
+    let size = values.iter().map(|v| 4 + v.as_ref().map_or(0, |v| v.as_ref().len())).sum();
+    let mut columns = BytesMut::with_capacity(size);
+    for value in values {
+        match value {
+            Some(v) => {
+                columns.put_i32(v.as_ref().len() as i32);
+                columns.put_slice(v.as_ref().as_bytes());
             }
+            None => columns.put_i32(-1),
         }
-    });
+    }
+    put(buf, DataRow::new(columns, values.len() as i16));
 }
 
 /// A simple-protocol Query.
@@ -287,12 +328,12 @@ mod tests {
     #[test]
     fn authentication_requests_golden() {
         let mut b = BytesMut::new();
-        authentication(&mut b, 0, &[]);
-        authentication(&mut b, 5, &[1, 2, 3, 4]);
-        authentication(&mut b, 10, b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
-        authentication(&mut b, 10, b"SCRAM-SHA-256\0\0");
-        authentication(&mut b, 11, b"r=abc,s=c2FsdA==,i=4096");
-        authentication(&mut b, 12, b"v=c2ln");
+        authentication(&mut b, AuthRequest::Ok);
+        authentication(&mut b, AuthRequest::Md5 { salt: [1, 2, 3, 4] });
+        authentication(&mut b, AuthRequest::Sasl { mechanisms: &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"] });
+        authentication(&mut b, AuthRequest::Sasl { mechanisms: &["SCRAM-SHA-256"] });
+        authentication(&mut b, AuthRequest::SaslContinue(b"r=abc,s=c2FsdA==,i=4096"));
+        authentication(&mut b, AuthRequest::SaslFinal(b"v=c2ln"));
         let mut want = framed(b'R', &[0, 0, 0, 0]);
         want.extend(framed(b'R', &[0, 0, 0, 5, 1, 2, 3, 4]));
         want.extend(framed(b'R', b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"));
