@@ -1,7 +1,8 @@
 //! Builders for the messages pgmux writes itself (to clients, and the few it injects to servers).
 //!
 //! Messages to clients are encoded by pgwire's message types (only its encoders: client bytes are
-//! read by pgmux's own bounded framing). The few frontend messages pgmux injects into a server
+//! read by pgmux's own bounded framing), but for ReadyForQuery, which runs once per transaction
+//! (see `ready_for_query`). The few frontend messages pgmux injects into a server
 //! connection (Query, Sync, and the Parse/Bind/Describe/Close it rewrites from a client's) keep
 //! the hand-written `message`/`put_cstr`: a rewrite copies the client's bytes through unchanged,
 //! where pgwire's types would need them decoded (lossily, as UTF-8 strings) and owned first.
@@ -12,12 +13,10 @@ use pgwire::messages::data::{
     DataRow, FORMAT_CODE_TEXT, FieldDescription, NoData, ParameterDescription, RowDescription,
 };
 use pgwire::messages::extendedquery::BindComplete;
-use pgwire::messages::response::{
-    CommandComplete, EmptyQueryResponse, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
-};
+use pgwire::messages::response::{CommandComplete, EmptyQueryResponse, ErrorResponse, NoticeResponse};
 use pgwire::messages::startup::{Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey};
 
-use super::{TxStatus, field, ftag};
+use super::{TxStatus, btag, field, ftag};
 
 /// Writes `tag`, a length placeholder, the body from `f`, then patches the length.
 pub fn message(buf: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
@@ -87,16 +86,13 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, msg: &
     }
 }
 
-/// ReadyForQuery. Runs once per transaction wherever pgmux answers a Sync itself (a batch of
-/// only Parse/Close of statements it already knows, an aborted block): pgwire's encoder writes
-/// it without allocating, as the hand-written one did.
+/// ReadyForQuery, hand-written: the one message pgmux writes itself once per transaction (where
+/// it answers a Sync alone: a batch of only Parse/Close of statements it already holds, an
+/// aborted block). pgwire's encoder costs 94 instructions a call against 54 for these lines
+/// (callgrind, release build without LTO; its `Result` and out-of-line body), ~0.3% of a
+/// transaction. Its bytes are checked against pgwire's in the tests.
 pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
-    let status = match status {
-        TxStatus::Idle => TransactionStatus::Idle,
-        TxStatus::InTransaction => TransactionStatus::Transaction,
-        TxStatus::Failed => TransactionStatus::Error,
-    };
-    put(buf, ReadyForQuery::new(status));
+    message(buf, btag::READY_FOR_QUERY, |b| b.put_u8(status.byte()));
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
@@ -351,6 +347,22 @@ mod tests {
         let mut want = framed(b'v', b"\0\0\0\0\0\0\0\x02_pq_.a\0_pq_.bc\0");
         want.extend(framed(b'v', &[0, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn hand_written_ready_for_query_is_pgwires() {
+        use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
+        let statuses = [
+            (TxStatus::Idle, TransactionStatus::Idle),
+            (TxStatus::InTransaction, TransactionStatus::Transaction),
+            (TxStatus::Failed, TransactionStatus::Error),
+        ];
+        for (ours, theirs) in statuses {
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            ready_for_query(&mut a, ours);
+            ReadyForQuery::new(theirs).encode(&mut b).unwrap();
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
