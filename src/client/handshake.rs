@@ -19,7 +19,7 @@ use crate::error::ClientError;
 use crate::listener::Endpoint;
 use crate::net::Stream;
 use crate::pool::{Greeting, Pool, PoolError, Pooled};
-use crate::protocol::build;
+use crate::protocol::build::{self, AuthRequest};
 use crate::protocol::frame::{Frame, split_frame};
 use crate::protocol::messages::{PasswordMessage, SaslInitialResponse};
 use crate::protocol::startup::{self, MAX_STARTUP_LEN, StartupPacket};
@@ -195,7 +195,7 @@ async fn login(
     }
     let binding = security.channel_binding.as_deref();
     authenticate(ctx, stream, &mut buf, &mut out, &user, binding).await?;
-    build::authentication(&mut out, 0, &[]);
+    build::authentication(&mut out, AuthRequest::Ok);
     Ok(Some(Login { user, database, settings, buf, out, admitted }))
 }
 
@@ -386,7 +386,7 @@ async fn authenticate(
             // The challenge salt is fresh per attempt for every user (a stable one would let a
             // recorded response be replayed); it says nothing about whether the user exists.
             let salt: [u8; 4] = rand::rng().random();
-            build::authentication(out, 5, &salt);
+            build::authentication(out, AuthRequest::Md5 { salt });
             send(stream, out).await?;
             let frame = read_password_message(stream, buf).await?;
             let response = PasswordMessage::parse(frame.body()).map(|p| p.password).unwrap_or_default();
@@ -410,27 +410,22 @@ async fn scram_exchange(
     verifier: scram::Verifier,
     channel_binding: Option<&[u8]>,
 ) -> Result<Option<scram::ClientKey>> {
-    let mut mechanisms = Vec::new();
-    if channel_binding.is_some() {
-        mechanisms.extend_from_slice(scram::MECHANISM_PLUS.as_bytes());
-        mechanisms.push(0);
-    }
-    mechanisms.extend_from_slice(scram::MECHANISM.as_bytes());
-    mechanisms.extend_from_slice(&[0, 0]);
-    build::authentication(out, 10, &mechanisms);
+    let mechanisms: &[&str] =
+        if channel_binding.is_some() { &[scram::MECHANISM_PLUS, scram::MECHANISM] } else { &[scram::MECHANISM] };
+    build::authentication(out, AuthRequest::Sasl { mechanisms });
     send(stream, out).await?;
 
     let frame = read_password_message(stream, buf).await?;
     let (chosen, client_first) = parse_sasl_initial(frame.body(), channel_binding.is_some())?;
     let binding = scram::Binding { offered: channel_binding, chosen };
     let (exchange, server_first) = scram::server_first(verifier, client_first, binding).map_err(scram_err)?;
-    build::authentication(out, 11, server_first.as_bytes());
+    build::authentication(out, AuthRequest::SaslContinue(server_first.as_bytes()));
     send(stream, out).await?;
 
     let frame = read_password_message(stream, buf).await?;
     match exchange.server_final(frame.body()) {
         Ok(proven) => {
-            build::authentication(out, 12, proven.server_final.as_bytes());
+            build::authentication(out, AuthRequest::SaslFinal(proven.server_final.as_bytes()));
             Ok(Some(proven.client_key))
         }
         Err(scram::ScramError::BadProof) => Ok(None),
