@@ -183,22 +183,19 @@ impl Pool {
         // First without waiting: deadpool then arms no timer, and the clock is read only when the
         // borrow has to wait (a connection it opens carries when the login began).
         let mut started = None;
-        let got = match self.conns.timeout_get(&AT_ONCE).await {
+        let conn = match self.conns.timeout_get(&AT_ONCE).await {
+            Ok(conn) => conn,
             Err(managed::PoolError::Timeout(_)) => {
                 started = Some(Instant::now());
                 let _waiting = Waiting::new(&self.waiting);
                 let wait = Timeouts { wait: Some(timeout), create: None, recycle: None };
-                self.conns.timeout_get(&wait).await
+                match self.conns.timeout_get(&wait).await {
+                    Ok(conn) => conn,
+                    Err(e) => return Err(self.failed(e)),
+                }
             }
-            got => got,
+            Err(e) => return Err(self.failed(e)),
         };
-        let conn = got.map_err(|e| match e {
-            managed::PoolError::Backend(e) => PoolError::Connect(e),
-            _ => {
-                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                PoolError::Timeout
-            }
-        })?;
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         // deadpool read the clock as it lent a reused connection (`recycled`), or when it opened
         // this one (`created`): that is when the loan begins.
@@ -213,6 +210,17 @@ impl Pool {
         self.stats.borrow_wait.observe(metrics::seconds(waited));
         self.lent.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled { conn: Some(conn), pool: self.clone(), lent_at, waited, queries: 0, fresh })
+    }
+
+    /// What a borrow that got no connection tells its caller.
+    fn failed(&self, e: managed::PoolError<BackendError>) -> PoolError {
+        match e {
+            managed::PoolError::Backend(e) => PoolError::Connect(e),
+            _ => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                PoolError::Timeout
+            }
+        }
     }
 
     /// Closes connections idle for longer than `max_idle`; returns how many.

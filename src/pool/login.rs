@@ -92,11 +92,28 @@ impl Manager for ServerLogin {
     /// An idle connection may be lent again if it was opened since the pool was last retired, the
     /// server has said nothing on it while idle (not closed, no FATAL), and no cancel its last
     /// borrower sent can still reach it (see `backend::cancel`).
-    async fn recycle(&self, conn: &mut Box<BackendConn>, _: &Metrics) -> RecycleResult<BackendError> {
-        if self.still_valid(conn) && conn.looks_idle() && conn.cancels.settle().await {
-            return Ok(());
+    ///
+    /// Checked before the future is made, so the future deadpool moves around is small: waiting
+    /// for a cancel in flight (rare) is boxed (an inline `settle` made it ~130 instructions per
+    /// borrow dearer, in copies alone).
+    fn recycle(
+        &self,
+        conn: &mut Box<BackendConn>,
+        _: &Metrics,
+    ) -> impl Future<Output = RecycleResult<BackendError>> + Send {
+        let verdict =
+            if self.still_valid(conn) && conn.looks_idle() { conn.cancels.settled_now() } else { Some(false) };
+        let (cancels, stats) = (&conn.cancels, &self.stats);
+        async move {
+            let fit = match verdict {
+                Some(fit) => fit,
+                None => Box::pin(cancels.settle()).await,
+            };
+            if fit {
+                return Ok(());
+            }
+            stats.discarded.fetch_add(1, Ordering::Relaxed);
+            Err(RecycleError::message("not reusable"))
         }
-        self.stats.discarded.fetch_add(1, Ordering::Relaxed);
-        Err(RecycleError::message("not reusable"))
     }
 }
