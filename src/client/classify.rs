@@ -32,36 +32,50 @@ impl Effects {
 }
 
 /// Statements that leave the session as they found it (unless they call functions, which the
-/// lexer sees): transaction control, DML, reads, cursor movement, COPY.
-const PLAIN_STARTS: &[&str] = &[
-    "select",
-    "insert",
-    "update",
-    "delete",
-    "merge",
-    "with",
-    "values",
-    "table",
-    "begin",
-    "start",
-    "commit",
-    "end",
-    "rollback",
-    "abort",
-    "savepoint",
-    "release",
-    "fetch",
-    "move",
-    "copy",
-    "show",
-    "lock",
-    "truncate",
-    "explain",
-];
+/// lexer sees): transaction control, DML, reads, cursor movement, COPY. Any case.
+fn is_plain_start(w: &[u8]) -> bool {
+    let candidates: &[&[u8]] = match w.len() {
+        3 => &[b"end"],
+        4 => &[b"with", b"move", b"copy", b"show", b"lock"],
+        5 => &[b"merge", b"table", b"begin", b"start", b"abort", b"fetch"],
+        6 => &[b"select", b"insert", b"update", b"delete", b"values", b"commit"],
+        7 => &[b"release", b"explain"],
+        8 => &[b"rollback", b"truncate"],
+        9 => &[b"savepoint"],
+        _ => &[],
+    };
+    candidates.iter().any(|c| w.eq_ignore_ascii_case(c))
+}
 
 /// Words that make even a plain statement session-changing: temp objects (also through the
-/// `pg_temp` schema) and WITH HOLD cursors.
-const STATE_WORDS: &[&str] = &["temp", "temporary", "pg_temp", "hold"];
+/// `pg_temp` schema) and WITH HOLD cursors. Any case.
+fn is_state_word(w: &[u8]) -> bool {
+    let candidates: &[&[u8]] = match w.len() {
+        4 => &[b"temp", b"hold"],
+        7 => &[b"pg_temp"],
+        9 => &[b"temporary"],
+        _ => &[],
+    };
+    candidates.iter().any(|c| w.eq_ignore_ascii_case(c))
+}
+
+/// The longest word the keyword and function lists are compared with (longer ones match none).
+const LONGEST_LISTED: usize = 64;
+
+/// `word` in ASCII lowercase, in `buf`; empty when it is longer than any listed word (then it
+/// matches no list).
+fn lowercase<'b>(word: &[u8], buf: &'b mut [u8; LONGEST_LISTED]) -> &'b [u8] {
+    let Some(out) = buf.get_mut(..word.len()) else { return &[] };
+    for (o, b) in out.iter_mut().zip(word) {
+        *o = b.to_ascii_lowercase();
+    }
+    out
+}
+
+/// A lowercase word as text for the function and type lists; "" if it is not UTF-8 (no match).
+fn as_text(lower: &[u8]) -> &str {
+    std::str::from_utf8(lower).unwrap_or("")
+}
 
 use crate::sql::{Lexer, Token, statements};
 
@@ -71,7 +85,8 @@ use crate::sql::{Lexer, Token, statements};
 pub fn classify(sql: &[u8]) -> Effects {
     let mut fx = Effects::default();
     let mut at_statement_start = true;
-    let mut lexer = Lexer::new(sql);
+    // Peeking at a Peekable costs nothing; peeking at the lexer would scan the next token twice.
+    let mut lexer = Lexer::new(sql).peekable();
     // The two tokens before this one: types and table names before '(' are not calls, and a call's
     // schema is read from them.
     let (mut prev, mut prev2): (Option<Token>, Option<Token>) = (None, None);
@@ -82,16 +97,16 @@ pub fn classify(sql: &[u8]) -> Effects {
             Token::Str { backslash, .. } => fx.check |= backslash,
             Token::Unterminated => fx.check = true,
             // A quoted name called like a function: nobody knows what it is.
-            Token::QuotedIdent(_) => fx.check |= lexer.peek() == Some(Token::OpenParen) && prev != Some(Token::Cast),
+            Token::QuotedIdent(_) => fx.check |= lexer.peek() == Some(&Token::OpenParen) && prev != Some(Token::Cast),
             Token::Word(word) => {
-                let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
                 if at_statement_start {
-                    fx.check |= !PLAIN_STARTS.iter().any(|w| is(w));
-                    fx.load |= is("load");
+                    fx.check |= !is_plain_start(word);
+                    fx.load |= word.eq_ignore_ascii_case(b"load");
                 }
-                fx.check |= STATE_WORDS.iter().any(|w| is(w));
-                if lexer.peek() == Some(Token::OpenParen) {
-                    fx.check |= is_unknown_call(word, prev, prev2);
+                fx.check |= is_state_word(word);
+                if lexer.peek() == Some(&Token::OpenParen) {
+                    let mut buf = [0; LONGEST_LISTED];
+                    fx.check |= is_unknown_call(as_text(lowercase(word, &mut buf)), prev, prev2);
                 }
             }
             _ => {}
@@ -108,7 +123,7 @@ pub fn classify(sql: &[u8]) -> Effects {
 
 /// Whether `word`, followed by `(`, calls something that may change the session. `prev`, `prev2`:
 /// the tokens before it.
-fn is_unknown_call(word: &[u8], prev: Option<Token>, prev2: Option<Token>) -> bool {
+fn is_unknown_call(lower: &str, prev: Option<Token>, prev2: Option<Token>) -> bool {
     // `INSERT INTO t (…)`, `::numeric(10, 2)`, `AS t(a, b)` name tables and types.
     let not_a_call =
         prev == Some(Token::Cast) || prev.is_some_and(|t| t.is_word("into") || t.is_word("as") || t.is_word("table"));
@@ -117,8 +132,6 @@ fn is_unknown_call(word: &[u8], prev: Option<Token>, prev2: Option<Token>) -> bo
     }
     // A call's schema, if written, must be pg_catalog for a safe built-in to be what it says.
     let qualifier_ok = prev != Some(Token::Dot) || prev2.is_some_and(|t| t.is_word("pg_catalog"));
-    let lower = word.to_ascii_lowercase();
-    let lower = std::str::from_utf8(&lower).unwrap_or("");
     let known = qualifier_ok
         && (SAFE_FUNCTIONS.contains(&lower)
             || SESSION_NEUTRAL_FUNCTIONS.contains(&lower)
@@ -340,7 +353,7 @@ const WRITE_WORDS: &[&str] =
 /// any locking clause or write keyword, a dollar-quoted string, a literal whose end depends on
 /// `standard_conforming_strings`, or a second statement sends it to the primary.
 pub fn select_is_read_only(sql: &[u8]) -> bool {
-    let mut lexer = Lexer::new(sql);
+    let mut lexer = Lexer::new(sql).peekable();
     let mut first = true;
     let mut saw_semicolon = false;
     while let Some(token) = lexer.next() {
@@ -348,19 +361,19 @@ pub fn select_is_read_only(sql: &[u8]) -> bool {
             Token::Semicolon => saw_semicolon = true,
             _ if saw_semicolon => return false,
             Token::Dollar(_) | Token::Unterminated | Token::Str { backslash: true, .. } => return false,
-            Token::QuotedIdent(_) if lexer.peek() == Some(Token::OpenParen) => return false,
+            Token::QuotedIdent(_) if lexer.peek() == Some(&Token::OpenParen) => return false,
             Token::Word(word) => {
-                let lower = word.to_ascii_lowercase();
-                let w = std::str::from_utf8(&lower).unwrap_or("");
+                let mut buf = [0; LONGEST_LISTED];
+                let w = as_text(lowercase(word, &mut buf));
                 if std::mem::take(&mut first) && !matches!(w, "select" | "values" | "with" | "table") {
                     return false;
                 }
                 // A qualifier (`schema.` / `table.`) is not what runs.
                 let next = lexer.peek();
-                if next == Some(Token::Dot) {
+                if next == Some(&Token::Dot) {
                     continue;
                 }
-                let call = next == Some(Token::OpenParen);
+                let call = next == Some(&Token::OpenParen);
                 if WRITE_WORDS.contains(&w) || (call && !SAFE_FUNCTIONS.contains(&w) && !is_keyword_before_paren(w)) {
                     return false;
                 }
