@@ -10,6 +10,9 @@
 #
 #   bash benches/e2e.sh                              # both scenarios
 #   BENCH_SCENARIOS=replicas bash benches/e2e.sh     # only the read-mostly one (no PgBouncer needed)
+#   BENCH_SCENARIOS=pooling BENCH_CLIENTS="100 2000 10000" bash benches/e2e.sh   # cost as clients grow
+#   BENCH_SCENARIOS=pooling BENCH_TLS=1 bash benches/e2e.sh                      # clients over TLS
+#   PGMUX_BASELINE_BIN=/tmp/pgmux-main BENCH_CALLGRIND=1 BENCH_SCENARIOS=pooling bash benches/e2e.sh  # A/B
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_SCENARIOS [pooling replicas]  which scenarios to run, in this order
@@ -669,6 +672,9 @@ measure() {
   win=$(awk -F'\t' -v p0="$p0" -v g0="$g0" -v b0="$b0" -v w0="$w0" -v ms=$((1000 / CLK_TCK)) '
     { n++; W[n] = $1; R[n] = $2; T[n] = $3; P[n] = ($4 == "" ? "" : $4 + $5); S[n] = $5; G[n] = $6; X[n] = $7; B[n] = $8 }
     END {
+      # pgbench may be gone (exited, reaped) by the time its last line is read: end the window at
+      # the last snapshot that has its CPU too.
+      if (X[1] != "") while (n > 1 && X[n] == "") n--
       if (n < 2) { printf "\t\t\t\t\t\t\t\t\t\t\t\t"; exit } # 13 empty columns
       tx = 0; for (i = 2; i <= n; i++) tx += T[i] * (R[i] - R[i - 1])
       split(p0, a, " "); pz = (p0 == "" ? "" : a[1] + a[2])
@@ -748,6 +754,9 @@ run_callgrind() {
   log "callgrind: $name ($bin) on :$port, 3000 transactions (a minute or more)"
   line=$(cd "$WORK" && PGSSLMODE=disable timeout 1200 bash "$REPO/benches/callgrind.sh" "$bin" "$port" 3000 2>&1 |
     tee "$WORK/callgrind-$name.log" | tail -n 1) || true
+  # callgrind.sh leaves its files in /tmp, named by port: keep its pgbench log, drop the rest.
+  cp /tmp/cg-pgbench."$port".log "$WORK/callgrind-$name-pgbench.log" 2>/dev/null || true
+  rm -f /tmp/cg."$port".* /tmp/cg-demo."$port".log /tmp/cg-pgbench."$port".log
   if [[ $line =~ =\ ([0-9]+)\ Ir/tx$ ]]; then
     CALLGRIND_IR[$name]=${BASH_REMATCH[1]}
     log "callgrind: $name ${CALLGRIND_IR[$name]} Ir per transaction"
@@ -949,8 +958,11 @@ AWK_POOLING_MEDIANS='
     if ($4 != "ok") { bad[k]++; note[k] = note[k] sprintf("\n- %s clients, %s / %s, round %s: %s", c, $2, $3, $1, $12); next }
     i = ++ok[k]; tx = $22 > 0 ? $22 : 1
     TPS[k, i] = $5; LAT[k, i] = $6; FAIL[k, i] = $7; WIN[k, i] = $21 / 1000
-    PG[k, i] = $25 * 1000 / tx; CLI[k, i] = $27 * 1000 / tx
-    OTH[k, i] = ($26 - $23 - $25 - $27) * 1000 / tx # machine busy time nobody above accounts for
+    PG[k, i] = $25 * 1000 / tx
+    if ($27 != "") { # pgbench found by the helper (always, unless it died at once)
+      ncli[k]++; CLI[k, ncli[k]] = $27 * 1000 / tx
+      OTH[k, ncli[k]] = ($26 - $23 - $25 - $27) * 1000 / tx # machine busy time nobody above accounts for
+    }
     if ($23 != "") {
       hasCPU[k] = 1; CPU[k, i] = $23 * 1000 / tx; PCT[k, i] = 100 * $23 / ($21 > 0 ? $21 : 1)
       SYS[k, i] = 100 * $24 / ($23 > 0 ? $23 : 1)
@@ -963,7 +975,7 @@ AWK_POOLING_MEDIANS='
     for (k in runs) {
       n = ok[k] + 0; if (n == 0) continue
       tps[k] = med(TPS, k, n); lat[k] = med(LAT, k, n); fail[k] = med(FAIL, k, n); win[k] = med(WIN, k, n)
-      pg[k] = med(PG, k, n); cli[k] = med(CLI, k, n); oth[k] = med(OTH, k, n)
+      pg[k] = med(PG, k, n); cli[k] = med(CLI, k, ncli[k] + 0); oth[k] = med(OTH, k, ncli[k] + 0)
       if (hasCPU[k]) { cpu[k] = med(CPU, k, n); pct[k] = med(PCT, k, n); sys[k] = med(SYS, k, n); login[k] = med(LOGIN, k, nl[k] + 0) }
     }
   }
@@ -984,7 +996,8 @@ report_pooling() {
   if [ "$BENCH_TLS" = 1 ]; then
     tls_line="; **clients over TLS** (\`sslmode=require\`, self-signed RSA-2048 certificate): PgBouncer" 
     tls_line+=" \`client_tls_sslmode = require\`, pgmux \`tls.mode: require\`, direct PostgreSQL \`ssl = on\`;"
-    tls_line+=" proxies to PostgreSQL in plaintext"
+    tls_line+=" proxies to PostgreSQL in plaintext; libpq's default channel_binding=prefer uses SCRAM-SHA-256-PLUS"
+    tls_line+=" where offered (pgmux offers it over TLS)"
   fi
   echo "- Proxies: transaction mode, $POOL_SIZE server connections each, clients authenticate with scram-sha-256" \
     "(direct: scram-sha-256 too); PgBouncer max_client_conn $PGB_MAX_CLIENT_CONN, pgmux clients.max_connections" \
@@ -1078,8 +1091,8 @@ report_pooling() {
   if [ "$BENCH_CALLGRIND" = 1 ]; then
     echo
     echo "- pgmux Ir per transaction (benches/callgrind.sh: \`pgmux demo\` under callgrind, 10 clients," \
-      "3,000 \`SELECT 1\` after 2,000 of warm-up, plaintext): pgmux ${CALLGRIND_IR[pgmux]:-failed}" \
-      "${PGMUX_BASELINE_BIN:+, pgmux-base ${CALLGRIND_IR[pgmux-base]:-failed}}$(
+      "3,000 \`SELECT 1\` after 2,000 of warm-up, plaintext): pgmux ${CALLGRIND_IR[pgmux]:-failed}$(
+        [ -z "$PGMUX_BASELINE_BIN" ] || echo ", pgmux-base ${CALLGRIND_IR[pgmux-base]:-failed}")$(
         [ -n "$PGMUX_BASELINE_BIN" ] && [ -n "${CALLGRIND_IR[pgmux]:-}" ] && [ -n "${CALLGRIND_IR[pgmux-base]:-}" ] &&
           awk -v a="${CALLGRIND_IR[pgmux]}" -v b="${CALLGRIND_IR[pgmux-base]}" 'BEGIN { printf " (%.3f×)", a / b }')"
   fi
