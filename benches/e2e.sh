@@ -10,12 +10,20 @@
 #
 #   bash benches/e2e.sh                              # both scenarios
 #   BENCH_SCENARIOS=replicas bash benches/e2e.sh     # only the read-mostly one (no PgBouncer needed)
+#   BENCH_SCENARIOS=pooling BENCH_CLIENTS="100 2000 10000" bash benches/e2e.sh   # cost as clients grow
+#   BENCH_SCENARIOS=pooling BENCH_TLS=1 bash benches/e2e.sh                      # clients over TLS
+#   PGMUX_BASELINE_BIN=/tmp/pgmux-main BENCH_CALLGRIND=1 BENCH_SCENARIOS=pooling bash benches/e2e.sh  # A/B
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_SCENARIOS [pooling replicas]  which scenarios to run, in this order
-#   BENCH_SECONDS  [15]   duration of each measured pgbench run (-T)
-#   BENCH_ROUNDS   [1]    how many times every (mode, target) pair is run; the report shows medians
-#   BENCH_CLIENTS  [100]  pgbench -c
+#   BENCH_SECONDS  [15]   length of the transaction phase of each measured run: pgbench's -T counts
+#                         from before its clients connect, so -T is this plus an allowance for the
+#                         connection phase (1.5 x the slowest target's measured connect time + 2 s)
+#   BENCH_ROUNDS   [3]    how many times every (clients, mode, target) is run; the report shows medians
+#   BENCH_CLIENTS  [100]  pgbench -c; a list ("100 2000 10000") runs the pooling scenario once per
+#                         count, in turn (per count: every mode x target x round, interleaved); direct
+#                         PostgreSQL is skipped for counts above what its max_connections leaves free;
+#                         the replicas scenario uses the first count
 #   BENCH_JOBS     [2]    pgbench -j
 #   BENCH_SCALE    [10]   pgbench -i -s
 #   BENCH_WARMUP   [3]    seconds of unmeasured warm-up per target before the first round (0: none)
@@ -25,26 +33,47 @@
 #                         pg_stat_database (a busy backend publishes its counters at most once a
 #                         second, an idle one within 10 s: without the wait the tail of one run
 #                         would be counted in the next)
+#   BENCH_TLS      [0]    1: the pooling scenario's clients connect with sslmode=require to every
+#                         target (a self-signed RSA-2048 certificate made with openssl: PgBouncer
+#                         client_tls_sslmode=require, pgmux tls.mode: require, PostgreSQL ssl=on
+#                         for direct); the proxies still talk plaintext to PostgreSQL
+#   BENCH_CALLGRIND [0]   1: after the pooling scenario, benches/callgrind.sh measures pgmux's
+#                         instructions per transaction (and pgmux-base's), added to the report
 #   PG_BIN         [newest /usr/lib/postgresql/*/bin]
 #   PGBOUNCER_BIN  [pgbouncer on PATH, else /usr/sbin/pgbouncer; apt-get installed if missing]
 #   PGMUX_WORKERS  [0]    pgmux `workers:` (0 = one thread per CPU; PgBouncer is single-threaded)
 #   PGMUX_BIN      [unset: `cargo build --release` then target/release/pgmux; set: use as is, no build]
+#   PGMUX_BASELINE_BIN [unset] another pgmux binary: A/B in one run, as target `pgmux-base` (same
+#                         config, own port and process) in the pooling scenario's rotation
 #
-# What is measured, per (mode, target): TPS without connection time, mean latency, failed
+# What is measured, per (clients, mode, target): TPS without connection time, mean latency, failed
 # transactions (all from pgbench), and CPU time per 1,000 transactions of: the proxy (utime+stime of
 # its process from /proc/PID/stat, all threads included), PostgreSQL (postmaster + backends, of
 # every server running), pgbench, and "other" (the rest of the machine's busy time from /proc/stat:
 # kernel interrupt work, and any background load - a large figure there means the run was
-# disturbed). Every target sees the same workload: pgbench -S, scram-sha-256 authentication
+# disturbed). Pooling scenario: CPU is counted over the transaction phase only. pgbench runs with
+# --progress 1; a helper reading its progress lines (benches' own python3, no forks) snapshots the
+# CPU counters as each line arrives. pgbench's thread 0 prints its first line just after every
+# client has connected (or at 1 s, if connecting took less), so the window runs from that first
+# line to the last one, and its transaction count is the sum of the later lines' tps x interval.
+# The connection phase (pgbench start -> first line) is reported separately as proxy CPU per login
+# (minus the window's per-transaction cost times the transactions of the first line's interval).
+# Every target sees the same workload: pgbench -S, scram-sha-256 authentication
 # everywhere, proxies in transaction mode with 20 server connections (per server, for pgmux). PgBouncer
 # 1.18 cannot run -M prepared in transaction mode (it does not track prepared statements); it is
 # run anyway and its outcome reported as measured. The replicas scenario adds, per run and server,
-# the delta of sum(xact_commit) over pg_stat_database (read as superuser over the unix socket).
+# the delta of sum(xact_commit) over pg_stat_database (read as superuser over the unix socket); its
+# CPU figures stay over the whole pgbench run (connection set-up included).
+#
+# File descriptors: the script raises its soft limit to the hard one (pgbench and pgmux inherit it);
+# PgBouncer, started through runuser (whose PAM session applies pam_limits, often 1024), raises its
+# own soft limit the same way and the script checks /proc/PID/limits. pgmux needs 3 fds per TLS
+# client (its TLS pump uses a socket pair); the script warns when a count cannot fit.
 #
 # Runs as root (then PostgreSQL and PgBouncer run as the `postgres` OS user: both refuse root) or as
 # an ordinary user. Needs: PostgreSQL server + client binaries (pg_basebackup for replicas),
-# python3 (free ports), cargo unless PGMUX_BIN is set. Uses only loopback and free ports; removes
-# everything it started on exit.
+# python3 (free ports, progress helper), openssl for BENCH_TLS, valgrind for BENCH_CALLGRIND, cargo
+# unless PGMUX_BIN is set. Uses only loopback and free ports; removes everything it started on exit.
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------------------
@@ -52,14 +81,15 @@ set -euo pipefail
 # ---------------------------------------------------------------------------------------------
 CMDLINE=""  # the command as typed, with the knobs that were set in the environment
 for v in BENCH_SCENARIOS BENCH_SECONDS BENCH_ROUNDS BENCH_CLIENTS BENCH_JOBS BENCH_SCALE BENCH_WARMUP \
-  BENCH_MODES BENCH_REPLICA_MODES BENCH_STATS_SETTLE PG_BIN PGBOUNCER_BIN PGMUX_WORKERS PGMUX_BIN; do
+  BENCH_MODES BENCH_REPLICA_MODES BENCH_STATS_SETTLE BENCH_TLS BENCH_CALLGRIND PG_BIN PGBOUNCER_BIN \
+  PGMUX_WORKERS PGMUX_BIN PGMUX_BASELINE_BIN; do
   if [ -n "${!v+x}" ]; then CMDLINE+="$v=$(printf '%q' "${!v}") "; fi
 done
 CMDLINE+="bash benches/e2e.sh${*:+ $*}"
 
 BENCH_SCENARIOS=${BENCH_SCENARIOS:-pooling replicas}
 BENCH_SECONDS=${BENCH_SECONDS:-15}
-BENCH_ROUNDS=${BENCH_ROUNDS:-1}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CLIENTS=${BENCH_CLIENTS:-100}
 BENCH_JOBS=${BENCH_JOBS:-2}
 BENCH_SCALE=${BENCH_SCALE:-10}
@@ -67,8 +97,17 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 BENCH_MODES=${BENCH_MODES:-simple extended prepared}
 BENCH_REPLICA_MODES=${BENCH_REPLICA_MODES:-simple prepared}
 BENCH_STATS_SETTLE=${BENCH_STATS_SETTLE:-11}
+BENCH_TLS=${BENCH_TLS:-0}
+BENCH_CALLGRIND=${BENCH_CALLGRIND:-0}
+PGMUX_BASELINE_BIN=${PGMUX_BASELINE_BIN:-}
+# pgmux refuses PGMUX_* variables it does not know (src/config/env.rs NOT_SETTINGS lists the
+# repository's own): keep this knob out of the proxies' environment, for old baselines too.
+export -n PGMUX_BASELINE_BIN
 POOL_SIZE=20                       # PgBouncer default_pool_size and pgmux pool.size
+PG_MAX_CONNECTIONS=300             # the primary's max_connections
 TARGETS=(direct pgbouncer pgmux)   # base order; rotated every round so drift hits all alike
+[ -z "$PGMUX_BASELINE_BIN" ] || TARGETS+=(pgmux-base)
+PROXIES=("${TARGETS[@]:1}")        # the proxy targets: each its own process
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -77,9 +116,19 @@ T_START=$SECONDS
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for v in BENCH_SECONDS BENCH_ROUNDS BENCH_CLIENTS BENCH_JOBS BENCH_SCALE BENCH_WARMUP BENCH_STATS_SETTLE; do
+for v in BENCH_SECONDS BENCH_ROUNDS BENCH_JOBS BENCH_SCALE BENCH_WARMUP BENCH_STATS_SETTLE; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
+read -r -a CLIENT_COUNTS <<<"$BENCH_CLIENTS"
+[ ${#CLIENT_COUNTS[@]} -gt 0 ] || die "BENCH_CLIENTS names no client count"
+MIN_CLIENTS=${CLIENT_COUNTS[0]} MAX_CLIENTS=${CLIENT_COUNTS[0]}
+for n in "${CLIENT_COUNTS[@]}"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS must be whole numbers > 0, got '$n'"
+  [ "$n" -ge "$MIN_CLIENTS" ] || MIN_CLIENTS=$n
+  [ "$n" -le "$MAX_CLIENTS" ] || MAX_CLIENTS=$n
+done
+case $BENCH_TLS in 0 | 1) ;; *) die "BENCH_TLS must be 0 or 1, got '$BENCH_TLS'" ;; esac
+case $BENCH_CALLGRIND in 0 | 1) ;; *) die "BENCH_CALLGRIND must be 0 or 1, got '$BENCH_CALLGRIND'" ;; esac
 [ "$BENCH_SECONDS" -gt 0 ] && [ "$BENCH_ROUNDS" -gt 0 ] || die "BENCH_SECONDS and BENCH_ROUNDS must be > 0"
 for m in $BENCH_MODES $BENCH_REPLICA_MODES; do
   case $m in simple | extended | prepared) ;; *) die "unknown pgbench mode '$m' in BENCH_MODES/BENCH_REPLICA_MODES" ;; esac
@@ -96,8 +145,12 @@ done
 
 # PostgreSQL and PgBouncer refuse to run as root: run them as the postgres OS user then.
 IS_ROOT=0; [ "$(id -u)" = 0 ] && IS_ROOT=1
-# Each client costs a proxy one file descriptor, and the soft limit is often 1024.
+# Each client costs a proxy one file descriptor (pgmux: three over TLS), pgbench one, and the soft
+# limit is often 1024: take the hard limit (pgbench and pgmux inherit it; PgBouncer, started through
+# runuser's PAM session, raises its own in start_proxy).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
 as_pg() { if [ $IS_ROOT = 1 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 # A free TCP port on loopback: bind port 0 and let the kernel choose. (Tiny race until the server
@@ -130,7 +183,7 @@ stop_pid() {
 stop_proxy() { # target
   local t=$1
   # pgmux: SIGINT closes at once. PgBouncer: SIGTERM is its immediate shutdown (SIGINT waits).
-  case $t in pgmux | pgmuxr) stop_pid "${PID[$t]:-}" INT ;; pgbouncer) stop_pid "${PID[$t]:-}" TERM ;; esac
+  case $t in pgmux | pgmux-base | pgmuxr) stop_pid "${PID[$t]:-}" INT ;; pgbouncer) stop_pid "${PID[$t]:-}" TERM ;; esac
   if [ -n "${WRAPPER[$t]:-}" ]; then
     stop_pid "${WRAPPER[$t]}" TERM
     wait "${WRAPPER[$t]}" 2>/dev/null || true
@@ -144,6 +197,7 @@ cleanup() {
   set +e
   stop_proxy pgmuxr
   stop_proxy pgmux
+  stop_proxy pgmux-base
   stop_proxy pgbouncer
   local d
   for d in "${REPLICAS[@]}"; do
@@ -154,7 +208,7 @@ cleanup() {
   fi
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ $rc != 0 ] && [ $rc != 130 ] && [ $rc != 143 ]; then # a hint before the logs vanish
-      for f in "$WORK"/{postgres,pgbouncer,pgmux,replica1,replica2,pgmuxr}.log; do
+      for f in "$WORK"/{postgres,pgbouncer,pgmux,pgmux-base,replica1,replica2,pgmuxr}.log; do
         [ -s "$f" ] && { log "--- tail of $(basename "$f")"; tail -n 5 "$f" >&2; }
       done
     fi
@@ -193,6 +247,24 @@ if [ -z "${PGMUX_BIN:-}" ]; then
   PGMUX_BIN="$REPO/target/release/pgmux"
 fi
 [ -x "$PGMUX_BIN" ] || die "pgmux binary '$PGMUX_BIN' is not executable"
+[ -z "$PGMUX_BASELINE_BIN" ] || [ -x "$PGMUX_BASELINE_BIN" ] ||
+  die "baseline pgmux binary '$PGMUX_BASELINE_BIN' (PGMUX_BASELINE_BIN) is not executable"
+[ "$BENCH_TLS" = 0 ] || command -v openssl >/dev/null || die "BENCH_TLS=1 needs openssl (apt-get install openssl)"
+if [ "$BENCH_CALLGRIND" = 1 ]; then
+  command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
+    die "BENCH_CALLGRIND=1 needs valgrind (apt-get install valgrind)"
+  command -v pgbench >/dev/null || die "BENCH_CALLGRIND=1 needs pgbench on PATH (benches/callgrind.sh calls it)"
+fi
+# File descriptors the largest client count needs: pgbench one per client, a proxy one per client
+# (pgmux three over TLS: socket, and the socket pair of its TLS pump) plus its server connections.
+FD_NEED_PGBENCH=$((MAX_CLIENTS + 50)) FD_NEED_PROXY=$((MAX_CLIENTS * (BENCH_TLS ? 3 : 1) + 200))
+if [ "$FD_NEED_PGBENCH" -gt "$NOFILE" ]; then
+  die "pgbench needs ~$FD_NEED_PGBENCH file descriptors for $MAX_CLIENTS clients, the limit is $NOFILE (ulimit -Hn)"
+fi
+if [ $WANT_POOLING = 1 ] && [ "$FD_NEED_PROXY" -gt "$NOFILE" ]; then
+  log "warning: pgmux needs ~$FD_NEED_PROXY file descriptors for $MAX_CLIENTS clients$([ "$BENCH_TLS" = 1 ] && echo ' over TLS')," \
+    "the limit is $NOFILE (ulimit -Hn): expect failed runs at that count"
+fi
 
 CLK_TCK=$(getconf CLK_TCK)
 NPROC=$(nproc)
@@ -205,6 +277,13 @@ fi
 PGMUX_VERSION=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
   PGMUX_VERSION="$PGMUX_VERSION+uncommitted"
+fi
+# What the binaries say of themselves (the checkout's commit above need not be what PGMUX_BIN was
+# built from).
+PGMUX_VERSION_LINE=$("$PGMUX_BIN" --version 2>/dev/null | head -n 1) || PGMUX_VERSION_LINE="?"
+PGMUX_BASE_VERSION_LINE=""
+if [ -n "$PGMUX_BASELINE_BIN" ]; then
+  PGMUX_BASE_VERSION_LINE=$("$PGMUX_BASELINE_BIN" --version 2>/dev/null | head -n 1) || PGMUX_BASE_VERSION_LINE="?"
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgmux-e2e.XXXXXX")
@@ -222,12 +301,26 @@ cat >>"$WORK/pgdata/postgresql.conf" <<EOF
 port = ${PORT[direct]}
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$WORK'
-max_connections = 300
+max_connections = $PG_MAX_CONNECTIONS
 shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
 full_page_writes = off
 EOF
+# BENCH_TLS: one self-signed certificate for every target (PostgreSQL for direct, both proxies), its
+# key readable by the postgres user only (PostgreSQL insists; pgmux as root reads it anyway).
+if [ "$BENCH_TLS" = 1 ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >"$WORK/openssl.log" 2>&1 ||
+    die "openssl could not make a certificate: $(tail -n 3 "$WORK/openssl.log")"
+  chmod 600 "$WORK/tls.key"
+  [ $IS_ROOT = 1 ] && chown postgres: "$WORK/tls.key" "$WORK/tls.crt"
+  cat >>"$WORK/pgdata/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = '$WORK/tls.crt'
+ssl_key_file = '$WORK/tls.key'
+EOF
+fi
 # First matching line wins: the superuser over the socket without a password (also for replication
 # connections, pg_basebackup's and the replicas' WAL streams, which "all" does not cover), everyone
 # over TCP (pgbench, the proxies) with SCRAM. Replicas copy this file.
@@ -258,6 +351,14 @@ log "pgbench -i -s $BENCH_SCALE"
 # ---------------------------------------------------------------------------------------------
 PORT[pgbouncer]=$(free_port)
 PORT[pgmux]=$(free_port)
+[ -z "$PGMUX_BASELINE_BIN" ] || PORT[pgmux-base]=$(free_port)
+# Client limits: room for the largest client count plus the script's own probes, never below the
+# 2,000 (PgBouncer) this script always used; pgmux's default (10,000) likewise kept as a floor.
+PGB_MAX_CLIENT_CONN=$((MAX_CLIENTS + 100 > 2000 ? MAX_CLIENTS + 100 : 2000))
+PGMUX_MAX_CONNECTIONS=$((MAX_CLIENTS + 100 > 10000 ? MAX_CLIENTS + 100 : 10000))
+# Direct PostgreSQL takes a client count only if max_connections (300) leaves room for it next to
+# the proxies' idle pools, superuser_reserved_connections (3) and a margin (health probes, psql).
+DIRECT_MAX_CLIENTS=$((PG_MAX_CONNECTIONS - 3 - 10 - POOL_SIZE * ${#PROXIES[@]}))
 
 cat >"$WORK/pgbouncer.ini" <<EOF
 [databases]
@@ -271,24 +372,47 @@ auth_type = scram-sha-256
 auth_file = $WORK/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
-max_client_conn = 2000
+max_client_conn = $PGB_MAX_CLIENT_CONN
 pidfile = $WORK/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
+server_tls_sslmode = disable
 EOF
+if [ "$BENCH_TLS" = 1 ]; then
+  cat >>"$WORK/pgbouncer.ini" <<EOF
+client_tls_sslmode = require
+client_tls_key_file = $WORK/tls.key
+client_tls_cert_file = $WORK/tls.crt
+EOF
+fi
 printf '"app" "%s"\n' "$APP_VERIFIER" >"$WORK/userlist.txt"
 
-cat >"$WORK/pgmux.yaml" <<EOF
-listen: 127.0.0.1:${PORT[pgmux]}
+# pgmux and pgmux-base (PGMUX_BASELINE_BIN) get the same configuration, each its own port.
+write_pgmux_config() { # file port
+  cat >"$1" <<EOF
+listen: 127.0.0.1:$2
 servers: [127.0.0.1:${PORT[direct]}]
 pool:
   mode: transaction
   size: $POOL_SIZE
+clients:
+  max_connections: $PGMUX_MAX_CONNECTIONS
 users:
   - name: app
     password: app
 workers: ${PGMUX_WORKERS:-0}
 EOF
+  if [ "$BENCH_TLS" = 1 ]; then
+    cat >>"$1" <<EOF
+tls:
+  mode: require
+  cert_file: $WORK/tls.crt
+  key_file: $WORK/tls.key
+EOF
+  fi
+}
+write_pgmux_config "$WORK/pgmux.yaml" "${PORT[pgmux]}"
+[ -z "$PGMUX_BASELINE_BIN" ] || write_pgmux_config "$WORK/pgmux-base.yaml" "${PORT[pgmux-base]}"
 [ $IS_ROOT = 1 ] && chown postgres: "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
 
 # wait_ready TARGET: until a real query through it succeeds (or 30 s pass).
@@ -323,25 +447,36 @@ wait_reader() {
   log "warning: in 30 s the reader endpoint reached only the replica on port(s)$seen"
 }
 
-start_proxy() { # process: pgbouncer, pgmux (pooling scenario) or pgmuxr (replicas scenario)
-  local t=$1 i
+# The soft limit on open files of a running process, from /proc/PID/limits.
+proc_nofile() { awk '/^Max open files/ {print $4}' "/proc/$1/limits" 2>/dev/null; }
+
+start_proxy() { # process: pgbouncer, pgmux, pgmux-base (pooling scenario) or pgmuxr (replicas scenario)
+  local t=$1 i n
   case $t in
   pgbouncer)
     rm -f "$WORK/pgbouncer.pid"
-    # runuser stays as the parent, so the pid to measure comes from PgBouncer's pidfile.
-    as_pg "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini" >>"$WORK/pgbouncer.log" 2>&1 &
+    # runuser stays as the parent, so the pid to measure comes from PgBouncer's pidfile. runuser's
+    # PAM session applies pam_limits (soft nofile often 1024): raise it again, then exec PgBouncer.
+    as_pg sh -c 'ulimit -n "$0" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"' "$NOFILE" \
+      "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini" >>"$WORK/pgbouncer.log" 2>&1 &
     WRAPPER[$t]=$!
     for i in $(seq 100); do [ -s "$WORK/pgbouncer.pid" ] && break; sleep 0.1; done
     [ -s "$WORK/pgbouncer.pid" ] || die "PgBouncer did not start: $(tail -n 3 "$WORK/pgbouncer.log")"
     PID[$t]=$(cat "$WORK/pgbouncer.pid")
     ;;
-  pgmux | pgmuxr)
+  pgmux | pgmux-base | pgmuxr)
     # bash execs a simple background command, so $! is pgmux itself.
-    PGMUX_LOG=warn "$PGMUX_BIN" --config "$WORK/$t.yaml" >>"$WORK/$t.log" 2>&1 &
+    local bin=$PGMUX_BIN
+    [ "$t" = pgmux-base ] && bin=$PGMUX_BASELINE_BIN
+    PGMUX_LOG=warn "$bin" --config "$WORK/$t.yaml" >>"$WORK/$t.log" 2>&1 &
     PID[$t]=$!
     ;;
   esac
   wait_ready "$t"
+  n=$(proc_nofile "${PID[$t]}")
+  if [ "$t" != pgmuxr ] && [ -n "$n" ] && [ "$n" != unlimited ] && [ "$n" -lt $((MAX_CLIENTS + 100)) ]; then
+    log "warning: $t may open only $n files (/proc/${PID[$t]}/limits), fewer than $MAX_CLIENTS clients need"
+  fi
   if [ "$t" = pgmuxr ]; then
     PID[main]=${PID[$t]} PID[reader]=${PID[$t]} # both endpoints are this one process
     wait_reader
@@ -362,9 +497,14 @@ proc_ticks() {
 # times of its own reaped children; backends that exited and were reaped are in the postmaster's
 # cutime/cstime. Processes may vanish while /proc is read: cat's complaint is ignored.
 PG_DATA_DIRS=("$WORK/pgdata")
-pg_ticks() {
+postmaster_pids() {
   local d pms=""
   for d in "${PG_DATA_DIRS[@]}"; do pms+=" $(head -n 1 "$d/postmaster.pid")"; done
+  echo "$pms"
+}
+pg_ticks() {
+  local pms
+  pms=$(postmaster_pids)
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
     awk -v pms="$pms" 'BEGIN { n = split(pms, a, " "); for (i = 1; i <= n; i++) pm[a[i]] = 1 }
                        { pid = $1; sub(/^.*\) /, ""); if ((pid in pm) || ($2 in pm)) t += $12 + $13 + $14 + $15 }
@@ -390,22 +530,112 @@ client_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 box_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
+# The progress helper of measured runs: reads pgbench's stderr (from a FIFO), appends every line to
+# the run's output file, and for each `progress:` line appends one tab-separated snapshot to the
+# ticks file: wall ms, pgbench's seconds since its threads started, tps of the interval, proxy
+# utime, proxy stime (empty without a proxy), PostgreSQL ticks (as pg_ticks), pgbench's own ticks
+# (all threads; found as the pgbench process whose stderr is this FIFO), machine busy ticks (as
+# box_ticks). Python reads /proc without forking, so snapshots cost next to nothing.
+# pgbench 15 prints its first progress line right after all its clients have connected (thread 0
+# reports on entering its transaction loop once a report is due: at 1 s, or at once if connecting
+# took longer), then one per second.
+cat >"$WORK/progress.py" <<'EOF'
+import os, re, sys, time
+proxy, pms, out_path, ticks_path, fifo = sys.argv[1], set(sys.argv[2].split()), sys.argv[3], sys.argv[4], sys.argv[5]
+PROGRESS = re.compile(r'^progress: ([0-9.]+) s, ([0-9.]+) tps')
+def stat(pid):
+    with open('/proc/%s/stat' % pid) as f:
+        s = f.read()
+    return s[s.rindex(')') + 2:].split()   # [0] state, [1] ppid, [11] utime, [12] stime, [13] cutime, [14] cstime
+def pg_ticks():
+    t = 0
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            f = stat(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid in pms or f[1] in pms:
+            t += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return t
+def find_pgbench():
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.readlink('/proc/%s/fd/2' % pid) == fifo and open('/proc/%s/comm' % pid).read().strip() == 'pgbench':
+                return pid
+        except OSError:
+            pass
+    return None
+def box_ticks():
+    with open('/proc/stat') as f:
+        v = f.readline().split()
+    return int(v[1]) + int(v[2]) + int(v[3]) + int(v[6]) + int(v[7]) + int(v[8])
+pgbench = None
+with open(out_path, 'a') as out, open(ticks_path, 'a') as ticks:
+    for line in sys.stdin:
+        m = PROGRESS.match(line)
+        if m:
+            now = time.time()
+            pu = ps = ''
+            if proxy:
+                try:
+                    f = stat(proxy); pu, ps = f[11], f[12]
+                except (OSError, ValueError, IndexError):
+                    pass
+            pg = pg_ticks()
+            pgbench = pgbench or find_pgbench()
+            pb = ''
+            if pgbench:
+                try:
+                    f = stat(pgbench); pb = int(f[11]) + int(f[12])
+                except (OSError, ValueError, IndexError):
+                    pass
+            ticks.write('%d\t%s\t%s\t%s\t%s\t%d\t%s\t%d\n' % (now * 1000, m.group(1), m.group(2), pu, ps, pg, pb, box_ticks()))
+            ticks.flush()
+        out.write(line)
+        out.flush()
+EOF
+PROGRESS_FIFO="$WORK/pgbench-stderr.fifo"
+mkfifo "$PROGRESS_FIFO"
+
+CLIENTS=${CLIENT_COUNTS[0]} # pgbench -c of the runs now (the pooling scenario steps through the list)
+T_EXTRA=0                   # seconds added to -T for the connection phase (set per client count)
 # pgbench_run TARGET MODE OUTFILE ARGS...: pgbench -S with the common options. The timeout guards
 # against a proxy that stops answering (pgbench would wait forever on an unanswered query);
 # --foreground keeps pgbench in our process group, so Ctrl-C reaches it at once; timeout then exits
 # 130 rather than dying of the signal, which bash takes as "handled": stop here ourselves.
+# With ERR_TO set, pgbench's stderr goes there (the progress FIFO) and its stdout is appended to
+# OUTFILE; otherwise both replace OUTFILE.
 pgbench_run() {
   local t=$1 mode=$2 out=$3 rc=0; shift 3
-  timeout --foreground -k 10 $((BENCH_SECONDS + BENCH_WARMUP + 120)) \
-    "$PG_BIN/pgbench" -h 127.0.0.1 -p "${PORT[$t]}" -U app -S -M "$mode" --no-vacuum \
-    -c "$BENCH_CLIENTS" -j "$BENCH_JOBS" "$@" app >"$out" 2>&1 || rc=$?
+  local limit=$((BENCH_SECONDS + BENCH_WARMUP + T_EXTRA + 120 + CLIENTS / 50))
+  local cmd=("$PG_BIN/pgbench" -h 127.0.0.1 -p "${PORT[$t]}" -U app -S -M "$mode" --no-vacuum
+    -c "$CLIENTS" -j "$BENCH_JOBS" "$@" app)
+  if [ -n "${ERR_TO:-}" ]; then
+    timeout --foreground -k 10 "$limit" "${cmd[@]}" >>"$out" 2>"$ERR_TO" || rc=$?
+  else
+    timeout --foreground -k 10 "$limit" "${cmd[@]}" >"$out" 2>&1 || rc=$?
+  fi
   case $rc in 130) log "interrupted"; exit 130 ;; 143) log "terminated"; exit 143 ;; esac
   return $rc
 }
 
-# One line per run: round mode target status tps lat failed tx proxy_ms box_ms wall_ms note pg_ms
-# client_ms proxy_sys_ms (CPU times in ms over the whole pgbench run, connection set-up included),
-# then, with NODE_STATS=1, one column per server: its committed transactions during the run.
+# One line per run, tab-separated:
+#   1-15  round mode target status tps lat failed tx proxy_ms box_ms wall_ms note pg_ms client_ms
+#         proxy_sys_ms (CPU times in ms over the whole pgbench run, connection set-up included);
+#   16-18 with NODE_STATS=1, per server (primary, replica1, replica2): its committed transactions
+#         during the run (empty otherwise);
+#   19    clients (pgbench -c);
+#   20    pgbench's "initial connection time" (ms);
+#   21-27 the transaction phase (from pgbench's first progress line to its last, see progress.py):
+#         wall ms, transactions, proxy ms, proxy system ms, PostgreSQL ms, machine busy ms, pgbench ms
+#         (empty when pgbench printed fewer than two progress lines);
+#   28-33 the connection phase (pgbench start to its first progress line): wall ms, proxy ms,
+#         transactions in the first progress interval, PostgreSQL ms, pgbench ms, and the first
+#         line's time (pgbench's seconds since its threads started: 1.0 if connecting took less).
 RESULTS_POOLING="$WORK/results.tsv" RESULTS_REPLICAS="$WORK/results-replicas.tsv"
 : >"$RESULTS_POOLING"; : >"$RESULTS_REPLICAS"
 RESULTS=$RESULTS_POOLING NODE_STATS=0 TAB=$'\t'
@@ -413,12 +643,18 @@ RESULTS=$RESULTS_POOLING NODE_STATS=0 TAB=$'\t'
 # measure ROUND MODE TARGET: one measured pgbench run, one line appended to $RESULTS.
 measure() {
   local round=$1 mode=$2 t=$3 rc=0
-  local out="$WORK/run-$round-$mode-$t.txt" pid=${PID[$t]:-}
-  local p0 p1 b0 b1 w0 w1 g0 g1 c0 c1 pu0 ps0 pu1 ps1 n0="" n1="" landed=""
+  local out="$WORK/run-$CLIENTS-$round-$mode-$t.txt" pid=${PID[$t]:-}
+  local ticks="$WORK/run-$CLIENTS-$round-$mode-$t.ticks" helper
+  local p0 p1 b0 b1 w0 w1 g0 g1 c0 c1 pu0 ps0 pu1 ps1 n0="" n1="" landed=$'\t\t' win conn_ms
   [ "$NODE_STATS" = 0 ] || n0=$(node_commits) # first: its psql processes are not pgbench's CPU
+  : >"$out"; : >"$ticks"
+  # shellcheck disable=SC2094 # the helper reads the FIFO and only compares the path to pgbench's fd 2
+  python3 "$WORK/progress.py" "$pid" "$(postmaster_pids)" "$out" "$ticks" "$PROGRESS_FIFO" <"$PROGRESS_FIFO" &
+  helper=$!
   g0=$(pg_ticks); c0=$(client_ticks); p0=$(proc_ticks "$pid"); b0=$(box_ticks); w0=$(now_ms)
-  pgbench_run "$t" "$mode" "$out" -T "$BENCH_SECONDS" || rc=$?
+  ERR_TO=$PROGRESS_FIFO pgbench_run "$t" "$mode" "$out" -T $((BENCH_SECONDS + T_EXTRA)) -P 1 || rc=$?
   p1=$(proc_ticks "$pid"); b1=$(box_ticks); w1=$(now_ms)
+  wait "$helper" || log "warning: the progress helper failed (exit $?)"
   sleep 0.3 # let the postmaster reap backends of a direct run, so their CPU lands in its cutime
   c1=$(client_ticks); g1=$(pg_ticks)
   if [ "$NODE_STATS" = 1 ]; then
@@ -429,7 +665,27 @@ measure() {
     landed=$(awk -v a="$n0" -v b="$n1" 'BEGIN { n = split(a, x, " "); split(b, y, " ")
       for (i = 1; i <= n; i++) printf "%s%s", (i > 1 ? "\t" : ""), \
         ((x[i] ~ /^[0-9]+$/ && y[i] ~ /^[0-9]+$/) ? y[i] - x[i] : "") }')
+    [ "$(awk -F'\t' '{print NF}' <<<"$landed")" = 3 ] || landed=$'\t\t' # three columns, always
   fi
+
+  # The two phases, from the helper's snapshots (see the column list above).
+  win=$(awk -F'\t' -v p0="$p0" -v g0="$g0" -v b0="$b0" -v w0="$w0" -v ms=$((1000 / CLK_TCK)) '
+    { n++; W[n] = $1; R[n] = $2; T[n] = $3; P[n] = ($4 == "" ? "" : $4 + $5); S[n] = $5; G[n] = $6; X[n] = $7; B[n] = $8 }
+    END {
+      # pgbench may be gone (exited, reaped) by the time its last line is read: end the window at
+      # the last snapshot that has its CPU too.
+      if (X[1] != "") while (n > 1 && X[n] == "") n--
+      if (n < 2) { printf "\t\t\t\t\t\t\t\t\t\t\t\t"; exit } # 13 empty columns
+      tx = 0; for (i = 2; i <= n; i++) tx += T[i] * (R[i] - R[i - 1])
+      split(p0, a, " "); pz = (p0 == "" ? "" : a[1] + a[2])
+      pw = (P[1] == "" || P[n] == "") ? "" : (P[n] - P[1]) * ms
+      sw = (P[1] == "" || P[n] == "") ? "" : (S[n] - S[1]) * ms
+      lp = (pz == "" || P[1] == "") ? "" : (P[1] - pz) * ms
+      printf "%d\t%.0f\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%.0f\t%d\t%s\t%s", W[n] - W[1], tx, pw, sw, (G[n] - G[1]) * ms,
+        (B[n] - B[1]) * ms, (X[n] == "" || X[1] == "") ? "" : (X[n] - X[1]) * ms, W[1] - w0, lp, T[1] * R[1],
+        (G[1] - g0) * ms, X[1] == "" ? "" : X[1] * ms, R[1]
+    }' "$ticks")
+  conn_ms=$(sed -n 's/^initial connection time = \([0-9.]*\) ms.*/\1/p' "$out")
 
   local tps lat failed tx aborted proxy_ms="" proxy_sys_ms="" status=ok note=""
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")
@@ -447,18 +703,25 @@ measure() {
   elif [ $rc != 0 ] || [ -z "$tps" ]; then
     status=failed
     note="pgbench exit $rc"
-    [ "$aborted" -gt 0 ] && note="$note, $aborted of $BENCH_CLIENTS clients aborted, ${tx:-0} tx done"
+    [ "$aborted" -gt 0 ] && note="$note, $aborted of $CLIENTS clients aborted, ${tx:-0} tx done"
     note="$note: $(grep -m 1 -E 'ERROR|FATAL|error:' "$out" | sed 's/^pgbench: error: //' | cut -c 1-200)"
+  fi
+  if [ $status = ok ] && [ -z "${win%%"$TAB"*}" ]; then
+    status=failed note="fewer than two progress lines from pgbench: no transaction phase to measure (connecting took longer than -T $((BENCH_SECONDS + T_EXTRA))?)"
   fi
   if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
     status=failed note="$t exited during the run. $note"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n' "$round" "$mode" "$t" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$t" \
     "$status" "${tps:-}" "${lat:-}" "${failed:-}" "${tx:-0}" "$proxy_ms" \
     $(((b1 - b0) * 1000 / CLK_TCK)) $((w1 - w0)) "$note" $(((g1 - g0) * 1000 / CLK_TCK)) \
-    $(((c1 - c0) * 1000 / CLK_TCK)) "$proxy_sys_ms" "${n1:+$TAB$landed}" >>"$RESULTS"
-  log "round $round  $(printf '%-8s %-9s' "$mode" "$t")  $status  tps=${tps:--} lat=${lat:--}ms" \
-    "failed=${failed:--} tx=${tx:-0}${proxy_ms:+ proxy_cpu=${proxy_ms}ms}${landed:+ xacts per server: ${landed//$TAB/ }}${note:+  ($note)}"
+    $(((c1 - c0) * 1000 / CLK_TCK)) "$proxy_sys_ms" "$landed" "$CLIENTS" "${conn_ms:-}" "$win" >>"$RESULTS"
+  local wtx wproxy
+  wtx=$(cut -f 2 <<<"$win") wproxy=$(cut -f 3 <<<"$win")
+  log "c=$CLIENTS round $round  $(printf '%-8s %-10s' "$mode" "$t")  $status  tps=${tps:--} lat=${lat:--}ms" \
+    "failed=${failed:--} tx=${tx:-0}${proxy_ms:+ proxy_cpu=${proxy_ms}ms}" \
+    "${wtx:+window: tx=$wtx${wproxy:+ proxy_cpu=${wproxy}ms}}${conn_ms:+ connect=${conn_ms}ms}" \
+    "${n1:+ xacts per server: ${landed//$TAB/ }}${note:+  ($note)}"
 
   # A failed run may leave a proxy with stray state (e.g. prepared statements on its server
   # connections): restart it so the next scenario starts clean.
@@ -473,48 +736,104 @@ measure() {
 # ---------------------------------------------------------------------------------------------
 # Scenario "pooling": warm-up, connection cost, then the measured rounds
 # ---------------------------------------------------------------------------------------------
-declare -A CONNECT_MS=()
+declare -A CONNECT_MS=() CONNECT_TIME=() T_EXTRA_OF=() CALLGRIND_IR=()
+DIRECT_SKIPPED=()  # client counts direct PostgreSQL was left out of
+# targets_for N: the targets run at N clients (direct only if PostgreSQL has room for N).
+targets_for() {
+  local t
+  for t in "${TARGETS[@]}"; do
+    [ "$t" = direct ] && [ "$1" -gt "$DIRECT_MAX_CLIENTS" ] && continue
+    echo "$t"
+  done
+}
+# run_callgrind NAME BIN: benches/callgrind.sh (pgmux demo under valgrind, 3,000 SELECT 1), sets
+# CALLGRIND_IR[NAME] to its Ir per transaction (empty if it failed).
+run_callgrind() {
+  local name=$1 bin=$2 port line
+  port=$(free_port)
+  log "callgrind: $name ($bin) on :$port, 3000 transactions (a minute or more)"
+  line=$(cd "$WORK" && PGSSLMODE=disable timeout 1200 bash "$REPO/benches/callgrind.sh" "$bin" "$port" 3000 2>&1 |
+    tee "$WORK/callgrind-$name.log" | tail -n 1) || true
+  # callgrind.sh leaves its files in /tmp, named by port: keep its pgbench log, drop the rest.
+  cp /tmp/cg-pgbench."$port".log "$WORK/callgrind-$name-pgbench.log" 2>/dev/null || true
+  rm -f /tmp/cg."$port".* /tmp/cg-demo."$port".log /tmp/cg-pgbench."$port".log
+  if [[ $line =~ =\ ([0-9]+)\ Ir/tx$ ]]; then
+    CALLGRIND_IR[$name]=${BASH_REMATCH[1]}
+    log "callgrind: $name ${CALLGRIND_IR[$name]} Ir per transaction"
+  else
+    CALLGRIND_IR[$name]=""
+    log "warning: callgrind for $name failed: $line"
+  fi
+}
+
 scenario_pooling() {
-  local round mode t i c0 c1 order
-  log "scenario pooling: PgBouncer $PGB_VERSION on :${PORT[pgbouncer]}, pgmux $PGMUX_VERSION on :${PORT[pgmux]}"
+  local round mode t i c0 c1 order n ms max targets
+  log "scenario pooling: PgBouncer $PGB_VERSION on :${PORT[pgbouncer]}, pgmux $PGMUX_VERSION on :${PORT[pgmux]}$(
+    [ -z "$PGMUX_BASELINE_BIN" ] || echo ", pgmux-base on :${PORT[pgmux-base]}"); clients: ${CLIENT_COUNTS[*]}$([ "$BENCH_TLS" = 1 ] && echo '; TLS')"
+  [ "$BENCH_TLS" = 0 ] || export PGSSLMODE=require # every client of this scenario, psql probes included
   PID[direct]=""
-  start_proxy pgbouncer
-  start_proxy pgmux
+  for t in "${PROXIES[@]}"; do start_proxy "$t"; done
   if [ "$BENCH_WARMUP" -gt 0 ]; then
-    log "warm-up: ${BENCH_WARMUP}s per target (fills the pools and the buffer cache)"
-    for t in "${TARGETS[@]}"; do
+    CLIENTS=$MIN_CLIENTS T_EXTRA=0
+    log "warm-up: ${BENCH_WARMUP}s per target at $CLIENTS clients (fills the pools and the buffer cache)"
+    for t in $(targets_for "$CLIENTS"); do
       pgbench_run "$t" simple "$WORK/warmup-$t.txt" -T "$BENCH_WARMUP" ||
         log "warning: warm-up against $t failed: $(grep -m 1 -E 'ERROR|FATAL|error:' "$WORK/warmup-$t.txt")"
     done
   fi
 
-  # Connection cost: each client connects (SCRAM), runs one transaction and leaves. The proxy CPU
-  # this takes is part of every measured run's figure too (each run opens $BENCH_CLIENTS clients).
-  for t in pgbouncer pgmux; do
-    c0=$(proc_ticks "${PID[$t]}")
-    pgbench_run "$t" simple "$WORK/connect-$t.txt" -t 1 || true
-    c1=$(proc_ticks "${PID[$t]}")
-    CONNECT_MS[$t]=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" \
-      'BEGIN { split(a, x, " "); split(b, y, " "); print (y[1] + y[2] - x[1] - x[2]) * 1000 / hz }')
-  done
-
   RESULTS=$RESULTS_POOLING NODE_STATS=0
-  for round in $(seq "$BENCH_ROUNDS"); do
-    # Rotate the target order every round so neither position (first after a mode switch, last
-    # before it) always falls on the same target.
-    order=()
-    for i in "${!TARGETS[@]}"; do order+=("${TARGETS[$(((i + round - 1) % ${#TARGETS[@]}))]}"); done
-    for mode in $BENCH_MODES; do
-      for t in "${order[@]}"; do
-        # PgBouncer 1.18 keeps no track of prepared statements in transaction mode: run it anyway
-        # and report the outcome as measured.
-        measure "$round" "$mode" "$t"
+  for n in "${CLIENT_COUNTS[@]}"; do
+    CLIENTS=$n T_EXTRA=0
+    mapfile -t targets < <(targets_for "$n")
+    if [ "$n" -gt "$DIRECT_MAX_CLIENTS" ]; then
+      DIRECT_SKIPPED+=("$n")
+      log "$n clients: direct PostgreSQL skipped (max_connections $PG_MAX_CONNECTIONS leaves room for $DIRECT_MAX_CLIENTS)"
+    fi
+    # Connection cost: each client connects (SCRAM), runs one transaction and leaves; the proxy CPU
+    # this takes is reported per login. pgbench's "initial connection time" of these runs sizes the
+    # connection-phase allowance added to -T (pgbench's -T clock starts before its clients connect).
+    max=0
+    for t in "${targets[@]}"; do
+      c0=$(proc_ticks "${PID[$t]:-}")
+      pgbench_run "$t" simple "$WORK/connect-$n-$t.txt" -t 1 ||
+        log "warning: connection run against $t at $n clients failed: $(grep -m 1 -E 'ERROR|FATAL|error:' "$WORK/connect-$n-$t.txt")"
+      c1=$(proc_ticks "${PID[$t]:-}")
+      if [ "$t" != direct ]; then
+        CONNECT_MS[$n,$t]=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" \
+          'BEGIN { if (a == "" || b == "") exit; split(a, x, " "); split(b, y, " "); print (y[1] + y[2] - x[1] - x[2]) * 1000 / hz }')
+      fi
+      ms=$(sed -n 's/^initial connection time = \([0-9]*\).*/\1/p' "$WORK/connect-$n-$t.txt")
+      CONNECT_TIME[$n,$t]=$ms
+      [ -z "$ms" ] || [ "$ms" -le "$max" ] || max=$ms
+    done
+    T_EXTRA=$(((max * 3 / 2 + 999) / 1000 + 2))
+    T_EXTRA_OF[$n]=$T_EXTRA
+    log "$n clients: slowest connect ${max} ms, pgbench -T $((BENCH_SECONDS + T_EXTRA))"
+
+    for round in $(seq "$BENCH_ROUNDS"); do
+      # Rotate the target order every round so neither position (first after a mode switch, last
+      # before it) always falls on the same target.
+      order=()
+      for i in "${!targets[@]}"; do order+=("${targets[$(((i + round - 1) % ${#targets[@]}))]}"); done
+      for mode in $BENCH_MODES; do
+        for t in "${order[@]}"; do
+          # PgBouncer 1.18 keeps no track of prepared statements in transaction mode: run it anyway
+          # and report the outcome as measured.
+          measure "$round" "$mode" "$t"
+        done
       done
     done
   done
-  # Idle from here on, but they hold 2 x $POOL_SIZE connections to the primary: stop them.
-  stop_proxy pgmux
-  stop_proxy pgbouncer
+  CLIENTS=${CLIENT_COUNTS[0]} T_EXTRA=0
+  # Idle from here on, but they hold $POOL_SIZE connections each to the primary: stop them.
+  for t in "${PROXIES[@]}"; do stop_proxy "$t"; done
+  export PGSSLMODE=disable
+
+  if [ "$BENCH_CALLGRIND" = 1 ]; then
+    run_callgrind pgmux "$PGMUX_BIN"
+    [ -z "$PGMUX_BASELINE_BIN" ] || run_callgrind pgmux-base "$PGMUX_BASELINE_BIN"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -630,69 +949,162 @@ AWK_LIB='
   }
   function cell(x, fmt) { return x == "" ? "—" : sprintf(fmt, x) }'
 
-report_pooling() {
-  echo
-  echo "### Pooling: direct PostgreSQL vs PgBouncer vs pgmux"
-  echo
-  echo "- Workload: \`pgbench -S --no-vacuum -c $BENCH_CLIENTS -j $BENCH_JOBS -T $BENCH_SECONDS\` on scale $BENCH_SCALE," \
-    "$BENCH_ROUNDS round(s), medians shown; targets interleaved per mode, order rotated per round"
-  echo "- Proxies: transaction mode, $POOL_SIZE server connections, clients authenticate with scram-sha-256" \
-    "(direct: scram-sha-256 too); PgBouncer max_client_conn 2000"
-  echo "- Connection cost ($BENCH_CLIENTS clients each connect, run 1 tx, leave): PgBouncer ${CONNECT_MS[pgbouncer]} ms CPU," \
-    "pgmux ${CONNECT_MS[pgmux]} ms CPU (clock tick $((1000 / CLK_TCK)) ms)"
-  echo "- CPU columns: ms of CPU time per 1,000 transactions over the whole run (connection set-up included);" \
-    "proxy CPU in kernel = its system time share (syscalls); other = machine busy time - proxy - PostgreSQL -" \
-    "pgbench (kernel interrupt work and background load: large means the run was disturbed)"
-  echo
-  awk -F'\t' -v MODES="$BENCH_MODES" -v ROUNDS="$BENCH_ROUNDS" "$AWK_LIB"'
-    {
-      k = $2 SUBSEP $3; runs[k]++
-      if ($4 != "ok") { bad[k]++; note[k] = note[k] sprintf("\n- %s / %s, round %s: %s", $2, $3, $1, $12); next }
-      i = ++ok[k]
-      TPS[k, i] = $5; LAT[k, i] = $6; FAIL[k, i] = $7
-      PG[k, i] = $13 * 1000 / $8; CLI[k, i] = $14 * 1000 / $8
-      OTH[k, i] = ($10 - $9 - $13 - $14) * 1000 / $8 # machine busy time nobody above accounts for
-      if ($9 != "") { hasCPU[k] = 1; CPU[k, i] = $9 * 1000 / $8; PCT[k, i] = 100 * $9 / $11; SYS[k, i] = 100 * $15 / ($9 > 0 ? $9 : 1) }
+# Medians per (clients, mode, target) of the pooling runs, as awk arrays (shared by the tables below):
+# tps, lat, fail, cpu (proxy ms / 1k tx), pct (% of a core), sys (kernel share), pg, cli, oth
+# (ms / 1k tx), login (proxy µs per login), win (measured seconds); runs/ok/bad counts and notes.
+AWK_POOLING_MEDIANS='
+  {
+    c = $19; k = c SUBSEP $2 SUBSEP $3; runs[k]++
+    if ($4 != "ok") { bad[k]++; note[k] = note[k] sprintf("\n- %s clients, %s / %s, round %s: %s", c, $2, $3, $1, $12); next }
+    i = ++ok[k]; tx = $22 > 0 ? $22 : 1
+    TPS[k, i] = $5; LAT[k, i] = $6; FAIL[k, i] = $7; WIN[k, i] = $21 / 1000
+    PG[k, i] = $25 * 1000 / tx
+    if ($27 != "") { # pgbench found by the helper (always, unless it died at once)
+      ncli[k]++; CLI[k, ncli[k]] = $27 * 1000 / tx
+      OTH[k, ncli[k]] = ($26 - $23 - $25 - $27) * 1000 / tx # machine busy time nobody above accounts for
     }
-    END {
-      nm = split(MODES, modes, " "); split("direct pgbouncer pgmux", tg, " ")
-      name["direct"] = "direct"; name["pgbouncer"] = "PgBouncer"; name["pgmux"] = "pgmux"
-      print "| mode | target | TPS | mean latency (ms) | failed tx | proxy CPU ms / 1k tx | proxy CPU (% of a core) | proxy CPU in kernel | PostgreSQL CPU ms / 1k tx | pgbench CPU ms / 1k tx | other CPU ms / 1k tx |"
-      print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-      for (m = 1; m <= nm; m++) for (j = 1; j <= 3; j++) {
-        k = modes[m] SUBSEP tg[j]; n = ok[k] + 0
-        if (!runs[k]) continue
-        if (n == 0) { printf "| %s | %s | failed | — | — | — | — | — | — | — | — |\n", modes[m], name[tg[j]]; continue }
-        tps[k] = med(TPS, k, n); cpu[k] = hasCPU[k] ? med(CPU, k, n) : ""
-        flag = bad[k] ? sprintf(" (%d/%d runs failed)", bad[k], runs[k]) : ""
-        printf "| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s |\n", modes[m], name[tg[j]],
-          cell(tps[k], "%.0f"), flag, cell(med(LAT, k, n), "%.3f"), cell(med(FAIL, k, n), "%d"),
-          cell(cpu[k], "%.1f"), cell(hasCPU[k] ? med(PCT, k, n) : "", "%.0f%%"),
-          cell(hasCPU[k] ? med(SYS, k, n) : "", "%.0f%%"),
-          cell(med(PG, k, n), "%.1f"), cell(med(CLI, k, n), "%.1f"), cell(med(OTH, k, n), "%.1f")
-      }
-      print ""
-      print "| mode | pgmux TPS / PgBouncer TPS | pgmux TPS / direct TPS | pgmux CPU per 1k tx / PgBouncer |"
-      print "|---|--:|--:|--:|"
-      for (m = 1; m <= nm; m++) {
-        d = modes[m] SUBSEP "direct"; b = modes[m] SUBSEP "pgbouncer"; x = modes[m] SUBSEP "pgmux"
-        r1 = (tps[x] != "" && tps[b] > 0) ? sprintf("%.2f×", tps[x] / tps[b]) : "—"
-        r2 = (tps[x] != "" && tps[d] > 0) ? sprintf("%.2f×", tps[x] / tps[d]) : "—"
-        r3 = (cpu[x] != "" && cpu[b] > 0) ? sprintf("%.2f×", cpu[x] / cpu[b]) : "—"
-        printf "| %s | %s | %s | %s |\n", modes[m], r1, r2, r3
-      }
-      for (k in note) notes = notes note[k]
-      if (notes != "") { print ""; printf "Failed runs:%s\n", notes }
-    }' "$RESULTS_POOLING"
+    if ($23 != "") {
+      hasCPU[k] = 1; CPU[k, i] = $23 * 1000 / tx; PCT[k, i] = 100 * $23 / ($21 > 0 ? $21 : 1)
+      SYS[k, i] = 100 * $24 / ($23 > 0 ? $23 : 1)
+      # Only when connecting took over a second: else the first progress line came at 1 s, after
+      # a good share of a second of transactions, and what is left after subtracting them is noise.
+      if ($33 > 1.05) { l = $29 - $30 * $23 / tx; nl[k]++; LOGIN[k, nl[k]] = (l > 0 ? l : 0) * 1000 / c }
+    }
+  }
+  function medians(    k, n) {
+    for (k in runs) {
+      n = ok[k] + 0; if (n == 0) continue
+      tps[k] = med(TPS, k, n); lat[k] = med(LAT, k, n); fail[k] = med(FAIL, k, n); win[k] = med(WIN, k, n)
+      pg[k] = med(PG, k, n); cli[k] = med(CLI, k, ncli[k] + 0); oth[k] = med(OTH, k, ncli[k] + 0)
+      if (hasCPU[k]) { cpu[k] = med(CPU, k, n); pct[k] = med(PCT, k, n); sys[k] = med(SYS, k, n); login[k] = med(LOGIN, k, nl[k] + 0) }
+    }
+  }
+  function ratio(a, b) { return (a != "" && b > 0) ? sprintf("%.2f×", a / b) : "—" }
+  BEGIN {
+    name["direct"] = "direct"; name["pgbouncer"] = "PgBouncer"; name["pgmux"] = "pgmux"; name["pgmux-base"] = "pgmux-base"
+  }'
 
-  if [ "$BENCH_ROUNDS" -gt 1 ]; then
+report_pooling() {
+  local n tls_line="" base_col=""
+  [ -z "$PGMUX_BASELINE_BIN" ] || base_col=" vs pgmux-base"
+  echo
+  echo "### Pooling: direct PostgreSQL vs PgBouncer vs pgmux$base_col"
+  echo
+  echo "- Workload: \`pgbench -S --no-vacuum -c N -j $BENCH_JOBS -T (${BENCH_SECONDS} + connection allowance) -P 1\`" \
+    "on scale $BENCH_SCALE, N = ${CLIENT_COUNTS[*]}; $BENCH_ROUNDS round(s) per N, medians shown; targets interleaved" \
+    "per mode, order rotated per round"
+  if [ "$BENCH_TLS" = 1 ]; then
+    tls_line="; **clients over TLS** (\`sslmode=require\`, self-signed RSA-2048 certificate): PgBouncer" 
+    tls_line+=" \`client_tls_sslmode = require\`, pgmux \`tls.mode: require\`, direct PostgreSQL \`ssl = on\`;"
+    tls_line+=" proxies to PostgreSQL in plaintext; libpq's default channel_binding=prefer uses SCRAM-SHA-256-PLUS"
+    tls_line+=" where offered (pgmux offers it over TLS)"
+  fi
+  echo "- Proxies: transaction mode, $POOL_SIZE server connections each, clients authenticate with scram-sha-256" \
+    "(direct: scram-sha-256 too); PgBouncer max_client_conn $PGB_MAX_CLIENT_CONN, pgmux clients.max_connections" \
+    "$PGMUX_MAX_CONNECTIONS$tls_line${PGMUX_BASELINE_BIN:+; pgmux-base = the same configuration run by $PGMUX_BASELINE_BIN}"
+  if [ ${#DIRECT_SKIPPED[@]} -gt 0 ]; then
+    echo "- Direct PostgreSQL skipped at ${DIRECT_SKIPPED[*]} clients: max_connections $PG_MAX_CONNECTIONS," \
+      "less the proxies' pools (${#PROXIES[@]} × $POOL_SIZE), superuser_reserved_connections and a margin," \
+      "leaves room for $DIRECT_MAX_CLIENTS"
+  fi
+  echo "- CPU columns count the **transaction phase only**: from pgbench's first progress line (printed once every" \
+    "client has connected, or at 1 s) to its last, CPU counters snapshotted as each line arrives; transactions =" \
+    "sum of the later lines' tps × interval; \"measured s\" is that window. Proxy CPU in kernel = its system time" \
+    "share (syscalls); other = machine busy time - proxy - PostgreSQL - pgbench (kernel interrupt work and" \
+    "background load: large means the run was disturbed)"
+  echo "- Proxy CPU µs per login: proxy CPU from pgbench's start to its first progress line (every client connects" \
+    "with SCRAM$([ "$BENCH_TLS" = 1 ] && echo ' over TLS')), less the transactions of that first interval at the" \
+    "run's per-transaction cost, divided by N; shown only where connecting took over 1 s (else pgbench's" \
+    "first line comes at 1 s, after most of a second of transactions, and the remainder is noise: see the login" \
+    "run line of each client count instead; clock tick $((1000 / CLK_TCK)) ms)"
+  for n in "${CLIENT_COUNTS[@]}"; do
     echo
-    echo "<details><summary>Every run</summary>"
+    echo "#### $n clients"
     echo
-    echo "| round | mode | target | status | TPS | latency ms | failed tx | tx | proxy CPU ms (kernel) | PostgreSQL CPU ms | pgbench CPU ms | machine CPU ms | wall ms |"
-    echo "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-    awk -F'\t' '{printf "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-      $1, $2, $3, $4, $5, $6, $7, $8, ($9 == "" ? "" : $9 " (" $15 ")"), $13, $14, $10, $11}' "$RESULTS_POOLING"
+    local conn="" ctime="" t
+    for t in "${PROXIES[@]}"; do
+      [ -z "${CONNECT_MS[$n,$t]:-}" ] || conn+="${conn:+, }$t $(awk -v m="${CONNECT_MS[$n,$t]}" -v n="$n" \
+        'BEGIN { printf "%.0f", m * 1000 / n }') µs"
+    done
+    for t in "${TARGETS[@]}"; do
+      [ -z "${CONNECT_TIME[$n,$t]:-}" ] || ctime+="${ctime:+, }$t ${CONNECT_TIME[$n,$t]} ms"
+    done
+    echo "- Login run (each of $n clients connects, runs 1 tx, leaves): proxy CPU per client ${conn:-—};" \
+      "pgbench initial connection time ${ctime:-—}; measured runs: pgbench -T $((BENCH_SECONDS + ${T_EXTRA_OF[$n]:-0}))" \
+      "(the slowest of those × 1.5, + 2 s, + $BENCH_SECONDS)"
+    echo
+    awk -F'\t' -v N="$n" -v MODES="$BENCH_MODES" -v TARGETS="${TARGETS[*]}" "$AWK_LIB$AWK_POOLING_MEDIANS"'
+      END {
+        medians(); nm = split(MODES, modes, " "); nt = split(TARGETS, tg, " ")
+        print "| mode | target | TPS | mean latency (ms) | failed tx | proxy CPU ms / 1k tx | proxy CPU (% of a core) | proxy CPU in kernel | PostgreSQL CPU ms / 1k tx | pgbench CPU ms / 1k tx | other CPU ms / 1k tx | proxy CPU µs per login | measured s |"
+        print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        for (m = 1; m <= nm; m++) for (j = 1; j <= nt; j++) {
+          k = N SUBSEP modes[m] SUBSEP tg[j]
+          if (!runs[k]) continue
+          if (!ok[k]) { printf "| %s | %s | failed | — | — | — | — | — | — | — | — | — | — |\n", modes[m], name[tg[j]]; continue }
+          flag = bad[k] ? sprintf(" (%d/%d runs failed)", bad[k], runs[k]) : ""
+          printf "| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", modes[m], name[tg[j]],
+            cell(tps[k], "%.0f"), flag, cell(lat[k], "%.3f"), cell(fail[k], "%d"), cell(cpu[k], "%.1f"),
+            cell(pct[k], "%.0f%%"), cell(sys[k], "%.0f%%"), cell(pg[k], "%.1f"), cell(cli[k], "%.1f"),
+            cell(oth[k], "%.1f"), cell(login[k], "%.0f"), cell(win[k], "%.1f")
+        }
+        print ""
+        base = (TARGETS ~ /pgmux-base/)
+        printf "| mode | pgmux TPS / PgBouncer TPS | pgmux TPS / direct TPS | pgmux CPU per 1k tx / PgBouncer | pgmux CPU per login / PgBouncer |%s\n",
+          base ? " pgmux CPU per 1k tx / pgmux-base | pgmux CPU per login / pgmux-base |" : ""
+        print "|---|--:|--:|--:|--:|" (base ? "--:|--:|" : "")
+        for (m = 1; m <= nm; m++) {
+          d = N SUBSEP modes[m] SUBSEP "direct"; b = N SUBSEP modes[m] SUBSEP "pgbouncer"
+          x = N SUBSEP modes[m] SUBSEP "pgmux"; y = N SUBSEP modes[m] SUBSEP "pgmux-base"
+          printf "| %s | %s | %s | %s | %s |%s\n", modes[m], ratio(tps[x], tps[b]), ratio(tps[x], tps[d]),
+            ratio(cpu[x], cpu[b]), ratio(login[x], login[b]),
+            base ? sprintf(" %s | %s |", ratio(cpu[x], cpu[y]), ratio(login[x], login[y])) : ""
+        }
+        for (k in note) { split(k, kk, SUBSEP); if (kk[1] == N) notes = notes note[k] }
+        if (notes != "") { print ""; printf "Failed runs:%s\n", notes }
+      }' "$RESULTS_POOLING"
+  done
+
+  if [ ${#CLIENT_COUNTS[@]} -gt 1 ]; then
+    echo
+    echo "#### Cost as clients grow: proxy CPU ms per 1k tx at N clients (and / at $MIN_CLIENTS clients)"
+    echo
+    awk -F'\t' -v COUNTS="${CLIENT_COUNTS[*]}" -v MINN="$MIN_CLIENTS" -v MODES="$BENCH_MODES" \
+      -v TARGETS="${PROXIES[*]}" "$AWK_LIB$AWK_POOLING_MEDIANS"'
+      END {
+        medians(); nm = split(MODES, modes, " "); nt = split(TARGETS, tg, " "); nc = split(COUNTS, cs, " ")
+        h = "| mode | proxy |"; u = "|---|---|"
+        for (c = 1; c <= nc; c++) { h = h " " cs[c] " clients |"; u = u "--:|" }
+        print h " login µs at " cs[1] " → " cs[nc] " |"; print u "--:|"
+        for (m = 1; m <= nm; m++) for (j = 1; j <= nt; j++) {
+          z = MINN SUBSEP modes[m] SUBSEP tg[j]; line = sprintf("| %s | %s |", modes[m], name[tg[j]])
+          for (c = 1; c <= nc; c++) {
+            k = cs[c] SUBSEP modes[m] SUBSEP tg[j]
+            line = line " " (cpu[k] == "" ? "—" : sprintf("%.1f (%s)", cpu[k], ratio(cpu[k], cpu[z]))) " |"
+          }
+          a = cs[1] SUBSEP modes[m] SUBSEP tg[j]; b = cs[nc] SUBSEP modes[m] SUBSEP tg[j]
+          print line " " cell(login[a], "%.0f") " → " cell(login[b], "%.0f") " |"
+        }
+      }' "$RESULTS_POOLING"
+  fi
+
+  if [ "$BENCH_CALLGRIND" = 1 ]; then
+    echo
+    echo "- pgmux Ir per transaction (benches/callgrind.sh: \`pgmux demo\` under callgrind, 10 clients," \
+      "3,000 \`SELECT 1\` after 2,000 of warm-up, plaintext): pgmux ${CALLGRIND_IR[pgmux]:-failed}$(
+        [ -z "$PGMUX_BASELINE_BIN" ] || echo ", pgmux-base ${CALLGRIND_IR[pgmux-base]:-failed}")$(
+        [ -n "$PGMUX_BASELINE_BIN" ] && [ -n "${CALLGRIND_IR[pgmux]:-}" ] && [ -n "${CALLGRIND_IR[pgmux-base]:-}" ] &&
+          awk -v a="${CALLGRIND_IR[pgmux]}" -v b="${CALLGRIND_IR[pgmux-base]}" 'BEGIN { printf " (%.3f×)", a / b }')"
+  fi
+
+  if [ "$BENCH_ROUNDS" -gt 1 ] || [ ${#CLIENT_COUNTS[@]} -gt 1 ]; then
+    echo
+    echo "<details><summary>Every run (whole pgbench run, connection set-up included, then the measured window)</summary>"
+    echo
+    echo "| clients | round | mode | target | status | TPS | latency ms | failed tx | tx | proxy CPU ms (kernel) | PostgreSQL CPU ms | pgbench CPU ms | machine CPU ms | wall ms | connect ms (pgbench) | window ms | window tx | window proxy CPU ms | login-phase proxy CPU ms |"
+    echo "|--:|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+      $19, $1, $2, $3, $4, $5, $6, $7, $8, ($9 == "" ? "" : $9 " (" $15 ")"), $13, $14, $10, $11, $20, $21, $22, $23, $29}' "$RESULTS_POOLING"
     echo
     echo "</details>"
   fi
@@ -709,7 +1121,7 @@ report_replicas() {
     "\`health.interval: 1s\`; measured once its reader endpoint had reached both replicas." \
     "main = its \`listen\` endpoint (every transaction on the primary), reader = its \`reader_listen\`" \
     "endpoint (every transaction on a replica: fewest borrowed connections, ties rotate)"
-  echo "- Workload: \`pgbench -S --no-vacuum -c $BENCH_CLIENTS -j $BENCH_JOBS -T $BENCH_SECONDS\` on scale $BENCH_SCALE," \
+  echo "- Workload: \`pgbench -S --no-vacuum -c $CLIENTS -j $BENCH_JOBS -T $BENCH_SECONDS\` on scale $BENCH_SCALE," \
     "$BENCH_ROUNDS round(s), medians shown; endpoints interleaved per mode, order rotated per round"
   echo "- Where it landed: per server, the change of \`SELECT sum(xact_commit) FROM pg_stat_database\`" \
     "(superuser, unix socket) from just before a run to ${BENCH_STATS_SETTLE} s after it (backends publish" \
@@ -782,5 +1194,6 @@ echo "- Date: $STARTED_AT; took ${ELAPSED}s; scenarios: $BENCH_SCENARIOS"
 echo "- Command: \`$CMDLINE\`"
 echo "- Machine: $NPROC CPUs ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), $(uname -sr);" \
   "${IDLE_BUSY}% busy with the benchmark idle, just before the runs"
-echo "- Versions: PostgreSQL $PG_VERSION,${PGB_VERSION:+ PgBouncer $PGB_VERSION,} pgmux $PGMUX_VERSION ($PGMUX_BIN)"
+echo "- Versions: PostgreSQL $PG_VERSION,${PGB_VERSION:+ PgBouncer $PGB_VERSION,} pgmux $PGMUX_VERSION ($PGMUX_BIN:" \
+  "\`$PGMUX_VERSION_LINE\`)${PGMUX_BASELINE_BIN:+; pgmux-base $PGMUX_BASELINE_BIN: \`$PGMUX_BASE_VERSION_LINE\`}"
 for sc in $BENCH_SCENARIOS; do "report_$sc"; done
