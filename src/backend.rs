@@ -149,7 +149,6 @@ pub struct BackendConn {
     pub statements: prepared::ServerStatements,
     /// Shuts the socket down from elsewhere (see `Pool::retire`).
     pub cutter: Arc<socket2::Socket>,
-    /// When it was opened; a pool's login sets when the attempt began (see `pool::login`).
     pub created: Instant,
     /// The pool generation this connection was opened in (see `Pool::retire`).
     pub generation: u64,

@@ -57,17 +57,11 @@ impl CancelGate {
     /// Waits (at most `CANCEL_TIMEOUT`) until no cancel is in flight; true if the connection may be
     /// lent, false if it must be closed. Costs one atomic operation when nothing is in flight.
     pub async fn settle(&self) -> bool {
-        if let Some(verdict) = self.settled_now() {
-            return verdict;
-        }
-        tokio::time::timeout(CANCEL_TIMEOUT, self.inflight.write()).await.is_ok()
-            && !self.doubtful.load(Ordering::Acquire)
-    }
-
-    /// `settle` without waiting: its verdict if no cancel is in flight, None if one is.
-    pub fn settled_now(&self) -> Option<bool> {
-        let clear = self.inflight.try_write().is_ok();
-        clear.then(|| !self.doubtful.load(Ordering::Acquire))
+        let clear = match self.inflight.try_write() {
+            Ok(_) => true,
+            Err(_) => tokio::time::timeout(CANCEL_TIMEOUT, self.inflight.write()).await.is_ok(),
+        };
+        clear && !self.doubtful.load(Ordering::Acquire)
     }
 
     pub fn is_doubtful(&self) -> bool {
