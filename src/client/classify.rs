@@ -62,19 +62,14 @@ fn is_state_word(w: &[u8]) -> bool {
 /// The longest word the keyword and function lists are compared with (longer ones match none).
 const LONGEST_LISTED: usize = 64;
 
-/// `word` in ASCII lowercase, in `buf`; empty when it is longer than any listed word (then it
-/// matches no list).
-fn lowercase<'b>(word: &[u8], buf: &'b mut [u8; LONGEST_LISTED]) -> &'b [u8] {
-    let Some(out) = buf.get_mut(..word.len()) else { return &[] };
+/// `word` in ASCII lowercase, in `buf`, as text for the keyword, function and type lists; "" (no
+/// match) when it is longer than any listed word or not UTF-8.
+fn lowercase<'b>(word: &[u8], buf: &'b mut [u8; LONGEST_LISTED]) -> &'b str {
+    let Some(out) = buf.get_mut(..word.len()) else { return "" };
     for (o, b) in out.iter_mut().zip(word) {
         *o = b.to_ascii_lowercase();
     }
-    out
-}
-
-/// A lowercase word as text for the function and type lists; "" if it is not UTF-8 (no match).
-fn as_text(lower: &[u8]) -> &str {
-    std::str::from_utf8(lower).unwrap_or("")
+    std::str::from_utf8(out).unwrap_or("")
 }
 
 use crate::sql::{Lexer, Token, statements};
@@ -106,7 +101,7 @@ pub fn classify(sql: &[u8]) -> Effects {
                 fx.check |= is_state_word(word);
                 if lexer.peek() == Some(&Token::OpenParen) {
                     let mut buf = [0; LONGEST_LISTED];
-                    fx.check |= is_unknown_call(as_text(lowercase(word, &mut buf)), prev, prev2);
+                    fx.check |= is_unknown_call(lowercase(word, &mut buf), prev, prev2);
                 }
             }
             _ => {}
@@ -364,7 +359,7 @@ pub fn select_is_read_only(sql: &[u8]) -> bool {
             Token::QuotedIdent(_) if lexer.peek() == Some(&Token::OpenParen) => return false,
             Token::Word(word) => {
                 let mut buf = [0; LONGEST_LISTED];
-                let w = as_text(lowercase(word, &mut buf));
+                let w = lowercase(word, &mut buf);
                 if std::mem::take(&mut first) && !matches!(w, "select" | "values" | "with" | "table") {
                     return false;
                 }
