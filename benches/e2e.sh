@@ -45,6 +45,8 @@
 #   PGMUX_BIN      [unset: `cargo build --release` then target/release/pgmux; set: use as is, no build]
 #   PGMUX_BASELINE_BIN [unset] another pgmux binary: A/B in one run, as target `pgmux-base` (same
 #                         config, own port and process) in the pooling scenario's rotation
+#   PGMUX_BASELINE_WORKERS [PGMUX_WORKERS] pgmux-base's `workers:` (PGMUX_BASELINE_BIN may be the
+#                         same binary: an A/B of the worker count)
 #
 # What is measured, per (clients, mode, target): TPS without connection time, mean latency, failed
 # transactions (all from pgbench), and CPU time per 1,000 transactions of: the proxy (utime+stime of
@@ -82,7 +84,7 @@ set -euo pipefail
 CMDLINE=""  # the command as typed, with the knobs that were set in the environment
 for v in BENCH_SCENARIOS BENCH_SECONDS BENCH_ROUNDS BENCH_CLIENTS BENCH_JOBS BENCH_SCALE BENCH_WARMUP \
   BENCH_MODES BENCH_REPLICA_MODES BENCH_STATS_SETTLE BENCH_TLS BENCH_CALLGRIND PG_BIN PGBOUNCER_BIN \
-  PGMUX_WORKERS PGMUX_BIN PGMUX_BASELINE_BIN; do
+  PGMUX_WORKERS PGMUX_BIN PGMUX_BASELINE_BIN PGMUX_BASELINE_WORKERS; do
   if [ -n "${!v+x}" ]; then CMDLINE+="$v=$(printf '%q' "${!v}") "; fi
 done
 CMDLINE+="bash benches/e2e.sh${*:+ $*}"
@@ -388,7 +390,7 @@ fi
 printf '"app" "%s"\n' "$APP_VERIFIER" >"$WORK/userlist.txt"
 
 # pgmux and pgmux-base (PGMUX_BASELINE_BIN) get the same configuration, each its own port.
-write_pgmux_config() { # file port
+write_pgmux_config() { # file port workers
   cat >"$1" <<EOF
 listen: 127.0.0.1:$2
 servers: [127.0.0.1:${PORT[direct]}]
@@ -400,7 +402,7 @@ clients:
 users:
   - name: app
     password: app
-workers: ${PGMUX_WORKERS:-0}
+workers: $3
 EOF
   if [ "$BENCH_TLS" = 1 ]; then
     cat >>"$1" <<EOF
@@ -411,8 +413,9 @@ tls:
 EOF
   fi
 }
-write_pgmux_config "$WORK/pgmux.yaml" "${PORT[pgmux]}"
-[ -z "$PGMUX_BASELINE_BIN" ] || write_pgmux_config "$WORK/pgmux-base.yaml" "${PORT[pgmux-base]}"
+write_pgmux_config "$WORK/pgmux.yaml" "${PORT[pgmux]}" "${PGMUX_WORKERS:-0}"
+[ -z "$PGMUX_BASELINE_BIN" ] ||
+  write_pgmux_config "$WORK/pgmux-base.yaml" "${PORT[pgmux-base]}" "${PGMUX_BASELINE_WORKERS:-${PGMUX_WORKERS:-0}}"
 [ $IS_ROOT = 1 ] && chown postgres: "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
 
 # wait_ready TARGET: until a real query through it succeeds (or 30 s pass).
@@ -1001,7 +1004,7 @@ report_pooling() {
   fi
   echo "- Proxies: transaction mode, $POOL_SIZE server connections each, clients authenticate with scram-sha-256" \
     "(direct: scram-sha-256 too); PgBouncer max_client_conn $PGB_MAX_CLIENT_CONN, pgmux clients.max_connections" \
-    "$PGMUX_MAX_CONNECTIONS$tls_line${PGMUX_BASELINE_BIN:+; pgmux-base = the same configuration run by $PGMUX_BASELINE_BIN}"
+    "$PGMUX_MAX_CONNECTIONS$tls_line${PGMUX_BASELINE_BIN:+; pgmux-base = the same configuration run by $PGMUX_BASELINE_BIN${PGMUX_BASELINE_WORKERS:+ with workers: $PGMUX_BASELINE_WORKERS}}"
   if [ ${#DIRECT_SKIPPED[@]} -gt 0 ]; then
     echo "- Direct PostgreSQL skipped at ${DIRECT_SKIPPED[*]} clients: max_connections $PG_MAX_CONNECTIONS," \
       "less the proxies' pools (${#PROXIES[@]} × $POOL_SIZE), superuser_reserved_connections and a margin," \

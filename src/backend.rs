@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use std::future::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::TcpStream;
@@ -202,11 +201,10 @@ impl BackendConn {
         let sock = socket2::SockRef::from(&stream);
         let _ = sock.set_tcp_keepalive(&server_keepalive());
         let _ = sock.set_tcp_user_timeout(Some(SERVER_USER_TIMEOUT));
-        // A second handle on the socket, so the pool can cut it while a client holds it (with TLS,
-        // cutting the TCP socket ends the pump, and with it the local end the session reads).
+        // A second handle on the socket, so the pool can cut it while a client holds it.
         let cutter = Arc::new(sock.try_clone().map_err(&io_err)?);
         let stream = tls::negotiate(stream, servers_tls, &server).await?;
-        let over_tls = matches!(stream, crate::net::Stream::Unix(_));
+        let over_tls = stream.is_tls();
         let (rd, wr) = stream.into_split();
         let mut conn = BackendConn {
             rd,
@@ -260,7 +258,11 @@ impl BackendConn {
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         let server = self.server.clone();
-        self.wr.write_all(bytes).await.map_err(|source| BackendError::Io { server, source })
+        let sent = async {
+            self.wr.write_all(bytes).await?;
+            self.wr.flush().await
+        };
+        sent.await.map_err(|source| BackendError::Io { server, source })
     }
 
     /// Reads one whole message from the server.
@@ -544,16 +546,7 @@ impl BackendConn {
     /// True if the idle socket has nothing to say: no unread data and not closed. Checked on checkout
     /// so a connection the server closed (or sent a FATAL on) while pooled is never handed out.
     pub fn looks_idle(&mut self) -> bool {
-        if !self.rbuf.is_empty() {
-            return false;
-        }
-        // Readiness is tracked by the runtime: only when it says "readable" is a syscall needed.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if std::pin::pin!(self.rd.ready(tokio::io::Interest::READABLE)).poll(&mut cx).is_pending() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.rbuf.is_empty() && self.rd.is_quiet()
     }
 
     /// Waits for and reads more server bytes into the read buffer; `Ok(0)` at end of stream.

@@ -47,7 +47,7 @@ use tokio::time::Instant;
 
 use crate::error::ClientError;
 use crate::listener::Endpoint;
-use crate::net::Stream;
+use crate::net::{Stream, write_flush};
 use crate::state::ProxyState;
 
 /// A client that logged in to the admin console: served by the caller (`admin::console`), as
@@ -124,11 +124,11 @@ pub async fn serve(
             }
             let mut buf = BytesMut::new();
             err.write_to(&mut buf, &ctx.metrics.errors);
-            let _ = stream.write_all(&buf).await;
+            let _ = write_flush(&mut stream, &buf).await;
             return None;
         }
         Err(HandshakeEnd::ServerError(frame)) => {
-            let _ = stream.write_all(&frame).await;
+            let _ = write_flush(&mut stream, &frame).await;
             return None;
         }
     };

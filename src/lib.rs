@@ -4,8 +4,8 @@
 //! - `auth`: SCRAM-SHA-256 and MD5 verification of clients against the configured users.
 //! - `protocol`: wire framing, startup packets, the messages pgmux builds or inspects.
 //! - `secret_files`: secret files (passwords, TLS keys) others can read, warned about at load.
-//! - `net`: the byte streams connections run on (TCP, or the local end of a TLS pump).
-//! - `tls`: certificates and modes towards clients and servers (reloadable), the TLS pump tasks.
+//! - `net`: the byte streams connections run on (TCP, or TLS over TCP relayed in the same task).
+//! - `tls`: certificates and modes towards clients and servers (reloadable), the handshakes.
 //! - `config`: the YAML configuration, validated as a whole.
 //! - `sql`: the one SQL lexer the classifiers are built on.
 //! - `error`: the one mapping from pgmux failures to SQLSTATEs.

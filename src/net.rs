@@ -1,10 +1,12 @@
-//! The byte streams sessions and server connections run on: a TCP socket for plaintext, or the
-//! local end of a socket pair whose other end a TLS pump task serves (see `tls::pump`).
+//! The byte streams sessions and server connections run on: a TCP socket, or TLS over one
+//! (`tls`: rustls driven in the connection's own task, no task or socket pair of its own).
 //!
-//! Plaintext keeps its direct socket path: each method is one `match` over two variants, both of
-//! which are tokio's own sockets with the same non-blocking API (`try_write`, `writable`, `ready`,
-//! `try_read`), so relaying code is the same for both and costs a predictable branch, not a copy.
+//! Both kinds offer the same non-blocking API (`poll_read`, `try_write`, `writable`), so relaying
+//! code is the same for both and costs a predictable branch per call, not a copy.
 
+mod tls;
+
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,34 +23,37 @@ pub fn member_addr(member: &str) -> &str {
 pub fn member_host(member: &str) -> Option<&str> {
     member.split_once('@').map(|(host, _)| host)
 }
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
-use tokio::net::{TcpStream, UnixStream, tcp, unix};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, tcp};
+
+pub use tls::TlsConn;
 
 /// A connection's byte stream before it is split.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
-    /// The local end of a TLS pump.
-    Unix(UnixStream),
+    /// TLS after its handshake, relayed in the connection's own task (see `tls`).
+    Tls(Box<TlsConn>),
 }
 
 /// The reading half of a [`Stream`].
 #[derive(Debug)]
 pub enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
-    Unix(unix::OwnedReadHalf),
+    Tls(tls::Shared),
 }
 
 /// The writing half of a [`Stream`]. Dropped, a TCP half leaves closing to its reading half: the
 /// socket is closed once, without a `shutdown(SHUT_WR)` system call first (tokio's default, one
-/// more FIN-sending syscall per connection; nothing in pgmux half-closes a TCP connection).
+/// more FIN-sending syscall per connection; nothing in pgmux half-closes a TCP connection). A
+/// TLS connection sends close_notify when both halves are gone.
 #[derive(Debug)]
 pub struct WriteHalf(Option<WriteSocket>);
 
 #[derive(Debug)]
 enum WriteSocket {
     Tcp(tcp::OwnedWriteHalf),
-    Unix(unix::OwnedWriteHalf),
+    Tls(tls::Shared),
 }
 
 impl Drop for WriteHalf {
@@ -59,27 +64,6 @@ impl Drop for WriteHalf {
     }
 }
 
-/// Calls the same method on whichever socket a [`WriteHalf`] holds.
-macro_rules! either_write {
-    ($value:expr, $s:ident => $body:expr) => {
-        match $value {
-            Some(WriteSocket::Tcp($s)) => $body,
-            Some(WriteSocket::Unix($s)) => $body,
-            None => unreachable!("a WriteHalf holds its socket until dropped"),
-        }
-    };
-}
-
-/// Calls the same method on whichever socket an enum holds.
-macro_rules! either {
-    ($value:expr, $s:ident => $body:expr) => {
-        match $value {
-            Self::Tcp($s) => $body,
-            Self::Unix($s) => $body,
-        }
-    };
-}
-
 impl Stream {
     /// Splits into halves that read and write independently.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
@@ -88,81 +72,139 @@ impl Stream {
                 let (r, w) = s.into_split();
                 (ReadHalf::Tcp(r), WriteHalf(Some(WriteSocket::Tcp(w))))
             }
-            Stream::Unix(s) => {
-                let (r, w) = s.into_split();
-                (ReadHalf::Unix(r), WriteHalf(Some(WriteSocket::Unix(w))))
+            Stream::Tls(conn) => {
+                let shared = tls::Shared::new(*conn);
+                (ReadHalf::Tls(shared.clone()), WriteHalf(Some(WriteSocket::Tls(shared))))
             }
         }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
     }
 }
 
 impl ReadHalf {
-    /// Waits until the socket is ready for `interest` (see tokio's `ready`).
-    pub async fn ready(&self, interest: Interest) -> io::Result<Ready> {
-        either!(self, s => s.ready(interest).await)
-    }
-
-    /// Reads what is there now, or fails with `WouldBlock`.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        either!(self, s => s.try_read(buf))
-    }
-
-    /// Reads what is there now into `buf`'s spare capacity, or fails with `WouldBlock`.
-    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-        either!(self, s => s.try_read_buf(buf))
+    /// True if the peer has said nothing and is still there: no unread bytes, no end of stream
+    /// (checked without waiting; a syscall only when the runtime saw the socket readable).
+    pub fn is_quiet(&self) -> bool {
+        match self {
+            ReadHalf::Tcp(s) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                if std::pin::pin!(s.readable()).as_mut().poll(&mut cx).is_pending() {
+                    return true;
+                }
+                matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            ReadHalf::Tls(s) => s.is_quiet(),
+        }
     }
 }
 
 impl WriteHalf {
-    /// Writes what the socket takes now, or fails with `WouldBlock`.
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        either_write!(&self.0, s => s.try_write(buf))
+    fn socket(&self) -> &WriteSocket {
+        self.0.as_ref().expect("a WriteHalf holds its socket until dropped")
     }
 
-    /// Waits until the socket may take more bytes.
+    /// Writes what the socket takes now, or fails with `WouldBlock`.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self.socket() {
+            WriteSocket::Tcp(s) => s.try_write(buf),
+            WriteSocket::Tls(s) => s.try_write(buf),
+        }
+    }
+
+    /// Waits until the socket may take more bytes (for TLS: until the records already
+    /// encrypted have gone to the kernel).
     pub async fn writable(&self) -> io::Result<()> {
-        either_write!(&self.0, s => s.writable().await)
+        match self.socket() {
+            WriteSocket::Tcp(s) => s.writable().await,
+            WriteSocket::Tls(s) => std::future::poll_fn(|cx| s.poll_flush(cx)).await,
+        }
+    }
+
+    /// Whether bytes already accepted still wait to go to the kernel (only TLS records can:
+    /// wait on `writable` for them even when the caller has nothing more to write).
+    #[inline]
+    pub fn needs_flush(&self) -> bool {
+        match self.socket() {
+            WriteSocket::Tcp(_) => false,
+            WriteSocket::Tls(s) => s.needs_flush(),
+        }
     }
 }
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
     }
 }
 
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
     }
 }
 
 impl AsyncRead for ReadHalf {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        either!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+        match self.get_mut() {
+            ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Tls(s) => s.poll_read(cx, buf),
+        }
     }
 }
 
 impl AsyncWrite for WriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        either_write!(&mut self.get_mut().0, s => Pin::new(s).poll_write(cx, buf))
+        match self.get_mut().0.as_mut().expect("a WriteHalf holds its socket until dropped") {
+            WriteSocket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            WriteSocket::Tls(s) => s.poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either_write!(&mut self.get_mut().0, s => Pin::new(s).poll_flush(cx))
+        match self.get_mut().0.as_mut().expect("a WriteHalf holds its socket until dropped") {
+            WriteSocket::Tcp(s) => Pin::new(s).poll_flush(cx),
+            WriteSocket::Tls(s) => s.poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either_write!(&mut self.get_mut().0, s => Pin::new(s).poll_shutdown(cx))
+        match self.get_mut().0.as_mut().expect("a WriteHalf holds its socket until dropped") {
+            WriteSocket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            WriteSocket::Tls(s) => s.poll_shutdown(cx),
+        }
     }
+}
+
+/// Writes all of `data` and flushes it: a TLS record left in rustls would otherwise wait for the
+/// next write (for TCP the flush costs nothing).
+pub async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(data).await?;
+    w.flush().await
 }
 
 /// A stream with bytes already read from it put back in front (the first bytes of a client, read
@@ -180,6 +222,11 @@ impl<S> Rewind<S> {
 
     pub fn inner(&self) -> &S {
         &self.inner
+    }
+
+    /// What is left of the prefix, and the stream.
+    pub fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
     }
 }
 
@@ -220,10 +267,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tcp, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (unix_a, unix_b) = UnixStream::pair().unwrap();
+        let (tls_a, tls_b) = tls::tests::pair().await;
         let pairs = [
             (Stream::Tcp(tcp.unwrap()), Stream::Tcp(accepted.unwrap().0)),
-            (Stream::Unix(unix_a), Stream::Unix(unix_b)),
+            (Stream::Tls(Box::new(tls_a)), Stream::Tls(Box::new(tls_b))),
         ];
         for (a, mut b) in pairs {
             let (mut rd, wr) = a.into_split();
@@ -232,12 +279,12 @@ mod tests {
             let mut got = [0u8; 4];
             b.read_exact(&mut got).await.unwrap();
             assert_eq!(&got, b"ping");
-            b.write_all(b"pong").await.unwrap();
-            rd.ready(Interest::READABLE).await.unwrap();
+            assert!(rd.is_quiet());
+            write_flush(&mut b, b"pong").await.unwrap();
             let mut got = Vec::new();
             (&mut rd).take(4).read_to_end(&mut got).await.unwrap();
             assert_eq!(got, b"pong");
-            assert_eq!(rd.try_read(&mut [0u8; 1]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            assert!(rd.is_quiet());
         }
     }
 
@@ -261,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn rewind_reads_the_prefix_first() {
-        let (a, mut b) = UnixStream::pair().unwrap();
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
         b.write_all(b" world").await.unwrap();
         drop(b);
         let mut r = Rewind::new(Bytes::from_static(b"hello"), a);

@@ -1,10 +1,9 @@
 //! TLS towards clients (pgmux's certificate, swappable without a restart) and towards servers
 //! (libpq's `sslmode` meanings), all with rustls on the ring provider.
 //!
-//! TLS is terminated by a pump task per connection (`pump`), so sessions and server connections
-//! keep one non-blocking socket API whether a connection is encrypted or not (`net`).
+//! After the handshake, TLS runs in the connection's own task (`net::Stream::Tls`), so sessions
+//! and server connections keep one non-blocking socket API whether encrypted or not.
 
-pub mod pump;
 mod verify;
 
 use std::path::Path;

@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::certs::{certs, client_config, ssl_cluster};
 use common::faults::Relay;
 use common::raw::{Raw, field, message};
 use common::rng::Rng;
@@ -55,14 +56,38 @@ async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
 
 /// COPY FROM STDIN and TO STDOUT of 10 MB, many times, through links that throttle, stall and
 /// chunk at random on both sides of pgmux; every round trip checked byte for byte, with failed
-/// COPYs (duplicate key, CopyFail) in between.
-async fn copy_under_faults(mode: &str, reps: usize) {
-    let c = cluster();
-    let server_relay = Relay::start(c.addr(0).parse().unwrap()).await;
-    let p = start_proxy_yaml(&yaml(&[server_relay.addr.to_string()], &format!("  mode: {mode}\n  size: 2"), "")).await;
+/// COPYs (duplicate key, CopyFail) in between. With `tls`, both sides are encrypted (the links
+/// relay TLS records, so faults split records anywhere).
+async fn copy_under_faults(mode: &str, reps: usize, tls: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path(), "");
+    let ssl_server = if tls { Some(ssl_cluster(&certs).await) } else { None };
+    let server_addr = ssl_server.as_ref().map_or_else(|| cluster().addr(0), |s| s.addr(0));
+    let server_relay = Relay::start(server_addr.parse().unwrap()).await;
+    let mut config = yaml(&[server_relay.addr.to_string()], &format!("  mode: {mode}\n  size: 2"), "");
+    if tls {
+        config.push_str(&format!(
+            "tls:\n  mode: require\n  cert_file: {}\n  key_file: {}\nserver_tls: {{mode: require}}\n",
+            certs.cert.display(),
+            certs.key.display()
+        ));
+    }
+    let p = start_proxy_yaml(&config).await;
     let client_relay = Relay::start(p.addr).await;
-    let dsn = format!("host=127.0.0.1 port={} user=app password=app dbname=app", client_relay.addr.port());
-    let client = connect(&dsn).await.unwrap();
+    let dsn =
+        format!("host=localhost hostaddr=127.0.0.1 port={} user=app password=app dbname=app", client_relay.addr.port());
+    let client = if tls {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("{dsn} sslmode=require"),
+            tokio_postgres_rustls::MakeRustlsConnect::new(client_config(&certs.ca, &[])),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        client
+    } else {
+        connect(&dsn).await.unwrap()
+    };
     let table = unique("copyt");
     client.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY, payload text)")).await.unwrap();
     let data = copy_text(100_000);
@@ -137,6 +162,11 @@ async fn copy_under_faults(mode: &str, reps: usize) {
     server_relay.faults.clear();
     client_relay.faults.clear();
     client.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    if let Some(server) = ssl_server {
+        drop(client);
+        p.shutdown.abort.cancel();
+        tokio::task::spawn_blocking(move || drop(server)).await.unwrap();
+    }
 }
 
 fn reps() -> usize {
@@ -145,12 +175,18 @@ fn reps() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_round_trips_under_faults_in_transaction_mode() {
-    copy_under_faults("transaction", reps()).await;
+    copy_under_faults("transaction", reps(), false).await;
+}
+
+/// The same over TLS on both sides of pgmux (fewer rounds: each one is 40 MB through rustls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_round_trips_under_faults_over_tls() {
+    copy_under_faults("transaction", reps().div_ceil(5), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_round_trips_under_faults_in_session_mode() {
-    copy_under_faults("session", reps()).await;
+    copy_under_faults("session", reps(), false).await;
 }
 
 /// The defect first seen with psycopg: a COPY that fails on its first row while the client keeps

@@ -3,48 +3,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::certs::*;
 use common::*;
 use pgmux::config::Config;
-use pgmux::localpg::{ClusterOptions, LocalCluster, SslFiles};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A CA and a leaf certificate it signed, as PEM files.
-struct Certs {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-/// Writes a fresh CA and a leaf for `localhost` and 127.0.0.1 into `dir` (files prefixed `tag`).
-fn certs(dir: &Path, tag: &str) -> Certs {
-    certs_for(dir, tag, &["localhost", "127.0.0.1"])
-}
-
-fn certs_for(dir: &Path, tag: &str, names: &[&str]) -> Certs {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    ca_params.distinguished_name.push(DnType::CommonName, format!("pgmux test CA {tag}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let leaf = CertificateParams::new(names).unwrap().signed_by(&key, &*ca).unwrap();
-    let files = Certs {
-        ca: dir.join(format!("{tag}ca.pem")),
-        cert: dir.join(format!("{tag}cert.pem")),
-        key: dir.join(format!("{tag}key.pem")),
-    };
-    std::fs::write(&files.ca, ca.pem()).unwrap();
-    std::fs::write(&files.cert, leaf.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    files
-}
 
 /// The `tls:` section for `mode` with these certificates.
 fn tls_section(mode: &str, certs: &Certs) -> String {
@@ -76,24 +43,6 @@ async fn psql(conninfo: String, sql: &str) -> Result<String, String> {
 
 fn conninfo(p: &TestProxy, extra: &str) -> String {
     format!("host=127.0.0.1 port={} user=app dbname=app {extra}", p.port())
-}
-
-/// A rustls client trusting only `ca` (ring provider), offering `alpn`.
-fn client_config(ca: &Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    config
 }
 
 /// tokio-postgres over TLS, verifying pgmux's certificate against `ca` for host `localhost`.
@@ -251,12 +200,6 @@ async fn reload_swaps_the_certificate_for_new_connections() {
 }
 
 /// A single PostgreSQL server with `ssl = on` and a certificate from `certs`' CA.
-async fn ssl_cluster(certs: &Certs) -> LocalCluster {
-    let ssl = SslFiles { cert: certs.cert.clone(), key: certs.key.clone() };
-    let opts = ClusterOptions { replicas: 0, ssl: Some(ssl), ..ClusterOptions::default() };
-    tokio::task::spawn_blocking(move || LocalCluster::start(opts)).await.unwrap().expect("ssl cluster")
-}
-
 const BACKEND_SSL: &str = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

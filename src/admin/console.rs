@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::commands::{self, Reply};
 use super::tables::Table;
@@ -61,7 +61,9 @@ pub async fn run(ctx: Arc<ProxyState>, client: ConsoleClient) {
         End::Terminated | End::Gone => tracing::debug!(user = %console.user, ?end, "admin console left"),
     }
     if !console.out.is_empty() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&console.out)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), crate::net::write_flush(&mut stream, &console.out))
+                .await;
     }
 }
 
@@ -73,7 +75,7 @@ impl Console {
                 return end;
             }
             if !self.out.is_empty() {
-                if stream.write_all(&self.out).await.is_err() {
+                if crate::net::write_flush(stream, &self.out).await.is_err() {
                     return End::Gone;
                 }
                 self.out.clear();

@@ -1,5 +1,5 @@
-//! Asking a server for TLS (SSLRequest) as `server_tls` says, and when it agrees, running the
-//! connection through a pump so the rest of pgmux sees a plain socket.
+//! Asking a server for TLS (SSLRequest) as `server_tls` says; once the handshake is done the
+//! connection runs as a `net::Stream::Tls`, relayed in the connection's own task.
 
 use std::sync::Arc;
 
@@ -11,10 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::BackendError;
-use crate::net::Stream;
-use crate::tls::{Connector, ServerMode, pump};
+use crate::net::{Stream, TlsConn};
+use crate::tls::{Connector, ServerMode};
 
-/// Returns the stream to log in over: TLS (through a pump) or, where allowed, the plain socket.
+/// Returns the stream to log in over: TLS or, where allowed, the plain socket.
 pub async fn negotiate(mut tcp: TcpStream, connector: &Connector, server: &Arc<str>) -> Result<Stream, BackendError> {
     let Some((tls, name)) = connector.for_server(server) else {
         return Ok(Stream::Tcp(tcp));
@@ -36,5 +36,6 @@ pub async fn negotiate(mut tcp: TcpStream, connector: &Connector, server: &Arc<s
     }
     // Only the server's answer was read, so nothing sent in plaintext can pass for encrypted data.
     let stream = tls.connect(name, tcp).await.map_err(|e| tls_err(format!("TLS handshake failed: {e}")))?;
-    Ok(Stream::Unix(pump::spawn(stream, "server").map_err(io_err)?))
+    let (tcp, conn) = stream.into_inner();
+    Ok(Stream::Tls(Box::new(TlsConn::new(tcp, conn))))
 }

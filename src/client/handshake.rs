@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use rand::RngExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::cancel::send_cancel;
@@ -17,7 +17,7 @@ use crate::backend::BackendError;
 use crate::cluster::ClusterError;
 use crate::error::ClientError;
 use crate::listener::Endpoint;
-use crate::net::Stream;
+use crate::net::{Stream, write_flush};
 use crate::pool::{Greeting, Pool, PoolError, Pooled};
 use crate::protocol::build::{self, AuthRequest};
 use crate::protocol::frame::{Frame, split_frame};
@@ -164,7 +164,7 @@ async fn login(
         match startup::parse(&packet).map_err(|e| ClientError::Protocol(e.to_string()))? {
             StartupPacket::Ssl | StartupPacket::GssEnc => {
                 // TLS was settled before the first packet (negotiate): a second request is declined.
-                stream.write_all(b"N").await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+                write_flush(stream, b"N").await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
             }
             StartupPacket::Cancel { pid, secret } => {
                 if let Some((target, permit)) = ctx.cancels.lookup(pid, secret)
@@ -216,7 +216,7 @@ async fn greet(ctx: &Arc<ProxyState>, stream: &mut Stream, login: Login, endpoin
     let key = ctx.cancels.register();
     build::backend_key_data(&mut out, key.pid, key.secret);
     build::ready_for_query(&mut out, TxStatus::Idle);
-    stream.write_all(&out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+    write_flush(stream, &out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
     Ok(Startup { user, database, settings, key, first, pending: buf, admitted })
 }
 
@@ -341,7 +341,7 @@ async fn read_password_message(stream: &mut Stream, buf: &mut BytesMut) -> Resul
 }
 
 async fn send(stream: &mut Stream, out: &mut BytesMut) -> Result<()> {
-    stream.write_all(out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
+    write_flush(stream, out).await.map_err(|_| HandshakeEnd::Quiet("write failed"))?;
     out.clear();
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! without SSLRequest (PostgreSQL 17 `sslnegotiation=direct`), accepted only with ALPN
 //! `postgresql`. GSSENCRequests are declined. Anything else is a plaintext startup for the handshake.
 //!
-//! A TLS client continues on the local end of a pump (`tls::pump`); a plaintext one on its socket.
+//! A TLS client continues on `net::Stream::Tls` (rustls in the session's own task); a plaintext one
+//! on its socket.
 
 use std::sync::Arc;
 
@@ -14,10 +15,10 @@ use tokio::time::Instant;
 
 use super::HandshakeEnd;
 use crate::error::{ClientError, ErrorCounts};
-use crate::net::{Rewind, Stream};
+use crate::net::{Rewind, Stream, TlsConn};
 use crate::protocol::ssl;
 use crate::protocol::startup::{self, StartupPacket};
-use crate::tls::{ALPN_POSTGRESQL, Acceptor, Certified, pump};
+use crate::tls::{ALPN_POSTGRESQL, Acceptor, Certified};
 
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -136,7 +137,12 @@ async fn accept(acceptor: &Acceptor, cert: &Certified, io: Rewind<TcpStream>, di
         tracing::info!(?peer, "direct TLS connection without ALPN `postgresql` refused");
         return Err(HandshakeEnd::Quiet("direct TLS without ALPN"));
     }
-    let local = pump::spawn(tls, "client").map_err(|_| HandshakeEnd::Quiet("socket pair failed"))?;
+    let (io, conn) = tls.into_inner();
+    let (prefix, tcp) = io.into_parts();
+    if !prefix.is_empty() {
+        // The handshake ends before what was read ahead: bytes sent before TLS was up.
+        return Err(HandshakeEnd::Quiet("unencrypted data before the TLS handshake ended"));
+    }
     let security = Security { channel_binding: Some(cert.end_point.clone()), tls_required: acceptor.required() };
-    Ok(Transport { stream: Stream::Unix(local), security, pending: BytesMut::new() })
+    Ok(Transport { stream: Stream::Tls(Box::new(TlsConn::new(tcp, conn))), security, pending: BytesMut::new() })
 }

@@ -286,7 +286,7 @@ impl Session {
                 }
                 self.touch();
             }
-            r = self.client_wr.writable(), if !self.cout.is_empty() => {
+            r = self.client_wr.writable(), if !self.cout.is_empty() || self.client_wr.needs_flush() => {
                 r.map_err(Self::gone)?;
                 flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
             }
@@ -518,12 +518,12 @@ impl Session {
                 }
                 self.touch();
             }
-            r = wr.writable(), if !a.to_server.is_empty() => {
+            r = wr.writable(), if !a.to_server.is_empty() || wr.needs_flush() => {
                 if let Err(e) = r {
                     return self.server_lost(e.to_string());
                 }
             }
-            r = self.client_wr.writable(), if !self.cout.is_empty() => { r.map_err(Self::gone)?; }
+            r = self.client_wr.writable(), if !self.cout.is_empty() || self.client_wr.needs_flush() => { r.map_err(Self::gone)?; }
             _ = &mut self.idle.sleep, if session_idle => {
                 if self.idle.expired() {
                     return Err(End::Fatal(ClientError::IdleTimeout));
@@ -719,12 +719,10 @@ impl Session {
         if !self.pins.is_empty() {
             self.ctx.pin_stats.record(&self.user, self.peer, self.pins, PinReasons::default());
         }
-        if !self.cout.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                use tokio::io::AsyncWriteExt;
-                self.client_wr.write_all(&self.cout).await
-            })
-            .await;
+        if !self.cout.is_empty() || self.client_wr.needs_flush() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), crate::net::write_flush(&mut self.client_wr, &self.cout))
+                    .await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! 0, and helpers for real clients (tokio-postgres, raw sockets, psql, pgbench).
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod faults;
 pub mod raw;
 pub mod rng;
