@@ -103,8 +103,10 @@ BENCH_TLS=${BENCH_TLS:-0}
 BENCH_CALLGRIND=${BENCH_CALLGRIND:-0}
 PGMUX_BASELINE_BIN=${PGMUX_BASELINE_BIN:-}
 # pgmux refuses PGMUX_* variables it does not know (src/config/env.rs NOT_SETTINGS lists the
-# repository's own): keep this knob out of the proxies' environment, for old baselines too.
-export -n PGMUX_BASELINE_BIN
+# repository's own): keep these knobs out of the proxies' environment, for old baselines too.
+# PGMUX_WORKERS is a pgmux setting (it would override the config file's `workers:`, which is
+# how pgmux-base gets its own): the config files carry it instead.
+export -n PGMUX_BASELINE_BIN PGMUX_BASELINE_WORKERS PGMUX_WORKERS
 POOL_SIZE=20                       # PgBouncer default_pool_size and pgmux pool.size
 PG_MAX_CONNECTIONS=300             # the primary's max_connections
 TARGETS=(direct pgbouncer pgmux)   # base order; rotated every round so drift hits all alike

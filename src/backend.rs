@@ -157,9 +157,26 @@ pub struct BackendConn {
     /// Cancels in flight against this connection (see `cancel`): it is lent again only once they
     /// are done.
     pub cancels: cancel::CancelGate,
+    /// What a borrower's cancel slot names (built on the first loan, once the key is known).
+    target: Option<Arc<cancel::CancelTarget>>,
 }
 
 impl BackendConn {
+    /// The connection as a cancel names it: one reference count per loan, not a copy of the
+    /// server name (shared by the whole pool) and the gate.
+    pub fn cancel_target(&mut self) -> Arc<cancel::CancelTarget> {
+        self.target
+            .get_or_insert_with(|| {
+                Arc::new(cancel::CancelTarget {
+                    server: self.server.clone(),
+                    pid: self.pid,
+                    secret: self.secret,
+                    gate: self.cancels.clone(),
+                })
+            })
+            .clone()
+    }
+
     /// Takes back a borrower's emptied output buffer unless a large transfer grew it.
     pub fn keep_out_buffer(&mut self, mut buf: BytesMut) {
         if buf.capacity() <= 16 * 1024 {
@@ -226,6 +243,7 @@ impl BackendConn {
             tls: over_tls,
             last_used: Instant::now(),
             cancels: cancel::CancelGate::default(),
+            target: None,
         };
         let mut out = BytesMut::new();
         let params = [("user", login.user.as_str()), ("database", login.database.as_str())];

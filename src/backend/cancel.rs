@@ -36,6 +36,17 @@ use crate::tls::Connector;
 /// waits for a cancel in flight on the connection it is about to get.
 pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A server connection as a cancel names it. Built once per connection (`BackendConn::
+/// cancel_target`): a session aims its slot at it on every loan with one reference count.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub server: Arc<str>,
+    pub pid: i32,
+    pub secret: i32,
+    /// The connection's gate (shared with it).
+    pub gate: CancelGate,
+}
+
 /// Cancels in flight against one server connection (cloned into each client cancel slot that
 /// names the connection).
 #[derive(Debug, Clone, Default)]

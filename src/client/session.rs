@@ -29,7 +29,7 @@ use crate::protocol::{TxStatus, build, ftag};
 use crate::state::ProxyState;
 use crate::state::pause::Held;
 use crate::state::pins::PinReasons;
-use crate::state::registry::{CancelKey, CancelTarget};
+use crate::state::registry::CancelKey;
 use crate::state::settings::PoolMode;
 
 /// Stop reading a side while this much is waiting to be written to the other (and stop reading
@@ -182,13 +182,8 @@ impl Session {
     /// server connection the session lets go of.
     fn transition(&mut self, next: State) {
         let from = std::mem::replace(&mut self.state, next);
-        if let State::Active(a) = &self.state {
-            self.key.slot.set(Some(CancelTarget {
-                server: a.backend.server.clone(),
-                pid: a.backend.pid,
-                secret: a.backend.secret,
-                gate: a.backend.cancels.clone(),
-            }));
+        if let State::Active(a) = &mut self.state {
+            self.key.slot.set(Some(a.backend.cancel_target()));
         }
         if let State::Active(mut a) = from {
             if !matches!(self.state, State::Active(_)) {

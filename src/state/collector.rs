@@ -113,7 +113,14 @@ mod tests {
         let pins = Arc::new(PinStats::default());
         let m = Metrics::new();
         m.register(ClientCollector::new(cluster, cancels.clone(), pins.clone(), m.errors.clone()));
-        let target = || Some(CancelTarget { server: "p:1".into(), pid: 1, secret: 2, gate: Default::default() });
+        let target = || {
+            Some(std::sync::Arc::new(CancelTarget {
+                server: "p:1".into(),
+                pid: 1,
+                secret: 2,
+                gate: Default::default(),
+            }))
+        };
         let keys: Vec<_> = (0..3).map(|_| cancels.register()).collect();
         for (i, k) in keys.iter().enumerate() {
             k.slot.set_identity("app", "db");

@@ -9,39 +9,31 @@ use std::sync::{Arc, Mutex};
 use rand::RngExt;
 
 use super::pins::PinReasons;
-use crate::backend::cancel::{CancelGate, CancelPermit};
+use crate::backend::cancel::CancelPermit;
 
-/// A server-side query that can be cancelled.
-#[derive(Debug, Clone)]
-pub struct CancelTarget {
-    pub server: Arc<str>,
-    pub pid: i32,
-    pub secret: i32,
-    /// The connection's gate (shared with it).
-    pub gate: CancelGate,
-}
+pub use crate::backend::cancel::CancelTarget;
 
 /// What a client currently holds, updated on every borrow and return, and its pin reasons (for
 /// the status call).
 #[derive(Debug, Default)]
 pub struct CancelSlot {
-    target: Mutex<Option<CancelTarget>>,
+    target: Mutex<Option<Arc<CancelTarget>>>,
     pins: std::sync::atomic::AtomicU8,
     who: std::sync::OnceLock<(String, String)>,
 }
 
 impl CancelSlot {
-    pub fn set(&self, target: Option<CancelTarget>) {
+    pub fn set(&self, target: Option<Arc<CancelTarget>>) {
         *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
     }
 
-    pub fn get(&self) -> Option<CancelTarget> {
+    pub fn get(&self) -> Option<Arc<CancelTarget>> {
         self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The connection held now and a permit to cancel on it, taken under the lock the session
     /// takes to let the connection go: the permit is held before the connection can be lent on.
-    fn aim(&self) -> Option<(CancelTarget, CancelPermit)> {
+    fn aim(&self) -> Option<(Arc<CancelTarget>, CancelPermit)> {
         let target = self.target.lock().unwrap_or_else(|e| e.into_inner());
         let t = target.as_ref()?;
         Some((t.clone(), t.gate.permit()?))
@@ -130,7 +122,7 @@ impl CancelRegistry {
     }
 
     /// The server connection the client with this key holds now, with the permit to cancel on it.
-    pub fn lookup(&self, pid: i32, secret: i32) -> Option<(CancelTarget, CancelPermit)> {
+    pub fn lookup(&self, pid: i32, secret: i32) -> Option<(Arc<CancelTarget>, CancelPermit)> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&(pid, secret)).and_then(|slot| slot.aim())
     }
@@ -139,6 +131,7 @@ impl CancelRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cancel::CancelGate;
 
     #[test]
     fn keys_are_unique_and_unregister_on_drop() {
@@ -146,8 +139,8 @@ mod tests {
         let a = reg.register();
         let b = reg.register();
         assert_ne!((a.pid, a.secret), (b.pid, b.secret));
-        let t = CancelTarget { server: "x:1".into(), pid: 5, secret: 6, gate: CancelGate::default() };
-        a.slot.set(Some(t.clone()));
+        let t = Arc::new(CancelTarget { server: "x:1".into(), pid: 5, secret: 6, gate: CancelGate::default() });
+        a.slot.set(Some(t));
         assert_eq!(reg.lookup(a.pid, a.secret).map(|(t, _)| t.pid), Some(5));
         assert!(reg.lookup(b.pid, b.secret).is_none());
         let (pid, secret) = (a.pid, a.secret);
