@@ -69,8 +69,9 @@
 #
 # File descriptors: the script raises its soft limit to the hard one (pgbench and pgmux inherit it);
 # PgBouncer, started through runuser (whose PAM session applies pam_limits, often 1024), raises its
-# own soft limit the same way and the script checks /proc/PID/limits. pgmux needs 3 fds per TLS
-# client (its TLS pump uses a socket pair); the script warns when a count cannot fit.
+# own soft limit the same way and the script checks /proc/PID/limits. pgmux needs one fd per
+# client, TLS or not (before efa0f5a, three per TLS client: pgmux-base builds that old may not fit);
+# the script warns when a count cannot fit.
 #
 # Runs as root (then PostgreSQL and PgBouncer run as the `postgres` OS user: both refuse root) or as
 # an ordinary user. Needs: PostgreSQL server + client binaries (pg_basebackup for replicas),
@@ -260,8 +261,8 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
   command -v pgbench >/dev/null || die "BENCH_CALLGRIND=1 needs pgbench on PATH (benches/callgrind.sh calls it)"
 fi
 # File descriptors the largest client count needs: pgbench one per client, a proxy one per client
-# (pgmux three over TLS: socket, and the socket pair of its TLS pump) plus its server connections.
-FD_NEED_PGBENCH=$((MAX_CLIENTS + 50)) FD_NEED_PROXY=$((MAX_CLIENTS * (BENCH_TLS ? 3 : 1) + 200))
+# plus its server connections.
+FD_NEED_PGBENCH=$((MAX_CLIENTS + 50)) FD_NEED_PROXY=$((MAX_CLIENTS + 200))
 if [ "$FD_NEED_PGBENCH" -gt "$NOFILE" ]; then
   die "pgbench needs ~$FD_NEED_PGBENCH file descriptors for $MAX_CLIENTS clients, the limit is $NOFILE (ulimit -Hn)"
 fi

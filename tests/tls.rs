@@ -133,7 +133,7 @@ async fn tokio_postgres_over_tls_and_plaintext_refused_under_require() {
     let client = connect_tls(&p, &c.ca, "sslmode=require channel_binding=require").await.unwrap();
     let n: i32 = client.query_one("select $1::int + 1", &[&41]).await.unwrap().get(0);
     assert_eq!(n, 42);
-    // A bigger result crosses the pump in many records.
+    // A bigger result crosses in many records.
     let rows = client.query("select repeat('x', 1000) from generate_series(1, 2000)", &[]).await.unwrap();
     assert_eq!(rows.len(), 2000);
     let e = connect(&p.dsn("app", "app", "app")).await.unwrap_err();
@@ -227,7 +227,7 @@ async fn server_connections_over_tls() {
         assert_eq!(simple_value(&client, BACKEND_SSL).await, "t", "{server_tls}");
         let tls_open: usize = p.ctx.cluster.pools.all().iter().map(|pool| pool.tls_count()).sum();
         assert!(tls_open >= 1, "pgmux_server_connections_tls counts it: {tls_open}");
-        // The pool's connections are reused over their pumps, transaction after transaction.
+        // The pool's connections are reused over TLS, transaction after transaction.
         for i in 0..20 {
             assert_eq!(simple_value(&client, &format!("select {i}")).await, i.to_string());
         }
