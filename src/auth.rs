@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct UserSecret {
     pub name: String,
-    pub scram: scram::Verifier,
+    pub scram: Arc<scram::Verifier>,
     pub server: ServerSecret,
 }
 
@@ -82,7 +82,7 @@ impl UserSecret {
             _ => None,
         };
         let shared = kept.unwrap_or_else(|| Arc::new(PassThrough::new(verifier.clone())));
-        UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
+        UserSecret { name: name.to_string(), scram: Arc::new(verifier), server: ServerSecret::PassThrough(shared) }
     }
 }
 
@@ -97,7 +97,8 @@ impl std::fmt::Debug for UserSecret {
 /// `auth.query` found on the servers.
 #[derive(Debug, Clone)]
 pub struct UserDirectory {
-    users: HashMap<String, UserSecret>,
+    /// Shared: a login takes a reference, not a copy of the name, verifier and password.
+    users: HashMap<String, Arc<UserSecret>>,
     key: scram::SaltKey,
     /// Shared by every rebuild: a reload keeps what lookups learnt (keys included).
     found: Arc<Mutex<HashMap<String, Found>>>,
@@ -107,7 +108,7 @@ pub struct UserDirectory {
 /// whose stored password pgmux cannot use).
 #[derive(Debug, Clone)]
 struct Found {
-    secret: Option<UserSecret>,
+    secret: Option<Arc<UserSecret>>,
     /// When it was found; None once it is to be asked again.
     at: Option<Instant>,
 }
@@ -138,14 +139,14 @@ impl UserDirectory {
             .into_iter()
             .map(|(name, secret)| {
                 let secret = match scram::Verifier::parse(secret) {
-                    Some(verifier) => UserSecret::pass_through(name, verifier, self.users.get(name)),
+                    Some(verifier) => UserSecret::pass_through(name, verifier, self.users.get(name).map(|u| &**u)),
                     None => UserSecret {
                         name: name.to_string(),
-                        scram: scram::Verifier::for_user(&self.key, name, secret),
+                        scram: Arc::new(scram::Verifier::for_user(&self.key, name, secret)),
                         server: ServerSecret::Password(secret.to_string()),
                     },
                 };
-                (name.to_string(), secret)
+                (name.to_string(), Arc::new(secret))
             })
             .collect();
         UserDirectory { users, key: self.key.clone(), found: self.found.clone() }
@@ -153,7 +154,7 @@ impl UserDirectory {
 
     /// A configured user, else one `auth.query` found (however long ago: the pools of a user
     /// found keep logging in with what was learnt).
-    pub fn get(&self, name: &str) -> Option<UserSecret> {
+    pub fn get(&self, name: &str) -> Option<Arc<UserSecret>> {
         match self.users.get(name) {
             Some(secret) => Some(secret.clone()),
             None => self.found().get(name).and_then(|f| f.secret.clone()),
@@ -169,18 +170,18 @@ impl UserDirectory {
     }
 
     /// The `auth.query` answer for `name` if it is younger than `ttl`: Some(None) means not found.
-    pub fn found_recently(&self, name: &str, ttl: Duration) -> Option<Option<UserSecret>> {
+    pub fn found_recently(&self, name: &str, ttl: Duration) -> Option<Option<Arc<UserSecret>>> {
         self.found().get(name).filter(|f| f.at.is_some_and(|at| at.elapsed() < ttl)).map(|f| f.secret.clone())
     }
 
     /// Records what `auth.query` returned for `name`: the stored password (None: no row, or NULL).
     /// Only a SCRAM verifier is usable (an MD5 hash cannot check a SCRAM login); the same verifier
     /// as before keeps the key clients revealed.
-    pub fn record_found(&self, name: &str, stored: Option<&str>) -> Option<UserSecret> {
+    pub fn record_found(&self, name: &str, stored: Option<&str>) -> Option<Arc<UserSecret>> {
         let verifier = stored.and_then(scram::Verifier::parse);
         let mut found = self.found();
-        let before = found.get(name).and_then(|f| f.secret.as_ref());
-        let secret = verifier.map(|verifier| UserSecret::pass_through(name, verifier, before));
+        let before = found.get(name).and_then(|f| f.secret.as_deref());
+        let secret = verifier.map(|verifier| Arc::new(UserSecret::pass_through(name, verifier, before)));
         if found.len() >= MAX_FOUND && !found.contains_key(name) {
             found.retain(|_, f| f.secret.is_some());
         }
@@ -260,18 +261,18 @@ mod tests {
         assert!(matches!(users.found_recently("ghost", ttl), Some(None)));
         assert!(users.found_recently("pt", Duration::ZERO).is_none(), "stale");
         let reloaded = users.rebuilt([("app", "plain")]);
-        let Some(ServerSecret::PassThrough(before)) = users.get("pt").map(|s| s.server) else { panic!() };
-        let Some(ServerSecret::PassThrough(after)) = reloaded.get("pt").map(|s| s.server) else { panic!() };
+        let Some(ServerSecret::PassThrough(before)) = users.get("pt").map(|s| s.server.clone()) else { panic!() };
+        let Some(ServerSecret::PassThrough(after)) = reloaded.get("pt").map(|s| s.server.clone()) else { panic!() };
         assert!(Arc::ptr_eq(&before, &after));
         // Found again with the same verifier: the same key holder; forgotten: asked again.
         reloaded.record_found("pt", Some(&stored));
-        let Some(ServerSecret::PassThrough(again)) = reloaded.get("pt").map(|s| s.server) else { panic!() };
+        let Some(ServerSecret::PassThrough(again)) = reloaded.get("pt").map(|s| s.server.clone()) else { panic!() };
         assert!(Arc::ptr_eq(&before, &again));
         reloaded.forget_found("pt");
         assert!(users.found_recently("pt", ttl).is_none(), "asked again");
         assert!(!users.is_configured("pt") && users.is_configured("app"));
         reloaded.record_found("pt", Some(&stored));
-        let Some(ServerSecret::PassThrough(refound)) = reloaded.get("pt").map(|s| s.server) else { panic!() };
+        let Some(ServerSecret::PassThrough(refound)) = reloaded.get("pt").map(|s| s.server.clone()) else { panic!() };
         assert!(Arc::ptr_eq(&before, &refound), "the key survives being asked again");
     }
 }

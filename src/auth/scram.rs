@@ -152,7 +152,7 @@ pub enum ScramError {
 
 /// The exchange after the server-first message was sent.
 pub struct Exchange {
-    verifier: Verifier,
+    verifier: std::sync::Arc<Verifier>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -187,10 +187,11 @@ pub struct Proven {
 
 /// Handles the client-first message (`SASLInitialResponse` data); returns the server-first message.
 pub fn server_first(
-    verifier: Verifier,
+    verifier: impl Into<std::sync::Arc<Verifier>>,
     client_first: &[u8],
     binding: Binding<'_>,
 ) -> Result<(Exchange, String), ScramError> {
+    let verifier: std::sync::Arc<Verifier> = verifier.into();
     let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Protocol("not UTF-8"))?;
     let mut parts = msg.splitn(3, ',');
     let (flag, authzid, bare) = match (parts.next(), parts.next(), parts.next()) {

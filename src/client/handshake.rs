@@ -362,7 +362,7 @@ async fn authenticate(
             // HMACs: a few microseconds, far below a login's network round trips).
             let verifier = match &secret {
                 Some(s) => s.scram.clone(),
-                None => users.decoy_verifier(user),
+                None => std::sync::Arc::new(users.decoy_verifier(user)),
             };
             match scram_exchange(stream, buf, out, verifier, channel_binding).await? {
                 Some(key) => {
@@ -407,7 +407,7 @@ async fn scram_exchange(
     stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
-    verifier: scram::Verifier,
+    verifier: std::sync::Arc<scram::Verifier>,
     channel_binding: Option<&[u8]>,
 ) -> Result<Option<scram::ClientKey>> {
     let mechanisms: &[&str] =

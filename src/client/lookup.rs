@@ -1,6 +1,7 @@
 //! Whose secret a login is checked against: a configured user's, else (with `auth.user` set) the
 //! verifier `auth.query` finds on the servers, kept `auth.cache_ttl`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::{UserSecret, is_scram_verifier};
@@ -8,7 +9,7 @@ use crate::cluster::lookup::{Lookup, is_query_error};
 use crate::state::ProxyState;
 
 /// The secret `user` logs in with; None: unknown (the login runs against the decoy).
-pub(super) async fn user_secret(ctx: &ProxyState, user: &str) -> Option<UserSecret> {
+pub(super) async fn user_secret(ctx: &ProxyState, user: &str) -> Option<Arc<UserSecret>> {
     let users = ctx.users.load_full();
     if users.is_configured(user) {
         return users.get(user);
