@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct UserSecret {
     pub name: String,
-    pub scram: Arc<scram::Verifier>,
+    pub scram: scram::Verifier,
     pub server: ServerSecret,
 }
 
@@ -82,7 +82,7 @@ impl UserSecret {
             _ => None,
         };
         let shared = kept.unwrap_or_else(|| Arc::new(PassThrough::new(verifier.clone())));
-        UserSecret { name: name.to_string(), scram: Arc::new(verifier), server: ServerSecret::PassThrough(shared) }
+        UserSecret { name: name.to_string(), scram: verifier, server: ServerSecret::PassThrough(shared) }
     }
 }
 
@@ -142,7 +142,7 @@ impl UserDirectory {
                     Some(verifier) => UserSecret::pass_through(name, verifier, self.users.get(name).map(|u| &**u)),
                     None => UserSecret {
                         name: name.to_string(),
-                        scram: Arc::new(scram::Verifier::for_user(&self.key, name, secret)),
+                        scram: scram::Verifier::for_user(&self.key, name, secret),
                         server: ServerSecret::Password(secret.to_string()),
                     },
                 };

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use tokio::net::TcpStream;
 
@@ -276,11 +276,7 @@ impl BackendConn {
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         let server = self.server.clone();
-        let sent = async {
-            self.wr.write_all(bytes).await?;
-            self.wr.flush().await
-        };
-        sent.await.map_err(|source| BackendError::Io { server, source })
+        crate::net::write_flush(&mut self.wr, bytes).await.map_err(|source| BackendError::Io { server, source })
     }
 
     /// Reads one whole message from the server.

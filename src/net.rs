@@ -107,6 +107,10 @@ impl WriteHalf {
         self.0.as_ref().expect("a WriteHalf holds its socket until dropped")
     }
 
+    fn socket_mut(&mut self) -> &mut WriteSocket {
+        self.0.as_mut().expect("a WriteHalf holds its socket until dropped")
+    }
+
     /// Writes what the socket takes now, or fails with `WouldBlock`.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self.socket() {
@@ -178,21 +182,21 @@ impl AsyncRead for ReadHalf {
 
 impl AsyncWrite for WriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut().0.as_mut().expect("a WriteHalf holds its socket until dropped") {
+        match self.get_mut().socket_mut() {
             WriteSocket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             WriteSocket::Tls(s) => s.poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().0.as_mut().expect("a WriteHalf holds its socket until dropped") {
+        match self.get_mut().socket_mut() {
             WriteSocket::Tcp(s) => Pin::new(s).poll_flush(cx),
             WriteSocket::Tls(s) => s.poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().0.as_mut().expect("a WriteHalf holds its socket until dropped") {
+        match self.get_mut().socket_mut() {
             WriteSocket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             WriteSocket::Tls(s) => s.poll_shutdown(cx),
         }

@@ -151,8 +151,8 @@ pub enum ScramError {
 }
 
 /// The exchange after the server-first message was sent.
-pub struct Exchange {
-    verifier: std::sync::Arc<Verifier>,
+pub struct Exchange<'v> {
+    verifier: &'v Verifier,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -186,12 +186,11 @@ pub struct Proven {
 }
 
 /// Handles the client-first message (`SASLInitialResponse` data); returns the server-first message.
-pub fn server_first(
-    verifier: impl Into<std::sync::Arc<Verifier>>,
+pub fn server_first<'v>(
+    verifier: &'v Verifier,
     client_first: &[u8],
     binding: Binding<'_>,
-) -> Result<(Exchange, String), ScramError> {
-    let verifier: std::sync::Arc<Verifier> = verifier.into();
+) -> Result<(Exchange<'v>, String), ScramError> {
     let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Protocol("not UTF-8"))?;
     let mut parts = msg.splitn(3, ',');
     let (flag, authzid, bare) = match (parts.next(), parts.next(), parts.next()) {
@@ -242,7 +241,7 @@ pub fn server_first(
     Ok((exchange, server_first))
 }
 
-impl Exchange {
+impl Exchange<'_> {
     /// Handles the client-final message; on success returns the server-final message (`v=…`) and
     /// the ClientKey the proof carried.
     pub fn server_final(self, client_final: &[u8]) -> Result<Proven, ScramError> {
@@ -383,7 +382,7 @@ mod tests {
     ) -> Result<(), ScramError> {
         let verifier = Verifier::for_user(&SaltKey::random(), "u", password_server);
         let mut client = ScramSha256::new(password_client.as_bytes(), client_binding);
-        let (ex, first) = server_first(verifier, client.message(), binding)?;
+        let (ex, first) = server_first(&verifier, client.message(), binding)?;
         client.update(first.as_bytes()).unwrap();
         let fin = ex.server_final(client.message())?;
         client.finish(fin.server_final.as_bytes()).unwrap();
@@ -404,8 +403,8 @@ mod tests {
     #[test]
     fn decoy_never_matches() {
         let mut client = ScramSha256::new(b"x", ChannelBinding::unsupported());
-        let (ex, first) =
-            server_first(Verifier::decoy(&SaltKey::random(), "x"), client.message(), Binding::default()).unwrap();
+        let decoy = Verifier::decoy(&SaltKey::random(), "x");
+        let (ex, first) = server_first(&decoy, client.message(), Binding::default()).unwrap();
         client.update(first.as_bytes()).unwrap();
         assert!(matches!(ex.server_final(client.message()), Err(ScramError::BadProof)));
     }
@@ -443,9 +442,9 @@ mod tests {
     fn malformed_messages_are_protocol_errors() {
         let v = Verifier::for_user(&SaltKey::random(), "u", "x");
         for bad in [&b""[..], b"p=tls-server-end-point,,n=,r=abc", b"n,,n=", b"x,,r=a", b"\xff"] {
-            assert!(matches!(server_first(v.clone(), bad, Binding::default()), Err(ScramError::Protocol(_))));
+            assert!(matches!(server_first(&v, bad, Binding::default()), Err(ScramError::Protocol(_))));
         }
-        let (ex, _) = server_first(v, b"n,,n=,r=abc", Binding::default()).unwrap();
+        let (ex, _) = server_first(&v, b"n,,n=,r=abc", Binding::default()).unwrap();
         assert!(matches!(ex.server_final(b"c=biws,r=zzz,p=AAAA"), Err(ScramError::Protocol(_))));
     }
 
@@ -513,13 +512,13 @@ mod tests {
         let (verifier, key) = stored("pw");
         // A client logs in to pgmux with its password; its proof gives pgmux the key.
         let mut client = ScramSha256::new(b"pw", ChannelBinding::unsupported());
-        let (ex, first) = server_first(verifier.clone(), client.message(), Binding::default()).unwrap();
+        let (ex, first) = server_first(&verifier, client.message(), Binding::default()).unwrap();
         client.update(first.as_bytes()).unwrap();
         let proven = ex.server_final(client.message()).unwrap();
         assert_eq!(proven.client_key, key);
         // pgmux logs in to a server holding the same verifier with that key alone.
         let mut mine = KeyClient::new(verifier.clone(), proven.client_key);
-        let (ex, first) = server_first(verifier, mine.client_first().as_bytes(), Binding::default()).unwrap();
+        let (ex, first) = server_first(&verifier, mine.client_first().as_bytes(), Binding::default()).unwrap();
         let fin = mine.client_final(first.as_bytes()).unwrap();
         let server_final = ex.server_final(fin.as_bytes()).unwrap().server_final;
         assert_eq!(mine.verify_server_final(server_final.as_bytes()), Ok(()));

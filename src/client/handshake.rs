@@ -360,9 +360,13 @@ async fn authenticate(
         AuthMethod::ScramSha256 => {
             // An unknown user goes through the same steps, against a decoy stable per name (four
             // HMACs: a few microseconds, far below a login's network round trips).
+            let decoy;
             let verifier = match &secret {
-                Some(s) => s.scram.clone(),
-                None => std::sync::Arc::new(users.decoy_verifier(user)),
+                Some(s) => &s.scram,
+                None => {
+                    decoy = users.decoy_verifier(user);
+                    &decoy
+                }
             };
             match scram_exchange(stream, buf, out, verifier, channel_binding).await? {
                 Some(key) => {
@@ -407,7 +411,7 @@ async fn scram_exchange(
     stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
-    verifier: std::sync::Arc<scram::Verifier>,
+    verifier: &scram::Verifier,
     channel_binding: Option<&[u8]>,
 ) -> Result<Option<scram::ClientKey>> {
     let mechanisms: &[&str] =

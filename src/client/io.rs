@@ -28,6 +28,12 @@ pub fn write_now(sock: &WriteHalf, residue: &mut BytesMut, data: &[u8]) -> io::R
     Ok(())
 }
 
+/// Whether anything owed to this socket is still unsent: bytes in `residue`, or (TLS) records
+/// encrypted but not yet taken by the kernel. Wait on `writable` while it is true.
+pub fn unsent(sock: &WriteHalf, residue: &BytesMut) -> bool {
+    !residue.is_empty() || sock.needs_flush()
+}
+
 /// Writes what the socket takes from `residue`.
 pub fn flush_now(sock: &WriteHalf, residue: &mut BytesMut) -> io::Result<()> {
     while !residue.is_empty() {

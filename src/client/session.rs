@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use super::aborted::{Aborted, Step};
 use super::check::{CHECK_SQL, Identity};
 use super::handshake::{First, Startup};
-use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, take_frame, write_now};
+use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, take_frame, unsent, write_now};
 use super::relay::{self, Active, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::statements::ClientStatements;
@@ -281,7 +281,7 @@ impl Session {
                 }
                 self.touch();
             }
-            r = self.client_wr.writable(), if !self.cout.is_empty() || self.client_wr.needs_flush() => {
+            r = self.client_wr.writable(), if unsent(&self.client_wr, &self.cout) => {
                 r.map_err(Self::gone)?;
                 flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
             }
@@ -513,12 +513,12 @@ impl Session {
                 }
                 self.touch();
             }
-            r = wr.writable(), if !a.to_server.is_empty() || wr.needs_flush() => {
+            r = wr.writable(), if unsent(wr, &a.to_server) => {
                 if let Err(e) = r {
                     return self.server_lost(e.to_string());
                 }
             }
-            r = self.client_wr.writable(), if !self.cout.is_empty() || self.client_wr.needs_flush() => { r.map_err(Self::gone)?; }
+            r = self.client_wr.writable(), if unsent(&self.client_wr, &self.cout) => { r.map_err(Self::gone)?; }
             _ = &mut self.idle.sleep, if session_idle => {
                 if self.idle.expired() {
                     return Err(End::Fatal(ClientError::IdleTimeout));
@@ -714,7 +714,7 @@ impl Session {
         if !self.pins.is_empty() {
             self.ctx.pin_stats.record(&self.user, self.peer, self.pins, PinReasons::default());
         }
-        if !self.cout.is_empty() || self.client_wr.needs_flush() {
+        if unsent(&self.client_wr, &self.cout) {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), crate::net::write_flush(&mut self.client_wr, &self.cout))
                     .await;

@@ -25,8 +25,6 @@ pub struct TlsConn {
     plain: usize,
     /// The peer is done: close_notify, TCP end of stream, or a TLS error already reported.
     closed: bool,
-    /// close_notify is queued (once).
-    notified: bool,
 }
 
 impl TlsConn {
@@ -35,11 +33,7 @@ impl TlsConn {
         let mut tls = tls.into();
         // Bytes that arrived with the end of the handshake are already decrypted.
         let plain = tls.process_new_packets().map_or(0, |s| s.plaintext_bytes_to_read());
-        TlsConn { tcp, tls, plain, closed: false, notified: false }
-    }
-
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
+        TlsConn { tcp, tls, plain, closed: false }
     }
 
     /// Waits until decrypted bytes are there or the peer is done.
@@ -119,17 +113,11 @@ impl TlsConn {
         Poll::Ready(self.try_write(data))
     }
 
+    /// Queues close_notify (rustls sends it once however often asked), flushes, then ends TCP.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.notify_close();
+        self.tls.send_close_notify();
         ready!(self.poll_flush(cx))?;
         Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-
-    fn notify_close(&mut self) {
-        if !self.notified {
-            self.notified = true;
-            self.tls.send_close_notify();
-        }
     }
 
     /// True if the peer has said nothing and is still there (checked without waiting).
@@ -142,7 +130,7 @@ impl TlsConn {
 impl Drop for TlsConn {
     /// The peer is told the session ends (close_notify), if the socket takes it now.
     fn drop(&mut self) {
-        self.notify_close();
+        self.tls.send_close_notify();
         let _ = self.flush_tls();
     }
 }
@@ -226,10 +214,6 @@ impl Shared {
 
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.lock().poll_read(cx, buf)
-    }
-
-    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.lock().poll_fill(cx)
     }
 
     pub fn is_quiet(&self) -> bool {
