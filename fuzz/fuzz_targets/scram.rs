@@ -11,10 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use pgmux::auth::scram::{Binding, SaltKey, Verifier, server_first};
 use pgmux_fuzz::{expand, two};
 
-fn verifier() -> Verifier {
+fn verifier() -> &'static Verifier {
     // Deriving a verifier runs 4096 PBKDF2 rounds: once per process.
     static V: OnceLock<Verifier> = OnceLock::new();
-    V.get_or_init(|| Verifier::for_user(&SaltKey::random(), "fuzz", "secret")).clone()
+    V.get_or_init(|| Verifier::for_user(&SaltKey::random(), "fuzz", "secret"))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -30,8 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let (iter_salt, _) = text["SCRAM-SHA-256$".len()..].split_once('$').expect("parsed");
     let (iterations, salt) = iter_salt.split_once(':').expect("parsed");
     let iterations: u32 = iterations.parse().expect("parsed");
-    let (_, offered) =
-        server_first(verifier.clone(), b"n,,n=,r=fuzz", Binding::default()).expect("a valid client-first");
+    let (_, offered) = server_first(&verifier, b"n,,n=,r=fuzz", Binding::default()).expect("a valid client-first");
     assert!(offered.ends_with(&format!(",s={salt},i={iterations}")), "server-first {offered:?}");
 
     let mut keys = KeyClient::new(verifier, login().client_key.clone());

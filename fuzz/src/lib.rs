@@ -30,7 +30,7 @@ pub fn login() -> &'static Login {
         let salt = stored.split(['$', ':']).nth(2).expect("a salt").to_string();
 
         let mut client = ScramSha256::new(PASSWORD, ChannelBinding::unsupported());
-        let (exchange, first) = server_first(verifier.clone(), client.message(), Binding::default()).expect("first");
+        let (exchange, first) = server_first(&verifier, client.message(), Binding::default()).expect("first");
         client.update(first.as_bytes()).expect("server-first accepted");
         let proven = exchange.server_final(client.message()).expect("the password's proof");
         client.finish(proven.server_final.as_bytes()).expect("server signature");
@@ -38,7 +38,7 @@ pub fn login() -> &'static Login {
 
         let mut keys = KeyClient::new(verifier.clone(), client_key.clone());
         let (exchange, first) =
-            server_first(verifier.clone(), keys.client_first().as_bytes(), Binding::default()).expect("first");
+            server_first(&verifier, keys.client_first().as_bytes(), Binding::default()).expect("first");
         let last = keys.client_final(first.as_bytes()).expect("server-first accepted");
         let proven = exchange.server_final(last.as_bytes()).expect("the key's proof");
         keys.verify_server_final(proven.server_final.as_bytes()).expect("server signature");
