@@ -3,9 +3,11 @@
 # `pgmux demo` (a local primary + replica) runs under callgrind; pgbench warms up with 2,000
 # `SELECT 1` transactions (10 clients), counters are zeroed, TX more run, and the dump is divided
 # by TX. Postgres and pgbench are not counted.
-# Usage: bash benches/callgrind.sh [BIN] [PORT] [TX]
+# Usage: [CG_MODE=simple|extended|prepared] bash benches/callgrind.sh [BIN] [PORT] [TX]
+#   CG_MODE is pgbench's query protocol (-M), default simple.
 #   BIN default target/release/pgmux (build it first: cargo build --release), PORT 7601, TX 3000.
 set -u
+MODE=${CG_MODE:-simple}
 BIN=${1:-target/release/pgmux}; PORT=${2:-7601}; TX=${3:-3000}
 OUT=/tmp/cg.$PORT
 rm -f $OUT.*
@@ -14,13 +16,13 @@ VPID=$!
 for i in $(seq 1 300); do grep -q "listening" /tmp/cg-demo.$PORT.log && break; sleep 1; done
 echo 'SELECT 1;' > /tmp/select1.sql
 export PGPASSWORD=app
-pgbench -n -h 127.0.0.1 -p $PORT -U app -c 10 -t 200 -f /tmp/select1.sql app > /dev/null 2>&1
+pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t 200 -f /tmp/select1.sql app > /dev/null 2>&1
 
 callgrind_control -z $VPID >/dev/null
-pgbench -n -h 127.0.0.1 -p $PORT -U app -c 10 -t $((TX/10)) -f /tmp/select1.sql app > /tmp/cg-pgbench.$PORT.log 2>&1
+pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t $((TX/10)) -f /tmp/select1.sql app > /tmp/cg-pgbench.$PORT.log 2>&1
 callgrind_control -d $VPID >/dev/null
 sleep 1
 kill -INT $VPID; wait $VPID 2>/dev/null
 F=$(ls $OUT.*.1 | head -1)
 IR=$(callgrind_annotate $F 2>/dev/null | grep -m1 "PROGRAM TOTALS" | awk '{gsub(",","",$1); print $1}')
-echo "$BIN: $IR Ir over $TX tx = $((IR/TX)) Ir/tx"
+echo "$BIN ($MODE): $IR Ir over $TX tx = $((IR/TX)) Ir/tx"

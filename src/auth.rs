@@ -98,7 +98,7 @@ impl std::fmt::Debug for UserSecret {
 #[derive(Debug, Clone)]
 pub struct UserDirectory {
     /// Shared: a login takes a reference, not a copy of the name, verifier and password.
-    users: HashMap<String, Arc<UserSecret>>,
+    users: foldhash::HashMap<String, Arc<UserSecret>>,
     key: scram::SaltKey,
     /// Shared by every rebuild: a reload keeps what lookups learnt (keys included).
     found: Arc<Mutex<HashMap<String, Found>>>,
@@ -119,7 +119,7 @@ const MAX_FOUND: usize = 10_000;
 
 impl Default for UserDirectory {
     fn default() -> Self {
-        UserDirectory { users: HashMap::new(), key: scram::SaltKey::random(), found: Default::default() }
+        UserDirectory { users: Default::default(), key: scram::SaltKey::random(), found: Default::default() }
     }
 }
 

@@ -4,7 +4,7 @@
 //! Bookkeeping: a semaphore with `size` permits is the right to hold a connection; a borrower with a
 //! permit takes an idle connection or opens a new one, so open connections never exceed `size`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,7 +82,7 @@ pub struct Pool {
     idle: Mutex<Vec<Box<BackendConn>>>,
     /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
     /// one of these outside a transaction is answered without borrowing a connection.
-    known_statements: Mutex<HashSet<Arc<str>>>,
+    known_statements: Mutex<foldhash::HashSet<Arc<str>>>,
     /// The generation a connection must have been opened in to be reused; `retire` moves it on.
     valid_since: AtomicU64,
     /// Every open connection's socket (handles that die with their connection), to cut them all
@@ -95,7 +95,7 @@ pub struct Pool {
     waiting: AtomicUsize,
     /// What this pool's server reported to a client logging in, by the client's startup settings:
     /// a later login with the same settings is greeted from it without borrowing a connection.
-    greetings: Mutex<HashMap<Vec<(String, String)>, Greeting>>,
+    greetings: Mutex<foldhash::HashMap<Vec<(String, String)>, Greeting>>,
     pub stats: PoolStats,
 }
 
@@ -128,12 +128,12 @@ impl Pool {
             size: std::sync::atomic::AtomicUsize::new(size),
             permits: Arc::new(Semaphore::new(size)),
             idle: Mutex::new(Vec::new()),
-            known_statements: Mutex::new(HashSet::new()),
+            known_statements: Mutex::new(Default::default()),
             valid_since: AtomicU64::new(0),
             sockets: Mutex::new(Vec::new()),
             connecting: Semaphore::new(CONNECTS_AT_ONCE),
             waiting: AtomicUsize::new(0),
-            greetings: Mutex::new(HashMap::new()),
+            greetings: Mutex::new(Default::default()),
             stats: PoolStats::default(),
         })
     }
@@ -448,7 +448,7 @@ impl DerefMut for Pooled {
 /// Every pool, found by key and created on first use.
 #[derive(Debug, Default)]
 pub struct Pools {
-    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    map: Mutex<foldhash::HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl Pools {

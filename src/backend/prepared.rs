@@ -1,7 +1,6 @@
 //! Which pgmux-named prepared statements exist on one server connection, least recently used first
 //! out when the cache is full.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Statements kept per server connection before the least recently used are closed.
@@ -9,7 +8,8 @@ pub const DEFAULT_CAPACITY: usize = 1000;
 
 #[derive(Debug)]
 pub struct ServerStatements {
-    used: HashMap<Arc<str>, u64>,
+    /// foldhash: looked up once per Bind (SipHash cost ~250 instructions for these 38-byte names).
+    used: foldhash::HashMap<Arc<str>, u64>,
     tick: u64,
     capacity: usize,
     /// The cache may not match the server (a DISCARD/DEALLOCATE ALL whose outcome is unknown, a
@@ -25,7 +25,7 @@ impl Default for ServerStatements {
 
 impl ServerStatements {
     pub fn with_capacity(capacity: usize) -> ServerStatements {
-        ServerStatements { used: HashMap::new(), tick: 0, capacity: capacity.max(1), needs_reset: false }
+        ServerStatements { used: Default::default(), tick: 0, capacity: capacity.max(1), needs_reset: false }
     }
 
     /// Whether `name` exists on the server; marks it used.

@@ -5,7 +5,6 @@
 //! the block. Outside one, a client owed an error gets it on its next request. Pure: whole client
 //! frames in, replies appended to a buffer.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -54,9 +53,9 @@ pub struct Aborted {
     /// An Execute in the current batch ended the block: its Sync answers `I`.
     ended: bool,
     /// Statements parsed here (by client name, "" unnamed) whose text ends the block.
-    end_statements: HashMap<Vec<u8>, EndKind>,
+    end_statements: foldhash::HashMap<Vec<u8>, EndKind>,
     /// Portals bound here to such statements.
-    end_portals: HashMap<Vec<u8>, EndKind>,
+    end_portals: foldhash::HashMap<Vec<u8>, EndKind>,
     /// Where the errors sent are counted.
     errors: Arc<ErrorCounts>,
 }
@@ -80,8 +79,8 @@ impl Aborted {
             first,
             skipping,
             ended: false,
-            end_statements: HashMap::new(),
-            end_portals: HashMap::new(),
+            end_statements: Default::default(),
+            end_portals: Default::default(),
             errors,
         }
     }

@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::net::{ReadHalf, WriteHalf};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Poll, ready};
@@ -53,8 +53,8 @@ const FIRST_READ: usize = 1024;
 ///
 /// An empty buffer without memory (a client between requests: see `give_back`) holds none while
 /// it waits: the read goes into the stack, and a request that fits is stored in an allocation of
-/// its own size (a small, fast one, and whole when it is one message, so the frame is handed on
-/// without a copy or a shared-buffer header: `take_frame`), not an 8 kB buffer per transaction.
+/// its own size (a small, fast one, freed by `give_back` once its frames are handled), not an
+/// 8 kB buffer per transaction.
 /// A buffer with memory (a message being assembled, a stream) is read into directly.
 ///
 /// Reads go through `poll_read`, which takes a short read to mean the socket is drained: the next
@@ -80,12 +80,6 @@ pub async fn read_more(sock: &mut ReadHalf, buf: &mut BytesMut) -> io::Result<bo
         Poll::Ready(Ok(n > 0))
     })
     .await
-}
-
-/// The first `total` bytes of `buf` as a frame. When they are all of it, the buffer itself is
-/// handed on: no shared-buffer header is allocated, and `buf` is left without memory.
-pub fn take_frame(buf: &mut BytesMut, total: usize) -> Bytes {
-    if total == buf.len() { std::mem::take(buf).freeze() } else { buf.split_to(total).freeze() }
 }
 
 /// Frees an empty buffer's memory (an idle client keeps none; the next read allocates again).
@@ -152,20 +146,21 @@ pub async fn read_server(rd: &mut ReadHalf, rbuf: &mut BytesMut) -> io::Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     #[test]
-    fn a_whole_buffer_is_handed_on_and_leaves_no_memory() {
+    fn a_handled_buffer_leaves_no_memory() {
         let mut buf = BytesMut::from(&b"Q\0\0\0\x0dSELECT 1\0"[..]);
-        let frame = take_frame(&mut buf, 14);
-        assert_eq!(&frame[..], b"Q\0\0\0\x0dSELECT 1\0");
+        buf.advance(14);
+        give_back(&mut buf);
         assert_eq!(buf.capacity(), 0);
     }
 
     #[test]
-    fn a_frame_followed_by_more_bytes_leaves_them() {
+    fn a_buffer_with_bytes_left_keeps_them() {
         let mut buf = BytesMut::from(&b"S\0\0\0\x04X\0\0"[..]);
-        let frame = take_frame(&mut buf, 5);
-        assert_eq!(&frame[..], b"S\0\0\0\x04");
+        buf.advance(5);
+        give_back(&mut buf);
         assert_eq!(&buf[..], b"X\0\0");
     }
 }

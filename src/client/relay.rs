@@ -85,6 +85,11 @@ pub fn check_client_header(buf: &[u8], max_large: usize) -> Result<Option<(u8, u
     }
 }
 
+/// The client's statement called `name`; None for the unnamed statement (passed through as is).
+fn named<'s>(stmts: &'s ClientStatements, name: &[u8]) -> Option<&'s StatementDef> {
+    if name.is_empty() { None } else { stmts.get(name).map(|d| &**d) }
+}
+
 /// Advances `buf` past `n` handled bytes.
 pub fn consume(buf: &mut BytesMut, n: usize) {
     buf.advance(n);
@@ -119,7 +124,7 @@ pub fn client_frame(
     a: &mut Active,
     stmts: &mut ClientStatements,
     mode: PoolMode,
-    frame: Bytes,
+    frame: &[u8],
     errors: &ErrorCounts,
 ) -> Result<bool, ClientError> {
     let tag = frame[0];
@@ -140,16 +145,16 @@ pub fn client_frame(
         a.effects.merge(Effects::CHECK);
     }
     match tag {
-        ftag::PARSE if rewrite => client_parse(a, stmts, &frame, errors)?,
+        ftag::PARSE if rewrite => client_parse(a, stmts, frame, errors)?,
         ftag::BIND if rewrite => {
             let bind = Bind::parse(body).ok_or_else(|| malformed(tag))?;
-            match stmts.get(bind.statement).cloned() {
-                Some(def) if !bind.statement.is_empty() => {
+            match named(stmts, bind.statement) {
+                Some(def) => {
                     a.effects.merge(def.effects);
-                    ensure_prepared(a, &def);
+                    ensure_prepared(a, def);
                     statements::rewrite_bind(&mut a.to_server, &bind, &def.server_name);
                 }
-                _ => a.to_server.extend_from_slice(&frame),
+                None => a.to_server.extend_from_slice(frame),
             }
             a.replies.push(Request::Bind, Owner::Client, None);
         }
@@ -159,12 +164,12 @@ pub fn client_frame(
                 Target::Statement => Request::DescribeStatement,
                 Target::Portal => Request::DescribePortal,
             };
-            match stmts.get(name).cloned() {
-                Some(def) if rewrite && target == Target::Statement && !name.is_empty() => {
-                    ensure_prepared(a, &def);
+            match named(stmts, name).filter(|_| rewrite && target == Target::Statement) {
+                Some(def) => {
+                    ensure_prepared(a, def);
                     statements::target_message(&mut a.to_server, ftag::DESCRIBE, Target::Statement, &def.server_name);
                 }
-                _ => a.to_server.extend_from_slice(&frame),
+                None => a.to_server.extend_from_slice(frame),
             }
             a.replies.push(request, Owner::Client, None);
         }
@@ -175,11 +180,11 @@ pub fn client_frame(
                 stmts.remove(name);
                 a.replies.push(Request::Close, Owner::Answered(statements::close_complete()), None);
             } else {
-                a.to_server.extend_from_slice(&frame);
+                a.to_server.extend_from_slice(frame);
                 a.replies.push(Request::Close, Owner::Client, None);
             }
         }
-        ftag::QUERY if rewrite => client_query(a, stmts, &frame),
+        ftag::QUERY if rewrite => client_query(a, stmts, frame),
         // Everything else passes unchanged; what it owes the client is fixed by its tag.
         ftag::PARSE
         | ftag::BIND
@@ -189,7 +194,7 @@ pub fn client_frame(
         | ftag::SYNC
         | ftag::COPY_DONE
         | ftag::COPY_FAIL => {
-            a.to_server.extend_from_slice(&frame);
+            a.to_server.extend_from_slice(frame);
             let request = match tag {
                 ftag::PARSE => Request::Parse,
                 ftag::BIND => Request::Bind,
@@ -201,10 +206,10 @@ pub fn client_frame(
             a.replies.push(request, Owner::Client, None);
         }
         ftag::FLUSH => {
-            a.to_server.extend_from_slice(&frame);
+            a.to_server.extend_from_slice(frame);
             a.replies.note_batch_message();
         }
-        ftag::COPY_DATA => a.to_server.extend_from_slice(&frame),
+        ftag::COPY_DATA => a.to_server.extend_from_slice(frame),
         ftag::TERMINATE => return Ok(false),
         _ => {
             return Err(ClientError::Protocol(format!("invalid frontend message type {tag}")));
@@ -218,7 +223,7 @@ pub fn client_frame(
 fn client_parse(
     a: &mut Active,
     stmts: &mut ClientStatements,
-    frame: &Bytes,
+    frame: &[u8],
     errors: &ErrorCounts,
 ) -> Result<(), ClientError> {
     let parse = Parse::parse(&frame[HEADER_LEN..]).ok_or_else(|| malformed(ftag::PARSE))?;
@@ -256,7 +261,7 @@ fn client_parse(
 
 /// A simple Query in transaction mode: noted for session-state effects; statement-dropping
 /// commands update the client's view of its prepared statements.
-fn client_query(a: &mut Active, stmts: &mut ClientStatements, frame: &Bytes) {
+fn client_query(a: &mut Active, stmts: &mut ClientStatements, frame: &[u8]) {
     let body = &frame[HEADER_LEN..];
     a.effects.merge(classify(body));
     if let Some(name) = statements::reserved_name_used(body) {

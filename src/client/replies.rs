@@ -60,7 +60,8 @@ pub enum Undo {
 struct Entry {
     request: Request,
     owner: Owner,
-    undo: Option<Undo>,
+    /// Boxed: rare (a Parse pgmux sends or answers), and an entry is moved at every push and pop.
+    undo: Option<Box<Undo>>,
     /// A DescribeStatement's ParameterDescription arrived; its row description is next.
     half_done: bool,
 }
@@ -113,6 +114,10 @@ impl Default for ReplyQueue {
     }
 }
 
+fn is_mark(e: &Entry) -> bool {
+    matches!(e.owner, Owner::Answered(_)) || e.request == Request::CopyEnd
+}
+
 fn completes(request: Request, tag: u8, half_done: bool) -> bool {
     match request {
         Request::Parse => tag == btag::PARSE_COMPLETE,
@@ -151,7 +156,7 @@ impl ReplyQueue {
                 return;
             }
         }
-        self.entries.push_back(Entry { request, owner, undo, half_done: false });
+        self.entries.push_back(Entry { request, owner, undo: undo.map(Box::new), half_done: false });
         self.answer_head();
     }
 
@@ -161,18 +166,12 @@ impl ReplyQueue {
     }
 
     /// Moves Answered entries at the head to the output (and drops copy marks that got there).
+    /// Every method that changes the head ends with it, so the head is never one of those between
+    /// calls.
     fn answer_head(&mut self) {
-        loop {
-            match self.entries.front() {
-                Some(Entry { owner: Owner::Answered(_), .. }) => {
-                    if let Some(Entry { owner: Owner::Answered(bytes), .. }) = self.entries.pop_front() {
-                        self.answered.push(bytes);
-                    }
-                }
-                Some(Entry { request: Request::CopyEnd, .. }) => {
-                    self.entries.pop_front();
-                }
-                _ => return,
+        while self.entries.front().is_some_and(is_mark) {
+            if let Some(Entry { owner: Owner::Answered(bytes), .. }) = self.entries.pop_front() {
+                self.answered.push(bytes);
             }
         }
     }
@@ -197,7 +196,7 @@ impl ReplyQueue {
 
     /// Classifies one server message by its tag; `status` is the ReadyForQuery byte if it is one.
     pub fn on_server(&mut self, tag: u8, status: Option<TxStatus>) -> Result<Verdict, Unexpected> {
-        self.answer_head();
+        debug_assert!(!self.entries.front().is_some_and(is_mark));
         let Some(head) = self.entries.front_mut() else {
             return match tag {
                 btag::NOTICE_RESPONSE | btag::PARAMETER_STATUS | btag::NOTIFICATION_RESPONSE => Ok(Verdict::Forward),
@@ -231,7 +230,7 @@ impl ReplyQueue {
         }
         if tag == btag::ERROR_RESPONSE && !matches!(head.request, Request::Sync | Request::Query) {
             let failed = self.entries.pop_front().expect("head exists");
-            self.undone.extend(failed.undo);
+            self.undone.extend(failed.undo.map(|u| *u));
             self.skip_to_sync();
         } else if tag == btag::PARAMETER_DESCRIPTION && head.request == Request::DescribeStatement {
             head.half_done = true;
@@ -252,7 +251,7 @@ impl ReplyQueue {
                 return;
             }
             let skipped = self.entries.pop_front().expect("front exists");
-            self.undone.extend(skipped.undo);
+            self.undone.extend(skipped.undo.map(|u| *u));
         }
         self.skipping = true;
     }

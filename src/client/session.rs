@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::aborted::{Aborted, Step};
 use super::check::{CHECK_SQL, Identity};
 use super::handshake::{First, Startup};
-use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, take_frame, unsent, write_now};
+use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, unsent, write_now};
 use super::relay::{self, Active, ServerFault, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::statements::ClientStatements;
@@ -457,11 +457,17 @@ impl Session {
                 if self.cin.len() < total {
                     break;
                 }
-                let frame = take_frame(&mut self.cin, total);
-                if !relay::client_frame(a, &mut self.statements, mode, frame, errors).map_err(End::Fatal)? {
+                // Handled in place: no shared-buffer header and reference counts per frame of a
+                // pipelined batch (Bind, Describe, Execute, Sync arrive in one read).
+                let more = relay::client_frame(a, &mut self.statements, mode, &self.cin[..total], errors)
+                    .map_err(End::Fatal)?;
+                self.cin.advance(total);
+                if !more {
                     return Err(End::Terminated);
                 }
             }
+            // A request read whole leaves no memory behind (the next read starts on the stack).
+            give_back(&mut self.cin);
             let answered = a.replies.take_answered();
             for bytes in &answered {
                 write_now(&self.client_wr, &mut self.cout, bytes).map_err(Self::gone)?;

@@ -2,7 +2,6 @@
 //! pgmux-owned name derived from its text and parameter types, so clients preparing the same text
 //! share one server-side statement and any server connection can serve any client.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -48,7 +47,8 @@ impl StatementDef {
 /// The statements a client created under its own names, at most `limit` of them.
 #[derive(Debug)]
 pub struct ClientStatements {
-    by_name: HashMap<String, Arc<StatementDef>>,
+    /// foldhash, seeded per map: names are the client's own, hashed once or twice per Bind.
+    by_name: foldhash::HashMap<String, Arc<StatementDef>>,
     limit: usize,
 }
 
@@ -60,7 +60,7 @@ impl Default for ClientStatements {
 
 impl ClientStatements {
     pub fn with_limit(limit: usize) -> ClientStatements {
-        ClientStatements { by_name: HashMap::new(), limit }
+        ClientStatements { by_name: Default::default(), limit }
     }
 
     /// How many more statements the client may create.

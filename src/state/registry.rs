@@ -3,7 +3,6 @@
 //! is. Cancel requests are aimed through it (`client::cancel`), and SHOW CLIENTS and /status list
 //! it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rand::RngExt;
@@ -66,7 +65,8 @@ pub struct ClientStatus {
 /// Every connected client's cancel key.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+    /// foldhash: the keys are pgmux's own random numbers.
+    map: Mutex<foldhash::HashMap<(i32, i32), Arc<CancelSlot>>>,
 }
 
 /// A registered key; unregisters itself when dropped.
