@@ -78,26 +78,24 @@ pub async fn serve(
     // Encryption and login share one deadline: the client's own time, from admission.
     let limit = ctx.settings.load().startup_timeout;
     let deadline = Instant::now() + limit;
-    // The handshake's futures (TLS, SCRAM) are boxed: inline they would size the task's
-    // allocation for the client's whole life, idle or not.
-    let negotiated = Box::pin(negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors, deadline, limit)).await;
-    let transport = match negotiated {
-        Ok(t) => t,
-        Err(HandshakeEnd::Told(err)) => {
-            refused(&ctx, peer, &err);
-            return None;
-        }
-        Err(end) => {
-            tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
-            return None;
-        }
-    };
-    let negotiate::Transport { mut stream, security, pending } = transport;
-    let tls = security.channel_binding.is_some();
+    // The handshake's future (TLS, SCRAM) is boxed: inline it would size the task's allocation
+    // for the client's whole life, idle or not. One box for both phases: each is a few kB, and
+    // allocations that size cost glibc ~1,000 instructions apiece, once per login.
+    let (mut stream, tls, greeted) =
+        match Box::pin(negotiate_and_log_in(&ctx, tcp, endpoint, deadline, limit, turn)).await {
+            Handshake::Negotiated { stream, tls, greeted } => (stream, tls, greeted),
+            Handshake::Refused(HandshakeEnd::Told(err)) => {
+                refused(&ctx, peer, &err);
+                return None;
+            }
+            Handshake::Refused(end) => {
+                tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
+                return None;
+            }
+        };
     if tls {
         open.encrypted();
     }
-    let greeted = Box::pin(handshake::run(&ctx, &mut stream, &security, pending, endpoint, deadline, turn)).await;
     let startup = match greeted {
         Ok(Some(handshake::Greeted::Session(s))) => s,
         Ok(Some(handshake::Greeted::Console(login))) => {
@@ -137,6 +135,32 @@ pub async fn serve(
     session::Session::new(ctx, stream, *startup, endpoint, peer).run().await;
     drop(open);
     None
+}
+
+/// How a handshake went: TLS negotiation failed, or it succeeded and the login went as `greeted`
+/// says (over `stream`, which carries any error still to tell).
+enum Handshake {
+    Refused(HandshakeEnd),
+    Negotiated { stream: Stream, tls: bool, greeted: Result<Option<handshake::Greeted>, HandshakeEnd> },
+}
+
+/// Negotiates encryption, then runs the login.
+async fn negotiate_and_log_in(
+    ctx: &Arc<ProxyState>,
+    tcp: TcpStream,
+    endpoint: Endpoint,
+    deadline: Instant,
+    limit: Duration,
+    turn: Turn,
+) -> Handshake {
+    let negotiate::Transport { mut stream, security, pending } =
+        match negotiate::run(ctx.tls.clients(), tcp, &ctx.metrics.errors, deadline, limit).await {
+            Ok(t) => t,
+            Err(end) => return Handshake::Refused(end),
+        };
+    let tls = security.channel_binding.is_some();
+    let greeted = handshake::run(ctx, &mut stream, &security, pending, endpoint, deadline, turn).await;
+    Handshake::Negotiated { stream, tls, greeted }
 }
 
 /// A client's places for its handshake: one of its address's, then one of `max_handshakes`, both
