@@ -164,7 +164,8 @@ pub fn client_frame(
                 Target::Statement => Request::DescribeStatement,
                 Target::Portal => Request::DescribePortal,
             };
-            match named(stmts, name).filter(|_| rewrite && target == Target::Statement) {
+            let statement = if rewrite && target == Target::Statement { named(stmts, name) } else { None };
+            match statement {
                 Some(def) => {
                     ensure_prepared(a, def);
                     statements::target_message(&mut a.to_server, ftag::DESCRIBE, Target::Statement, &def.server_name);

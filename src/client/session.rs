@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 
 use super::aborted::{Aborted, Step};
 use super::check::{CHECK_SQL, Identity};
@@ -461,7 +461,7 @@ impl Session {
                 // pipelined batch (Bind, Describe, Execute, Sync arrive in one read).
                 let more = relay::client_frame(a, &mut self.statements, mode, &self.cin[..total], errors)
                     .map_err(End::Fatal)?;
-                self.cin.advance(total);
+                relay::consume(&mut self.cin, total);
                 if !more {
                     return Err(End::Terminated);
                 }
