@@ -84,6 +84,11 @@ pub struct Cluster {
     /// The server followed as primary; waiters watch it change.
     /// (Published from `failover`'s state, under its lock.)
     primary: tokio::sync::watch::Sender<Option<Arc<str>>>,
+    /// The same, for the borrow path: read without the watch's lock or an `Arc` count, which
+    /// every worker would otherwise write on each transaction (a cache line passed between cores).
+    primary_now: arc_swap::ArcSwapOption<Arc<str>>,
+    /// `topology`'s latest probe round, read per transaction without its lock.
+    round: std::sync::atomic::AtomicU64,
     /// The primary followed and the failover in progress, with counts of past ones.
     failover: Mutex<Failover>,
     /// Health, roles and lag of every server, from the prober, discovery and failed connects.
@@ -155,6 +160,8 @@ impl Cluster {
             routing: ArcSwap::from_pointee(routing),
             servers: ArcSwap::from_pointee(servers),
             primary: tokio::sync::watch::Sender::new(None),
+            primary_now: arc_swap::ArcSwapOption::empty(),
+            round: std::sync::atomic::AtomicU64::new(0),
             failover: Mutex::new(Failover::default()),
             discovering: tokio::sync::Mutex::new(None),
             discovery: Mutex::default(),
@@ -270,6 +277,11 @@ impl Cluster {
         self.primary.borrow().clone()
     }
 
+    /// Whether `server` is the primary followed now (the borrow path's check of its last pool).
+    fn is_primary(&self, server: &Arc<str>) -> bool {
+        self.primary_now.load().as_deref().is_some_and(|p| Arc::ptr_eq(p, server) || **p == **server)
+    }
+
     fn failover_state(&self) -> std::sync::MutexGuard<'_, Failover> {
         self.failover.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -300,6 +312,9 @@ impl Cluster {
         let primary = f.state.primary().cloned();
         self.primary.send_if_modified(|p| {
             let changed = *p != primary;
+            if changed {
+                self.primary_now.store(primary.clone().map(Arc::new));
+            }
             *p = primary;
             changed
         });
@@ -448,17 +463,23 @@ impl Cluster {
         // The clock is read only once the first attempt fails: the common borrow reads none here.
         let mut deadline: Option<Instant> = None;
         loop {
-            let primary = match self.primary() {
-                Some(p) => p,
-                None => {
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                    self.wait_for_primary(database, user, deadline).await?
+            // The common borrow: the caller's last pool still serves the primary; no `Arc` count
+            // or lock shared with other workers is written to find that out.
+            let mut found = None;
+            let pool = match hint {
+                Some(h) if self.is_primary(&h.key.server) => h,
+                _ => {
+                    let primary = match self.primary() {
+                        Some(p) => p,
+                        None => {
+                            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                            self.wait_for_primary(database, user, deadline).await?
+                        }
+                    };
+                    &*found.insert(self.pool(primary, database, user)?)
                 }
             };
-            let pool = match hint {
-                Some(h) if Arc::ptr_eq(&h.key.server, &primary) || *h.key.server == *primary => h.clone(),
-                _ => self.pool(primary.clone(), database, user)?,
-            };
+            let primary = &pool.key.server;
             let remaining = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
             match pool.checkout(remaining).await {
                 Ok(conn) if conn.is_standby() == Some(true) => {
@@ -466,27 +487,27 @@ impl Cluster {
                     // promoted): only a fresh one says what the server is now.
                     if conn.is_fresh() {
                         drop(conn);
-                        self.saw_standby(&primary);
+                        self.saw_standby(primary);
                     }
                 }
                 Ok(conn) if conn.is_fresh() => {
                     // A new server connection: the moment to see whether the names moved.
                     self.refresh_names().await;
-                    if self.servers().contains(&primary) {
+                    if self.servers().contains(primary) {
                         return Ok(conn);
                     }
                 }
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Connect(e)) if !server_unavailable(&e) => {
                     let key = pool.key.clone();
-                    drop(pool);
+                    drop(found);
                     self.pools.remove_if_unused(&key);
                     return Err(PoolError::Connect(e).into());
                 }
                 Err(PoolError::Connect(e)) => {
-                    self.primary_lost(&primary, &e.to_string());
+                    self.primary_lost(primary, &e.to_string());
                     let key = pool.key.clone();
-                    drop(pool);
+                    drop(found);
                     self.pools.remove_if_unused(&key);
                     self.set_problems(e.to_string());
                 }
@@ -505,11 +526,14 @@ impl Cluster {
 
     /// The probe round in progress: a write that ends now is covered by the next round's reading.
     pub fn probe_round(&self) -> u64 {
-        self.topology().round()
+        self.round.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn start_probe_round(&self) -> u64 {
-        self.topology().start_round()
+        let mut topology = self.topology();
+        let round = topology.start_round();
+        self.round.store(round, std::sync::atomic::Ordering::Release);
+        round
     }
 
     /// Records one probe's outcome and follows the primary it implies. A failed probe of a primary
@@ -545,5 +569,33 @@ impl Cluster {
                 tracing::debug!(server = %pool.key.server, database = %pool.key.database, user = %pool.key.user, closed = n, "closed idle server connections");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the borrow path reads without locks (`is_primary`, `probe_round`) follows what the
+    /// prober and failover publish under theirs.
+    #[tokio::test]
+    async fn the_borrow_path_sees_the_primary_and_round_published() {
+        let c = test_cluster(&["p:1", "r:2"], 4, &[("app", "pw")]);
+        let (p, r): (Arc<str>, Arc<str>) = ("p:1".into(), "r:2".into());
+        assert_eq!(c.probe_round(), 0);
+        assert!(!c.is_primary(&p));
+        let round = c.start_probe_round();
+        assert_eq!(c.probe_round(), round);
+        let primary =
+            topology::Probe { in_recovery: false, lsn: 5000, received: None, timeline: Some(1), system_id: None };
+        c.record_probe(&p, round, Some(primary), Instant::now());
+        assert_eq!(c.primary().as_deref(), Some("p:1"));
+        // Compared by name: a pool keyed by another `Arc` of the same address is the primary's.
+        assert!(c.is_primary(&"p:1".into()) && !c.is_primary(&r));
+        assert_eq!(c.start_probe_round(), round + 1);
+        assert_eq!(c.probe_round(), round + 1);
+        c.primary_lost(&p, "test");
+        assert_eq!(c.primary(), None);
+        assert!(!c.is_primary(&p));
     }
 }

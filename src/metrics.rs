@@ -1,8 +1,8 @@
 //! Prometheus metrics: one registry per proxy (never the crate's global default), the proxy-wide
 //! counters the client code bumps, and the families scrape-time collectors fill from live state.
 //!
-//! Hot-path rule: the per-transaction work is an atomic add or a histogram observe on a handle
-//! resolved beforehand (here at construction, per pool when the pool is made). Label lookups
+//! Hot-path rule: the per-transaction work is an atomic add or a (striped, see `latency`)
+//! histogram observe on a handle resolved beforehand (here at construction, per pool when the pool is made). Label lookups
 //! (`with_label_values`) happen at construction or at scrape time only. Labels stay bounded:
 //! database, user, server, role and fixed sets (tls, route, reason, SQLSTATE) — never a client
 //! address or SQL text.
@@ -11,26 +11,17 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::error::ErrorCounts;
+
+mod latency;
+pub use latency::LatencyHistogram;
 
 /// Bucket bounds (seconds) of the per-transaction latency histograms: from 100 µs (a borrow served
 /// at once, a cached point SELECT) to two minutes (the default `borrow_timeout`).
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
-
-/// A latency histogram for one pool: unlabelled and unregistered; the pool collector reports it
-/// with the pool's labels at scrape time.
-pub fn latency_histogram(name: &str, help: &str) -> Histogram {
-    Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
-        .expect("static histogram options are valid")
-}
-
-/// Seconds as Prometheus wants them.
-pub fn seconds(d: std::time::Duration) -> f64 {
-    d.as_secs_f64()
-}
 
 /// Client connection counters; those split by TLS are indexed by `tls as usize`.
 #[derive(Debug, Clone)]
@@ -254,10 +245,10 @@ impl Families {
     }
 
     /// One labelled histogram of a histogram family.
-    pub fn add_histogram(&mut self, spec: &'static Spec, values: &[&str], h: &Histogram) {
-        use prometheus::core::Metric as _;
+    pub fn add_histogram(&mut self, spec: &'static Spec, values: &[&str], h: &LatencyHistogram) {
         assert_eq!(spec.kind, Kind::Histogram, "{}: not a histogram", spec.name);
-        let mut m = h.metric();
+        let mut m = proto::Metric::default();
+        m.set_histogram(h.proto());
         m.set_label(label_pairs(spec, values));
         self.slot(spec).mut_metric().push(m);
     }

@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::Histogram;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::backend::{BackendConn, BackendError, LoginParams};
-use crate::metrics;
+use crate::metrics::LatencyHistogram;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -46,11 +45,12 @@ pub struct PoolStats {
     /// when each connection comes back.
     pub queries: AtomicU64,
     /// Borrow → connection in hand (a borrow served at once counts as 0, without a clock read).
-    pub borrow_wait: Histogram,
+    /// These three are striped by server connection (see `metrics::LatencyHistogram`).
+    pub borrow_wait: LatencyHistogram,
     /// Connection in hand → given back (a transaction; a whole session in session mode).
-    pub held: Histogram,
+    pub held: LatencyHistogram,
     /// Borrow → given back: `borrow_wait` + `held` of the same borrow.
-    pub borrow_to_release: Histogram,
+    pub borrow_to_release: LatencyHistogram,
 }
 
 impl Default for PoolStats {
@@ -63,9 +63,9 @@ impl Default for PoolStats {
             borrows: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             queries: AtomicU64::new(0),
-            borrow_wait: metrics::latency_histogram("pgmux_borrow_wait_seconds", "borrow wait"),
-            held: metrics::latency_histogram("pgmux_server_held_seconds", "held"),
-            borrow_to_release: metrics::latency_histogram("pgmux_transaction_seconds", "borrow to release"),
+            borrow_wait: LatencyHistogram::default(),
+            held: LatencyHistogram::default(),
+            borrow_to_release: LatencyHistogram::default(),
         }
     }
 }
@@ -190,13 +190,15 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>, timeout: Duration) -> Result<Pooled, PoolError> {
         // The clock is read only when the borrow has to wait or connect: a borrow served at once
         // (the common case) waited ~0, and its one clock read is taken when it is lent.
+        // A borrowed permit, not an owned one: an owned permit clones the semaphore's `Arc`, a
+        // count every worker writes on each borrow. The loan gives it back (see `Pooled`'s drop).
         let mut started = None;
-        let permit = match self.permits.clone().try_acquire_owned() {
+        let permit = match self.permits.try_acquire() {
             Ok(p) => p,
             Err(_) => {
                 started = Some(Instant::now());
                 let _waiting = Waiting::new(&self.waiting);
-                tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
+                tokio::time::timeout(timeout, self.permits.acquire())
                     .await
                     .map_err(|_| {
                         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -240,14 +242,17 @@ impl Pool {
     fn lend(
         self: &Arc<Self>,
         conn: Box<BackendConn>,
-        permit: OwnedSemaphorePermit,
+        permit: SemaphorePermit<'_>,
         started: Option<Instant>,
         fresh: bool,
     ) -> Pooled {
         let now = Instant::now();
         let waited = started.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
-        self.stats.borrow_wait.observe(metrics::seconds(waited));
-        Pooled { conn: Some(conn), pool: self.clone(), _permit: permit, lent_at: now, waited, queries: 0, fresh }
+        let stripe = conn.pid as usize;
+        self.stats.borrow_wait.observe(stripe, waited);
+        // From here the loan holds the permit: `Pooled`'s drop adds it back.
+        permit.forget();
+        Pooled { conn: Some(conn), pool: self.clone(), lent_at: now, waited, queries: 0, fresh, stripe }
     }
 
     fn login(&self) -> LoginParams {
@@ -369,8 +374,8 @@ impl Drop for Waiting<'_> {
 #[derive(Debug)]
 pub struct Pooled {
     conn: Option<Box<BackendConn>>,
+    /// Holds one of the pool's permits, given back when this is dropped.
     pool: Arc<Pool>,
-    _permit: OwnedSemaphorePermit,
     /// When it was lent, and how long the borrow waited for it.
     lent_at: Instant,
     waited: Duration,
@@ -378,6 +383,8 @@ pub struct Pooled {
     queries: u32,
     /// Opened for this borrow (not reused from the idle list).
     fresh: bool,
+    /// Where the pool's histograms record this loan (the connection's server pid).
+    stripe: usize,
 }
 
 impl Pooled {
@@ -411,8 +418,8 @@ impl Pooled {
     fn record_loan(&self, now: Instant) {
         let stats = &self.pool.stats;
         let held = now.saturating_duration_since(self.lent_at);
-        stats.held.observe(metrics::seconds(held));
-        stats.borrow_to_release.observe(metrics::seconds(held + self.waited));
+        stats.held.observe(self.stripe, held);
+        stats.borrow_to_release.observe(self.stripe, held + self.waited);
         if self.queries > 0 {
             stats.queries.fetch_add(u64::from(self.queries), Ordering::Relaxed);
         }
@@ -429,6 +436,8 @@ impl Drop for Pooled {
             self.record_loan(Instant::now());
             self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
+        // Last: a borrower this wakes finds a released connection already idle.
+        self.pool.permits.add_permits(1);
     }
 }
 

@@ -318,7 +318,7 @@ mod tests {
 
         let pool = c.pool("p:1".into(), "db", "app").unwrap();
         pool.stats.borrows.fetch_add(3, Ordering::Relaxed);
-        pool.stats.borrow_wait.observe(0.0);
+        pool.stats.borrow_wait.observe(0, std::time::Duration::ZERO);
         let round = c.start_probe_round();
         let primary = Probe { in_recovery: false, lsn: 5000, received: None, timeline: Some(1), system_id: None };
         c.record_probe(&"p:1".into(), round, Some(primary), Instant::now());

@@ -8,7 +8,7 @@ static SPECS: [&Spec; 4] = [&GAUGE, &COUNTER, &HIST, &EMPTY];
 
 struct Fixed {
     descs: Vec<Desc>,
-    hist: Histogram,
+    hist: LatencyHistogram,
 }
 
 impl Collector for Fixed {
@@ -29,10 +29,10 @@ impl Collector for Fixed {
 #[test]
 fn scrape_time_families_render_with_labels_sorted_and_escaped() {
     let m = Metrics::new();
-    let hist = latency_histogram("ignored", "ignored");
-    hist.observe(0.0);
-    hist.observe(0.003);
-    hist.observe(1000.0);
+    let hist = LatencyHistogram::default();
+    hist.observe(0, std::time::Duration::ZERO);
+    hist.observe(1, std::time::Duration::from_millis(3));
+    hist.observe(2, std::time::Duration::from_secs(1000));
     m.register(Fixed { descs: descs(&SPECS), hist });
     let text = m.render();
     for line in [
