@@ -2,10 +2,10 @@
 //! counters the client code bumps, and the families scrape-time collectors fill from live state.
 //!
 //! Hot-path rule: the per-transaction work is an atomic add or a (striped, see `latency`)
-//! histogram observe on a handle resolved beforehand (here at construction, per pool when the pool is made). Label lookups
-//! (`with_label_values`) happen at construction or at scrape time only. Labels stay bounded:
-//! database, user, server, role and fixed sets (tls, route, reason, SQLSTATE) — never a client
-//! address or SQL text.
+//! histogram observe on a handle resolved beforehand (here at construction, per pool when the
+//! pool is made). Label lookups (`with_label_values`) happen at construction or at scrape time
+//! only. Labels stay bounded: database, user, server, role and fixed sets (tls, route, reason,
+//! SQLSTATE) — never a client address or SQL text.
 
 use std::sync::Arc;
 
@@ -17,11 +17,6 @@ use crate::error::ErrorCounts;
 
 mod latency;
 pub use latency::LatencyHistogram;
-
-/// Bucket bounds (seconds) of the per-transaction latency histograms: from 100 µs (a borrow served
-/// at once, a cached point SELECT) to two minutes (the default `borrow_timeout`).
-pub const LATENCY_BUCKETS: &[f64] =
-    &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
 
 /// Client connection counters; those split by TLS are indexed by `tls as usize`.
 #[derive(Debug, Clone)]

@@ -248,11 +248,10 @@ impl Pool {
     ) -> Pooled {
         let now = Instant::now();
         let waited = started.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
-        let stripe = conn.pid as usize;
-        self.stats.borrow_wait.observe(stripe, waited);
+        self.stats.borrow_wait.observe(stripe(&conn), waited);
         // From here the loan holds the permit: `Pooled`'s drop adds it back.
         permit.forget();
-        Pooled { conn: Some(conn), pool: self.clone(), lent_at: now, waited, queries: 0, fresh, stripe }
+        Pooled { conn: Some(conn), pool: self.clone(), lent_at: now, waited, queries: 0, fresh }
     }
 
     fn login(&self) -> LoginParams {
@@ -383,8 +382,12 @@ pub struct Pooled {
     queries: u32,
     /// Opened for this borrow (not reused from the idle list).
     fresh: bool,
-    /// Where the pool's histograms record this loan (the connection's server pid).
-    stripe: usize,
+}
+
+/// Where the pool's histograms record a loan of `conn`: by its server pid, as one borrower at a
+/// time uses it.
+fn stripe(conn: &BackendConn) -> usize {
+    conn.pid as usize
 }
 
 impl Pooled {
@@ -392,7 +395,7 @@ impl Pooled {
     pub fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
             let now = Instant::now();
-            self.record_loan(now);
+            self.record_loan(&conn, now);
             if !self.pool.still_valid(&conn) {
                 self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -414,12 +417,13 @@ impl Pooled {
         self.queries = self.queries.wrapping_add(1);
     }
 
-    /// Records the loan that ends at `now`: how long it was held, and the requests it carried.
-    fn record_loan(&self, now: Instant) {
+    /// Records the loan of `conn` that ends at `now`: how long it was held, and the requests it
+    /// carried.
+    fn record_loan(&self, conn: &BackendConn, now: Instant) {
         let stats = &self.pool.stats;
         let held = now.saturating_duration_since(self.lent_at);
-        stats.held.observe(self.stripe, held);
-        stats.borrow_to_release.observe(self.stripe, held + self.waited);
+        stats.held.observe(stripe(conn), held);
+        stats.borrow_to_release.observe(stripe(conn), held + self.waited);
         if self.queries > 0 {
             stats.queries.fetch_add(u64::from(self.queries), Ordering::Relaxed);
         }
@@ -432,8 +436,8 @@ impl Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            self.record_loan(Instant::now());
+        if let Some(conn) = self.conn.take() {
+            self.record_loan(&conn, Instant::now());
             self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
         // Last: a borrower this wakes finds a released connection already idle.
