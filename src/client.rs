@@ -7,7 +7,9 @@
 //! - `handshake`: the startup packet, authentication, the first server connection, the greeting.
 //! - `lookup`: whose secret a login is checked against (a configured user's, or `auth.query`'s).
 //! - `cancel`: forwarding a CancelRequest to the server connection its client holds.
-//! - `session`: the session state machine: one transaction after another on borrowed connections.
+//! - `session`: the session state machine: one transaction after another on borrowed connections;
+//!   its states' steps: `borrow` (between transactions), `active` (relaying on a held connection),
+//!   `lost` (the connection gone under the client), `goodbye` (the session's end).
 //! - `routing`: whether the next transaction may run on a replica.
 //! - `classify`: a coarse look at SQL text: session state it may change or pin, read-only SELECTs.
 //! - `statements`: the client's named prepared statements, under pgmux-owned names on the servers.
@@ -20,12 +22,16 @@
 //! - `io`: socket plumbing for the session: ordered non-blocking writes, reads, the idle timer.
 
 pub mod aborted;
+mod active;
+mod borrow;
 pub mod cancel;
 pub mod check;
 pub mod classify;
+mod goodbye;
 pub mod handshake;
 pub mod io;
 mod lookup;
+mod lost;
 pub mod negotiate;
 pub mod relay;
 pub mod replies;
