@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end benchmark of pgmux with pgbench, on throwaway PostgreSQL servers. Two scenarios:
+# End-to-end benchmark of pgmux with pgbench, on throwaway PostgreSQL servers. Three scenarios:
 #
 #   pooling   direct PostgreSQL vs PgBouncer vs pgmux, side by side, on one primary
+#   latency   one client's latency through PgBouncer and through pgmux, both measured at once
 #   replicas  read-mostly: two streaming replicas of that primary are made (pg_basebackup), and
 #             pgmux's main endpoint (everything on the primary) is set against its reader endpoint
 #             (`reader_listen`: every transaction on a replica), reporting where the queries landed
@@ -12,10 +13,11 @@
 #   BENCH_SCENARIOS=replicas bash benches/e2e.sh     # only the read-mostly one (no PgBouncer needed)
 #   BENCH_SCENARIOS=pooling BENCH_CLIENTS="100 2000 10000" bash benches/e2e.sh   # cost as clients grow
 #   BENCH_SCENARIOS=pooling BENCH_TLS=1 bash benches/e2e.sh                      # clients over TLS
+#   BENCH_SCENARIOS=latency BENCH_ROUNDS=9 BENCH_SECONDS=5 bash benches/e2e.sh    # single client
 #   PGMUX_BASELINE_BIN=/tmp/pgmux-main BENCH_CALLGRIND=1 BENCH_SCENARIOS=pooling bash benches/e2e.sh  # A/B
 #
 # Environment knobs (defaults in brackets):
-#   BENCH_SCENARIOS [pooling replicas]  which scenarios to run, in this order
+#   BENCH_SCENARIOS [pooling replicas]  which scenarios to run, in this order (latency: on request)
 #   BENCH_SECONDS  [15]   length of the transaction phase of each measured run: pgbench's -T counts
 #                         from before its clients connect, so -T is this plus an allowance for the
 #                         connection phase (1.5 x the slowest target's measured connect time + 2 s)
@@ -138,12 +140,12 @@ case $BENCH_CALLGRIND in 0 | 1) ;; *) die "BENCH_CALLGRIND must be 0 or 1, got '
 for m in $BENCH_MODES $BENCH_REPLICA_MODES; do
   case $m in simple | extended | prepared) ;; *) die "unknown pgbench mode '$m' in BENCH_MODES/BENCH_REPLICA_MODES" ;; esac
 done
-WANT_POOLING=0 WANT_REPLICAS=0
+WANT_POOLING=0 WANT_REPLICAS=0 # WANT_POOLING: a scenario with PgBouncer (pooling, latency)
 for sc in $BENCH_SCENARIOS; do
   case $sc in
-  pooling) WANT_POOLING=1 ;;
+  pooling | latency) WANT_POOLING=1 ;;
   replicas) WANT_REPLICAS=1 ;;
-  *) die "unknown scenario '$sc' in BENCH_SCENARIOS (pooling, replicas)" ;;
+  *) die "unknown scenario '$sc' in BENCH_SCENARIOS (pooling, latency, replicas)" ;;
   esac
 done
 [ $WANT_POOLING = 1 ] || [ $WANT_REPLICAS = 1 ] || die "BENCH_SCENARIOS names no scenario"
@@ -843,6 +845,45 @@ scenario_pooling() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Scenario "latency": one client per proxy, every proxy at once
+# ---------------------------------------------------------------------------------------------
+# A lone client's latency is mostly the time the machine takes to wake a sleeping process: on a
+# small VM it moves by half between consecutive runs against one target, far more than one proxy
+# differs from another (an idle CPU is slow to wake; a busy one is not). So each round runs one
+# `pgbench -S -c 1` against every proxy at the same time: all see the same machine, and the report
+# gives each round's difference to PgBouncer and their median.
+# One line per (round, target): round target status latency_ms tps
+RESULTS_LATENCY="$WORK/results-latency.tsv"
+: >"$RESULTS_LATENCY"
+scenario_latency() {
+  local round t out lat tps status CLIENTS=1 BENCH_JOBS=1 T_EXTRA=0
+  local -A runner=()
+  log "scenario latency: one client each against ${PROXIES[*]}, all at once; $BENCH_ROUNDS round(s) of ${BENCH_SECONDS}s"
+  for t in "${PROXIES[@]}"; do start_proxy "$t"; done
+  for t in "${PROXIES[@]}"; do
+    pgbench_run "$t" simple "$WORK/latency-warmup-$t.txt" -T 2 ||
+      log "warning: warm-up against $t failed: $(grep -m 1 -E 'ERROR|FATAL|error:' "$WORK/latency-warmup-$t.txt")"
+  done
+  for round in $(seq "$BENCH_ROUNDS"); do
+    for t in "${PROXIES[@]}"; do
+      pgbench_run "$t" simple "$WORK/latency-$round-$t.txt" -T "$BENCH_SECONDS" &
+      runner[$t]=$!
+    done
+    for t in "${PROXIES[@]}"; do
+      status=ok
+      wait "${runner[$t]}" || status=failed
+      out="$WORK/latency-$round-$t.txt"
+      lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out")
+      tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$out")
+      [ -n "$lat" ] || status=failed
+      printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$status" "${lat:-}" "${tps:-}" >>"$RESULTS_LATENCY"
+      log "latency round $round  $(printf '%-10s' "$t")  $status  lat=${lat:--}ms tps=${tps:--}"
+    done
+  done
+  for t in "${PROXIES[@]}"; do stop_proxy "$t"; done
+}
+
+# ---------------------------------------------------------------------------------------------
 # Scenario "replicas": two streaming replicas, pgmux's main endpoint vs its reader endpoint
 # ---------------------------------------------------------------------------------------------
 # make_replica N: replica N of the primary (pg_basebackup over the primary's unix socket, WAL
@@ -989,6 +1030,40 @@ AWK_POOLING_MEDIANS='
   BEGIN {
     name["direct"] = "direct"; name["pgbouncer"] = "PgBouncer"; name["pgmux"] = "pgmux"; name["pgmux-base"] = "pgmux-base"
   }'
+
+report_latency() {
+  echo
+  echo "### Single-client latency: PgBouncer and pgmux at the same time"
+  echo
+  echo "- Workload: \`pgbench -S --no-vacuum -c 1 -j 1 -T $BENCH_SECONDS\` against ${PROXIES[*]} at once (one" \
+    "client each), $BENCH_ROUNDS round(s); pgbench's mean latency in µs; the difference to PgBouncer per round"
+  echo
+  awk -F'\t' -v targets="${PROXIES[*]}" "$AWK_LIB"'
+    BEGIN { n = split(targets, T, " "); name["pgbouncer"] = "PgBouncer" }
+    { if ($4 != "") L[$1, $2] = $4 * 1000; else L[$1, $2] = ""; if ($1 > R) R = $1 }
+    END {
+      head = "| round |"; rule = "|--:|"
+      for (i = 1; i <= n; i++) { head = head " " (T[i] in name ? name[T[i]] : T[i]) " |"; rule = rule "--:|" }
+      for (i = 2; i <= n; i++) { head = head " " T[i] " − PgBouncer |"; rule = rule "--:|" }
+      print head; print rule
+      for (r = 1; r <= R; r++) {
+        line = "| " r " |"
+        for (i = 1; i <= n; i++) line = line " " cell(L[r, T[i]], "%.0f") " |"
+        for (i = 2; i <= n; i++) {
+          d = (L[r, T[i]] != "" && L[r, T[1]] != "") ? L[r, T[i]] - L[r, T[1]] : ""
+          line = line " " cell(d, "%+.0f") " |"
+          if (d != "") { k[i]++; D[i, k[i]] = d }
+          if (L[r, T[i]] != "") { m[i]++; M[i, m[i]] = L[r, T[i]] }
+        }
+        if (L[r, T[1]] != "") { m[1]++; M[1, m[1]] = L[r, T[1]] }
+        print line
+      }
+      line = "| median |"
+      for (i = 1; i <= n; i++) line = line " " cell(med(M, i, m[i] + 0), "%.0f") " |"
+      for (i = 2; i <= n; i++) line = line " **" cell(med(D, i, k[i] + 0), "%+.0f") "** |"
+      print line
+    }' "$RESULTS_LATENCY"
+}
 
 report_pooling() {
   local n tls_line="" base_col=""
