@@ -1040,7 +1040,7 @@ report_latency() {
   echo
   awk -F'\t' -v targets="${PROXIES[*]}" "$AWK_LIB"'
     BEGIN { n = split(targets, T, " "); name["pgbouncer"] = "PgBouncer" }
-    { if ($4 != "") L[$1, $2] = $4 * 1000; else L[$1, $2] = ""; if ($1 > R) R = $1 }
+    { if ($3 == "ok") L[$1, $2] = $4 * 1000; if ($1 > R) R = $1 }
     END {
       head = "| round |"; rule = "|--:|"
       for (i = 1; i <= n; i++) { head = head " " (T[i] in name ? name[T[i]] : T[i]) " |"; rule = rule "--:|" }
@@ -1048,14 +1048,16 @@ report_latency() {
       print head; print rule
       for (r = 1; r <= R; r++) {
         line = "| " r " |"
-        for (i = 1; i <= n; i++) line = line " " cell(L[r, T[i]], "%.0f") " |"
+        for (i = 1; i <= n; i++) {
+          v[i] = ((r, T[i]) in L) ? L[r, T[i]] : ""
+          line = line " " cell(v[i], "%.0f") " |"
+          if (v[i] != "") { m[i]++; M[i, m[i]] = v[i] }
+        }
         for (i = 2; i <= n; i++) {
-          d = (L[r, T[i]] != "" && L[r, T[1]] != "") ? L[r, T[i]] - L[r, T[1]] : ""
+          d = (v[i] != "" && v[1] != "") ? v[i] - v[1] : ""
           line = line " " cell(d, "%+.0f") " |"
           if (d != "") { k[i]++; D[i, k[i]] = d }
-          if (L[r, T[i]] != "") { m[i]++; M[i, m[i]] = L[r, T[i]] }
         }
-        if (L[r, T[1]] != "") { m[1]++; M[1, m[1]] = L[r, T[1]] }
         print line
       }
       line = "| median |"

@@ -5,11 +5,15 @@ use super::check::{CHECK_SQL, Identity};
 use super::io::{IdleTimer, ToClient, flush_now, give_back, read_more, read_server, unsent, write_now};
 use super::relay::{self, Active, ServerFault, check_client_header};
 use super::replies::{Owner, Request};
-use super::session::{End, HIGH_WATER, MAX_OWED, Session, State, input_room, whole_frame};
+use super::session::{End, HIGH_WATER, Session, State};
 use crate::error::ClientError;
 use crate::protocol::build;
 use crate::state::pins::PinReasons;
 use crate::state::settings::PoolMode;
+
+/// Stop taking client requests while this many replies are owed: pgmux answers some requests
+/// itself (Close, a Parse the connection has) and queues an entry for every one.
+const MAX_OWED: usize = 4096;
 
 impl Session {
     /// Relays between client and server until something needs the state machine.
@@ -69,6 +73,7 @@ impl Session {
 
     /// Waits for the server's bytes, the client's, room on either socket, or a timer.
     async fn wait_active(&mut self) -> Result<(), End> {
+        let client_room = self.client_room();
         let State::Active(a) = &mut self.state else {
             return Ok(());
         };
@@ -77,8 +82,7 @@ impl Session {
         if session_idle && self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
-        let read_client =
-            may_forward(a, false) && self.cout.len() < HIGH_WATER && input_room(&self.cin, self.max_message);
+        let read_client = may_forward(a, false) && client_room;
         let idle_in_tx =
             self.idle_tx.is_some() && a.to_server.is_empty() && !self.checking && a.replies.awaiting_client();
         let draining = &self.ctx.draining;
@@ -215,6 +219,15 @@ impl Session {
 /// the client's settings runs: they must not run if it fails.
 fn may_forward(a: &Active, checking: bool) -> bool {
     a.to_server.len() < HIGH_WATER && !checking && !a.applying && a.replies.len() < MAX_OWED
+}
+
+/// Whether `cin` starts with a whole message (or a bad header, for the caller to report).
+fn whole_frame(cin: &[u8], max_message: usize) -> bool {
+    match check_client_header(cin, max_message) {
+        Ok(Some((_, total))) => cin.len() >= total,
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 /// Completes when the optional timer fires; never without one.

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use super::io::unsent;
 use super::relay::Active;
-use super::session::{CLEANUP_TIMEOUT, End, Session, State};
+use super::session::{End, Session, State};
 use crate::protocol::messages::ReadyForQuery;
 use crate::protocol::{TxStatus, build};
 use crate::state::pins::PinReasons;
 use crate::state::settings::PoolMode;
+
+/// How long cleanup of an abandoned server connection (ROLLBACK, DISCARD ALL) may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Session {
     /// Says goodbye to the client and leaves any server connection clean or closed.

@@ -10,7 +10,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -36,11 +35,6 @@ use crate::state::settings::PoolMode;
 /// Stop reading a side while this much is waiting to be written to the other (and stop reading
 /// the client while this much of its input waits unhandled, beyond one message being assembled).
 pub(super) const HIGH_WATER: usize = 256 * 1024;
-/// Stop taking client requests while this many replies are owed: pgmux answers some requests
-/// itself (Close, a Parse the connection has) and queues an entry for every one.
-pub(super) const MAX_OWED: usize = 4096;
-/// How long cleanup of an abandoned server connection (ROLLBACK, DISCARD ALL) may take.
-pub(super) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The session's one state.
 #[derive(Debug)]
@@ -264,7 +258,7 @@ impl Session {
     /// Whether to read more from the client: not while its unhandled input is over the mark
     /// (beyond the one message being assembled, which `max_message` bounds) or while what pgmux
     /// owes it is (it is not reading).
-    fn client_room(&self) -> bool {
+    pub(super) fn client_room(&self) -> bool {
         self.cout.len() < HIGH_WATER && input_room(&self.cin, self.max_message)
     }
 
@@ -297,18 +291,9 @@ impl Session {
     }
 }
 
-/// Whether `cin` starts with a whole message (or a bad header, for the caller to report).
-pub(super) fn whole_frame(cin: &[u8], max_message: usize) -> bool {
-    match check_client_header(cin, max_message) {
-        Ok(Some((_, total))) => cin.len() >= total,
-        Ok(None) => false,
-        Err(_) => true,
-    }
-}
-
 /// Whether more client input may be read: while a message is being assembled, up to its end
 /// (its header was checked against the limits); otherwise while less than the mark waits.
-pub(super) fn input_room(cin: &[u8], max_message: usize) -> bool {
+fn input_room(cin: &[u8], max_message: usize) -> bool {
     match check_client_header(cin, max_message) {
         Ok(Some((_, total))) if cin.len() < total => true,
         _ => cin.len() < HIGH_WATER,
