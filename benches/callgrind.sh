@@ -3,8 +3,11 @@
 # `pgmux demo` (a local primary + replica) runs under callgrind; pgbench warms up with 2,000
 # `SELECT 1` transactions (10 clients), counters are zeroed, TX more run, and the dump is divided
 # by TX. Postgres and pgbench are not counted.
-# Usage: [CG_MODE=simple|extended|prepared] bash benches/callgrind.sh [BIN] [PORT] [TX]
+# Usage: [CG_MODE=simple|extended|prepared] [CG_SCRIPT=select1|select-only] bash benches/callgrind.sh [BIN] [PORT] [TX]
 #   CG_MODE is pgbench's query protocol (-M), default simple.
+#   CG_SCRIPT: select1 (default) runs `SELECT 1`; select-only runs pgbench's built-in -S
+#   (`SELECT abalance FROM pgbench_accounts WHERE aid = …`, the e2e workload) on tables made
+#   through the proxy first (scale 1, generated server-side).
 #   BIN default target/release/pgmux (build it first: cargo build --release), PORT 7601, TX 3000.
 set -u
 MODE=${CG_MODE:-simple}
@@ -16,13 +19,18 @@ VPID=$!
 for i in $(seq 1 300); do grep -q "listening" /tmp/cg-demo.$PORT.log && break; sleep 1; done
 echo 'SELECT 1;' > /tmp/select1.sql
 export PGPASSWORD=app
-pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t 200 -f /tmp/select1.sql app > /dev/null 2>&1
+WORK=(-f /tmp/select1.sql)
+if [ "${CG_SCRIPT:-select1}" = select-only ]; then
+  pgbench -i -s 1 -I dtGvp -q -h 127.0.0.1 -p $PORT -U app app > /tmp/cg-init.$PORT.log 2>&1
+  WORK=(-S)
+fi
+pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t 200 "${WORK[@]}" app > /dev/null 2>&1
 
 callgrind_control -z $VPID >/dev/null
-pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t $((TX/10)) -f /tmp/select1.sql app > /tmp/cg-pgbench.$PORT.log 2>&1
+pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t $((TX/10)) "${WORK[@]}" app > /tmp/cg-pgbench.$PORT.log 2>&1
 callgrind_control -d $VPID >/dev/null
 sleep 1
 kill -INT $VPID; wait $VPID 2>/dev/null
 F=$(ls $OUT.*.1 | head -1)
 IR=$(callgrind_annotate $F 2>/dev/null | grep -m1 "PROGRAM TOTALS" | awk '{gsub(",","",$1); print $1}')
-echo "$BIN ($MODE): $IR Ir over $TX tx = $((IR/TX)) Ir/tx"
+echo "$BIN ($MODE, ${CG_SCRIPT:-select1}): $IR Ir over $TX tx = $((IR/TX)) Ir/tx"

@@ -2,4 +2,4 @@
 
 pub mod lexer;
 
-pub use lexer::{Lexer, Token, statement_texts, statements};
+pub use lexer::{Lexer, Token, plain_words, statement_texts, statements};

@@ -529,6 +529,9 @@ pub fn answer_prepare_locally(
         let body = &cin[pos + HEADER_LEN..pos + total];
         pos += total;
         match tag {
+            // An unnamed statement (a name is NUL-terminated): the usual extended-protocol query,
+            // for a server; told before its text is read.
+            ftag::PARSE if body.first() == Some(&0) => return None,
             ftag::PARSE => {
                 let parse = Parse::parse(body)?;
                 let name = parse.name;

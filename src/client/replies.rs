@@ -102,7 +102,10 @@ pub struct ReplyQueue {
 impl Default for ReplyQueue {
     fn default() -> Self {
         ReplyQueue {
-            entries: VecDeque::new(),
+            // Room for an extended-protocol query's five requests (Parse, Bind, Describe, Execute,
+            // Sync) and pgmux's own: one allocation per transaction, where growing 0 → 4 → 8
+            // took two and a copy (~650 instructions per `-M extended` transaction, callgrind).
+            entries: VecDeque::with_capacity(8),
             skipping: false,
             batch_open: false,
             status: TxStatus::Idle,

@@ -176,7 +176,8 @@ fn statement_name(token: &Token) -> Option<String> {
 /// DEALLOCATE, PREPARE or EXECUTE names, if any: those names belong to pgmux's shared statements.
 /// Cheap when the text has no `pgmux_` at all (every query pays only that scan).
 pub fn reserved_name_used(sql: &[u8]) -> Option<String> {
-    let has_prefix = sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"pgmux_"));
+    // Runs on every query: look at the few `_` and what precedes them, not at every 6-byte window.
+    let has_prefix = memchr::memchr_iter(b'_', sql).any(|i| i >= 5 && sql[i - 5..i].eq_ignore_ascii_case(b"pgmux"));
     if !has_prefix {
         return None;
     }

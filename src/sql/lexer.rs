@@ -58,7 +58,7 @@ pub struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     pub fn new(sql: &'a [u8]) -> Lexer<'a> {
-        let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
+        let end = memchr::memchr(0, sql).unwrap_or(sql.len());
         Lexer { sql: &sql[..end], pos: 0 }
     }
 
@@ -74,8 +74,12 @@ impl<'a> Lexer<'a> {
     /// Skips whitespace and comments; false if a block comment never ends.
     fn skip_blank(&mut self) -> bool {
         loop {
-            match self.at(self.pos) {
-                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b' => self.pos += 1,
+            let b = self.at(self.pos);
+            if class(b) & BLANK != 0 {
+                self.pos += 1;
+                continue;
+            }
+            match b {
                 b'-' if self.at(self.pos + 1) == b'-' => {
                     self.pos = memchr(b'\n', self.sql, self.pos).map_or(self.sql.len(), |p| p + 1);
                 }
@@ -122,12 +126,11 @@ impl<'a> Lexer<'a> {
     }
 
     fn word(&mut self, start: usize) -> Option<Token<'a>> {
-        let mut i = start;
-        while i < self.sql.len() && is_ident_char(self.sql[i]) {
-            i += 1;
-        }
-        self.pos = i;
-        Some(Token::Word(&self.sql[start..i]))
+        // The word's first byte is known to start one.
+        let rest = &self.sql[start + 1..];
+        let len = rest.iter().position(|&b| class(b) & IDENT_CHAR == 0).unwrap_or(rest.len());
+        self.pos = start + 1 + len;
+        Some(Token::Word(&self.sql[start..self.pos]))
     }
 
     fn number(&mut self, start: usize) -> Option<Token<'a>> {
@@ -227,17 +230,49 @@ impl<'a> Iterator for Lexer<'a> {
     }
 }
 
-/// Letters, `_` and every non-ASCII byte start an identifier (as in PostgreSQL's scanner).
+/// Byte classes, looked up once per byte (the lexer runs over every query a client sends).
+const BLANK: u8 = 1;
+const IDENT_START: u8 = 2;
+const IDENT_CHAR: u8 = 4;
+
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        // Letters, `_` and every non-ASCII byte start an identifier (as in PostgreSQL's scanner);
+        // digits and `$` continue one.
+        let start = c.is_ascii_alphabetic() || c == b'_' || c >= 0x80;
+        let cont = start || c.is_ascii_digit() || c == b'$';
+        let blank = matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b');
+        if blank {
+            t[b] = BLANK;
+        }
+        if start {
+            t[b] |= IDENT_START;
+        }
+        if cont {
+            t[b] |= IDENT_CHAR;
+        }
+        b += 1;
+    }
+    t
+};
+
+fn class(b: u8) -> u8 {
+    CLASSES[usize::from(b)]
+}
+
 fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+    class(b) & IDENT_START != 0
 }
 
 fn is_ident_char(b: u8) -> bool {
-    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+    class(b) & IDENT_CHAR != 0
 }
 
 fn memchr(needle: u8, hay: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?.iter().position(|&b| b == needle).map(|p| p + from)
+    memchr::memchr(needle, hay.get(from..)?).map(|p| p + from)
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
@@ -290,6 +325,83 @@ pub fn statement_texts(sql: &[u8]) -> Vec<&[u8]> {
             Some(_) => span = Some((span.map_or(start, |(a, _)| a), lexer.pos)),
         }
     }
+}
+
+/// The words of `sql` in one pass over its bytes, for text that needs no lexer: nothing but words,
+/// quoted names, numbers, parameters, operators and `;` — no literal, dollar quote, comment or
+/// parenthesis, and no number glued to a letter or a `.` (where the lexer's number rules decide
+/// what is a word). Calls `word(text, starts_statement)` for each word, as the lexer's tokens
+/// would give them (`starts_statement`: no word or quoted name before it since the last `;`), and returns true;
+/// returns false, at any point, for text that needs the lexer (what `word` was given then means
+/// nothing). Most queries an application sends take this path.
+pub fn plain_words(sql: &[u8], mut word: impl FnMut(&[u8], bool)) -> bool {
+    let mut at_statement_start = true;
+    let mut i = 0;
+    while let Some(&b) = sql.get(i) {
+        let c = class(b);
+        if c & BLANK != 0 {
+            i += 1;
+            continue;
+        }
+        if c & IDENT_START != 0 {
+            let rest = &sql[i + 1..];
+            let end = i + 1 + rest.iter().position(|&b| class(b) & IDENT_CHAR == 0).unwrap_or(rest.len());
+            word(&sql[i..end], at_statement_start);
+            at_statement_start = false;
+            i = end;
+            continue;
+        }
+        let next = || sql.get(i + 1).copied().unwrap_or(0);
+        match b {
+            // The Query body's terminator ends the text, as for the lexer.
+            0 => break,
+            b'0'..=b'9' => {
+                let rest = &sql[i..];
+                let end = i + rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+                if let Some(&after) = sql.get(end)
+                    && (class(after) & IDENT_START != 0 || after == b'.')
+                {
+                    return false;
+                }
+                i = end;
+                continue;
+            }
+            b';' => at_statement_start = true,
+            // A quoted name is no word (nor `""` inside it the end).
+            b'"' => {
+                let mut close = i + 1;
+                loop {
+                    let Some(p) = memchr::memchr(b'"', &sql[close..]) else { return false };
+                    close += p;
+                    if sql.get(close + 1) != Some(&b'"') {
+                        break;
+                    }
+                    close += 2;
+                }
+                // A NUL inside ends the text first, as for the lexer.
+                if sql[i..close].contains(&0) {
+                    return false;
+                }
+                at_statement_start = false;
+                i = close + 1;
+                continue;
+            }
+            // `$1`: a parameter, no word (`$` otherwise may open a dollar quote).
+            b'$' if next().is_ascii_digit() => {
+                let rest = &sql[i + 1..];
+                i += 1 + rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+                continue;
+            }
+            // `U&"…"` / `U&'…'`: the letter belongs to the quote, not a word of its own.
+            b'&' if matches!(next(), b'"' | b'\'') => return false,
+            b'(' | b'\'' | b'$' | b'\\' => return false,
+            b'-' if next() == b'-' => return false,
+            b'/' if next() == b'*' => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The statements of `sql`: runs of tokens between `;`, empty ones left out.
