@@ -97,11 +97,7 @@ pub fn classify(sql: &[u8]) -> Effects {
             // A quoted name called like a function: nobody knows what it is.
             Token::QuotedIdent(_) => fx.check |= lexer.peek() == Some(&Token::OpenParen) && prev != Some(Token::Cast),
             Token::Word(word) => {
-                if at_statement_start {
-                    fx.check |= !is_plain_start(word);
-                    fx.load |= word.eq_ignore_ascii_case(b"load");
-                }
-                fx.check |= is_state_word(word);
+                note_word(&mut fx, word, at_statement_start);
                 if lexer.peek() == Some(&Token::OpenParen) {
                     fx.check |= is_unknown_call(word, prev, prev2);
                 }
@@ -123,14 +119,17 @@ pub fn classify(sql: &[u8]) -> Effects {
 /// text needs the lexer.
 fn classify_plain(sql: &[u8]) -> Option<Effects> {
     let mut fx = Effects::default();
-    let plain = plain_words(sql, |word, starts_statement| {
-        if starts_statement {
-            fx.check |= !is_plain_start(word);
-            fx.load |= word.eq_ignore_ascii_case(b"load");
-        }
-        fx.check |= is_state_word(word);
-    });
+    let plain = plain_words(sql, |word, starts_statement| note_word(&mut fx, word, starts_statement));
     plain.then_some(fx)
+}
+
+/// What one word tells, on either path: a statement that does not start plainly, LOAD, a state word.
+fn note_word(fx: &mut Effects, word: &[u8], starts_statement: bool) {
+    if starts_statement {
+        fx.check |= !is_plain_start(word);
+        fx.load |= word.eq_ignore_ascii_case(b"load");
+    }
+    fx.check |= is_state_word(word);
 }
 
 /// Whether `word`, followed by `(`, calls something that may change the session. `prev`, `prev2`:
@@ -294,8 +293,7 @@ pub fn begins_read_only(sql: &[u8]) -> bool {
 
 /// Functions a read-only SELECT may call and still be safe on a replica (stable or immutable, no
 /// side effects). Anything else — user functions above all, whose volatility no parser can see —
-/// keeps the statement on the primary.
-/// Sorted (binary-searched: `listed`).
+/// keeps the statement on the primary. Sorted (binary-searched: `listed`).
 const SAFE_FUNCTIONS: &[&str] = &[
     "abs",
     "all",
@@ -491,63 +489,63 @@ mod tests {
         classify(&forced)
     }
 
-    /// The one-pass path for plain text says what the lexer path says, on random text drawn from
-    /// the bytes that decide either (both over-approximate the same way, so they must agree).
+    /// Pieces random text is made of: the bytes and words that decide either path.
+    const WORDS: &[&[u8]] = &[
+        b"select",
+        b"SET",
+        b"temp",
+        b"Temporary",
+        b"pg_temp",
+        b"hold",
+        b"load",
+        b"begin",
+        b"insert",
+        b"into",
+        b"t",
+        b"a1",
+        b"x_y",
+        b"1",
+        b"12",
+        b"e5",
+        b"1.5",
+        b".5",
+        b"1e5",
+        b"0x1f",
+        b";",
+        b" ",
+        b"\n",
+        b"=",
+        b"-",
+        b"/",
+        b"*",
+        b"+",
+        b",",
+        b".",
+        b"::",
+        b"\0",
+        b"\"x\"",
+        b"'s'",
+        b"(",
+        b"$1",
+        b"--c\n",
+        b"/*c*/",
+        b"\xc3\xa9",
+        b"discard",
+        b"listen",
+        b"commit",
+        b"U&\"x\"",
+        b"u&'x'",
+        b"\"a\"\"b\"",
+        b"\"",
+        b"$",
+        b"&",
+        b"$12a",
+    ];
+
+    /// The one-pass path for plain text says what the lexer path says where the number rules and
+    /// the quoting decide what is a word.
     #[test]
-    fn plain_text_path_agrees_with_the_lexer() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let words: &[&[u8]] = &[
-            b"select",
-            b"SET",
-            b"temp",
-            b"Temporary",
-            b"pg_temp",
-            b"hold",
-            b"load",
-            b"begin",
-            b"insert",
-            b"into",
-            b"t",
-            b"a1",
-            b"x_y",
-            b"1",
-            b"12",
-            b"e5",
-            b"1.5",
-            b".5",
-            b"1e5",
-            b"0x1f",
-            b";",
-            b" ",
-            b"\n",
-            b"=",
-            b"-",
-            b"/",
-            b"*",
-            b"+",
-            b",",
-            b".",
-            b"::",
-            b"\0",
-            b"\"x\"",
-            b"'s'",
-            b"(",
-            b"$1",
-            b"--c\n",
-            b"/*c*/",
-            b"\xc3\xa9",
-            b"discard",
-            b"listen",
-            b"commit",
-            b"U&\"x\"",
-            b"u&'x'",
-            b"\"a\"\"b\"",
-            b"\"",
-            b"$",
-            b"&",
-            b"$12a",
-        ];
-        // Where the number rules and the quoting decide what is a word.
+    fn plain_text_edges_agree_with_the_lexer() {
         let edges: &[&[u8]] = &[
             b"1.e5",
             b"1.e5 begin",
@@ -575,6 +573,14 @@ mod tests {
         for text in edges {
             assert_eq!(classify(text), classify_lexed(text), "{:?}", String::from_utf8_lossy(text));
         }
+    }
+
+    /// The one-pass path for plain text says what the lexer path says, on random text drawn from
+    /// the bytes that decide either (both over-approximate the same way, so they must agree).
+    #[test]
+    fn plain_text_path_agrees_with_the_lexer() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let words = WORDS;
         let mut plain_seen = 0;
         let mut next = || {
             x ^= x << 13;

@@ -126,10 +126,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn word(&mut self, start: usize) -> Option<Token<'a>> {
-        // The word's first byte is known to start one.
-        let rest = &self.sql[start + 1..];
-        let len = rest.iter().position(|&b| class(b) & IDENT_CHAR == 0).unwrap_or(rest.len());
-        self.pos = start + 1 + len;
+        self.pos = ident_end(self.sql, start);
         Some(Token::Word(&self.sql[start..self.pos]))
     }
 
@@ -263,6 +260,18 @@ fn class(b: u8) -> u8 {
     CLASSES[usize::from(b)]
 }
 
+/// The end of the identifier starting at `start` (whose first byte is known to start one).
+fn ident_end(sql: &[u8], start: usize) -> usize {
+    let rest = &sql[start + 1..];
+    start + 1 + rest.iter().position(|&b| class(b) & IDENT_CHAR == 0).unwrap_or(rest.len())
+}
+
+/// The end of the run of digits from `from`.
+fn digits_end(sql: &[u8], from: usize) -> usize {
+    let rest = &sql[from..];
+    from + rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len())
+}
+
 fn is_ident_start(b: u8) -> bool {
     class(b) & IDENT_START != 0
 }
@@ -335,6 +344,9 @@ pub fn statement_texts(sql: &[u8]) -> Vec<&[u8]> {
 /// returns false, at any point, for text that needs the lexer (what `word` was given then means
 /// nothing). Most queries an application sends take this path.
 pub fn plain_words(sql: &[u8], mut word: impl FnMut(&[u8], bool)) -> bool {
+    // Ends at the first NUL, as for the lexer.
+    let mut lexer = Lexer::new(sql);
+    let sql = lexer.sql;
     let mut at_statement_start = true;
     let mut i = 0;
     while let Some(&b) = sql.get(i) {
@@ -344,8 +356,7 @@ pub fn plain_words(sql: &[u8], mut word: impl FnMut(&[u8], bool)) -> bool {
             continue;
         }
         if c & IDENT_START != 0 {
-            let rest = &sql[i + 1..];
-            let end = i + 1 + rest.iter().position(|&b| class(b) & IDENT_CHAR == 0).unwrap_or(rest.len());
+            let end = ident_end(sql, i);
             word(&sql[i..end], at_statement_start);
             at_statement_start = false;
             i = end;
@@ -353,11 +364,8 @@ pub fn plain_words(sql: &[u8], mut word: impl FnMut(&[u8], bool)) -> bool {
         }
         let next = || sql.get(i + 1).copied().unwrap_or(0);
         match b {
-            // The Query body's terminator ends the text, as for the lexer.
-            0 => break,
             b'0'..=b'9' => {
-                let rest = &sql[i..];
-                let end = i + rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+                let end = digits_end(sql, i);
                 if let Some(&after) = sql.get(end)
                     && (class(after) & IDENT_START != 0 || after == b'.')
                 {
@@ -369,27 +377,17 @@ pub fn plain_words(sql: &[u8], mut word: impl FnMut(&[u8], bool)) -> bool {
             b';' => at_statement_start = true,
             // A quoted name is no word (nor `""` inside it the end).
             b'"' => {
-                let mut close = i + 1;
-                loop {
-                    let Some(p) = memchr::memchr(b'"', &sql[close..]) else { return false };
-                    close += p;
-                    if sql.get(close + 1) != Some(&b'"') {
-                        break;
-                    }
-                    close += 2;
-                }
-                // A NUL inside ends the text first, as for the lexer.
-                if sql[i..close].contains(&0) {
+                lexer.pos = i;
+                if !matches!(lexer.quoted(i, i, false), Some(Token::QuotedIdent(_))) {
                     return false;
                 }
                 at_statement_start = false;
-                i = close + 1;
+                i = lexer.pos;
                 continue;
             }
             // `$1`: a parameter, no word (`$` otherwise may open a dollar quote).
             b'$' if next().is_ascii_digit() => {
-                let rest = &sql[i + 1..];
-                i += 1 + rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+                i = digits_end(sql, i + 1);
                 continue;
             }
             // `U&"…"` / `U&'…'`: the letter belongs to the quote, not a word of its own.
