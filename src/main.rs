@@ -141,11 +141,22 @@ fn raise_fd_limit() {
 /// Serves until SIGTERM has drained (exit 0) or a second signal / SIGINT cut it short.
 fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     raise_fd_limit();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // 0: one per CPU the process may use (cgroup quotas count: a sidecar limited to one CPU gets one).
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    // One worker: tokio's single-threaded scheduler, without the work-stealing queues, the hand-offs
+    // between searching and parked workers and the per-batch poll statistics (BENCHMARKS.md: ~5%
+    // fewer instructions per transaction than the multi-threaded one with one worker).
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
     builder.enable_all().thread_name("pgmux-worker");
-    if config.workers > 0 {
-        builder.worker_threads(config.workers);
-    }
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -85,7 +85,8 @@ fn health(admin: u16, ready: bool) -> std::process::Output {
 
 /// Configured from PGMUX_* variables alone (no file in the working directory), `pgmux check` and
 /// `pgmux health` agree with what runs; /readyz turns 503 as soon as SIGTERM starts the drain
-/// (while /healthz stays 200), the running transaction finishes, and pgmux exits 0.
+/// (while /healthz stays 200), the running transaction finishes, and pgmux exits 0; all of it on
+/// one worker (tokio's single-threaded runtime).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_only_config_health_and_drain() {
     let c = cluster();
@@ -98,6 +99,8 @@ async fn environment_only_config_health_and_drain() {
             ("PGMUX_USERS", "app=env:TEST_APP_PASSWORD".to_owned()),
             ("TEST_APP_PASSWORD", "app".to_owned()),
             ("PGMUX_SHUTDOWN_TIMEOUT", "10s".to_owned()),
+            // One worker: the single-threaded runtime serves clients, admin and the drain.
+            ("PGMUX_WORKERS", "1".to_owned()),
         ]
     };
     let pgmux = |args: &[&str], [port, admin]: [u16; 2]| {
