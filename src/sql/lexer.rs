@@ -180,11 +180,7 @@ impl<'a> Iterator for Lexer<'a> {
             b'0'..=b'9' => self.number(start),
             b'.' if next.is_ascii_digit() => self.number(start),
             b'$' if next.is_ascii_digit() => {
-                let mut i = start + 1;
-                while self.at(i).is_ascii_digit() {
-                    i += 1;
-                }
-                self.pos = i;
+                self.pos = digits_end(self.sql, start + 1);
                 Some(Token::Param)
             }
             b'$' => {
@@ -340,9 +336,9 @@ pub fn statement_texts(sql: &[u8]) -> Vec<&[u8]> {
 /// quoted names, numbers, parameters, operators and `;` — no literal, dollar quote, comment or
 /// parenthesis, and no number glued to a letter or a `.` (where the lexer's number rules decide
 /// what is a word). Calls `word(text, starts_statement)` for each word, as the lexer's tokens
-/// would give them (`starts_statement`: no word or quoted name before it since the last `;`), and returns true;
-/// returns false, at any point, for text that needs the lexer (what `word` was given then means
-/// nothing). Most queries an application sends take this path.
+/// would give them (`starts_statement`: no word or quoted name before it since the last `;`), and
+/// returns true; returns false, at any point, for text that needs the lexer (what `word` was given
+/// then means nothing). Most queries an application sends take this path.
 pub fn plain_words(sql: &[u8], mut word: impl FnMut(&[u8], bool)) -> bool {
     // Ends at the first NUL, as for the lexer.
     let mut lexer = Lexer::new(sql);
