@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::listener::{self, Endpoint, Shutdown};
+use crate::pool::cores::Cores;
 use crate::state::ProxyState;
 use crate::state::settings::{self, Prober};
 use crate::tls::TlsSettings;
@@ -27,6 +28,16 @@ pub struct Proxy {
     admin: Option<TcpListener>,
     prober: Option<Prober>,
     drain_timeout: Duration,
+    /// With one runtime per core: the cores, and the listeners of cores 1.. (core 0 accepts on
+    /// `listener` and `reader`).
+    cores: Cores,
+    more: Vec<CoreListeners>,
+}
+
+/// The sockets one further core accepts clients on (bound, not yet on its runtime).
+struct CoreListeners {
+    writer: std::net::TcpListener,
+    reader: Option<std::net::TcpListener>,
 }
 
 impl Proxy {
@@ -42,12 +53,35 @@ impl Proxy {
         shutdown: &Shutdown,
         resolver: Arc<dyn crate::cluster::names::Resolve>,
     ) -> std::io::Result<Proxy> {
+        Proxy::bind_on(config, shutdown, resolver, Cores::default()).await
+    }
+
+    /// As `bind`, serving clients on one single-threaded runtime per core of `cores`: each core
+    /// accepts on its own socket of each listener (see `listener::bind_per_core`) and every pool
+    /// keeps a shard per core. Call it, and `run`, on core 0.
+    pub async fn bind_on_cores(config: &Config, shutdown: &Shutdown, cores: Cores) -> std::io::Result<Proxy> {
+        Proxy::bind_on(config, shutdown, Arc::new(crate::cluster::names::SystemResolver), cores).await
+    }
+
+    /// As `bind_on_cores`, resolving the servers' host names with `resolver`.
+    pub async fn bind_on(
+        config: &Config,
+        shutdown: &Shutdown,
+        resolver: Arc<dyn crate::cluster::names::Resolve>,
+        cores: Cores,
+    ) -> std::io::Result<Proxy> {
         let backlog = config.listen_backlog;
-        let listener = listener::bind(&config.listen, backlog).await?;
-        let reader = match &config.reader_listen {
-            Some(addr) => Some(listener::bind(addr, backlog).await?),
-            None => None,
+        let n = cores.count();
+        let (listener, writers) = listener::bind_per_core(&config.listen, backlog, n).await?;
+        let (reader, mut readers) = match &config.reader_listen {
+            Some(addr) => {
+                let (r, more) = listener::bind_per_core(addr, backlog, n).await?;
+                (Some(r), more.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
         };
+        readers.resize_with(writers.len(), || None);
+        let more = writers.into_iter().zip(readers).map(|(writer, reader)| CoreListeners { writer, reader }).collect();
         let admin = match &config.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
@@ -63,7 +97,8 @@ impl Proxy {
                 (config.health.down_after, config.health.up_after),
                 users.clone(),
             )
-            .with_resolver(resolver, config.health.resolve_interval),
+            .with_resolver(resolver, config.health.resolve_interval)
+            .with_cores(cores.clone()),
         );
         // Names resolved before the first client, so members do not change under it.
         cluster.refresh_names().await;
@@ -71,7 +106,7 @@ impl Proxy {
         let config_arc = Arc::new(config.clone());
         let ctx = Arc::new(ProxyState::new(client_settings, users, cluster, shutdown.drain.clone(), config_arc, tls));
         let prober = settings::prober(config);
-        Ok(Proxy { ctx, listener, reader, admin, prober, drain_timeout: config.shutdown_timeout })
+        Ok(Proxy { ctx, listener, reader, admin, prober, drain_timeout: config.shutdown_timeout, cores, more })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -107,20 +142,53 @@ impl Proxy {
             let span = tracing::info_span!("admin");
             tokio::spawn(crate::admin::run(admin, self.ctx.clone(), stop_prober.clone()).instrument(span));
         }
-        let ctx = &self.ctx;
-        let serve_writer = |s, p| serve(ctx.clone(), s, p, Endpoint::Writer);
-        let writer =
-            listener::run(ctx, self.listener, Endpoint::Writer, shutdown.clone(), self.drain_timeout, serve_writer);
-        let reader = async {
-            if let Some(r) = self.reader {
-                let serve_reader = |s, p| serve(ctx.clone(), s, p, Endpoint::Reader);
-                listener::run(ctx, r, Endpoint::Reader, shutdown.clone(), self.drain_timeout, serve_reader).await;
+        // Cores 1.. accept on their own runtimes; core 0 (this one) below.
+        let mut others = Vec::new();
+        for (i, l) in self.more.into_iter().enumerate() {
+            if let Some(core) = self.cores.handle(i + 1) {
+                let task = accept_on_core(self.ctx.clone(), l, shutdown.clone(), self.drain_timeout);
+                others.push(core.spawn(task.instrument(tracing::info_span!("core", n = i + 1))));
             }
-        };
-        tokio::join!(writer, reader);
+        }
+        accept(&self.ctx, self.listener, self.reader, &shutdown, self.drain_timeout).await;
+        for core in others {
+            let _ = core.await;
+        }
         stop_prober.cancel();
         maintenance.abort();
     }
+}
+
+/// Accepts clients on `writer` and `reader` until shutdown (see `listener::run`).
+async fn accept(
+    ctx: &Arc<ProxyState>,
+    writer: TcpListener,
+    reader: Option<TcpListener>,
+    shutdown: &Shutdown,
+    drain_timeout: Duration,
+) {
+    let serve_writer = |s, p| serve(ctx.clone(), s, p, Endpoint::Writer);
+    let writer = listener::run(ctx, writer, Endpoint::Writer, shutdown.clone(), drain_timeout, serve_writer);
+    let reader = async {
+        if let Some(r) = reader {
+            let serve_reader = |s, p| serve(ctx.clone(), s, p, Endpoint::Reader);
+            listener::run(ctx, r, Endpoint::Reader, shutdown.clone(), drain_timeout, serve_reader).await;
+        }
+    };
+    tokio::join!(writer, reader);
+}
+
+/// A further core's accept loops, on its runtime (its sockets are registered with it here).
+async fn accept_on_core(ctx: Arc<ProxyState>, l: CoreListeners, shutdown: Shutdown, drain_timeout: Duration) {
+    let writer = match TcpListener::from_std(l.writer) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot accept on this core");
+            return;
+        }
+    };
+    let reader = l.reader.and_then(|r| TcpListener::from_std(r).ok());
+    accept(&ctx, writer, reader, &shutdown, drain_timeout).await;
 }
 
 /// One client: a session relaying its transactions, or the admin console if it logged in there.

@@ -181,6 +181,12 @@ impl Cluster {
         self
     }
 
+    /// Gives every pool a shard per core of `cores` (before any pool exists).
+    pub fn with_cores(mut self, cores: crate::pool::cores::Cores) -> Cluster {
+        self.pools = Pools::on_cores(cores);
+        self
+    }
+
     /// Every member (configured addresses, and the addresses configured names resolve to).
     pub fn servers(&self) -> Arc<Vec<Arc<str>>> {
         self.servers.load_full()
@@ -436,7 +442,19 @@ impl Cluster {
         let login = self.login(database, user)?;
         let key = PoolKey { server, database: database.to_string(), user: user.to_string() };
         let size = self.settings.load().size;
-        Ok(self.pools.get_or_create(key, |k| Pool::new(k.clone(), login, size)))
+        let cores = self.pools.cores().clone();
+        Ok(self.pools.get_or_create(key, |k| Pool::on_cores(k.clone(), login, size, cores)))
+    }
+
+    /// `user`'s pools log in with the secret the user directory holds now (`auth.query` found the
+    /// user anew, perhaps with another verifier): a connection opened later must not use a key
+    /// the server no longer accepts, whichever pool or core it is opened for.
+    pub fn follow_user(&self, user: &str) {
+        for pool in self.pools.all().into_iter().filter(|p| p.key.user == user) {
+            if let Ok(login) = self.login(&pool.key.database, user) {
+                pool.set_login(login);
+            }
+        }
     }
 
     /// The pool a login for (database, user) would borrow its first connection from, if it exists:

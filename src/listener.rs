@@ -24,21 +24,42 @@ pub enum Endpoint {
 /// Binds a client listener (the first address `addr` resolves to that binds) with a listen backlog
 /// of `backlog`, clamped to the kernel's ceiling.
 pub async fn bind(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let (l, _) = bind_per_core(addr, backlog, 1).await?;
+    Ok(l)
+}
+
+/// As `bind`, for `cores` cores: with more than one, the listener shares its port (SO_REUSEPORT)
+/// with `cores - 1` more sockets bound to the same address (its port, when `addr` asks for port 0),
+/// one for each further core to accept on, and the kernel spreads new connections over them.
+pub async fn bind_per_core(
+    addr: &str,
+    backlog: u32,
+    cores: usize,
+) -> std::io::Result<(TcpListener, Vec<std::net::TcpListener>)> {
+    let shared = cores > 1;
+    let backlog = effective_backlog(backlog);
     let mut last = None;
     for a in tokio::net::lookup_host(addr).await? {
-        match bind_one(a, effective_backlog(backlog)) {
-            Ok(l) => return Ok(l),
+        match bind_one(a, backlog, shared) {
+            Ok(first) => {
+                let bound = first.local_addr()?;
+                let more = (1..cores).map(|_| bind_one(bound, backlog, true)).collect::<std::io::Result<_>>()?;
+                return Ok((TcpListener::from_std(first)?, more));
+            }
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: no address"))))
 }
 
-fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr, backlog: u32, shared: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // As tokio's own bind: a restart need not wait out TIME_WAIT.
     socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     // Accepted sockets inherit these from the listener (Linux), which saves each login the
     // system calls (see `client_socket_options`).
@@ -46,7 +67,7 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.set_tcp_keepalive(&crate::backend::keepalive())?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Gives an accepted client socket TCP_NODELAY and pgmux's keepalive — where the kernel does not

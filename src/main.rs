@@ -146,18 +146,13 @@ fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
+    if workers > 1 {
+        return serve_on_cores(config, path, workers);
+    }
     // One worker: tokio's single-threaded scheduler, without the work-stealing queues, the hand-offs
     // between searching and parked workers and the per-batch poll statistics (BENCHMARKS.md: ~5%
     // fewer instructions per transaction than the multi-threaded one with one worker).
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    builder.enable_all().thread_name("pgmux-worker");
-    let rt = match builder.build() {
+    let rt = match one_core("pgmux-worker") {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");
@@ -173,17 +168,78 @@ fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        *proxy.ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()) = path;
-        pgmux::listener::watch_signals(shutdown.clone());
-        // On a worker, not on this thread: a client task the accept loop spawns then starts on
-        // the worker that accepted it, instead of being handed across threads (a wake-up each).
-        let serving = tokio::spawn(proxy.run(shutdown));
-        match serving.await {
-            Ok(()) => ExitCode::SUCCESS,
+        run(proxy, path, shutdown).await
+    })
+}
+
+/// A single-threaded runtime, its threads (the blocking pool's) named `name`.
+fn one_core(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().thread_name(name).build()
+}
+
+/// Several workers: one single-threaded runtime per worker, each on its own thread, accepting on its
+/// own socket of each listener, with its own shard of every pool (`Proxy::bind_on_cores`). A session
+/// stays on the core that accepted it, with server connections that core drives: no work stealing,
+/// no wake-up handed to another thread (BENCHMARKS.md: fewer instructions per transaction than
+/// tokio's multi-threaded scheduler).
+fn serve_on_cores(config: Config, path: Option<PathBuf>, workers: usize) -> ExitCode {
+    let runtimes = match (0..workers).map(|i| one_core(&format!("pgmux-core-{i}"))).collect::<Result<Vec<_>, _>>() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cores = pgmux::pool::cores::Cores::new(runtimes.iter().map(|r| r.handle().clone()).collect());
+    let mut runtimes = runtimes.into_iter();
+    let Some(first) = runtimes.next() else {
+        return ExitCode::FAILURE;
+    };
+    // The other cores run what core 0 hands them (their accept loops, their clients) until it is done.
+    let done = tokio_util::sync::CancellationToken::new();
+    let mut threads = Vec::new();
+    for (i, rt) in runtimes.enumerate() {
+        let until = done.clone();
+        let thread = std::thread::Builder::new().name(format!("pgmux-core-{}", i + 1)).spawn(move || {
+            rt.block_on(until.cancelled());
+        });
+        match thread {
+            Ok(t) => threads.push(t),
             Err(e) => {
-                tracing::error!(error = %e, "the proxy task failed");
-                ExitCode::FAILURE
+                eprintln!("cannot start a core's thread: {e}");
+                done.cancel();
+                return ExitCode::FAILURE;
             }
         }
-    })
+    }
+    let code = first.block_on(async {
+        let shutdown = Shutdown::default();
+        let proxy = match Proxy::bind_on_cores(&config, &shutdown, cores).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        run(proxy, path, shutdown).await
+    });
+    done.cancel();
+    for t in threads {
+        let _ = t.join();
+    }
+    code
+}
+
+/// Serves until shutdown.
+async fn run(proxy: Proxy, path: Option<PathBuf>, shutdown: Shutdown) -> ExitCode {
+    *proxy.ctx.config_path.lock().unwrap_or_else(|e| e.into_inner()) = path;
+    pgmux::listener::watch_signals(shutdown.clone());
+    let serving = tokio::spawn(proxy.run(shutdown));
+    match serving.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the proxy task failed");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -3,6 +3,14 @@
 //!
 //! Bookkeeping: a semaphore with `size` permits is the right to hold a connection; a borrower with a
 //! permit takes an idle connection or opens a new one, so open connections never exceed `size`.
+//!
+//! With one runtime per core (`cores`), a pool is split into a shard per core, each with its share
+//! of the permits and its own idle connections, opened on (and driven by) that core's runtime. A
+//! session borrows from its own core's shard; only when that one has no permit free does it take
+//! one from another shard (at once, or when that shard has one spare while it waits), so the
+//! pool's size still bounds the whole and a permit free anywhere serves a waiting borrower.
+
+pub mod cores;
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -10,10 +18,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::backend::{BackendConn, BackendError, LoginParams};
 use crate::metrics::LatencyHistogram;
+use cores::Cores;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -75,11 +84,12 @@ pub struct Pool {
     pub key: PoolKey,
     login: Mutex<LoginParams>,
     size: std::sync::atomic::AtomicUsize,
-    permits: Arc<Semaphore>,
-    /// Boxed, so lending and returning a connection moves a pointer, not the whole struct
-    /// (callgrind: ~1,000 instructions per transaction less).
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<BackendConn>>>,
+    /// One per core (see the module's doc); one with a single runtime.
+    shards: Box<[Shard]>,
+    cores: Cores,
+    /// Told when a shard has a permit spare while borrowers wait (only with several shards):
+    /// borrowers waiting on another shard take it.
+    spare: Notify,
     /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
     /// one of these outside a transaction is answered without borrowing a connection.
     known_statements: Mutex<foldhash::HashSet<Arc<str>>>,
@@ -97,6 +107,51 @@ pub struct Pool {
     /// a later login with the same settings is greeted from it without borrowing a connection.
     greetings: Mutex<foldhash::HashMap<Vec<(String, String)>, Greeting>>,
     pub stats: PoolStats,
+}
+
+/// One core's part of a pool.
+#[derive(Debug)]
+struct Shard {
+    /// Its share of the pool's size.
+    size: AtomicUsize,
+    permits: Arc<Semaphore>,
+    /// Boxed, so lending and returning a connection moves a pointer, not the whole struct
+    /// (callgrind: ~1,000 instructions per transaction less).
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<BackendConn>>>,
+}
+
+impl Shard {
+    fn new(size: usize) -> Shard {
+        Shard { size: AtomicUsize::new(size), permits: Arc::new(Semaphore::new(size)), idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Takes a new size: a larger shard lends more at once; a smaller one takes permits back as
+    /// borrowers return them.
+    fn resize(&self, size: usize) {
+        let old = self.size.swap(size, Ordering::AcqRel);
+        if size > old {
+            self.permits.add_permits(size - old);
+        } else if size < old {
+            let owed = (old - size) - self.permits.forget_permits(old - size);
+            if owed > 0 {
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(owed as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
+
+    fn borrowed(&self) -> usize {
+        self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits())
+    }
+
+    fn pop_idle(&self) -> Option<Box<BackendConn>> {
+        self.idle.lock().ok()?.pop()
+    }
 }
 
 /// The parameters (ParameterStatus) a server connection reported once it carried a client's
@@ -122,12 +177,19 @@ const GREETINGS_MAX: usize = 64;
 
 impl Pool {
     pub fn new(key: PoolKey, login: LoginParams, size: usize) -> Arc<Pool> {
+        Pool::on_cores(key, login, size, Cores::default())
+    }
+
+    /// A pool with a shard per core of `cores`.
+    pub fn on_cores(key: PoolKey, login: LoginParams, size: usize, cores: Cores) -> Arc<Pool> {
+        let n = cores.count();
         Arc::new(Pool {
             key,
             login: Mutex::new(login),
             size: std::sync::atomic::AtomicUsize::new(size),
-            permits: Arc::new(Semaphore::new(size)),
-            idle: Mutex::new(Vec::new()),
+            shards: (0..n).map(|i| Shard::new(cores::share(size, n, i))).collect(),
+            cores,
+            spare: Notify::new(),
             known_statements: Mutex::new(Default::default()),
             valid_since: AtomicU64::new(0),
             sockets: Mutex::new(Vec::new()),
@@ -145,20 +207,14 @@ impl Pool {
     /// Takes reloaded login settings (for connections opened from now on) and a new size: a
     /// larger pool lends more at once; a smaller one takes permits back as borrowers return them.
     pub fn reconfigure(self: &Arc<Self>, login: LoginParams, size: usize) {
-        *self.login.lock().unwrap_or_else(|e| e.into_inner()) = login;
-        let old = self.size.swap(size, Ordering::AcqRel);
-        if size > old {
-            self.permits.add_permits(size - old);
-        } else if size < old {
-            let owed = (old - size) - self.permits.forget_permits(old - size);
-            if owed > 0 {
-                let permits = self.permits.clone();
-                tokio::spawn(async move {
-                    if let Ok(p) = permits.acquire_many_owned(owed as u32).await {
-                        p.forget();
-                    }
-                });
-            }
+        self.set_login(login);
+        self.size.store(size, Ordering::Release);
+        let n = self.shards.len();
+        for (i, shard) in self.shards.iter().enumerate() {
+            shard.resize(cores::share(size, n, i));
+        }
+        if n > 1 {
+            self.spare.notify_waiters();
         }
     }
 
@@ -168,12 +224,12 @@ impl Pool {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.shards.iter().map(|s| s.idle.lock().map(|v| v.len()).unwrap_or(0)).sum()
     }
 
     /// Connections lent out right now.
     pub fn borrowed_count(&self) -> usize {
-        self.size().saturating_sub(self.permits.available_permits())
+        self.shards.iter().map(Shard::borrowed).sum()
     }
 
     /// Borrowers waiting for a connection right now.
@@ -193,26 +249,25 @@ impl Pool {
         // A borrowed permit, not an owned one: an owned permit clones the semaphore's `Arc`, a
         // count every worker writes on each borrow. The loan gives it back (see `Pooled`'s drop).
         let mut started = None;
-        let permit = match self.permits.try_acquire() {
-            Ok(p) => p,
-            Err(_) => {
-                started = Some(Instant::now());
+        let core = if self.shards.len() > 1 { self.cores.current() } else { 0 };
+        let home = self.home_shard(core);
+        let (shard, permit) = match self.try_permit(home) {
+            Some(p) => p,
+            None => {
+                let now = Instant::now();
+                started = Some(now);
                 let _waiting = Waiting::new(&self.waiting);
-                tokio::time::timeout(timeout, self.permits.acquire())
-                    .await
-                    .map_err(|_| {
-                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                        PoolError::Timeout
-                    })?
-                    .map_err(|_| PoolError::Timeout)?
+                self.wait_permit(home, now + timeout).await.inspect_err(|_| {
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                })?
             }
         };
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
-        while let Some(mut conn) = self.pop_idle() {
+        while let Some(mut conn) = self.shards[shard].pop_idle() {
             // A cancel its last borrower sent may still be on its way: lent only once that is
             // settled, so it cannot reach this borrower's query (see `backend::cancel`).
             if conn.looks_idle() && conn.cancels.settle().await {
-                return Ok(self.lend(conn, permit, started, false));
+                return Ok(self.lend(conn, shard, permit, started, false));
             }
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
@@ -221,10 +276,7 @@ impl Pool {
         let mut conn = {
             let _turn = self.connecting.acquire().await.map_err(|_| PoolError::Timeout)?;
             self.stats.connects.fetch_add(1, Ordering::Relaxed);
-            // Boxed: inline, a server login's future (TLS, SCRAM) would size every session's task,
-            // idle or not, as borrowers embed this one.
-            let login = self.login();
-            Box::pin(BackendConn::connect(self.key.server.clone(), &login)).await.map(Box::new).inspect_err(|_| {
+            self.connect_on(core, shard).await.inspect_err(|_| {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
             })?
         };
@@ -234,14 +286,82 @@ impl Pool {
             sockets.retain(|(s, _)| s.strong_count() > 0);
             sockets.push((Arc::downgrade(&conn.cutter), conn.tls));
         }
-        Ok(self.lend(conn, permit, started, true))
+        Ok(self.lend(conn, shard, permit, started, true))
     }
 
-    /// Hands `conn` out (`fresh`: opened for this borrow), recording how long the borrow waited
-    /// (since `started`; None: not at all).
+    /// The shard a borrower on this core queues in: its core's, unless that one's share of the
+    /// pool is nothing (a pool smaller than the cores), then shard 0's (the largest), so every
+    /// borrower waits in some queue first come, first served.
+    fn home_shard(&self, core: usize) -> usize {
+        let i = core % self.shards.len();
+        if self.shards[i].size.load(Ordering::Relaxed) > 0 { i } else { 0 }
+    }
+
+    /// A permit of shard `home`, or else of any other shard with one free now.
+    fn try_permit(&self, home: usize) -> Option<(usize, SemaphorePermit<'_>)> {
+        if let Ok(p) = self.shards[home].permits.try_acquire() {
+            return Some((home, p));
+        }
+        self.try_permit_elsewhere(home)
+    }
+
+    fn try_permit_elsewhere(&self, home: usize) -> Option<(usize, SemaphorePermit<'_>)> {
+        let n = self.shards.len();
+        (1..n).map(|k| (home + k) % n).find_map(|i| self.shards[i].permits.try_acquire().ok().map(|p| (i, p)))
+    }
+
+    /// Waits for a permit of shard `home` in its queue (first come, first served), taking one of
+    /// another shard's instead when that shard says it has one spare; until `deadline`.
+    async fn wait_permit(&self, home: usize, deadline: Instant) -> Result<(usize, SemaphorePermit<'_>), PoolError> {
+        let own = self.shards[home].permits.acquire();
+        let expiry = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(own, expiry);
+        if self.shards.len() == 1 {
+            return tokio::select! {
+                biased;
+                p = &mut own => p.map(|p| (home, p)).map_err(|_| PoolError::Timeout),
+                _ = &mut expiry => Err(PoolError::Timeout),
+            };
+        }
+        loop {
+            // Registered before looking, so a spare permit announced in between is not missed.
+            let spare = self.spare.notified();
+            tokio::pin!(spare);
+            spare.as_mut().enable();
+            if let Some(p) = self.try_permit_elsewhere(home) {
+                return Ok(p);
+            }
+            tokio::select! {
+                biased;
+                p = &mut own => return p.map(|p| (home, p)).map_err(|_| PoolError::Timeout),
+                _ = &mut spare => {}
+                _ = &mut expiry => return Err(PoolError::Timeout),
+            }
+        }
+    }
+
+    /// Opens a connection for `shard` on that shard's core (the caller runs on `core`), so the
+    /// core that borrows it most drives its socket.
+    async fn connect_on(&self, core: usize, shard: usize) -> Result<Box<BackendConn>, BackendError> {
+        let login = self.login();
+        let server = self.key.server.clone();
+        // Boxed: inline, a server login's future (TLS, SCRAM) would size every session's task,
+        // idle or not, as borrowers embed this one.
+        let connect = Box::pin(async move { BackendConn::connect(server, &login).await.map(Box::new) });
+        match self.cores.handle(shard).filter(|_| shard != core) {
+            Some(home) => home.spawn(connect).await.unwrap_or_else(|e| {
+                Err(BackendError::Io { server: self.key.server.clone(), source: std::io::Error::other(e) })
+            }),
+            None => connect.await,
+        }
+    }
+
+    /// Hands `conn` of `shard` out (`fresh`: opened for this borrow), recording how long the
+    /// borrow waited (since `started`; None: not at all).
     fn lend(
         self: &Arc<Self>,
         conn: Box<BackendConn>,
+        shard: usize,
         permit: SemaphorePermit<'_>,
         started: Option<Instant>,
         fresh: bool,
@@ -251,26 +371,45 @@ impl Pool {
         self.stats.borrow_wait.observe(stripe(&conn), waited);
         // From here the loan holds the permit: `Pooled`'s drop adds it back.
         permit.forget();
-        Pooled { conn: Some(conn), pool: self.clone(), lent_at: now, waited, queries: 0, fresh }
+        Pooled { conn: Some(conn), pool: self.clone(), shard, lent_at: now, waited, queries: 0, fresh }
+    }
+
+    /// Takes new login settings for the connections opened from now on (a user's secret changed).
+    pub fn set_login(&self, login: LoginParams) {
+        *self.login.lock().unwrap_or_else(|e| e.into_inner()) = login;
     }
 
     fn login(&self) -> LoginParams {
         self.login.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn pop_idle(&self) -> Option<Box<BackendConn>> {
-        self.idle.lock().ok()?.pop()
+    /// Gives a permit back to `shard`; with several shards, one no borrower of its own took is
+    /// announced to those waiting elsewhere.
+    fn give_back(&self, shard: usize) {
+        let s = &self.shards[shard];
+        s.permits.add_permits(1);
+        if self.shards.len() > 1 && self.waiting.load(Ordering::Relaxed) > 0 && s.permits.available_permits() > 0 {
+            self.spare.notify_one();
+        }
     }
 
     /// Closes connections idle for longer than `max_idle`; returns how many.
     pub fn close_idle_older_than(&self, max_idle: Duration) -> usize {
-        let Ok(mut idle) = self.idle.lock() else {
-            return 0;
-        };
-        let before = idle.len();
         let now = Instant::now();
-        idle.retain(|c| now.duration_since(c.last_used) < max_idle);
-        before - idle.len()
+        self.retain_idle(|c| now.duration_since(c.last_used) < max_idle)
+    }
+
+    /// Keeps the idle connections `keep` picks, closing the others; returns how many closed.
+    fn retain_idle(&self, keep: impl Fn(&BackendConn) -> bool) -> usize {
+        let mut closed = 0;
+        for shard in &self.shards {
+            if let Ok(mut idle) = shard.idle.lock() {
+                let before = idle.len();
+                idle.retain(|c| keep(c));
+                closed += before - idle.len();
+            }
+        }
+        closed
     }
 
     pub fn statement_known(&self, server_name: &str) -> bool {
@@ -313,21 +452,14 @@ impl Pool {
 
     /// Closes the idle connections `stale` picks; returns how many.
     pub fn discard_idle_where(&self, stale: impl Fn(&BackendConn) -> bool) -> usize {
-        let Ok(mut idle) = self.idle.lock() else {
-            return 0;
-        };
-        let before = idle.len();
-        idle.retain(|c| !stale(c));
-        let n = before - idle.len();
+        let n = self.retain_idle(|c| !stale(c));
         self.stats.discarded.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
 
     /// Closes every idle connection (server lost, or pool retired).
     pub fn clear_idle(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
+        self.retain_idle(|_| false);
     }
 
     /// Discards every connection open now: the idle ones at once, borrowed ones when they return.
@@ -375,6 +507,8 @@ pub struct Pooled {
     conn: Option<Box<BackendConn>>,
     /// Holds one of the pool's permits, given back when this is dropped.
     pool: Arc<Pool>,
+    /// The shard it belongs to (and goes back to).
+    shard: usize,
     /// When it was lent, and how long the borrow waited for it.
     lent_at: Instant,
     waited: Duration,
@@ -401,7 +535,7 @@ impl Pooled {
                 return;
             }
             conn.last_used = now;
-            if let Ok(mut idle) = self.pool.idle.lock() {
+            if let Ok(mut idle) = self.pool.shards[self.shard].idle.lock() {
                 idle.push(conn);
             }
         }
@@ -441,7 +575,7 @@ impl Drop for Pooled {
             self.pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
         }
         // Last: a borrower this wakes finds a released connection already idle.
-        self.pool.permits.add_permits(1);
+        self.pool.give_back(self.shard);
     }
 }
 
@@ -462,9 +596,19 @@ impl DerefMut for Pooled {
 #[derive(Debug, Default)]
 pub struct Pools {
     map: Mutex<foldhash::HashMap<PoolKey, Arc<Pool>>>,
+    /// The cores clients run on: every pool gets a shard per core.
+    cores: Cores,
 }
 
 impl Pools {
+    pub fn on_cores(cores: Cores) -> Pools {
+        Pools { map: Mutex::default(), cores }
+    }
+
+    pub fn cores(&self) -> &Cores {
+        &self.cores
+    }
+
     pub fn get_or_create(&self, key: PoolKey, make: impl FnOnce(&PoolKey) -> Arc<Pool>) -> Arc<Pool> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(&key) {

@@ -369,3 +369,38 @@ async fn a_server_killed_under_a_pipeline_fails_each_batch_and_keeps_the_client(
     assert_eq!(got, ["E08006", "ZI", "E08006", "ZI", "E08006", "ZI"]);
     assert_eq!(outline(&raw.query("SELECT 4").await), ["CSELECT 1", "ZI"]);
 }
+
+/// A pool split over two cores (pgmux's shape on this box: one connection per core here) lends
+/// both connections to whichever two clients ask, whatever core each came in on, and a connection
+/// given back on one core reaches a client waiting on the other; never more than the pool's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_split_over_cores_lends_every_connection_to_any_client() {
+    let p = start_proxy("  size: 2\n  borrow_timeout: 30s", "").await;
+    let dsn = p.dsn("u3", "u3", "app");
+    let quick = Duration::from_secs(5);
+    // The kernel spreads clients over the cores by their ports: rounds of fresh clients land on
+    // the same core and on different ones.
+    for round in 0..8 {
+        let a = connect(&dsn).await.unwrap();
+        let b = connect(&dsn).await.unwrap();
+        let c = connect(&dsn).await.unwrap();
+        let pid = "begin; select pg_backend_pid()";
+        tokio::time::timeout(quick, a.simple_query(pid)).await.expect("a borrowed at once").unwrap();
+        // With both clients on one core, this borrow takes the other core's connection.
+        tokio::time::timeout(quick, b.simple_query(pid)).await.expect("b borrowed at once").unwrap();
+        let mut waiter = tokio::spawn(async move {
+            c.simple_query("select 1").await.unwrap();
+            c
+        });
+        assert!(
+            still_running(&mut waiter, Duration::from_millis(200)).await,
+            "round {round}: a third connection was lent"
+        );
+        // Given back on a's core; the waiter may sit on the other one.
+        a.batch_execute("commit").await.unwrap();
+        let c = tokio::time::timeout(quick, waiter).await.expect("round {round}: the waiter was served").unwrap();
+        b.batch_execute("commit").await.unwrap();
+        c.batch_execute("select 1").await.unwrap();
+        assert!(backends_of("u3").await <= 2, "round {round}: more server connections than the pool's size");
+    }
+}

@@ -32,7 +32,9 @@ pub(super) async fn user_secret(ctx: &ProxyState, user: &str) -> Option<Arc<User
                     "auth.query found the user, but its stored password is no SCRAM verifier (an MD5 hash?): it cannot log in through pgmux"
                 );
             }
-            users.record_found(user, stored.as_deref())
+            let found = users.record_found(user, stored.as_deref());
+            ctx.cluster.follow_user(user);
+            found
         }
         Err(e) => {
             let what = if is_query_error(&e) { "auth.query failed" } else { "cannot reach a server for auth.query" };

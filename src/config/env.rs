@@ -39,6 +39,7 @@ const NOT_SETTINGS: &[&str] = &[
     "PGMUX_ISOLATION_SEED",
     "PGMUX_ISOLATION_STEPS",
     "PGMUX_COPY_REPS",
+    "PGMUX_TEST_CORES",
 ];
 
 /// Top-level keys that hold one value or a list.

@@ -42,6 +42,45 @@ pub struct TestProxy {
     pub shutdown: Shutdown,
     pub ctx: Arc<ProxyState>,
     pub handle: JoinHandle<()>,
+    /// The per-core runtimes it serves on (stopped when this is dropped).
+    _cores: Option<CoreThreads>,
+}
+
+/// Runtimes, one per thread, until dropped: then each stops, dropping its tasks and sockets.
+struct CoreThreads(tokio_util::sync::CancellationToken);
+
+impl Drop for CoreThreads {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// How many cores the in-process pgmux serves clients on: `PGMUX_TEST_CORES`, by default 2 — the
+/// shape `pgmux` runs in on a 2-core machine (`workers` defaults to the CPUs). 1: the test's own
+/// runtime.
+fn test_cores() -> usize {
+    std::env::var("PGMUX_TEST_CORES").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+/// `n` single-threaded runtimes on threads of their own, as `pgmux` starts them.
+fn start_cores(n: usize) -> (pgmux::pool::cores::Cores, CoreThreads) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handles = (0..n)
+        .map(|i| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let until = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("test-core-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    tx.send(rt.handle().clone()).expect("handle");
+                    rt.block_on(until.cancelled());
+                })
+                .expect("core thread");
+            rx.recv().expect("core started")
+        })
+        .collect();
+    (pgmux::pool::cores::Cores::new(handles), CoreThreads(stop))
 }
 
 impl TestProxy {
@@ -73,14 +112,30 @@ pub async fn start_proxy_yaml(text: &str) -> TestProxy {
 pub async fn start_proxy_yaml_resolving(text: &str, resolver: Arc<dyn pgmux::cluster::names::Resolve>) -> TestProxy {
     let config = Config::from_yaml(text).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
     let shutdown = Shutdown::default();
-    let proxy = Proxy::bind_with_resolver(&config, &shutdown, resolver).await.expect("bind");
-    let addr = proxy.local_addr().expect("local addr");
-    let reader = proxy.reader_addr();
-    let admin = proxy.admin_addr();
-    let ctx = proxy.ctx.clone();
+    let n = test_cores();
+    if n < 2 {
+        let proxy = Proxy::bind_with_resolver(&config, &shutdown, resolver).await.expect("bind");
+        let addr = proxy.local_addr().expect("local addr");
+        let reader = proxy.reader_addr();
+        let admin = proxy.admin_addr();
+        let ctx = proxy.ctx.clone();
+        let s = shutdown.clone();
+        let handle = tokio::spawn(async move { proxy.run(s).await });
+        return TestProxy { addr, reader, admin, shutdown, ctx, handle, _cores: None };
+    }
+    // Bound and run on core 0, as `pgmux` does.
+    let (cores, threads) = start_cores(n);
+    let core0 = cores.handle(0).expect("core 0").clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let s = shutdown.clone();
-    let handle = tokio::spawn(async move { proxy.run(s).await });
-    TestProxy { addr, reader, admin, shutdown, ctx, handle }
+    let handle = core0.spawn(async move {
+        let proxy = Proxy::bind_on(&config, &s, resolver, cores).await.expect("bind");
+        let addrs = (proxy.local_addr().expect("local addr"), proxy.reader_addr(), proxy.admin_addr());
+        let _ = tx.send((addrs, proxy.ctx.clone()));
+        proxy.run(s).await
+    });
+    let ((addr, reader, admin), ctx) = rx.await.expect("pgmux bound");
+    TestProxy { addr, reader, admin, shutdown, ctx, handle, _cores: Some(threads) }
 }
 
 /// pgmux in front of the shared cluster (primary and replica listed), transaction mode.
