@@ -2,6 +2,8 @@
 //! them: each accepted client is served by `client`, and handed to the admin console (`admin`) if
 //! it logged in there.
 
+pub mod runtime;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

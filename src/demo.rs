@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::listener::{Shutdown, watch_signals};
 use crate::localpg::{ClusterOptions, LocalCluster};
 
-pub fn run(port: u16) -> ExitCode {
+/// Runs the demo on `port` with `workers` workers (0: one per CPU; see `app::runtime`).
+pub fn run(port: u16, workers: usize) -> ExitCode {
     eprintln!("starting a throwaway PostgreSQL primary + replica ...");
     let cluster = match LocalCluster::start(ClusterOptions::default()) {
         Ok(c) => c,
@@ -30,16 +31,10 @@ pub fn run(port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgmux demo: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = rt.block_on(async {
+    let (primary, replica) = (cluster.addr(0), cluster.addr(1));
+    let served = crate::app::runtime::run_on_workers(crate::app::runtime::count(workers), |cores| async move {
         let shutdown = Shutdown::default();
-        let proxy = match Proxy::bind(&config, &shutdown).await {
+        let proxy = match Proxy::bind_on_cores(&config, &shutdown, cores).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("pgmux demo: cannot listen on 127.0.0.1:{port}: {e} (try --port)");
@@ -47,7 +42,7 @@ pub fn run(port: u16) -> ExitCode {
             }
         };
         println!();
-        println!("PostgreSQL primary  {}  (replica {})", cluster.addr(0), cluster.addr(1));
+        println!("PostgreSQL primary  {primary}  (replica {replica})");
         println!("pgmux is listening. Connect with:");
         println!("  psql 'postgres://app:app@127.0.0.1:{port}/app'");
         println!("  DSN: host=127.0.0.1 port={port} user=app password=app dbname=app");
@@ -59,7 +54,10 @@ pub fn run(port: u16) -> ExitCode {
         proxy.run(shutdown).await;
         ExitCode::SUCCESS
     });
-    drop(rt);
+    let code = served.unwrap_or_else(|e| {
+        eprintln!("pgmux demo: cannot start runtime: {e}");
+        ExitCode::FAILURE
+    });
     eprintln!("stopping PostgreSQL and removing {} ...", cluster.dir().display());
     drop(cluster);
     code

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pgmux::admin::healthcheck;
-use pgmux::app::Proxy;
+use pgmux::app::{Proxy, runtime};
 use pgmux::config::{Config, LogFormat, Source, process_vars};
 use pgmux::listener::Shutdown;
 
@@ -83,7 +83,10 @@ fn main() -> ExitCode {
         },
         Some(Command::Demo { port }) => {
             init_logging(LogFormat::Text);
-            pgmux::demo::run(port)
+            // The demo's settings are its own; only the runtime shape follows `PGMUX_WORKERS`
+            // (the benchmark scripts measure one or two workers through it).
+            let workers = std::env::var("PGMUX_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(0);
+            pgmux::demo::run(port, workers)
         }
         Some(Command::Health { ready, addr }) => health(&source, ready, addr),
         Some(Command::Storm(args)) => ExitCode::from(pgmux::storm::run(args)),
@@ -138,81 +141,12 @@ fn raise_fd_limit() {
     }
 }
 
-/// Serves until SIGTERM has drained (exit 0) or a second signal / SIGINT cut it short.
+/// Serves until SIGTERM has drained (exit 0) or a second signal / SIGINT cut it short, on
+/// `workers` single-threaded runtimes (see `app::runtime`; one: PgBouncer's shape).
 fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     raise_fd_limit();
-    // 0: one per CPU the process may use (cgroup quotas count: a sidecar limited to one CPU gets one).
-    let workers = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    if workers > 1 {
-        return serve_on_cores(config, path, workers);
-    }
-    // One worker: tokio's single-threaded scheduler, without the work-stealing queues, the hand-offs
-    // between searching and parked workers and the per-batch poll statistics (BENCHMARKS.md: ~5%
-    // fewer instructions per transaction than the multi-threaded one with one worker).
-    let rt = match one_core("pgmux-worker") {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async {
-        let shutdown = Shutdown::default();
-        let proxy = match Proxy::bind(&config, &shutdown).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(listen = %config.listen, error = %e, "cannot listen");
-                return ExitCode::FAILURE;
-            }
-        };
-        run(proxy, path, shutdown).await
-    })
-}
-
-/// A single-threaded runtime, its threads (the blocking pool's) named `name`.
-fn one_core(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().thread_name(name).build()
-}
-
-/// Several workers: one single-threaded runtime per worker, each on its own thread, accepting on its
-/// own socket of each listener, with its own shard of every pool (`Proxy::bind_on_cores`). A session
-/// stays on the core that accepted it, with server connections that core drives: no work stealing,
-/// no wake-up handed to another thread (BENCHMARKS.md: fewer instructions per transaction than
-/// tokio's multi-threaded scheduler).
-fn serve_on_cores(config: Config, path: Option<PathBuf>, workers: usize) -> ExitCode {
-    let runtimes = match (0..workers).map(|i| one_core(&format!("pgmux-core-{i}"))).collect::<Result<Vec<_>, _>>() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cores = pgmux::pool::cores::Cores::new(runtimes.iter().map(|r| r.handle().clone()).collect());
-    let mut runtimes = runtimes.into_iter();
-    let Some(first) = runtimes.next() else {
-        return ExitCode::FAILURE;
-    };
-    // The other cores run what core 0 hands them (their accept loops, their clients) until it is done.
-    let done = tokio_util::sync::CancellationToken::new();
-    let mut threads = Vec::new();
-    for (i, rt) in runtimes.enumerate() {
-        let until = done.clone();
-        let thread = std::thread::Builder::new().name(format!("pgmux-core-{}", i + 1)).spawn(move || {
-            rt.block_on(until.cancelled());
-        });
-        match thread {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                eprintln!("cannot start a core's thread: {e}");
-                done.cancel();
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let code = first.block_on(async {
+    let workers = runtime::count(config.workers);
+    let served = runtime::run_on_workers(workers, |cores| async move {
         let shutdown = Shutdown::default();
         let proxy = match Proxy::bind_on_cores(&config, &shutdown, cores).await {
             Ok(p) => p,
@@ -223,11 +157,10 @@ fn serve_on_cores(config: Config, path: Option<PathBuf>, workers: usize) -> Exit
         };
         run(proxy, path, shutdown).await
     });
-    done.cancel();
-    for t in threads {
-        let _ = t.join();
-    }
-    code
+    served.unwrap_or_else(|e| {
+        eprintln!("cannot start runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Serves until shutdown.

@@ -142,3 +142,47 @@ fn version_names_the_commit() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with(&format!("pgmux {} (commit ", env!("CARGO_PKG_VERSION"))), "{text}");
 }
+
+/// The README's first command: `pgmux demo` starts a throwaway primary + replica, serves the writer
+/// endpoint (the primary) and the reader endpoint (the replica) on two worker runtimes, and on
+/// Ctrl-C exits 0 having removed the servers' data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_a_primary_and_a_replica_and_cleans_up() {
+    use std::io::BufRead;
+    // A port with the next one free too (the reader endpoint).
+    let port = loop {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", &port.to_string()])
+        .env("PGMUX_WORKERS", "2")
+        .env("PGMUX_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let listening = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.contains("pgmux is listening"))
+    });
+    let listening = tokio::time::timeout(Duration::from_secs(180), listening).await;
+    assert!(matches!(listening, Ok(Ok(true))), "the demo did not come up: {:?}", child.try_wait());
+    let dsn = |p: u16| format!("host=127.0.0.1 port={p} user=app password=app dbname=app");
+    let writer = connect(&dsn(port)).await.expect("the writer endpoint");
+    assert_eq!(simple_value(&writer, "select pg_is_in_recovery()::text").await, "false");
+    let reader = connect(&dsn(port + 1)).await.expect("the reader endpoint");
+    assert_eq!(simple_value(&reader, "select pg_is_in_recovery()::text").await, "true");
+    kill(child.id(), "INT");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "exit after Ctrl-C: {status:?}");
+    let log = tokio::task::spawn_blocking(move || std::io::read_to_string(stderr).unwrap()).await.unwrap();
+    let dir =
+        log.lines().find_map(|l| l.strip_prefix("stopping PostgreSQL and removing ")).expect("the demo's data dir");
+    let dir = dir.trim_end_matches(" ...");
+    assert!(!std::path::Path::new(dir).exists(), "{dir} left behind:\n{log}");
+}
