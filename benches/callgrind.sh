@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions pgmux spends per transaction, from valgrind's callgrind (repeatable on a noisy box):
-# `pgmux demo` (a local primary + replica) runs under callgrind; pgbench warms up with 2,000
-# `SELECT 1` transactions (10 clients), counters are zeroed, TX more run, and the dump is divided
+# `pgmux demo` (a local primary + replica) runs under callgrind (PGMUX_WORKERS workers); pgbench
+# warms up with 2,000 `SELECT 1` transactions (50 clients), counters are zeroed, TX more run, and the dump is divided
 # by TX. Postgres and pgbench are not counted.
 # Usage: [CG_MODE=simple|extended|prepared] [CG_SCRIPT=select1|select-only] bash benches/callgrind.sh [BIN] [PORT] [TX]
 #   CG_MODE is pgbench's query protocol (-M), default simple.
@@ -24,7 +24,10 @@ if [ "${CG_SCRIPT:-select1}" = select-only ]; then
   pgbench -i -s 1 -I dtGvp -q -h 127.0.0.1 -p $PORT -U app app > /tmp/cg-init.$PORT.log 2>&1
   WORK=(-S)
 fi
-pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t 200 "${WORK[@]}" app > /dev/null 2>&1
+# Warm-up with more clients than the pool holds, so every worker's shard of it (pool 20 split over
+# the workers) has opened its connections: a server login (PBKDF2 with a configured password)
+# inside the measured window would count ~5 million instructions.
+pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 50 -t 40 "${WORK[@]}" app > /dev/null 2>&1
 
 callgrind_control -z $VPID >/dev/null
 pgbench -n -h 127.0.0.1 -p $PORT -U app -M $MODE -c 10 -t $((TX/10)) "${WORK[@]}" app > /tmp/cg-pgbench.$PORT.log 2>&1
