@@ -49,6 +49,9 @@ pub struct PoolStats {
     pub connect_failures: AtomicU64,
     pub discarded: AtomicU64,
     pub borrows: AtomicU64,
+    /// Borrows served from another worker's shard (the borrower's own had none free): that
+    /// worker's runtime drives the connection's socket for the transaction.
+    pub borrows_other_worker: AtomicU64,
     pub timeouts: AtomicU64,
     /// Client requests (Query, Execute, FunctionCall) relayed over this pool's connections, added
     /// when each connection comes back.
@@ -70,6 +73,7 @@ impl Default for PoolStats {
             connect_failures: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             borrows: AtomicU64::new(0),
+            borrows_other_worker: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             borrow_wait: LatencyHistogram::default(),
@@ -263,6 +267,9 @@ impl Pool {
             }
         };
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
+        if shard != core {
+            self.stats.borrows_other_worker.fetch_add(1, Ordering::Relaxed);
+        }
         while let Some(mut conn) = self.shards[shard].pop_idle() {
             // A cancel its last borrower sent may still be on its way: lent only once that is
             // settled, so it cannot reach this borrower's query (see `backend::cancel`).

@@ -404,3 +404,26 @@ async fn a_pool_split_over_cores_lends_every_connection_to_any_client() {
         assert!(backends_of("u3").await <= 2, "round {round}: more server connections than the pool's size");
     }
 }
+
+/// A pool smaller than the cores (one connection, two cores: a share of 1 and one of 0) serves
+/// clients arriving on either core, one after the other, never opening a second connection; those
+/// on the core without a share are counted as borrowing from another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_smaller_than_the_cores_serves_clients_on_every_core() {
+    let p = start_proxy("  size: 1\n  borrow_timeout: 30s", "").await;
+    let dsn = p.dsn("u4", "u4", "app");
+    // Twenty fresh clients: the kernel puts some on each core (all on one: 2 in a million).
+    for i in 0..20 {
+        let c = connect(&dsn).await.unwrap();
+        let v = tokio::time::timeout(Duration::from_secs(5), simple_value(&c, "begin; select 7; commit")).await;
+        assert_eq!(v.expect("client {i} served"), "7");
+        assert!(backends_of("u4").await <= 1, "client {i}: a second server connection");
+    }
+    let pool = p.ctx.cluster.pools.all().into_iter().find(|pool| pool.key.user == "u4").expect("u3's pool");
+    let elsewhere = pool.stats.borrows_other_worker.load(std::sync::atomic::Ordering::Relaxed);
+    if test_cores() > 1 {
+        assert!(elsewhere > 0, "no client came in on the core without a share");
+    } else {
+        assert_eq!(elsewhere, 0, "one core has no other worker to borrow from");
+    }
+}

@@ -62,6 +62,13 @@ spec!(
 );
 spec!(BORROWS, "pgmux_borrows_total", Counter, POOL, "Server connections lent (one per transaction, or per session).");
 spec!(
+    BORROWS_OTHER_WORKER,
+    "pgmux_borrows_other_worker_total",
+    Counter,
+    POOL,
+    "Borrows served from another worker's share of the pool (the borrower's worker had no connection free)."
+);
+spec!(
     TIMEOUTS,
     "pgmux_borrow_timeouts_total",
     Counter,
@@ -165,7 +172,7 @@ spec!(
 );
 spec!(IN_PROGRESS, "pgmux_failover_in_progress", Gauge, &[], "1 while the primary is lost and no other is known.");
 
-static SPECS: [&Spec; 31] = [
+static SPECS: [&Spec; 32] = [
     &OPEN,
     &IDLE,
     &TLS,
@@ -178,6 +185,7 @@ static SPECS: [&Spec; 31] = [
     &SETUP_FAILED,
     &DISCARDED,
     &BORROWS,
+    &BORROWS_OTHER_WORKER,
     &TIMEOUTS,
     &QUERIES,
     &BORROW_WAIT,
@@ -230,6 +238,7 @@ impl ClusterCollector {
                 (&SETUP_FAILED, &s.connect_failures),
                 (&DISCARDED, &s.discarded),
                 (&BORROWS, &s.borrows),
+                (&BORROWS_OTHER_WORKER, &s.borrows_other_worker),
                 (&TIMEOUTS, &s.timeouts),
                 (&QUERIES, &s.queries),
             ] {

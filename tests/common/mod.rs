@@ -58,7 +58,7 @@ impl Drop for CoreThreads {
 /// How many cores the in-process pgmux serves clients on: `PGMUX_TEST_CORES`, by default 2 — the
 /// shape `pgmux` runs in on a 2-core machine (`workers` defaults to the CPUs). 1: the test's own
 /// runtime.
-fn test_cores() -> usize {
+pub fn test_cores() -> usize {
     std::env::var("PGMUX_TEST_CORES").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
 }
 
