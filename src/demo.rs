@@ -1,6 +1,7 @@
 //! `pgmux demo`: a throwaway local PostgreSQL primary + streaming replica with pgmux in front of
 //! them, until Ctrl-C; everything is removed on the way out.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use crate::app::Proxy;
@@ -41,15 +42,19 @@ pub fn run(port: u16, workers: usize) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        println!();
-        println!("PostgreSQL primary  {primary}  (replica {replica})");
-        println!("pgmux is listening. Connect with:");
-        println!("  psql 'postgres://app:app@127.0.0.1:{port}/app'");
-        println!("  DSN: host=127.0.0.1 port={port} user=app password=app dbname=app");
-        println!("Read-only endpoint (every transaction on the replica):");
-        println!("  psql 'postgres://app:app@127.0.0.1:{}/app'", port.wrapping_add(1));
-        println!("Ctrl-C stops pgmux and removes the servers and their data.");
-        println!();
+        let reader = port.wrapping_add(1);
+        // One write, its failure ignored: a closed stdout (a pipe whose reader left) must not stop
+        // the demo, as `println!` would by panicking.
+        let _ = writeln!(
+            std::io::stdout(),
+            "\nPostgreSQL primary  {primary}  (replica {replica})\n\
+             pgmux is listening. Connect with:\n  \
+             psql 'postgres://app:app@127.0.0.1:{port}/app'\n  \
+             DSN: host=127.0.0.1 port={port} user=app password=app dbname=app\n\
+             Read-only endpoint (every transaction on the replica):\n  \
+             psql 'postgres://app:app@127.0.0.1:{reader}/app'\n\
+             Ctrl-C stops pgmux and removes the servers and their data.\n"
+        );
         watch_signals(shutdown.clone());
         proxy.run(shutdown).await;
         ExitCode::SUCCESS

@@ -167,11 +167,18 @@ async fn demo_serves_a_primary_and_a_replica_and_cleans_up() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
-    let listening = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.contains("pgmux is listening"))
+    // Read to the end (a pipe closed early would break the demo's later lines).
+    let (up, listening) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut up = Some(up);
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("pgmux is listening") {
+                up.take().map(|up| up.send(()));
+            }
+        }
     });
     let listening = tokio::time::timeout(Duration::from_secs(180), listening).await;
-    assert!(matches!(listening, Ok(Ok(true))), "the demo did not come up: {:?}", child.try_wait());
+    assert!(matches!(listening, Ok(Ok(()))), "the demo did not come up: {:?}", child.try_wait());
     let dsn = |p: u16| format!("host=127.0.0.1 port={p} user=app password=app dbname=app");
     let writer = connect(&dsn(port)).await.expect("the writer endpoint");
     assert_eq!(simple_value(&writer, "select pg_is_in_recovery()::text").await, "false");
