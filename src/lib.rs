@@ -11,7 +11,7 @@
 //! - `error`: the one mapping from pgmux failures to SQLSTATEs.
 //! - `metrics`: the Prometheus registry, hot-path handles and scrape-time family helpers.
 //! - `backend`: one logged-in connection to a PostgreSQL server.
-//! - `pool`: per (server, database, user) pools of backend connections.
+//! - `pool`: per (server, database, user) pools of backend connections, a shard per worker.
 //! - `cluster`: the servers, which one is the primary, and their pools.
 //! - `log_limit`: rate limits for log events that can come in storms.
 //! - `state`: what clients, listeners and the operator's interfaces share: the settings in force,
@@ -22,7 +22,8 @@
 //! - `admin`: the operator's interfaces: HTTP (/healthz, /readyz, /metrics, /status) and the SQL
 //!   admin console.
 //! - `localpg`: throwaway local PostgreSQL clusters for `pgmux demo` and the tests.
-//! - `app`: wiring a config into a running proxy: the state, the listeners, what serves a client.
+//! - `app`: wiring a config into a running proxy: the state, the listeners, what serves a client,
+//!   and the runtimes (one single-threaded runtime per worker).
 //! - `demo`: `pgmux demo`, a local primary + replica with pgmux in front.
 //! - `storm`: `pgmux storm`, a connection-storm benchmark for any PostgreSQL endpoint.
 #![forbid(unsafe_code)]
