@@ -30,9 +30,8 @@ pub struct Proxy {
     admin: Option<TcpListener>,
     prober: Option<Prober>,
     drain_timeout: Duration,
-    /// With one runtime per core: the cores, and the listeners of cores 1.. (core 0 accepts on
-    /// `listener` and `reader`).
-    cores: Cores,
+    /// With one runtime per core: the listeners of cores 1.. (core 0 accepts on `listener` and
+    /// `reader`; the cores are the pools', `ctx.cluster.pools.cores()`).
     more: Vec<CoreListeners>,
 }
 
@@ -100,7 +99,7 @@ impl Proxy {
                 users.clone(),
             )
             .with_resolver(resolver, config.health.resolve_interval)
-            .with_cores(cores.clone()),
+            .with_cores(cores),
         );
         // Names resolved before the first client, so members do not change under it.
         cluster.refresh_names().await;
@@ -108,7 +107,7 @@ impl Proxy {
         let config_arc = Arc::new(config.clone());
         let ctx = Arc::new(ProxyState::new(client_settings, users, cluster, shutdown.drain.clone(), config_arc, tls));
         let prober = settings::prober(config);
-        Ok(Proxy { ctx, listener, reader, admin, prober, drain_timeout: config.shutdown_timeout, cores, more })
+        Ok(Proxy { ctx, listener, reader, admin, prober, drain_timeout: config.shutdown_timeout, more })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -147,7 +146,7 @@ impl Proxy {
         // Cores 1.. accept on their own runtimes; core 0 (this one) below.
         let mut others = Vec::new();
         for (i, l) in self.more.into_iter().enumerate() {
-            if let Some(core) = self.cores.handle(i + 1) {
+            if let Some(core) = self.ctx.cluster.pools.cores().handle(i + 1) {
                 let task = accept_on_core(self.ctx.clone(), l, shutdown.clone(), self.drain_timeout);
                 others.push(core.spawn(task.instrument(tracing::info_span!("core", n = i + 1))));
             }
@@ -182,14 +181,12 @@ async fn accept(
 
 /// A further core's accept loops, on its runtime (its sockets are registered with it here).
 async fn accept_on_core(ctx: Arc<ProxyState>, l: CoreListeners, shutdown: Shutdown, drain_timeout: Duration) {
-    let writer = match TcpListener::from_std(l.writer) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot accept on this core");
-            return;
-        }
+    let on_this_core =
+        |l| TcpListener::from_std(l).inspect_err(|e| tracing::error!(error = %e, "cannot accept on this core")).ok();
+    let Some(writer) = on_this_core(l.writer) else {
+        return;
     };
-    let reader = l.reader.and_then(|r| TcpListener::from_std(r).ok());
+    let reader = l.reader.and_then(on_this_core);
     accept(&ctx, writer, reader, &shutdown, drain_timeout).await;
 }
 

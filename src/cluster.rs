@@ -442,8 +442,7 @@ impl Cluster {
         let login = self.login(database, user)?;
         let key = PoolKey { server, database: database.to_string(), user: user.to_string() };
         let size = self.settings.load().size;
-        let cores = self.pools.cores().clone();
-        Ok(self.pools.get_or_create(key, |k| Pool::on_cores(k.clone(), login, size, cores)))
+        Ok(self.pools.get_or_create(key, |k| Pool::on_cores(k.clone(), login, size, self.pools.cores().clone())))
     }
 
     /// `user`'s pools log in with the secret the user directory holds now (`auth.query` found the

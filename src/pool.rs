@@ -87,7 +87,6 @@ impl Default for PoolStats {
 pub struct Pool {
     pub key: PoolKey,
     login: Mutex<LoginParams>,
-    size: std::sync::atomic::AtomicUsize,
     /// One per core (see the module's doc); one with a single runtime.
     shards: Box<[Shard]>,
     cores: Cores,
@@ -190,7 +189,6 @@ impl Pool {
         Arc::new(Pool {
             key,
             login: Mutex::new(login),
-            size: std::sync::atomic::AtomicUsize::new(size),
             shards: (0..n).map(|i| Shard::new(cores::share(size, n, i))).collect(),
             cores,
             spare: Notify::new(),
@@ -204,15 +202,15 @@ impl Pool {
         })
     }
 
+    /// The pool's size: its shards' shares added up.
     pub fn size(&self) -> usize {
-        self.size.load(Ordering::Relaxed)
+        self.shards.iter().map(|s| s.size.load(Ordering::Relaxed)).sum()
     }
 
     /// Takes reloaded login settings (for connections opened from now on) and a new size: a
     /// larger pool lends more at once; a smaller one takes permits back as borrowers return them.
     pub fn reconfigure(self: &Arc<Self>, login: LoginParams, size: usize) {
         self.set_login(login);
-        self.size.store(size, Ordering::Release);
         let n = self.shards.len();
         for (i, shard) in self.shards.iter().enumerate() {
             shard.resize(cores::share(size, n, i));

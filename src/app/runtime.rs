@@ -5,6 +5,7 @@
 
 use std::future::Future;
 
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::cores::Cores;
@@ -25,27 +26,58 @@ pub fn run_on_workers<F, T>(workers: usize, main: impl FnOnce(Cores) -> F) -> st
 where
     F: Future<Output = T>,
 {
-    let workers = workers.max(1);
-    let runtimes = (0..workers).map(|i| one_core(&format!("pgmux-core-{i}"))).collect::<std::io::Result<Vec<_>>>()?;
-    let cores =
-        if workers > 1 { Cores::new(runtimes.iter().map(|r| r.handle().clone()).collect()) } else { Cores::default() };
-    let mut runtimes = runtimes.into_iter();
-    let first = runtimes.next().ok_or_else(|| std::io::Error::other("no runtime"))?;
-    let done = CancellationToken::new();
-    // Stops the other workers however this returns.
-    let _stop = done.clone().drop_guard();
-    let mut threads = Vec::new();
-    for (i, rt) in runtimes.enumerate() {
-        let until = done.clone();
-        let name = format!("pgmux-core-{}", i + 1);
-        threads.push(std::thread::Builder::new().name(name).spawn(move || rt.block_on(until.cancelled()))?);
-    }
+    let first = one_core("pgmux-core-0")?;
+    // Stopped however this returns (dropped on a panic in `main`).
+    let others = Workers::start((1..workers).map(|i| format!("pgmux-core-{i}")))?;
+    let cores = if others.handles.is_empty() {
+        Cores::default()
+    } else {
+        Cores::new(std::iter::once(first.handle().clone()).chain(others.handles.iter().cloned()).collect())
+    };
     let out = first.block_on(main(cores));
-    done.cancel();
-    for t in threads {
-        let _ = t.join();
-    }
+    others.stop();
     Ok(out)
+}
+
+/// Single-threaded runtimes, each on a thread of its own (named as given), running what is handed
+/// to it through its handle until `stop`; dropped, they are told to stop without being waited for.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    done: CancellationToken,
+}
+
+impl Workers {
+    pub fn start(names: impl Iterator<Item = String>) -> std::io::Result<Workers> {
+        let mut workers = Workers { handles: Vec::new(), threads: Vec::new(), done: CancellationToken::new() };
+        for name in names {
+            let rt = one_core(&name)?;
+            let until = workers.done.clone();
+            workers.handles.push(rt.handle().clone());
+            workers.threads.push(std::thread::Builder::new().name(name).spawn(move || rt.block_on(until.cancelled()))?);
+        }
+        Ok(workers)
+    }
+
+    /// Their runtimes' handles, in the order they were named.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
+    /// Stops them and waits until each thread has ended.
+    pub fn stop(mut self) {
+        self.done.cancel();
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.done.cancel();
+    }
 }
 
 /// A single-threaded runtime, its threads (the blocking pool's) named `name`.

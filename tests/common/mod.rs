@@ -43,16 +43,7 @@ pub struct TestProxy {
     pub ctx: Arc<ProxyState>,
     pub handle: JoinHandle<()>,
     /// The per-core runtimes it serves on (stopped when this is dropped).
-    _cores: Option<CoreThreads>,
-}
-
-/// Runtimes, one per thread, until dropped: then each stops, dropping its tasks and sockets.
-struct CoreThreads(tokio_util::sync::CancellationToken);
-
-impl Drop for CoreThreads {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
+    _cores: Option<pgmux::app::runtime::Workers>,
 }
 
 /// How many cores the in-process pgmux serves clients on: `PGMUX_TEST_CORES`, by default 2 — the
@@ -60,27 +51,6 @@ impl Drop for CoreThreads {
 /// runtime.
 pub fn test_cores() -> usize {
     std::env::var("PGMUX_TEST_CORES").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
-}
-
-/// `n` single-threaded runtimes on threads of their own, as `pgmux` starts them.
-fn start_cores(n: usize) -> (pgmux::pool::cores::Cores, CoreThreads) {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let handles = (0..n)
-        .map(|i| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let until = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("test-core-{i}"))
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                    tx.send(rt.handle().clone()).expect("handle");
-                    rt.block_on(until.cancelled());
-                })
-                .expect("core thread");
-            rx.recv().expect("core started")
-        })
-        .collect();
-    (pgmux::pool::cores::Cores::new(handles), CoreThreads(stop))
 }
 
 impl TestProxy {
@@ -124,8 +94,9 @@ pub async fn start_proxy_yaml_resolving(text: &str, resolver: Arc<dyn pgmux::clu
         return TestProxy { addr, reader, admin, shutdown, ctx, handle, _cores: None };
     }
     // Bound and run on core 0, as `pgmux` does.
-    let (cores, threads) = start_cores(n);
-    let core0 = cores.handle(0).expect("core 0").clone();
+    let threads = pgmux::app::runtime::Workers::start((0..n).map(|i| format!("test-core-{i}"))).expect("cores");
+    let cores = pgmux::pool::cores::Cores::new(threads.handles().to_vec());
+    let core0 = threads.handles()[0].clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let s = shutdown.clone();
     let handle = core0.spawn(async move {
