@@ -16,13 +16,16 @@ use super::Cluster;
 use super::topology::Probe;
 use crate::backend::{BackendConn, BackendError, LoginParams};
 
-/// Role, WAL position in bytes (current on a primary, replayed on a replica), on a replica the last
+/// Role, WAL position in bytes (inserted on a primary: with `synchronous_commit = off` a commit
+/// returns before its record is written, so the write position can lag behind a client's write,
+/// and read-your-writes would take a replica that has not seen it; replayed on a replica), on a
+/// replica the last
 /// received position, and on a primary its timeline (from the name of the current WAL file: the
 /// checkpoint's timeline lags behind a promotion), and the cluster's system identifier (which tells
 /// a re-provisioned cluster at the same address from an old primary come back).
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
-      ELSE pg_catalog.pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint, \
+      ELSE pg_catalog.pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::bigint, \
      (pg_catalog.pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint, \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE ('x' || pg_catalog.substr( \
       pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
