@@ -183,7 +183,9 @@ async fn demo_serves_a_primary_and_a_replica_and_cleans_up() {
     let writer = connect(&dsn(port)).await.expect("the writer endpoint");
     assert_eq!(simple_value(&writer, "select pg_is_in_recovery()::text").await, "false");
     let reader = connect(&dsn(port + 1)).await.expect("the reader endpoint");
-    assert_eq!(simple_value(&reader, "select pg_is_in_recovery()::text").await, "true");
+    // Until the prober has seen the replica, the reader endpoint falls back to the primary.
+    let on_replica = || async { simple_value(&reader, "select pg_is_in_recovery()::text").await == "true" };
+    assert!(eventually(Duration::from_secs(30), on_replica).await, "the reader endpoint never reached the replica");
     kill(child.id(), "INT");
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "exit after Ctrl-C: {status:?}");
