@@ -155,6 +155,31 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_primary_at_a_page_boundary_does_not_make_its_caught_up_replica_lag() {
+    // A fresh cluster's last record is pg_basebackup's WAL switch: the primary's insert position is
+    // past the new segment's page header, where no record ends, and the replica's replay position
+    // stops at the boundary. The replica is caught up, however long the primary stays idle.
+    let cluster =
+        tokio::task::spawn_blocking(|| LocalCluster::start(ClusterOptions::default())).await.unwrap().unwrap();
+    let at = cluster.psql(0, "postgres", "select pg_current_wal_insert_lsn() - '0/0'::pg_lsn").unwrap();
+    let at: u64 = at.trim().parse().unwrap();
+    eprintln!("the primary's insert position is {at} ({} into a page)", at % 8192);
+    let cluster = std::sync::Arc::new(cluster);
+    let p = start_proxy_yaml(&lag_yaml(&cluster, "1s")).await;
+    replicas_known(&p, 1).await;
+    let r = connect(&reader_dsn(&p)).await.unwrap();
+    // Well past the lag limit and many probe rounds: every read stays on the replica.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let on = simple_value(&r, "select pg_is_in_recovery()").await;
+        assert_eq!(on, "t", "an idle, caught-up replica was taken as lagging: {:?}", p.ctx.cluster.servers_view());
+    }
+    let replica = p.ctx.cluster.servers_view().into_iter().find(|s| s.role == "replica").unwrap();
+    assert_eq!(replica.lag_bytes, Some(0), "{replica:?}");
+    p.shutdown.abort.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_after_a_write_see_it_even_when_the_replica_lags() {
     let cluster =
         tokio::task::spawn_blocking(|| LocalCluster::start(ClusterOptions::default())).await.unwrap().unwrap();

@@ -19,17 +19,35 @@ use crate::backend::{BackendConn, BackendError, LoginParams};
 /// Role, WAL position in bytes (inserted on a primary: with `synchronous_commit = off` a commit
 /// returns before its record is written, so the write position can lag behind a client's write,
 /// and read-your-writes would take a replica that has not seen it; replayed on a replica), on a
-/// replica the last
-/// received position, and on a primary its timeline (from the name of the current WAL file: the
-/// checkpoint's timeline lags behind a promotion), and the cluster's system identifier (which tells
-/// a re-provisioned cluster at the same address from an old primary come back).
+/// replica the last received position, and on a primary its timeline (from the name of the current
+/// WAL file: the checkpoint's timeline lags behind a promotion), the cluster's system identifier
+/// (which tells a re-provisioned cluster at the same address from an old primary come back), and
+/// the WAL page and segment sizes that [`record_end`] needs.
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
       ELSE pg_catalog.pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::bigint, \
      (pg_catalog.pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint, \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE ('x' || pg_catalog.substr( \
       pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
-     (SELECT system_identifier FROM pg_catalog.pg_control_system())";
+     (SELECT system_identifier FROM pg_catalog.pg_control_system()), \
+     pg_catalog.current_setting('wal_block_size'), \
+     pg_catalog.pg_size_bytes(pg_catalog.current_setting('wal_segment_size'))";
+
+/// The insert position as the end of the last record. When the last record ended on a page
+/// boundary, `pg_current_wal_insert_lsn()` points past the next page's header (24 bytes, 40 at a
+/// segment's start: the long header), where no record can end — a replica that replayed all of it
+/// reports the boundary, and would look behind for as long as the primary stays idle.
+pub fn record_end(insert: u64, block: u64, segment: u64) -> u64 {
+    const SHORT_HEADER: u64 = 24;
+    const LONG_HEADER: u64 = 40;
+    if segment > 0 && insert % segment == LONG_HEADER {
+        insert - LONG_HEADER
+    } else if block > 0 && insert % block == SHORT_HEADER {
+        insert - SHORT_HEADER
+    } else {
+        insert
+    }
+}
 
 /// Why a probe got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -142,12 +160,34 @@ pub async fn probe(
     let rows = c.query_rows(PROBE_SQL).await.map_err(|e| ProbeError::Lost(e.to_string()))?;
     let row = rows.first().ok_or_else(|| ProbeError::Lost("probe returned no row".into()))?;
     let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let in_recovery = col(0) == "t";
+    let lsn = col(1).parse().unwrap_or(0);
+    let sizes = (col(5).parse().unwrap_or(0), col(6).parse().unwrap_or(0));
     Ok(Probe {
-        in_recovery: col(0) == "t",
-        lsn: col(1).parse().unwrap_or(0),
+        in_recovery,
+        lsn: if in_recovery { lsn } else { record_end(lsn, sizes.0, sizes.1) },
         received: col(2).parse().ok(),
         timeline: col(3).parse().ok(),
         // A bigint: an identifier past i64::MAX reads negative.
         system_id: col(4).parse::<i64>().ok().map(|id| id as u64),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_end;
+
+    const BLOCK: u64 = 8192;
+    const SEGMENT: u64 = 16 << 20;
+
+    #[test]
+    fn an_insert_position_past_a_page_header_is_the_boundary() {
+        assert_eq!(record_end(5 * BLOCK + 24, BLOCK, SEGMENT), 5 * BLOCK);
+        assert_eq!(record_end(3 * SEGMENT + 40, BLOCK, SEGMENT), 3 * SEGMENT);
+        // 40 bytes into a page that starts no segment is a record's end (short header + 16 bytes).
+        assert_eq!(record_end(5 * BLOCK + 40, BLOCK, SEGMENT), 5 * BLOCK + 40);
+        assert_eq!(record_end(5 * BLOCK + 1000, BLOCK, SEGMENT), 5 * BLOCK + 1000);
+        // Sizes unknown: the position as it is.
+        assert_eq!(record_end(5 * BLOCK + 24, 0, 0), 5 * BLOCK + 24);
+    }
 }

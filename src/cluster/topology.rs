@@ -54,6 +54,9 @@ pub struct Topology {
     round: u64,
     /// The primary's WAL position and the round that measured it.
     primary_lsn: Option<(u64, u64)>,
+    /// The measurement before that one, from an earlier round: what a replica answering in the
+    /// same round as the primary is compared with.
+    primary_earlier: Option<(u64, u64)>,
     /// The cluster (system identifier, None: unknown) and newest timeline pgmux has followed a
     /// primary on: an older timeline of that cluster is never followed again.
     followed: Followed,
@@ -95,6 +98,7 @@ impl Topology {
             up_after: up_after.max(1),
             round: 0,
             primary_lsn: None,
+            primary_earlier: None,
             followed: Followed::default(),
         }
     }
@@ -148,10 +152,16 @@ impl Topology {
             return None;
         }
         let (down_after, up_after) = (self.down_after, self.up_after);
-        let primary_before = self.primary_lsn.filter(|(_, r)| *r < round).map(|(l, _)| l);
+        // The primary's newest position measured in an earlier round (in whichever order the
+        // answers of this round arrive).
+        let primary_before =
+            [self.primary_lsn, self.primary_earlier].into_iter().flatten().find(|(_, r)| *r < round).map(|(l, _)| l);
         if let Some(p) = result.as_ref().filter(|p| !p.in_recovery)
             && self.primary_lsn.is_none_or(|(_, r)| r <= round)
         {
+            if let Some(old) = self.primary_lsn.filter(|(_, r)| *r < round) {
+                self.primary_earlier = Some(old);
+            }
             self.primary_lsn = Some((p.lsn, round));
         }
         let h = self.health(server)?;
@@ -510,6 +520,14 @@ mod tests {
         t.record("r1:1", r3, probe(true, 1500, 1500), t0 + Duration::from_secs(30));
         assert!(t.readable_replicas(max, None).is_empty());
         assert_eq!(t.view()[1].lag_bytes, Some(1500));
+        // Also when the primary answered first in the replica's round.
+        t.record("r1:1", r3, probe(true, 3000, 3000), t0 + Duration::from_secs(31));
+        assert_eq!(t.readable_replicas(max, None).len(), 1, "caught up again");
+        t.record("p:1", r3, probe(false, 5000, 0), t0 + Duration::from_secs(32));
+        let r4 = t.start_round();
+        t.record("p:1", r4, probe(false, 5000, 0), t0 + Duration::from_secs(33));
+        t.record("r1:1", r4, probe(true, 3000, 3000), t0 + Duration::from_secs(50));
+        assert!(t.readable_replicas(max, None).is_empty(), "behind the primary's position of round 3");
         // Never seen caught up: unknown lag is too much lag.
         t.record("r2:1", r3, probe(true, 0, 10), t0);
         assert!(!t.readable_replicas(max, None).contains(&Arc::<str>::from("r2:1")));
