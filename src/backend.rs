@@ -130,6 +130,9 @@ pub struct BackendConn {
     /// Empty between loans: the buffer a borrower collects client bytes for this server in, kept
     /// so a transaction does not allocate one (bounded: see `keep_out_buffer`).
     pub wbuf: BytesMut,
+    /// Storage a borrower keeps with the connection between loans (its reply queue's: see
+    /// `client::replies::Spare`), so a transaction does not allocate it.
+    pub spare: Option<Box<dyn std::any::Any + Send + Sync>>,
     pub server: Arc<str>,
     pub pid: i32,
     pub secret: i32,
@@ -228,6 +231,7 @@ impl BackendConn {
             wr,
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::new(),
+            spare: None,
             server,
             pid: 0,
             secret: 0,

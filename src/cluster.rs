@@ -30,7 +30,7 @@ pub use failover::FailoverStats;
 
 use crate::auth::UserDirectory;
 use crate::backend::{BackendError, LoginParams};
-use crate::pool::{Pool, PoolError, PoolKey, Pooled, Pools};
+use crate::pool::{Pool, PoolError, PoolKey, Pooled, Pools, WaitTimer};
 
 /// Pool settings taken from the config.
 #[derive(Debug, Clone)]
@@ -476,6 +476,7 @@ impl Cluster {
         database: &str,
         user: &str,
         timeout: Duration,
+        timer: &mut WaitTimer,
     ) -> Result<Pooled, ClusterError> {
         // The clock is read only once the first attempt fails: the common borrow reads none here.
         let mut deadline: Option<Instant> = None;
@@ -498,7 +499,7 @@ impl Cluster {
             };
             let primary = &pool.key.server;
             let remaining = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
-            match pool.checkout(remaining).await {
+            match pool.checkout_with(remaining, timer).await {
                 Ok(conn) if conn.is_standby() == Some(true) => {
                     // A reused connection's flag dates from when it was opened (a replica since
                     // promoted): only a fresh one says what the server is now.

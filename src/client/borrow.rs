@@ -72,10 +72,10 @@ impl Session {
         {
             routed.replica.inc();
             let wrote_in = self.wrote_in.filter(|_| self.ctx.settings.load().read_your_writes);
-            cluster.checkout_replica(&self.database, &self.user, left, wrote_in).await
+            cluster.checkout_replica(&self.database, &self.user, left, wrote_in, &mut self.wait_timer).await
         } else {
             routed.primary.inc();
-            cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, left).await
+            cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, left, &mut self.wait_timer).await
         };
         match borrowed {
             Ok(backend) => {

@@ -18,7 +18,7 @@ use crate::cluster::ClusterError;
 use crate::error::ClientError;
 use crate::listener::Endpoint;
 use crate::net::{Stream, write_flush};
-use crate::pool::{Greeting, Pool, PoolError, Pooled};
+use crate::pool::{Greeting, Pool, PoolError, Pooled, WaitTimer};
 use crate::protocol::build::{self, AuthRequest};
 use crate::protocol::frame::{Frame, split_frame};
 use crate::protocol::messages::{PasswordMessage, SaslInitialResponse};
@@ -278,9 +278,10 @@ async fn first_backend(ctx: &ProxyState, database: &str, user: &str, endpoint: E
         Err(Held::TimedOut) => return Err(ClientError::LoginBorrowTimeout(timeout).into()),
         Err(Held::ShuttingDown) => return Err(ClientError::Shutdown.into()),
     };
+    let timer = &mut WaitTimer::default();
     let borrowed = match endpoint {
-        Endpoint::Writer => ctx.cluster.checkout_primary(None, database, user, left).await,
-        Endpoint::Reader => ctx.cluster.checkout_replica(database, user, left, None).await,
+        Endpoint::Writer => ctx.cluster.checkout_primary(None, database, user, left, timer).await,
+        Endpoint::Reader => ctx.cluster.checkout_replica(database, user, left, None, timer).await,
     };
     ctx.pause.leave();
     match borrowed {

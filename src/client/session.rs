@@ -23,7 +23,7 @@ use super::statements::ClientStatements;
 use crate::error::ClientError;
 use crate::listener::Endpoint;
 use crate::net::{ReadHalf, Stream, WriteHalf};
-use crate::pool::{Pool, Pooled};
+use crate::pool::{Pool, Pooled, WaitTimer};
 use crate::protocol::build;
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::messages::ErrorResponse;
@@ -70,6 +70,8 @@ pub struct Session {
     pub(super) idle: IdleTimer,
     /// Closes a client idle inside a transaction (`clients.idle_transaction_timeout`).
     pub(super) idle_tx: Option<IdleTimer>,
+    /// Times the waits for a server connection (kept armed between borrows: see `WaitTimer`).
+    pub(super) wait_timer: WaitTimer,
     /// `clients.max_message_size`.
     pub(super) max_message: usize,
     /// Client bytes not yet handled.
@@ -129,6 +131,7 @@ impl Session {
             client_wr,
             idle: IdleTimer::new(ctx_idle),
             idle_tx,
+            wait_timer: WaitTimer::default(),
             max_message,
             cin: pending,
             cout: BytesMut::new(),
@@ -192,6 +195,7 @@ impl Session {
             if a.is_free() {
                 let out = std::mem::take(&mut a.to_server);
                 a.backend.keep_out_buffer(out);
+                std::mem::take(&mut a.replies).into_spare(&mut a.backend.spare);
                 a.backend.release();
             } else {
                 tracing::debug!(user = %self.user, "discarding a server connection in an unknown state");
@@ -203,7 +207,7 @@ impl Session {
     /// (and drops statements the connection can no longer vouch for).
     pub(super) fn activate(&mut self, mut backend: Pooled) {
         let mut to_server = std::mem::take(&mut backend.wbuf);
-        let mut replies = ReplyQueue::default();
+        let mut replies = ReplyQueue::from_spare(&mut backend.spare);
         let mut sql = Vec::new();
         if backend.statements.needs_reset {
             sql.push("DEALLOCATE ALL".to_string());

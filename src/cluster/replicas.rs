@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Cluster, ClusterError, server_unavailable};
 use crate::backend::BackendError;
-use crate::pool::{Pool, PoolError, Pooled};
+use crate::pool::{Pool, PoolError, Pooled, WaitTimer};
 
 /// The order in which to try `candidates` (replicas fit to serve, in the topology's order): least
 /// work in flight first; ties go round starting at position `turn` (taken at random in
@@ -31,6 +31,7 @@ impl Cluster {
         user: &str,
         timeout: Duration,
         wrote_in: Option<u64>,
+        timer: &mut WaitTimer,
     ) -> Result<Pooled, ClusterError> {
         let mut candidates: Vec<Arc<Pool>> = Vec::new();
         let readable = self.topology().readable_replicas(self.routing.load().max_replica_lag, wrote_in);
@@ -39,7 +40,7 @@ impl Cluster {
         }
         let turn = rand::random_range(0..candidates.len().max(1));
         for pool in rank(candidates, |p| p.borrowed_count(), turn) {
-            match pool.checkout(timeout).await {
+            match pool.checkout_with(timeout, timer).await {
                 Ok(conn) if conn.is_standby() == Some(false) => {
                     // Promoted: it leaves the reader set once the prober has seen it (asked now).
                     tracing::warn!(server = %pool.key.server, "replica is no longer in recovery; not used for reads");
@@ -68,7 +69,7 @@ impl Cluster {
         if !self.routing.load().fallback_to_primary {
             return Err(ClusterError::NoReplica);
         }
-        self.checkout_primary(None, database, user, timeout).await
+        self.checkout_primary(None, database, user, timeout, timer).await
     }
 }
 
