@@ -604,8 +604,14 @@ mod tests {
         assert!(!c.is_primary(&p));
         let round = c.start_probe_round();
         assert_eq!(c.probe_round(), round);
-        let primary =
-            topology::Probe { in_recovery: false, lsn: 5000, received: None, timeline: Some(1), system_id: None };
+        let primary = topology::Probe {
+            in_recovery: false,
+            lsn: 5000,
+            written: None,
+            received: None,
+            timeline: Some(1),
+            system_id: None,
+        };
         c.record_probe(&p, round, Some(primary), Instant::now());
         assert_eq!(c.primary().as_deref(), Some("p:1"));
         // Compared by name: a pool keyed by another `Arc` of the same address is the primary's.

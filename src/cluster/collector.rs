@@ -329,10 +329,18 @@ mod tests {
         pool.stats.borrows.fetch_add(3, Ordering::Relaxed);
         pool.stats.borrow_wait.observe(0, std::time::Duration::ZERO);
         let round = c.start_probe_round();
-        let primary = Probe { in_recovery: false, lsn: 5000, received: None, timeline: Some(1), system_id: None };
+        let primary =
+            Probe { in_recovery: false, lsn: 5000, written: None, received: None, timeline: Some(1), system_id: None };
         c.record_probe(&"p:1".into(), round, Some(primary), Instant::now());
         // A replica never seen caught up: as far behind as pgmux can tell.
-        let replica = Probe { in_recovery: true, lsn: 1000, received: Some(2000), timeline: None, system_id: None };
+        let replica = Probe {
+            in_recovery: true,
+            lsn: 1000,
+            written: None,
+            received: Some(2000),
+            timeline: None,
+            system_id: None,
+        };
         c.record_probe(&"r:2".into(), round, Some(replica), Instant::now());
         let text = m.render();
         let labels = "database=\"db\",server=\"p:1\",user=\"app\"";

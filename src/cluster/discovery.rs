@@ -178,9 +178,14 @@ mod tests {
     fn answer(a: Answer) -> Result<Probe, ProbeError> {
         let server: Arc<str> = "p:1".into();
         match a {
-            Answer::Probed => {
-                Ok(Probe { in_recovery: false, lsn: 1, received: None, timeline: Some(1), system_id: Some(7) })
-            }
+            Answer::Probed => Ok(Probe {
+                in_recovery: false,
+                lsn: 1,
+                written: None,
+                received: None,
+                timeline: Some(1),
+                system_id: Some(7),
+            }),
             Answer::Unreachable => Err(ProbeError::Refused(BackendError::Io {
                 server,
                 source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),

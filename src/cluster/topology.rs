@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
     pub in_recovery: bool,
-    /// Current WAL position (primary) or last replayed position (replica), in bytes.
+    /// Current WAL position (primary: inserted, which a commit has reached even with
+    /// `synchronous_commit = off`) or last replayed position (replica), in bytes.
     pub lsn: u64,
+    /// A primary's written position (`pg_current_wal_lsn()`): what can have reached a replica.
+    /// Lag is measured against it; None: take `lsn`.
+    pub written: Option<u64>,
     /// A replica's last received WAL position (None on a primary, or before streaming starts).
     pub received: Option<u64>,
     /// A primary's current timeline (None on a replica).
@@ -17,6 +21,16 @@ pub struct Probe {
     /// The cluster's `system_identifier` (from `pg_control_system()`): a primary and its replicas
     /// share it; a cluster made anew (initdb) gets another. None: unreadable.
     pub system_id: Option<u64>,
+}
+
+/// The primary's WAL positions as one probe round measured them.
+#[derive(Debug, Clone, Copy)]
+struct PrimaryAt {
+    /// Inserted: a client's commit ends at or before it (the read-your-writes floor).
+    inserted: u64,
+    /// Written: a replica that replayed this far is not behind.
+    written: u64,
+    round: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,10 +67,10 @@ pub struct Topology {
     /// Probe rounds started so far.
     round: u64,
     /// The primary's WAL position and the round that measured it.
-    primary_lsn: Option<(u64, u64)>,
+    primary_lsn: Option<PrimaryAt>,
     /// The measurement before that one, from an earlier round: what a replica answering in the
     /// same round as the primary is compared with.
-    primary_earlier: Option<(u64, u64)>,
+    primary_earlier: Option<PrimaryAt>,
     /// The cluster (system identifier, None: unknown) and newest timeline pgmux has followed a
     /// primary on: an older timeline of that cluster is never followed again.
     followed: Followed,
@@ -155,14 +169,14 @@ impl Topology {
         // The primary's newest position measured in an earlier round (in whichever order the
         // answers of this round arrive).
         let primary_before =
-            [self.primary_lsn, self.primary_earlier].into_iter().flatten().find(|(_, r)| *r < round).map(|(l, _)| l);
+            [self.primary_lsn, self.primary_earlier].into_iter().flatten().find(|a| a.round < round).map(|a| a.written);
         if let Some(p) = result.as_ref().filter(|p| !p.in_recovery)
-            && self.primary_lsn.is_none_or(|(_, r)| r <= round)
+            && self.primary_lsn.is_none_or(|a| a.round <= round)
         {
-            if let Some(old) = self.primary_lsn.filter(|(_, r)| *r < round) {
+            if let Some(old) = self.primary_lsn.filter(|a| a.round < round) {
                 self.primary_earlier = Some(old);
             }
-            self.primary_lsn = Some((p.lsn, round));
+            self.primary_lsn = Some(PrimaryAt { inserted: p.lsn, written: p.written.unwrap_or(p.lsn), round });
         }
         let h = self.health(server)?;
         h.min_round = round;
@@ -222,7 +236,16 @@ impl Topology {
                 p.in_recovery = true;
                 p.timeline = None;
             }
-            None => h.last = Some(Probe { in_recovery: true, lsn: 0, received: None, timeline: None, system_id: None }),
+            None => {
+                h.last = Some(Probe {
+                    in_recovery: true,
+                    lsn: 0,
+                    written: None,
+                    received: None,
+                    timeline: None,
+                    system_id: None,
+                })
+            }
         }
         // Never seen caught up as a replica: not readable until a probe measures it.
         h.caught_up_at = None;
@@ -288,7 +311,7 @@ impl Topology {
         let floor = match wrote_in {
             None => None,
             Some(w) => match self.primary_lsn {
-                Some((lsn, r)) if r > w => Some(lsn),
+                Some(a) if a.round > w => Some(a.inserted),
                 // No measurement of the primary since the write yet: only the primary is safe.
                 _ => return Vec::new(),
             },
@@ -307,7 +330,7 @@ impl Topology {
     }
 
     pub fn view(&self) -> Vec<ServerView> {
-        let primary_lsn = self.primary_lsn.map(|(l, _)| l);
+        let primary_lsn = self.primary_lsn.map(|a| a.written);
         self.servers
             .iter()
             .map(|(s, h)| {
@@ -339,6 +362,7 @@ mod tests {
         Some(Probe {
             in_recovery,
             lsn,
+            written: None,
             received: in_recovery.then_some(received),
             timeline: (!in_recovery).then_some(1),
             system_id: Some(7),
@@ -346,7 +370,14 @@ mod tests {
     }
 
     fn primary_on(timeline: u32) -> Option<Probe> {
-        Some(Probe { in_recovery: false, lsn: 0, received: None, timeline: Some(timeline), system_id: Some(7) })
+        Some(Probe {
+            in_recovery: false,
+            lsn: 0,
+            written: None,
+            received: None,
+            timeline: Some(timeline),
+            system_id: Some(7),
+        })
     }
 
     /// What a probe of one server found: a primary `P(system, timeline)`, a replica `R(system)`,
@@ -360,12 +391,22 @@ mod tests {
 
     fn seen(s: Seen) -> Option<Probe> {
         match s {
-            Seen::P(id, t) => {
-                Some(Probe { in_recovery: false, lsn: 0, received: None, timeline: Some(t), system_id: Some(id) })
-            }
-            Seen::R(id) => {
-                Some(Probe { in_recovery: true, lsn: 0, received: Some(0), timeline: None, system_id: Some(id) })
-            }
+            Seen::P(id, t) => Some(Probe {
+                in_recovery: false,
+                lsn: 0,
+                written: None,
+                received: None,
+                timeline: Some(t),
+                system_id: Some(id),
+            }),
+            Seen::R(id) => Some(Probe {
+                in_recovery: true,
+                lsn: 0,
+                written: None,
+                received: Some(0),
+                timeline: None,
+                system_id: Some(id),
+            }),
             Seen::Down => None,
         }
     }
@@ -528,6 +569,20 @@ mod tests {
         t.record("p:1", r4, probe(false, 5000, 0), t0 + Duration::from_secs(33));
         t.record("r1:1", r4, probe(true, 3000, 3000), t0 + Duration::from_secs(50));
         assert!(t.readable_replicas(max, None).is_empty(), "behind the primary's position of round 3");
+        // Inserted but not yet written WAL (a commit with synchronous_commit = off) cannot have
+        // reached a replica: no lag for a replica at the written position, but a client that
+        // wrote before that round reads from it only once it replayed the inserted position.
+        let r5 = t.start_round();
+        let ahead = Probe { lsn: 9000, written: Some(8000), ..probe(false, 0, 0).unwrap() };
+        t.record("p:1", r5, Some(ahead), t0 + Duration::from_secs(51));
+        t.record("r1:1", r5, probe(true, 8000, 8000), t0 + Duration::from_secs(51));
+        let r6 = t.start_round();
+        t.record("r1:1", r6, probe(true, 8000, 8000), t0 + Duration::from_secs(52));
+        assert_eq!(t.readable_replicas(max, None).len(), 1, "at the written position: not behind");
+        assert_eq!(t.view()[1].lag_bytes, Some(0));
+        assert!(t.readable_replicas(max, Some(r5 - 1)).is_empty(), "short of the inserted position");
+        t.record("r1:1", r6, probe(true, 9000, 9000), t0 + Duration::from_secs(53));
+        assert_eq!(t.readable_replicas(max, Some(r5 - 1)).len(), 1);
         // Never seen caught up: unknown lag is too much lag.
         t.record("r2:1", r3, probe(true, 0, 10), t0);
         assert!(!t.readable_replicas(max, None).contains(&Arc::<str>::from("r2:1")));
