@@ -119,6 +119,10 @@ pub struct LoginParams {
     pub server_auth: ServerAuth,
 }
 
+/// A slot for what a borrower keeps with a connection between loans, typed by the borrower (this
+/// layer does not know its types).
+pub type Spare = Option<Box<dyn std::any::Any + Send + Sync>>;
+
 /// A logged-in server connection.
 #[derive(Debug)]
 pub struct BackendConn {
@@ -131,8 +135,8 @@ pub struct BackendConn {
     /// so a transaction does not allocate one (bounded: see `keep_out_buffer`).
     pub wbuf: BytesMut,
     /// Storage a borrower keeps with the connection between loans (its reply queue's: see
-    /// `client::replies::Spare`), so a transaction does not allocate it.
-    pub spare: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// `client::replies`), so a transaction does not allocate it.
+    pub spare: Spare,
     pub server: Arc<str>,
     pub pid: i32,
     pub secret: i32,

@@ -416,10 +416,10 @@ async fn a_pool_smaller_than_the_cores_serves_clients_on_every_core() {
     for i in 0..20 {
         let c = connect(&dsn).await.unwrap();
         let v = tokio::time::timeout(Duration::from_secs(5), simple_value(&c, "begin; select 7; commit")).await;
-        assert_eq!(v.expect("client {i} served"), "7");
+        assert_eq!(v.unwrap_or_else(|_| panic!("client {i} not served")), "7");
         assert!(backends_of("u4").await <= 1, "client {i}: a second server connection");
     }
-    let pool = p.ctx.cluster.pools.all().into_iter().find(|pool| pool.key.user == "u4").expect("u3's pool");
+    let pool = p.ctx.cluster.pools.all().into_iter().find(|pool| pool.key.user == "u4").expect("u4's pool");
     let elsewhere = pool.stats.borrows_other_worker.load(std::sync::atomic::Ordering::Relaxed);
     if test_cores() > 1 {
         assert!(elsewhere > 0, "no client came in on the core without a share");

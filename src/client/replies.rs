@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::backend::Spare;
 use crate::protocol::{TxStatus, btag};
 
 /// The request a reply answers, which fixes which server message completes it.
@@ -99,10 +100,6 @@ pub struct ReplyQueue {
     poisoned: bool,
 }
 
-/// Where a reply queue's storage waits between transactions: a server connection's `spare` slot
-/// (typed there as `Any`, the backend layer not knowing this one).
-pub type Spare = Option<Box<dyn std::any::Any + Send + Sync>>;
-
 /// Room for an extended-protocol query's five requests (Parse, Bind, Describe, Execute, Sync) and
 /// pgmux's own: growing 0 → 4 → 8 took two allocations and a copy (~650 instructions per
 /// `-M extended` transaction, callgrind).
@@ -116,11 +113,7 @@ impl ReplyQueue {
     /// connection that served one before allocates none (callgrind: one allocation and free,
     /// ~250 instructions, per transaction).
     pub fn from_spare(spare: &mut Spare) -> ReplyQueue {
-        let kept = spare
-            .as_mut()
-            .and_then(|b| b.downcast_mut::<VecDeque<Entry>>())
-            .map(std::mem::take)
-            .filter(|e| e.capacity() > 0);
+        let kept = kept_entries(spare).map(std::mem::take).filter(|e| e.capacity() > 0);
         let entries = kept.unwrap_or_else(|| VecDeque::with_capacity(ENTRIES_AT_FIRST));
         ReplyQueue { entries, ..ReplyQueue::default() }
     }
@@ -132,11 +125,16 @@ impl ReplyQueue {
             return;
         }
         entries.clear();
-        match spare.as_mut().and_then(|b| b.downcast_mut::<VecDeque<Entry>>()) {
+        match kept_entries(spare) {
             Some(slot) => *slot = entries,
             None => *spare = Some(Box::new(entries)),
         }
     }
+}
+
+/// The reply-queue storage in `spare`, if it holds one.
+fn kept_entries(spare: &mut Spare) -> Option<&mut VecDeque<Entry>> {
+    spare.as_mut().and_then(|b| b.downcast_mut())
 }
 
 impl Default for ReplyQueue {

@@ -21,9 +21,9 @@ use crate::backend::{BackendConn, BackendError, LoginParams};
 /// and read-your-writes would take a replica that has not seen it; replayed on a replica), on a
 /// replica the last received position, and on a primary its timeline (from the name of the current
 /// WAL file: the checkpoint's timeline lags behind a promotion), the cluster's system identifier
-/// (which tells a re-provisioned cluster at the same address from an old primary come back), the
-/// WAL page and segment sizes that [`record_end`] needs, and on a primary its written position
-/// (what replicas can have: their lag is measured against it).
+/// (which tells a re-provisioned cluster at the same address from an old primary come back), on a
+/// primary its written position (what replicas can have: their lag is measured against it), and
+/// the WAL page and segment sizes that [`record_end`] needs.
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
       ELSE pg_catalog.pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::bigint, \
@@ -31,9 +31,9 @@ const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL ELSE ('x' || pg_catalog.substr( \
       pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
      (SELECT system_identifier FROM pg_catalog.pg_control_system()), \
-     pg_catalog.current_setting('wal_block_size'), \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
       ELSE (pg_catalog.pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint END, \
+     pg_catalog.current_setting('wal_block_size'), \
      pg_catalog.pg_size_bytes(pg_catalog.current_setting('wal_segment_size'))";
 
 /// The insert position as the end of the last record. When the last record ended on a page
@@ -165,11 +165,11 @@ pub async fn probe(
     let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
     let in_recovery = col(0) == "t";
     let lsn = col(1).parse().unwrap_or(0);
-    let sizes = (col(5).parse().unwrap_or(0), col(7).parse().unwrap_or(0));
+    let sizes = (col(6).parse().unwrap_or(0), col(7).parse().unwrap_or(0));
     Ok(Probe {
         in_recovery,
         lsn: if in_recovery { lsn } else { record_end(lsn, sizes.0, sizes.1) },
-        written: col(6).parse().ok(),
+        written: col(5).parse().ok(),
         received: col(2).parse().ok(),
         timeline: col(3).parse().ok(),
         // A bigint: an identifier past i64::MAX reads negative.

@@ -66,8 +66,8 @@ pub struct Topology {
     up_after: usize,
     /// Probe rounds started so far.
     round: u64,
-    /// The primary's WAL position and the round that measured it.
-    primary_lsn: Option<PrimaryAt>,
+    /// The primary's WAL positions, as the latest round that measured them found them.
+    primary_at: Option<PrimaryAt>,
     /// The measurement before that one, from an earlier round: what a replica answering in the
     /// same round as the primary is compared with.
     primary_earlier: Option<PrimaryAt>,
@@ -111,7 +111,7 @@ impl Topology {
             down_after: down_after.max(1),
             up_after: up_after.max(1),
             round: 0,
-            primary_lsn: None,
+            primary_at: None,
             primary_earlier: None,
             followed: Followed::default(),
         }
@@ -169,14 +169,14 @@ impl Topology {
         // The primary's newest position measured in an earlier round (in whichever order the
         // answers of this round arrive).
         let primary_before =
-            [self.primary_lsn, self.primary_earlier].into_iter().flatten().find(|a| a.round < round).map(|a| a.written);
+            [self.primary_at, self.primary_earlier].into_iter().flatten().find(|a| a.round < round).map(|a| a.written);
         if let Some(p) = result.as_ref().filter(|p| !p.in_recovery)
-            && self.primary_lsn.is_none_or(|a| a.round <= round)
+            && self.primary_at.is_none_or(|a| a.round <= round)
         {
-            if let Some(old) = self.primary_lsn.filter(|a| a.round < round) {
+            if let Some(old) = self.primary_at.filter(|a| a.round < round) {
                 self.primary_earlier = Some(old);
             }
-            self.primary_lsn = Some(PrimaryAt { inserted: p.lsn, written: p.written.unwrap_or(p.lsn), round });
+            self.primary_at = Some(PrimaryAt { inserted: p.lsn, written: p.written.unwrap_or(p.lsn), round });
         }
         let h = self.health(server)?;
         h.min_round = round;
@@ -310,7 +310,7 @@ impl Topology {
     pub fn readable_replicas(&self, max_lag: Duration, wrote_in: Option<u64>) -> Vec<Arc<str>> {
         let floor = match wrote_in {
             None => None,
-            Some(w) => match self.primary_lsn {
+            Some(w) => match self.primary_at {
                 Some(a) if a.round > w => Some(a.inserted),
                 // No measurement of the primary since the write yet: only the primary is safe.
                 _ => return Vec::new(),
@@ -330,7 +330,7 @@ impl Topology {
     }
 
     pub fn view(&self) -> Vec<ServerView> {
-        let primary_lsn = self.primary_lsn.map(|a| a.written);
+        let primary_written = self.primary_at.map(|a| a.written);
         self.servers
             .iter()
             .map(|(s, h)| {
@@ -345,7 +345,7 @@ impl Topology {
                     server: s.clone(),
                     up: h.up,
                     role,
-                    lag_bytes: replica.and_then(|p| primary_lsn.map(|l| l.saturating_sub(p.lsn))),
+                    lag_bytes: replica.and_then(|p| primary_written.map(|l| l.saturating_sub(p.lsn))),
                     lag: replica.map(|_| h.lag),
                     timeline: p.and_then(|p| p.timeline),
                 }
