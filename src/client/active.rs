@@ -85,7 +85,7 @@ impl Session {
         let read_client = may_forward(a, false) && client_room;
         let idle_in_tx =
             self.idle_tx.is_some() && a.to_server.is_empty() && !self.checking && a.replies.awaiting_client();
-        let draining = &self.ctx.draining;
+        let drain = self.drain.fired(&self.ctx.draining);
         let crate::backend::BackendConn { rd, wr, rbuf, .. } = &mut *a.backend;
         // `biased` (see `wait_client`): the server's bytes first, then the client's; reading either
         // stops at the high-water marks, which lets the writes and the timers come round.
@@ -126,7 +126,7 @@ impl Session {
                     return Err(End::Fatal(ClientError::IdleInTransactionTimeout));
                 }
             }
-            _ = draining.cancelled(), if session_idle => {}
+            _ = drain, if session_idle => {}
         }
         Ok(())
     }

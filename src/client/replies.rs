@@ -114,12 +114,28 @@ impl ReplyQueue {
     /// ~250 instructions, per transaction).
     pub fn from_spare(spare: &mut Spare) -> ReplyQueue {
         let kept = kept_entries(spare).map(std::mem::take).filter(|e| e.capacity() > 0);
-        let entries = kept.unwrap_or_else(|| VecDeque::with_capacity(ENTRIES_AT_FIRST));
-        ReplyQueue { entries, ..ReplyQueue::default() }
+        ReplyQueue::with_entries(kept.unwrap_or_else(|| VecDeque::with_capacity(ENTRIES_AT_FIRST)))
     }
 
-    /// Leaves the (empty) storage in `spare` for the connection's next transaction.
-    pub fn into_spare(mut self, spare: &mut Spare) {
+    /// Every field spelled out, not `..ReplyQueue::default()`: that builds a whole queue and drops
+    /// its (empty) entries, an out-of-line drop (callgrind: ~65 instructions per transaction).
+    fn with_entries(entries: VecDeque<Entry>) -> ReplyQueue {
+        ReplyQueue {
+            entries,
+            skipping: false,
+            batch_open: false,
+            status: TxStatus::Idle,
+            undone: Vec::new(),
+            answered: Vec::new(),
+            copy_in: false,
+            poisoned: false,
+        }
+    }
+
+    /// Leaves the (emptied) storage in `spare` for the connection's next transaction; the queue
+    /// keeps none. By reference: taking the queue by value costs a default queue left in its
+    /// place and a second drop (~65 instructions each).
+    pub fn leave_storage(&mut self, spare: &mut Spare) {
         let mut entries = std::mem::take(&mut self.entries);
         if entries.capacity() > SPARE_MAX {
             return;
@@ -139,16 +155,7 @@ fn kept_entries(spare: &mut Spare) -> Option<&mut VecDeque<Entry>> {
 
 impl Default for ReplyQueue {
     fn default() -> Self {
-        ReplyQueue {
-            entries: VecDeque::new(),
-            skipping: false,
-            batch_open: false,
-            status: TxStatus::Idle,
-            undone: Vec::new(),
-            answered: Vec::new(),
-            copy_in: false,
-            poisoned: false,
-        }
+        ReplyQueue::with_entries(VecDeque::new())
     }
 }
 
@@ -455,7 +462,7 @@ mod tests {
         r.push(Request::Query, Owner::Client, None);
         let at = r.entries.as_slices().0.as_ptr();
         r.on_server(b'Z', IDLE).unwrap();
-        r.into_spare(&mut spare);
+        r.leave_storage(&mut spare);
         let r = ReplyQueue::from_spare(&mut spare);
         assert_eq!(r.entries.as_slices().0.as_ptr(), at, "the same storage, not a new allocation");
         assert!(r.entries.is_empty());
@@ -464,7 +471,7 @@ mod tests {
         for _ in 0..(SPARE_MAX + 1) {
             r.push(Request::Sync, Owner::Client, None);
         }
-        r.into_spare(&mut spare);
+        r.leave_storage(&mut spare);
         let r = ReplyQueue::from_spare(&mut spare);
         assert!((ENTRIES_AT_FIRST..=SPARE_MAX).contains(&r.entries.capacity()));
     }

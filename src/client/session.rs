@@ -15,7 +15,7 @@ use bytes::BytesMut;
 
 use super::aborted::Aborted;
 use super::handshake::{First, Startup};
-use super::io::{IdleTimer, flush_now, read_more, unsent};
+use super::io::{DrainSignal, IdleTimer, flush_now, read_more, unsent};
 use super::relay::{Active, check_client_header};
 use super::replies::{Owner, ReplyQueue, Request};
 use super::settings;
@@ -72,6 +72,8 @@ pub struct Session {
     pub(super) idle_tx: Option<IdleTimer>,
     /// Times the waits for a server connection (kept armed between borrows: see `WaitTimer`).
     pub(super) wait_timer: WaitTimer,
+    /// Tells a session waiting between transactions that pgmux drains.
+    pub(super) drain: DrainSignal,
     /// `clients.max_message_size`.
     pub(super) max_message: usize,
     /// Client bytes not yet handled.
@@ -132,6 +134,7 @@ impl Session {
             idle: IdleTimer::new(ctx_idle),
             idle_tx,
             wait_timer: WaitTimer::default(),
+            drain: DrainSignal::default(),
             max_message,
             cin: pending,
             cout: BytesMut::new(),
@@ -195,7 +198,7 @@ impl Session {
             if a.is_free() {
                 let out = std::mem::take(&mut a.to_server);
                 a.backend.keep_out_buffer(out);
-                std::mem::take(&mut a.replies).into_spare(&mut a.backend.spare);
+                a.replies.leave_storage(&mut a.backend.spare);
                 a.backend.release();
             } else {
                 tracing::debug!(user = %self.user, "discarding a server connection in an unknown state");
@@ -268,7 +271,6 @@ impl Session {
 
     /// Reads client bytes (or flushes pending output) until something happens.
     pub(super) async fn wait_client(&mut self, idle_applies: bool, watch_drain: bool) -> Result<(), End> {
-        let draining = &self.ctx.draining;
         let read = self.client_room();
         // `biased`: polled in order, without a random number per wait (~200 instructions a
         // transaction); every branch is gated by back-pressure or idleness, so none starves.
@@ -289,7 +291,7 @@ impl Session {
                     return Err(End::Fatal(ClientError::IdleTimeout));
                 }
             }
-            _ = draining.cancelled(), if watch_drain => {}
+            _ = self.drain.fired(&self.ctx.draining), if watch_drain => {}
         }
         Ok(())
     }
