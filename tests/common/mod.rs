@@ -272,7 +272,15 @@ impl ChildProxy {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"));
+        // The tests' own PGMUX_* knobs (PGMUX_IDLE_CLIENTS, PGMUX_TEST_CORES…) are not pgmux
+        // settings: pgmux refuses to start on an unknown one. The YAML says all it needs.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("PGMUX_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .env("PGMUX_LOG", "info")
