@@ -499,7 +499,7 @@ impl Cluster {
             };
             let primary = &pool.key.server;
             let remaining = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
-            match pool.checkout_with(remaining, timer).await {
+            match pool.checkout(remaining, timer).await {
                 Ok(conn) if conn.is_standby() == Some(true) => {
                     // A reused connection's flag dates from when it was opened (a replica since
                     // promoted): only a fresh one says what the server is now.

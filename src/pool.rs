@@ -11,8 +11,12 @@
 //! pool's size still bounds the whole and a permit free anywhere serves a waiting borrower.
 
 pub mod cores;
+mod registry;
+mod stats;
 mod wait;
 
+pub use registry::Pools;
+pub use stats::PoolStats;
 pub use wait::WaitTimer;
 
 use std::collections::HashMap;
@@ -24,7 +28,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::backend::{BackendConn, BackendError, LoginParams};
-use crate::metrics::LatencyHistogram;
 use cores::Cores;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,50 +43,6 @@ pub enum PoolError {
     Timeout,
     #[error(transparent)]
     Connect(#[from] BackendError),
-}
-
-/// Counters a pool keeps about itself (read by the metrics collector at scrape time).
-#[derive(Debug)]
-pub struct PoolStats {
-    /// Connections opened (logged in and ready).
-    pub opened: AtomicU64,
-    /// Connection attempts, and those that failed.
-    pub connects: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub discarded: AtomicU64,
-    pub borrows: AtomicU64,
-    /// Borrows served from another worker's shard (the borrower's own had none free): that
-    /// worker's runtime drives the connection's socket for the transaction.
-    pub borrows_other_worker: AtomicU64,
-    pub timeouts: AtomicU64,
-    /// Client requests (Query, Execute, FunctionCall) relayed over this pool's connections, added
-    /// when each connection comes back.
-    pub queries: AtomicU64,
-    /// Borrow → connection in hand (a borrow served at once counts as 0, without a clock read).
-    /// These three are striped by server connection (see `metrics::LatencyHistogram`).
-    pub borrow_wait: LatencyHistogram,
-    /// Connection in hand → given back (a transaction; a whole session in session mode).
-    pub held: LatencyHistogram,
-    /// Borrow → given back: `borrow_wait` + `held` of the same borrow.
-    pub borrow_to_release: LatencyHistogram,
-}
-
-impl Default for PoolStats {
-    fn default() -> Self {
-        PoolStats {
-            opened: AtomicU64::new(0),
-            connects: AtomicU64::new(0),
-            connect_failures: AtomicU64::new(0),
-            discarded: AtomicU64::new(0),
-            borrows: AtomicU64::new(0),
-            borrows_other_worker: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            queries: AtomicU64::new(0),
-            borrow_wait: LatencyHistogram::default(),
-            held: LatencyHistogram::default(),
-            borrow_to_release: LatencyHistogram::default(),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -247,17 +206,9 @@ impl Pool {
         self.sockets.lock().map(|s| s.iter().filter(|(s, _)| s.strong_count() > 0).count()).unwrap_or(0)
     }
 
-    /// Borrows a connection, waiting at most `timeout` for one to be free.
-    pub async fn checkout(self: &Arc<Self>, timeout: Duration) -> Result<Pooled, PoolError> {
-        self.checkout_with(timeout, &mut WaitTimer::default()).await
-    }
-
-    /// `checkout`, timing a wait on `timer`, which the borrower keeps from one borrow to the next.
-    pub async fn checkout_with(
-        self: &Arc<Self>,
-        timeout: Duration,
-        timer: &mut WaitTimer,
-    ) -> Result<Pooled, PoolError> {
+    /// Borrows a connection, waiting at most `timeout` for one to be free, timed on `timer` (which
+    /// the borrower keeps from one borrow to the next: see `WaitTimer`).
+    pub async fn checkout(self: &Arc<Self>, timeout: Duration, timer: &mut WaitTimer) -> Result<Pooled, PoolError> {
         // The clock is read only when the borrow has to wait or connect: a borrow served at once
         // (the common case) waited ~0, and its one clock read is taken when it is lent.
         // A borrowed permit, not an owned one: an owned permit clones the semaphore's `Arc`, a
@@ -611,54 +562,5 @@ impl Deref for Pooled {
 impl DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut BackendConn {
         self.conn.as_mut().expect("a Pooled always holds its connection until consumed")
-    }
-}
-
-/// Every pool, found by key and created on first use.
-#[derive(Debug, Default)]
-pub struct Pools {
-    map: Mutex<foldhash::HashMap<PoolKey, Arc<Pool>>>,
-    /// The cores clients run on: every pool gets a shard per core.
-    cores: Cores,
-}
-
-impl Pools {
-    pub fn on_cores(cores: Cores) -> Pools {
-        Pools { map: Mutex::default(), cores }
-    }
-
-    pub fn cores(&self) -> &Cores {
-        &self.cores
-    }
-
-    pub fn get_or_create(&self, key: PoolKey, make: impl FnOnce(&PoolKey) -> Arc<Pool>) -> Arc<Pool> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = map.get(&key) {
-            return p.clone();
-        }
-        let pool = make(&key);
-        map.insert(key, pool.clone());
-        pool
-    }
-
-    pub fn get(&self, key: &PoolKey) -> Option<Arc<Pool>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Arc<Pool>> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().cloned().collect()
-    }
-
-    /// Forgets a pool that has nothing open and nothing lent (e.g. an unknown database).
-    pub fn remove_if_unused(&self, key: &PoolKey) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = map.get(key)
-            && p.borrowed_count() == 0
-            && p.idle_count() == 0
-            && Arc::strong_count(p) == 1
-        {
-            map.remove(key);
-        }
     }
 }

@@ -40,7 +40,7 @@ impl Cluster {
         }
         let turn = rand::random_range(0..candidates.len().max(1));
         for pool in rank(candidates, |p| p.borrowed_count(), turn) {
-            match pool.checkout_with(timeout, timer).await {
+            match pool.checkout(timeout, timer).await {
                 Ok(conn) if conn.is_standby() == Some(false) => {
                     // Promoted: it leaves the reader set once the prober has seen it (asked now).
                     tracing::warn!(server = %pool.key.server, "replica is no longer in recovery; not used for reads");
