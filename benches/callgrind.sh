@@ -14,7 +14,7 @@ MODE=${CG_MODE:-simple}
 BIN=${1:-target/release/pgmux}; PORT=${2:-7601}; TX=${3:-3000}
 OUT=/tmp/cg.$PORT
 rm -f $OUT.*
-valgrind --tool=callgrind ${CG_CACHE:+--cache-sim=yes} --callgrind-out-file=$OUT.%p $BIN demo --port $PORT > /tmp/cg-demo.$PORT.log 2>&1 &
+valgrind --tool=callgrind ${CG_CACHE:+--cache-sim=yes} ${CG_VALGRIND_ARGS:-} --callgrind-out-file=$OUT.%p $BIN demo --port $PORT > /tmp/cg-demo.$PORT.log 2>&1 &
 VPID=$!
 for i in $(seq 1 300); do grep -q "listening" /tmp/cg-demo.$PORT.log && break; sleep 1; done
 echo 'SELECT 1;' > /tmp/select1.sql
@@ -25,7 +25,8 @@ if [ "${CG_SCRIPT:-select1}" = select-only ]; then
   WORK=(-S)
 fi
 # CG_CLIENTS: clients in the measured run (TX divided among them). CG_CACHE=1: valgrind's cache
-# simulation too, with data cache misses per transaction.
+# simulation too, with data cache misses per transaction; CG_VALGRIND_ARGS adds valgrind options,
+# e.g. "--LL=1048576,16,64" to simulate this box's 1 MiB L2 as the last level.
 # CG_IDLE=N: N more clients stay connected and idle throughout (pgbench `\sleep`), to see whether
 # a transaction costs more instructions with many clients connected.
 if [ "${CG_IDLE:-0}" -gt 0 ]; then

@@ -31,6 +31,11 @@ pub async fn bind(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
 /// As `bind`, for `cores` cores: with more than one, the listener shares its port (SO_REUSEPORT)
 /// with `cores - 1` more sockets bound to the same address (its port, when `addr` asks for port 0),
 /// one for each further core to accept on, and the kernel spreads new connections over them.
+///
+/// The port is shared among this process's sockets only: an address another process listens on —
+/// even a second pgmux, whose sockets would take SO_REUSEPORT too — is refused as in use, as with
+/// one core. Otherwise the kernel would silently split new connections between the two processes
+/// (measured: a second instance's writer port sharing the first one's reader endpoint).
 pub async fn bind_per_core(
     addr: &str,
     backlog: u32,
@@ -40,7 +45,7 @@ pub async fn bind_per_core(
     let backlog = effective_backlog(backlog);
     let mut last = None;
     for a in tokio::net::lookup_host(addr).await? {
-        match bind_one(a, backlog, shared) {
+        match bind_exclusive(a, backlog, shared) {
             Ok(first) => {
                 let bound = first.local_addr()?;
                 let more = (1..cores).map(|_| bind_one(bound, backlog, true)).collect::<std::io::Result<_>>()?;
@@ -52,11 +57,28 @@ pub async fn bind_per_core(
     Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: no address"))))
 }
 
-fn bind_one(addr: SocketAddr, backlog: u32, shared: bool) -> std::io::Result<std::net::TcpListener> {
+/// The first socket of a listener: as `bind_one`, but when it is to be `shared` with this
+/// process's other sockets (SO_REUSEPORT) and `addr` names a port, first checks that no one listens
+/// there: a socket without SO_REUSEPORT cannot bind a port some socket listens on, whatever that
+/// one's options. (Two processes starting at the same instant could both pass the check.)
+fn bind_exclusive(addr: SocketAddr, backlog: u32, shared: bool) -> std::io::Result<std::net::TcpListener> {
+    if shared && addr.port() != 0 {
+        drop(new_socket(addr)?.bind(&addr.into())?);
+    }
+    bind_one(addr, backlog, shared)
+}
+
+/// A TCP socket for `addr`'s family, with SO_REUSEADDR as tokio's own bind sets it: a restart need
+/// not wait out TIME_WAIT.
+fn new_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // As tokio's own bind: a restart need not wait out TIME_WAIT.
     socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+fn bind_one(addr: SocketAddr, backlog: u32, shared: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = new_socket(addr)?;
     if shared {
         socket.set_reuse_port(true)?;
     }
@@ -196,6 +218,33 @@ mod tests {
         let l = bind("127.0.0.1:0", 8).await.unwrap();
         let addr = l.local_addr().unwrap();
         let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        assert_eq!(c.unwrap().local_addr().unwrap(), s.unwrap().1);
+    }
+
+    #[tokio::test]
+    async fn a_port_another_listener_holds_is_refused_even_when_shared_per_core() {
+        // Another pgmux with per-core sockets (SO_REUSEPORT) holds the port.
+        let (first, more) = bind_per_core("127.0.0.1:0", 8, 2).await.unwrap();
+        let addr = first.local_addr().unwrap().to_string();
+        assert_eq!(more.len(), 1);
+        for cores in [1, 2, 3] {
+            let err = bind_per_core(&addr, 8, cores).await.expect_err("the port is taken");
+            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{cores} cores: {err}");
+        }
+        // Any other listener, without SO_REUSEPORT.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = plain.local_addr().unwrap().to_string();
+        let err = bind_per_core(&addr, 8, 2).await.expect_err("the port is taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        // Once the holder is gone, the port binds again, shared by this process's sockets, and
+        // accepts.
+        drop((first, more));
+        drop(plain);
+        let (first, more) = bind_per_core(&addr, 8, 2).await.unwrap();
+        assert_eq!(more[0].local_addr().unwrap(), first.local_addr().unwrap());
+        // (With two sockets open, the kernel may hand the connection to either.)
+        drop(more);
+        let (c, s) = tokio::join!(TcpStream::connect(&addr), first.accept());
         assert_eq!(c.unwrap().local_addr().unwrap(), s.unwrap().1);
     }
 
