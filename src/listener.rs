@@ -63,7 +63,10 @@ pub async fn bind_per_core(
 /// one's options. (Two processes starting at the same instant could both pass the check.)
 fn bind_exclusive(addr: SocketAddr, backlog: u32, shared: bool) -> std::io::Result<std::net::TcpListener> {
     if shared && addr.port() != 0 {
-        drop(new_socket(addr)?.bind(&addr.into())?);
+        let probe = new_socket(addr)?;
+        probe.bind(&addr.into())?;
+        // Closed here, before the listener binds.
+        drop(probe);
     }
     bind_one(addr, backlog, shared)
 }
