@@ -147,8 +147,9 @@ pub struct BackendConn {
     pub params_version: u64,
     /// An order-independent digest of `params` (XOR of each entry's hash).
     pub params_digest: u64,
-    /// Client startup settings pgmux applied with set_config, sorted by name.
-    pub applied: Vec<(String, String)>,
+    /// Client startup settings pgmux applied with set_config, sorted by name (the client's own
+    /// list: see `state::SettingLists`).
+    pub applied: Arc<[(String, String)]>,
     /// The server's latest `in_hot_standby` report (checked on every borrow, so kept decoded).
     standby: Option<bool>,
     /// pgmux-named prepared statements that exist on this connection.
@@ -242,7 +243,7 @@ impl BackendConn {
             params: Default::default(),
             params_version: 0,
             params_digest: 0,
-            applied: Vec::new(),
+            applied: Arc::default(),
             statements: prepared::ServerStatements::default(),
             standby: None,
             cutter,

@@ -203,6 +203,7 @@ impl Session {
             // Something out of pgmux's sight dropped or made pgmux-named statements.
             a.backend.statements.needs_reset = true;
         }
+        let now = self.ctx.setting_lists.intern(now);
         a.backend.applied = now.clone();
         self.settings = now;
         let old = self.pins;

@@ -94,7 +94,7 @@ async fn cleanup(mut a: Active, reset: bool) {
         if !matches!(a.backend.simple_query("DISCARD ALL").await, Ok(None)) {
             return;
         }
-        a.backend.applied.clear();
+        a.backend.applied = Default::default();
         a.backend.statements.clear();
     }
     a.backend.release();

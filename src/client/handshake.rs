@@ -27,14 +27,14 @@ use crate::protocol::{TxStatus, ftag};
 use crate::state::pause::Held;
 use crate::state::registry::CancelKey;
 use crate::state::settings::{AuthMethod, PoolMode};
-use crate::state::{Admitted, ProxyState};
+use crate::state::{Admitted, ProxyState, SettingList};
 
 /// A client that finished its startup.
 #[derive(Debug)]
 pub struct Startup {
     pub user: String,
     pub database: String,
-    pub settings: Vec<(String, String)>,
+    pub settings: SettingList,
     pub key: CancelKey,
     /// Where the greeting came from.
     pub first: First,
@@ -145,7 +145,7 @@ async fn greet_console(ctx: &ProxyState, stream: &mut Stream, login: Login) -> R
 struct Login {
     user: String,
     database: String,
-    settings: Vec<(String, String)>,
+    settings: SettingList,
     buf: BytesMut,
     out: BytesMut,
     admitted: Admitted,
@@ -186,7 +186,7 @@ async fn login(
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let user = get("user").unwrap_or_default();
     let database = get("database").filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
-    let settings = settings::from_startup(&params)?;
+    let settings = ctx.setting_lists.intern(settings::from_startup(&params)?);
 
     // Room for the authentication requests and a typical greeting without regrowing.
     let mut out = BytesMut::with_capacity(1024);
@@ -248,7 +248,7 @@ async fn greeting_backend(
     ctx: &ProxyState,
     database: &str,
     user: &str,
-    settings: &[(String, String)],
+    settings: &SettingList,
     endpoint: Endpoint,
 ) -> Result<Pooled> {
     let mut backend = first_backend(ctx, database, user, endpoint).await?;
@@ -258,7 +258,7 @@ async fn greeting_backend(
             backend.release();
             return Err(HandshakeEnd::ServerError(frame.bytes));
         }
-        backend.applied = settings.to_vec();
+        backend.applied = settings.clone();
     }
     backend.pool().remember_greeting(settings, &backend);
     Ok(backend)

@@ -279,7 +279,7 @@ fn client_query(a: &mut Active, stmts: &mut ClientStatements, frame: &[u8]) {
             a.backend.statements.clear();
             a.backend.statements.needs_reset = true;
             // DISCARD ALL also resets settings: re-apply the client's on the next borrow.
-            a.backend.applied.clear();
+            a.backend.applied = Default::default();
             a.to_server.extend_from_slice(frame);
         }
         Some(StatementCommand::Deallocate(name)) if stmts.get(name.as_bytes()).is_some() => {

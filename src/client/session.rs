@@ -27,10 +27,10 @@ use crate::pool::{Pool, Pooled, WaitTimer};
 use crate::protocol::build;
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::messages::ErrorResponse;
-use crate::state::ProxyState;
 use crate::state::pins::PinReasons;
 use crate::state::registry::CancelKey;
 use crate::state::settings::PoolMode;
+use crate::state::{ProxyState, SettingList};
 
 /// Stop reading a side while this much is waiting to be written to the other (and stop reading
 /// the client while this much of its input waits unhandled, beyond one message being assembled).
@@ -84,7 +84,7 @@ pub struct Session {
     pub(super) peer: SocketAddr,
     pub(super) user: String,
     pub(super) database: String,
-    pub(super) settings: Vec<(String, String)>,
+    pub(super) settings: SettingList,
     pub(super) key: CancelKey,
     pub(super) state: State,
     /// The client's named prepared statements (transaction mode).
