@@ -194,15 +194,6 @@ impl SettingLists {
         inner.lists.insert(list.clone());
         list
     }
-
-    /// Lists held (in use or not yet swept).
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).lists.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Whether autocommit query texts are provably read-only SELECTs, cached by a hash of the text.
@@ -236,6 +227,11 @@ mod tests {
         v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
+    /// Lists held (in use or not yet swept).
+    fn held(lists: &SettingLists) -> usize {
+        lists.0.lock().unwrap().lists.len()
+    }
+
     #[test]
     fn equal_setting_lists_are_one_shared_list_and_unused_ones_are_swept() {
         let lists = SettingLists::default();
@@ -247,13 +243,13 @@ mod tests {
         assert_eq!(&c[..], &list(&[("application_name", "other")])[..]);
         let empty = lists.intern(Vec::new());
         assert!(empty.is_empty());
-        assert_eq!(lists.len(), 3);
+        assert_eq!(held(&lists), 3);
         // Lists nobody holds go once the set has grown enough; held ones stay, still shared.
         drop((b, c));
         for i in 0..200 {
             drop(lists.intern(list(&[("application_name", &format!("client {i}"))])));
         }
-        assert!(lists.len() < 200, "unused lists swept: {}", lists.len());
+        assert!(held(&lists) < 200, "unused lists swept: {}", held(&lists));
         let again = lists.intern(list(&[("application_name", "app"), ("timezone", "UTC")]));
         assert!(Arc::ptr_eq(&a, &again), "a list in use is kept");
         assert!(Arc::ptr_eq(&empty, &lists.intern(Vec::new())));

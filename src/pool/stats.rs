@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use crate::metrics::LatencyHistogram;
 
 /// Counters a pool keeps about itself (read by the metrics collector at scrape time).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PoolStats {
     /// Connections opened (logged in and ready).
     pub opened: AtomicU64,
@@ -28,22 +28,4 @@ pub struct PoolStats {
     pub held: LatencyHistogram,
     /// Borrow → given back: `borrow_wait` + `held` of the same borrow.
     pub borrow_to_release: LatencyHistogram,
-}
-
-impl Default for PoolStats {
-    fn default() -> Self {
-        PoolStats {
-            opened: AtomicU64::new(0),
-            connects: AtomicU64::new(0),
-            connect_failures: AtomicU64::new(0),
-            discarded: AtomicU64::new(0),
-            borrows: AtomicU64::new(0),
-            borrows_other_worker: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            queries: AtomicU64::new(0),
-            borrow_wait: LatencyHistogram::default(),
-            held: LatencyHistogram::default(),
-            borrow_to_release: LatencyHistogram::default(),
-        }
-    }
 }
