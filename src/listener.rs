@@ -117,7 +117,7 @@ pub fn effective_backlog(wanted: u32) -> u32 {
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     /// SIGTERM: stop accepting, let running transactions finish (bounded), then return.
-    pub drain: CancellationToken,
+    pub drain: crate::state::Drain,
     /// SIGINT: return now.
     pub abort: CancellationToken,
 }

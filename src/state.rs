@@ -6,11 +6,13 @@
 //! - `registry`: the client registry: every connected client's cancel key and what it holds now.
 //! - `pins`: pin reasons, and the proxy's pin counters.
 //! - `pause`: the PAUSE / RESUME gate every borrow of a server connection passes.
+//! - `drain`: the drain signal, read without a lock.
 //! - `addresses`: per-source-address handshake places and failed-login delays.
 //! - `collector`: the client-side metrics read at scrape time (pins, errors sent).
 
 pub mod addresses;
 pub mod collector;
+pub mod drain;
 pub mod pause;
 pub mod pins;
 pub mod registry;
@@ -27,6 +29,7 @@ use crate::config::Config;
 use crate::error::ClientError;
 use crate::metrics::Metrics;
 use crate::tls::TlsSettings;
+pub use drain::Drain;
 use registry::CancelRegistry;
 use settings::ClientSettings;
 
@@ -49,7 +52,7 @@ pub struct ProxyState {
     /// Clients' startup settings, one copy per distinct list.
     pub setting_lists: SettingLists,
     /// Set on SIGTERM (or the admin console's SHUTDOWN): finish the current transaction, then leave.
-    pub draining: CancellationToken,
+    pub draining: Drain,
     /// PAUSE / RESUME: every borrow of a server connection passes it.
     pub pause: pause::PauseGate,
     /// The configuration in force (SHOW CONFIG, admin_users).
@@ -77,7 +80,7 @@ impl ProxyState {
         settings: ClientSettings,
         users: Arc<arc_swap::ArcSwap<UserDirectory>>,
         cluster: Arc<Cluster>,
-        draining: CancellationToken,
+        draining: Drain,
         config: Arc<Config>,
         tls: Arc<TlsSettings>,
     ) -> ProxyState {

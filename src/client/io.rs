@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::task::{Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::state::Drain;
 
 use super::relay::{self, ClientSink};
 
@@ -90,23 +92,44 @@ pub fn give_back(buf: &mut BytesMut) {
     }
 }
 
-/// Fires once pgmux drains (shuts down): a session between transactions ends then. One waiter,
-/// registered on the token at the first wait and kept from one wait to the next: a fresh
-/// `cancelled()` per wait registered and unregistered a waiter under the token's lock each time
-/// (callgrind: ~260 instructions per transaction). Costs a client ~100 bytes, boxed.
+/// Fires once pgmux drains (shuts down): a session between transactions ends then.
+///
+/// One waiter, registered on the token at the first wait and kept from one wait to the next (a
+/// fresh `cancelled()` per wait registered and unregistered a waiter under the token's lock each
+/// time: callgrind, ~260 instructions per transaction), and polled again only when the task's waker
+/// changed: a poll of it locks the token's mutex and its `Notify`'s, lines every session on every
+/// worker writes. Between those polls the drain flag, set before the token wakes the waiter, says
+/// whether it fired. Costs a client ~100 bytes, boxed.
 #[derive(Default)]
-pub struct DrainSignal(Option<Pin<Box<WaitForCancellationFutureOwned>>>);
+pub struct DrainSignal {
+    waiter: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// The waker the waiter was last polled with (its data pointer, as an address).
+    registered: usize,
+}
 
 impl DrainSignal {
-    /// The wait for `draining` (the same token each call), to poll in a `select!`.
-    pub fn fired(&mut self, draining: &CancellationToken) -> &mut Pin<Box<WaitForCancellationFutureOwned>> {
-        self.0.get_or_insert_with(|| Box::pin(draining.clone().cancelled_owned()))
+    /// Completes once pgmux drains (`draining` is the same each call), to poll in a `select!`.
+    pub fn fired<'a>(&'a mut self, draining: &'a Drain) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if draining.is_cancelled() {
+                return Poll::Ready(());
+            }
+            let waker = cx.waker().data() as usize;
+            if self.registered != waker || self.waiter.is_none() {
+                let waiter = self.waiter.get_or_insert_with(|| Box::pin(draining.cancelled_owned()));
+                if waiter.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                self.registered = waker;
+            }
+            Poll::Pending
+        })
     }
 }
 
 impl std::fmt::Debug for DrainSignal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "DrainSignal(armed)" } else { "DrainSignal" })
+        f.write_str(if self.waiter.is_some() { "DrainSignal(armed)" } else { "DrainSignal" })
     }
 }
 
@@ -174,18 +197,40 @@ mod tests {
     fn the_drain_waiter_is_small() {
         let size = std::mem::size_of::<WaitForCancellationFutureOwned>();
         assert!(size <= 112, "{size} bytes");
-        assert_eq!(std::mem::size_of::<DrainSignal>(), 8, "unarmed, a pointer");
+        assert_eq!(std::mem::size_of::<DrainSignal>(), 16, "unarmed, a pointer and an address");
     }
 
     #[tokio::test]
     async fn the_drain_signal_fires_once_draining_and_keeps_firing() {
-        let token = CancellationToken::new();
+        let token = Drain::default();
         let mut drain = DrainSignal::default();
         let pending = tokio::time::timeout(Duration::from_millis(1), drain.fired(&token)).await;
         assert!(pending.is_err(), "not draining yet");
         token.cancel();
         drain.fired(&token).await;
         drain.fired(&token).await;
+    }
+
+    /// A task waiting on the signal (registered once, then only reading the flag) is woken when
+    /// draining starts, from another task.
+    #[tokio::test]
+    async fn a_registered_waiter_is_woken_by_the_drain() {
+        let token = Drain::default();
+        let waiting = token.clone();
+        let (registered, is_registered) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut drain = DrainSignal::default();
+            // Polled several times with the same waker before the drain: registered once.
+            for _ in 0..3 {
+                let pending = tokio::time::timeout(Duration::from_millis(1), drain.fired(&waiting)).await;
+                assert!(pending.is_err());
+            }
+            registered.send(()).unwrap();
+            drain.fired(&waiting).await;
+        });
+        is_registered.await.unwrap();
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("woken").unwrap();
     }
 
     #[test]

@@ -10,9 +10,9 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
+use super::drain::Drain;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Why a borrower held at the gate gave up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl PauseGate {
     /// Passes the gate, waiting while it is closed, at most `timeout`; returns what is left of it
     /// (all of it when the gate was open: the clock is read only when waiting). Every `Ok` must be
     /// followed by one [`PauseGate::leave`] once the borrow is visible to the status call (or failed).
-    pub async fn enter(&self, timeout: Duration, draining: &CancellationToken) -> Result<Duration, Held> {
+    pub async fn enter(&self, timeout: Duration, draining: &Drain) -> Result<Duration, Held> {
         let mut deadline = None;
         loop {
             self.passing.fetch_add(1, SeqCst);
@@ -93,7 +93,7 @@ impl PauseGate {
         self.passing.fetch_sub(1, SeqCst);
     }
 
-    async fn wait_open(&self, deadline: Instant, draining: &CancellationToken) -> Result<(), Held> {
+    async fn wait_open(&self, deadline: Instant, draining: &Drain) -> Result<(), Held> {
         let mut state = self.state.subscribe();
         self.held.fetch_add(1, SeqCst);
         let outcome = tokio::select! {
@@ -116,7 +116,7 @@ mod tests {
     #[tokio::test]
     async fn open_gate_passes_at_once_and_counts_until_leave() {
         let gate = PauseGate::default();
-        let draining = CancellationToken::new();
+        let draining = Drain::default();
         assert_eq!(gate.enter(FAR, &draining).await, Ok(FAR));
         assert_eq!(gate.passing(), 1);
         gate.leave();
@@ -128,7 +128,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn closed_gate_holds_until_resume() {
         let gate = Arc::new(PauseGate::default());
-        let draining = CancellationToken::new();
+        let draining = Drain::default();
         gate.pause();
         let (g, d) = (gate.clone(), draining.clone());
         let waiter = tokio::spawn(async move { g.enter(FAR, &d).await });
@@ -143,7 +143,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn held_borrowers_give_up_at_their_deadline_or_on_shutdown() {
         let gate = PauseGate::default();
-        let draining = CancellationToken::new();
+        let draining = Drain::default();
         gate.pause();
         assert_eq!(gate.enter(Duration::from_secs(2), &draining).await, Err(Held::TimedOut));
         draining.cancel();
