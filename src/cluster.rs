@@ -491,7 +491,9 @@ impl Cluster {
                         Some(p) => p,
                         None => {
                             let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                            self.wait_for_primary(database, user, deadline).await?
+                            // Boxed: only a failover waits here, and inline this wait would size
+                            // every client's task (memory per client).
+                            Box::pin(self.wait_for_primary(database, user, deadline)).await?
                         }
                     };
                     &*found.insert(self.pool(primary, database, user)?)

@@ -164,19 +164,25 @@ impl Session {
         session
     }
 
-    pub async fn run(mut self) {
-        let end = loop {
-            let step = match self.state {
-                State::Idle => self.idle_step().await,
-                State::Active(_) => self.active_step().await,
-                State::Discarding => self.discard_step().await,
-                State::Aborted(_) => self.aborted_step().await,
+    /// Serves the client until it leaves. Sized for memory per client: an `async move` block
+    /// keeps the session once (an `async fn`'s `mut self` is kept twice, as the argument and as
+    /// its local copy), and the goodbye, the largest of the steps, waits in a box of its own.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would keep `mut self` twice")]
+    pub fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            let end = loop {
+                let step = match self.state {
+                    State::Idle => self.idle_step().await,
+                    State::Active(_) => self.active_step().await,
+                    State::Discarding => self.discard_step().await,
+                    State::Aborted(_) => self.aborted_step().await,
+                };
+                if let Err(end) = step {
+                    break end;
+                }
             };
-            if let Err(end) = step {
-                break end;
-            }
-        };
-        self.finish(end).await;
+            Box::pin(self.finish(end)).await;
+        }
     }
 
     /// The only place the state changes: keeps the cancel target in step, and returns or discards a

@@ -69,7 +69,8 @@ impl Cluster {
         if !self.routing.load().fallback_to_primary {
             return Err(ClusterError::NoReplica);
         }
-        self.checkout_primary(None, database, user, timeout, timer).await
+        // Boxed: the fallback is the exception, and inline it would size every client's task.
+        Box::pin(self.checkout_primary(None, database, user, timeout, timer)).await
     }
 }
 
