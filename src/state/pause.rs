@@ -10,9 +10,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use super::drain::Drain;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use super::drain::Drain;
 
 /// Why a borrower held at the gate gave up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
