@@ -66,21 +66,29 @@ pub struct ConsoleClient {
     pub counted: crate::metrics::OpenClient,
 }
 
-/// Serves one accepted client connection until it closes; a client of the admin console is handed
-/// back once greeted.
-pub async fn serve(
-    ctx: Arc<ProxyState>,
-    mut tcp: TcpStream,
-    peer: SocketAddr,
-    endpoint: Endpoint,
-) -> Option<ConsoleClient> {
+/// What an accepted connection became once its handshake ended.
+pub enum Served {
+    /// A client logged in for sessions: the caller runs it (see `Session::run`), which keeps the
+    /// connection counted as open until it ends.
+    Session(Box<session::Session>, Box<crate::metrics::OpenClient>),
+    /// A client of the admin console, greeted.
+    Console(ConsoleClient),
+    /// The connection is closed (refused, or gone during its handshake).
+    Closed,
+}
+
+/// Takes one accepted client connection through its handshake: a session's client is handed
+/// back ready to run, a client of the admin console once greeted.
+pub async fn serve(ctx: Arc<ProxyState>, mut tcp: TcpStream, peer: SocketAddr, endpoint: Endpoint) -> Served {
     let mut open = ctx.metrics.clients.accepted();
     crate::listener::client_socket_options(&tcp);
     // Queued, not refused, past max_handshakes; the wait is pgmux's, so the deadline starts after.
     ctx.handshakes_queued.fetch_add(1, Ordering::Relaxed);
     let turn = take_turn(&ctx, &mut tcp, peer).await;
     ctx.handshakes_queued.fetch_sub(1, Ordering::Relaxed);
-    let turn = turn?;
+    let Some(turn) = turn else {
+        return Served::Closed;
+    };
     // Encryption and login share one deadline: the client's own time, from admission.
     let limit = ctx.settings.load().startup_timeout;
     let deadline = Instant::now() + limit;
@@ -92,11 +100,11 @@ pub async fn serve(
             Handshake::Negotiated { stream, tls, greeted } => (stream, tls, greeted),
             Handshake::Refused(HandshakeEnd::Told(err)) => {
                 refused(&ctx, peer, &err);
-                return None;
+                return Served::Closed;
             }
             Handshake::Refused(end) => {
                 tracing::debug!(%peer, reason = ?end, "client left during TLS negotiation");
-                return None;
+                return Served::Closed;
             }
         };
     if tls {
@@ -107,16 +115,16 @@ pub async fn serve(
         Ok(Some(handshake::Greeted::Console(login))) => {
             tracing::info!(%peer, user = %login.user, tls, "admin console session");
             open.setup_succeeded();
-            return Some(ConsoleClient { stream, login, counted: open });
+            return Served::Console(ConsoleClient { stream, login, counted: open });
         }
-        Ok(None) => return None,
+        Ok(None) => return Served::Closed,
         Err(HandshakeEnd::Quiet(reason)) => {
             tracing::debug!(%peer, reason, "client left during startup");
-            return None;
+            return Served::Closed;
         }
         Err(HandshakeEnd::Told(err)) => {
             refused(&ctx, peer, &err);
-            return None;
+            return Served::Closed;
         }
         Err(HandshakeEnd::Error(err)) => {
             refused(&ctx, peer, &err);
@@ -129,18 +137,16 @@ pub async fn serve(
             let mut buf = BytesMut::new();
             err.write_to(&mut buf, &ctx.metrics.errors);
             let _ = write_flush(&mut stream, &buf).await;
-            return None;
+            return Served::Closed;
         }
         Err(HandshakeEnd::ServerError(frame)) => {
             let _ = write_flush(&mut stream, &frame).await;
-            return None;
+            return Served::Closed;
         }
     };
     open.setup_succeeded();
     tracing::debug!(%peer, user = %startup.user, database = %startup.database, tls, "client connected");
-    session::Session::new(ctx, stream, *startup, endpoint, peer).run().await;
-    drop(open);
-    None
+    Served::Session(Box::new(session::Session::new(ctx, stream, *startup, endpoint, peer)), Box::new(open))
 }
 
 /// How a handshake went: TLS negotiation failed, or it succeeded and the login went as `greeted`

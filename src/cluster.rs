@@ -467,12 +467,28 @@ impl Cluster {
         readable.into_iter().find_map(|s| self.pools.get(&key(s)))
     }
 
+    /// `hint` (the pool a borrower used last) if it still serves the primary: the common borrow
+    /// takes its connection from it directly, then asks `settled_primary_loan` about the loan. No
+    /// `Arc` count or lock shared with other workers is written to find that out.
+    pub fn hinted_primary<'a>(&self, hint: Option<&'a Arc<Pool>>) -> Option<&'a Arc<Pool>> {
+        hint.filter(|h| self.is_primary(&h.key.server))
+    }
+
+    /// Whether a connection lent by the `hinted_primary` pool can go to the borrower as it is: a
+    /// reused connection not known as a standby. A fresh one (the moment to see whether the names
+    /// moved) or a standby goes to `checkout_primary` as its `first` outcome.
+    pub fn settled_primary_loan(&self, conn: &Pooled) -> bool {
+        !conn.is_fresh() && conn.is_standby() != Some(true)
+    }
+
     /// Borrows a connection to the primary for (database, user). `hint` is the pool the caller used
-    /// last: when it still points at the primary, the lookup is skipped. With no primary known (a
-    /// failover), waits for one until `timeout` runs out.
+    /// last: when it still points at the primary, the lookup is skipped. `first` is what a borrow
+    /// the caller already made from `hint` gave (see `hinted_primary`): it is looked at first.
+    /// With no primary known (a failover), waits for one until `timeout` runs out.
     pub async fn checkout_primary(
         &self,
         hint: Option<&Arc<Pool>>,
+        mut first: Option<Result<Pooled, PoolError>>,
         database: &str,
         user: &str,
         timeout: Duration,
@@ -481,10 +497,11 @@ impl Cluster {
         // The clock is read only once the first attempt fails: the common borrow reads none here.
         let mut deadline: Option<Instant> = None;
         loop {
-            // The common borrow: the caller's last pool still serves the primary; no `Arc` count
-            // or lock shared with other workers is written to find that out.
             let mut found = None;
             let pool = match hint {
+                // The pool the caller's own attempt was made on.
+                Some(h) if first.is_some() => h,
+                // The caller's last pool still serves the primary: no lookup.
                 Some(h) if self.is_primary(&h.key.server) => h,
                 _ => {
                     let primary = match self.primary() {
@@ -500,8 +517,14 @@ impl Cluster {
                 }
             };
             let primary = &pool.key.server;
-            let remaining = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
-            match pool.checkout(remaining, timer).await {
+            let outcome = match first.take() {
+                Some(outcome) => outcome,
+                None => {
+                    let remaining = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+                    pool.checkout(remaining, timer).await
+                }
+            };
+            match outcome {
                 Ok(conn) if conn.is_standby() == Some(true) => {
                     // A reused connection's flag dates from when it was opened (a replica since
                     // promoted): only a fresh one says what the server is now.

@@ -123,7 +123,7 @@ pub struct Shutdown {
 }
 
 /// Accepts clients on `listener` until shutdown, each served by a task running `serve(stream,
-/// peer)`; returns when every client is gone, or when the drain deadline passes, or at once on
+/// peer, tracker)` (tasks it spawns on `tracker` are waited for like it); returns when every client is gone, or when the drain deadline passes, or at once on
 /// abort. The main (writer) listener's state is `ctx`'s readiness.
 pub async fn run<F, Fut>(
     ctx: &ProxyState,
@@ -133,7 +133,7 @@ pub async fn run<F, Fut>(
     drain_timeout: Duration,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, TaskTracker) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let tracker = TaskTracker::new();
@@ -154,7 +154,7 @@ pub async fn run<F, Fut>(
                     // poll an enter and exit (~6k instructions per login, ~700 per transaction, measured);
                     // client events at info level and above carry `peer` themselves.
                     let span = tracing::debug_span!("client", id = next_id, %peer);
-                    tracker.spawn(serve(stream, peer).instrument(span));
+                    tracker.spawn(serve(stream, peer, tracker.clone()).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

@@ -231,7 +231,28 @@ impl Pool {
         if shard != core {
             self.stats.borrows_other_worker.fetch_add(1, Ordering::Relaxed);
         }
-        while let Some(mut conn) = self.shards[shard].pop_idle() {
+        // The common loan, an idle connection with no cancel in flight, is made here; the rest
+        // (waiting for a cancel to settle, opening a connection) in a boxed future of its own, so
+        // every borrow's state stays small.
+        let mut idle = self.shards[shard].pop_idle();
+        if let Some(conn) = idle.take_if(|c| c.looks_idle() && c.cancels.try_settle() == Some(true)) {
+            return Ok(self.lend(conn, shard, permit, started, false));
+        }
+        Box::pin(self.lend_settled_or_open(idle, core, shard, permit, started)).await
+    }
+
+    /// The rest of `checkout` once it holds a permit of `shard`: lends `idle` (and the shard's
+    /// other idle connections) once any cancel sent on it is settled, discarding those that cannot
+    /// be, or else opens a connection.
+    async fn lend_settled_or_open(
+        self: &Arc<Self>,
+        mut idle: Option<Box<BackendConn>>,
+        core: usize,
+        shard: usize,
+        permit: SemaphorePermit<'_>,
+        mut started: Option<Instant>,
+    ) -> Result<Pooled, PoolError> {
+        while let Some(mut conn) = idle.take().or_else(|| self.shards[shard].pop_idle()) {
             // A cancel its last borrower sent may still be on its way: lent only once that is
             // settled, so it cannot reach this borrower's query (see `backend::cancel`).
             if conn.looks_idle() && conn.cancels.settle().await {

@@ -68,11 +68,17 @@ impl CancelGate {
     /// Waits (at most `CANCEL_TIMEOUT`) until no cancel is in flight; true if the connection may be
     /// lent, false if it must be closed. Costs one atomic operation when nothing is in flight.
     pub async fn settle(&self) -> bool {
-        let clear = match self.inflight.try_write() {
-            Ok(_) => true,
-            Err(_) => tokio::time::timeout(CANCEL_TIMEOUT, self.inflight.write()).await.is_ok(),
-        };
+        if let Some(settled) = self.try_settle() {
+            return settled;
+        }
+        let clear = tokio::time::timeout(CANCEL_TIMEOUT, self.inflight.write()).await.is_ok();
         clear && !self.doubtful.load(Ordering::Acquire)
+    }
+
+    /// `settle` without waiting: None while a cancel is in flight (then `settle` waits for it).
+    pub fn try_settle(&self) -> Option<bool> {
+        let clear = self.inflight.try_write().is_ok();
+        clear.then(|| !self.doubtful.load(Ordering::Acquire))
     }
 
     pub fn is_doubtful(&self) -> bool {

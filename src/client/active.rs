@@ -116,7 +116,7 @@ impl Session {
                 }
             }
             r = self.client_wr.writable(), if unsent(&self.client_wr, &self.cout) => { r.map_err(Self::gone)?; }
-            _ = &mut self.idle.sleep, if session_idle => {
+            _ = self.idle.fired(), if session_idle => {
                 if self.idle.expired() {
                     return Err(End::Fatal(ClientError::IdleTimeout));
                 }
@@ -234,7 +234,7 @@ fn whole_frame(cin: &[u8], max_message: usize) -> bool {
 /// Completes when the optional timer fires; never without one.
 async fn fired(timer: &mut Option<IdleTimer>) {
     match timer {
-        Some(t) => t.sleep.as_mut().await,
+        Some(t) => t.fired().await,
         None => std::future::pending().await,
     }
 }

@@ -15,9 +15,21 @@ use crate::protocol::{TxStatus, build, ftag};
 use crate::state::pause::Held;
 use crate::state::settings::PoolMode;
 
+/// What a session without a server connection does next (see `Session::idle_next`).
+pub(super) enum IdleNext {
+    /// A request is here: borrow a server connection for it (`Session::borrow`).
+    Borrow,
+    /// Wait for the client (`Session::wait_client`, idle clocks and the drain armed).
+    Wait,
+    /// Handled without waiting: look again.
+    Again,
+}
+
 impl Session {
-    /// No server connection: wait for the client's next message, then borrow one.
-    pub(super) async fn idle_step(&mut self) -> Result<(), End> {
+    /// No server connection: what to do with the client's next message. Decided without a future
+    /// of its own: the session's loop awaits the borrow or the wait itself, one level of state (a
+    /// line of memory per transaction) less.
+    pub(super) fn idle_next(&mut self) -> Result<IdleNext, End> {
         if self.ctx.draining.is_cancelled() {
             return Err(End::Fatal(ClientError::Shutdown));
         }
@@ -29,7 +41,7 @@ impl Session {
                 if self.cin.len() >= total =>
             {
                 relay::consume(&mut self.cin, total);
-                return Ok(());
+                return Ok(IdleNext::Again);
             }
             // Answers pgmux writes itself wait while the client is not reading them.
             Some((ftag::PARSE, _)) if self.mode == PoolMode::Transaction && self.cout.len() >= HIGH_WATER => {}
@@ -39,31 +51,38 @@ impl Session {
                         relay::answer_prepare_locally(&self.cin, &mut self.statements, pool, &mut self.cout)
                 {
                     relay::consume(&mut self.cin, n);
-                    return flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone);
+                    flush_now(&self.client_wr, &mut self.cout).map_err(Self::gone)?;
+                    return Ok(IdleNext::Again);
                 }
                 if matches!(check_client_header(&self.cin, self.max_message), Ok(Some((_, total))) if self.cin.len() >= total)
                 {
-                    return self.borrow().await;
+                    return Ok(IdleNext::Borrow);
                 }
             }
-            Some((_, total)) if self.cin.len() >= total => return self.borrow().await,
+            Some((_, total)) if self.cin.len() >= total => return Ok(IdleNext::Borrow),
             _ => {}
         }
         // Between transactions a client holds no buffers (memory per idle client).
         give_back(&mut self.cin);
         give_back(&mut self.cout);
-        self.wait_client(true, true).await
+        Ok(IdleNext::Wait)
     }
 
     /// Borrows a server connection for the client's next transaction, through the pause gate.
     pub(super) async fn borrow(&mut self) -> Result<(), End> {
         let timeout = self.ctx.settings.load().borrow_timeout;
-        let left = match self.ctx.pause.enter(timeout, &self.ctx.draining).await {
-            Ok(left) => left,
-            Err(Held::ShuttingDown) => return Err(End::Fatal(ClientError::Shutdown)),
-            Err(Held::TimedOut) => {
-                self.fail_batch(ClientError::BorrowTimeout(timeout));
-                return Ok(());
+        // The gate's wait is boxed: only a PAUSE closes it, and inline it would be one more level
+        // of state every borrow writes.
+        let left = if self.ctx.pause.try_enter() {
+            timeout
+        } else {
+            match Box::pin(self.ctx.pause.enter(timeout, &self.ctx.draining)).await {
+                Ok(left) => left,
+                Err(Held::ShuttingDown) => return Err(End::Fatal(ClientError::Shutdown)),
+                Err(Held::TimedOut) => {
+                    self.fail_batch(ClientError::BorrowTimeout(timeout));
+                    return Ok(());
+                }
             }
         };
         let cluster = &self.ctx.cluster;
@@ -75,7 +94,21 @@ impl Session {
             cluster.checkout_replica(&self.database, &self.user, left, wrote_in, &mut self.wait_timer).await
         } else {
             routed.primary.inc();
-            cluster.checkout_primary(self.pool.as_ref(), &self.database, &self.user, left, &mut self.wait_timer).await
+            // The common borrow, from the pool the client used last while it still serves the
+            // primary, is awaited here: one level of state less than through the cluster. What
+            // the cluster must look at (another pool, a fresh or standby connection, an error)
+            // goes on there, boxed.
+            let first = match cluster.hinted_primary(self.pool.as_ref()) {
+                Some(pool) => Some(pool.checkout(left, &mut self.wait_timer).await),
+                None => None,
+            };
+            match first {
+                Some(Ok(conn)) if cluster.settled_primary_loan(&conn) => Ok(conn),
+                first => {
+                    let (hint, database, user) = (self.pool.as_ref(), &self.database, &self.user);
+                    Box::pin(cluster.checkout_primary(hint, first, database, user, left, &mut self.wait_timer)).await
+                }
+            }
         };
         match borrowed {
             Ok(backend) => {

@@ -280,7 +280,7 @@ async fn first_backend(ctx: &ProxyState, database: &str, user: &str, endpoint: E
     };
     let timer = &mut WaitTimer::default();
     let borrowed = match endpoint {
-        Endpoint::Writer => ctx.cluster.checkout_primary(None, database, user, left, timer).await,
+        Endpoint::Writer => ctx.cluster.checkout_primary(None, None, database, user, left, timer).await,
         Endpoint::Reader => ctx.cluster.checkout_replica(database, user, left, None, timer).await,
     };
     ctx.pause.leave();

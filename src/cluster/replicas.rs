@@ -70,7 +70,7 @@ impl Cluster {
             return Err(ClusterError::NoReplica);
         }
         // Boxed: the fallback is the exception, and inline it would size every client's task.
-        Box::pin(self.checkout_primary(None, database, user, timeout, timer)).await
+        Box::pin(self.checkout_primary(None, None, database, user, timeout, timer)).await
     }
 }
 

@@ -79,14 +79,23 @@ impl PauseGate {
     pub async fn enter(&self, timeout: Duration, draining: &Drain) -> Result<Duration, Held> {
         let mut deadline = None;
         loop {
-            self.passing.fetch_add(1, SeqCst);
-            if !self.paused.load(SeqCst) {
+            if self.try_enter() {
                 return Ok(deadline.map_or(timeout, |d: Instant| d.saturating_duration_since(Instant::now())));
             }
-            self.passing.fetch_sub(1, SeqCst);
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             self.wait_open(deadline, draining).await?;
         }
+    }
+
+    /// Passes the gate if it is open (then, as after `enter`, [`PauseGate::leave`] must follow);
+    /// false if it is closed. No future: the common borrow checks this first.
+    pub fn try_enter(&self) -> bool {
+        self.passing.fetch_add(1, SeqCst);
+        if !self.paused.load(SeqCst) {
+            return true;
+        }
+        self.passing.fetch_sub(1, SeqCst);
+        false
     }
 
     /// The borrower that entered now holds its connection where PAUSE can see it, or gave up.
