@@ -272,7 +272,7 @@ fn idle_clients() -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_client_costs_at_most_4_5_kb() {
+async fn an_idle_client_costs_at_most_3_5_kb() {
     let (lo, hi) = (2_000, idle_clients());
     rlimit::increase_nofile_limit(u64::MAX).unwrap();
     let c = cluster();
@@ -285,7 +285,7 @@ async fn an_idle_client_costs_at_most_4_5_kb() {
     let rss_hi = proxy.rss_kb();
     let per_client = (rss_hi.saturating_sub(rss_lo) * 1024) / (hi - lo) as u64;
     eprintln!("idle clients: RSS {rss_lo} kB at {lo}, {rss_hi} kB at {hi}: {per_client} bytes per client");
-    assert!(per_client <= 4608, "{per_client} bytes per idle client, more than 4.5 kB");
+    assert!(per_client <= 3584, "{per_client} bytes per idle client, more than 3.5 kB");
 }
 
 /// The ParameterStatus messages of a greeting, by name.

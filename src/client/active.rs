@@ -95,11 +95,14 @@ impl Session {
                 match r {
                     Ok(0) => return self.server_lost("server closed the connection".into()),
                     Ok(_) => {
-                        // Idle in transaction counts from the server's last word, not the client's.
-                        if let Some(t) = &mut self.idle_tx {
+                        let handled = self.on_server_bytes();
+                        // Idle in transaction counts from the server's last word, not the client's;
+                        // only a session still holding its connection can be idle in one (a
+                        // transaction that ended gave it back: no clock read for it).
+                        if let (Some(t), State::Active(_)) = (&mut self.idle_tx, &self.state) {
                             t.touch();
                         }
-                        return self.on_server_bytes();
+                        return handled;
                     }
                     Err(e) => return self.server_lost(e.to_string()),
                 }
