@@ -123,8 +123,9 @@ pub struct Shutdown {
 }
 
 /// Accepts clients on `listener` until shutdown, each served by a task running `serve(stream,
-/// peer, tracker)` (tasks it spawns on `tracker` are waited for like it); returns when every client is gone, or when the drain deadline passes, or at once on
-/// abort. The main (writer) listener's state is `ctx`'s readiness.
+/// peer, tracker)` (tasks it spawns on `tracker` are waited for like it); returns when every
+/// client is gone, or when the drain deadline passes, or at once on abort. The main (writer)
+/// listener's state is `ctx`'s readiness.
 pub async fn run<F, Fut>(
     ctx: &ProxyState,
     listener: TcpListener,
