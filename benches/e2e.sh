@@ -1162,7 +1162,7 @@ report_pooling() {
 
   if [ ${#CLIENT_COUNTS[@]} -gt 1 ]; then
     echo
-    echo "#### Cost as clients grow: proxy CPU ms per 1k tx at N clients (and / at $MIN_CLIENTS clients)"
+    echo "#### Cost as clients grow: proxy CPU ms per 1k tx at N clients (and / at $MIN_CLIENTS clients; its user and kernel parts)"
     echo
     awk -F'\t' -v COUNTS="${CLIENT_COUNTS[*]}" -v MINN="$MIN_CLIENTS" -v MODES="$BENCH_MODES" \
       -v TARGETS="${PROXIES[*]}" "$AWK_LIB$AWK_POOLING_MEDIANS"'
@@ -1175,7 +1175,10 @@ report_pooling() {
           z = MINN SUBSEP modes[m] SUBSEP tg[j]; line = sprintf("| %s | %s |", modes[m], name[tg[j]])
           for (c = 1; c <= nc; c++) {
             k = cs[c] SUBSEP modes[m] SUBSEP tg[j]
-            line = line " " (cpu[k] == "" ? "—" : sprintf("%.1f (%s)", cpu[k], ratio(cpu[k], cpu[z]))) " |"
+            # Split by the kernel share: the kernel's part grows with sockets for any proxy, the
+            # user part is the proxy's own code and memory.
+            line = line " " (cpu[k] == "" ? "—" : sprintf("%.1f (%s; user %.1f + kernel %.1f)", cpu[k],
+              ratio(cpu[k], cpu[z]), cpu[k] * (100 - sys[k]) / 100, cpu[k] * sys[k] / 100)) " |"
           }
           a = cs[1] SUBSEP modes[m] SUBSEP tg[j]; b = cs[nc] SUBSEP modes[m] SUBSEP tg[j]
           print line " " cell(login[a], "%.0f") " → " cell(login[b], "%.0f") " |"

@@ -222,7 +222,7 @@ impl Pool {
                 let now = Instant::now();
                 started = Some(now);
                 let _waiting = Waiting::new(&self.waiting);
-                self.wait_permit(home, now + timeout, timer).await.inspect_err(|_| {
+                self.wait_permit(home, now, now + timeout, timer).await.inspect_err(|_| {
                     self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 })?
             }
@@ -304,11 +304,12 @@ impl Pool {
     async fn wait_permit(
         &self,
         home: usize,
+        now: Instant,
         deadline: Instant,
         timer: &mut WaitTimer,
     ) -> Result<(usize, SemaphorePermit<'_>), PoolError> {
         let own = self.shards[home].permits.acquire();
-        let expiry = timer.until(deadline.into());
+        let expiry = timer.until(deadline.into(), now.into());
         tokio::pin!(own, expiry);
         if self.shards.len() == 1 {
             return tokio::select! {

@@ -125,7 +125,7 @@ impl Session {
                 }
             }
             _ = fired(&mut self.idle_tx), if idle_in_tx => {
-                if self.idle_tx.as_mut().is_some_and(IdleTimer::expired) {
+                if self.idle_tx.as_mut().is_some_and(|t| t.expired()) {
                     return Err(End::Fatal(ClientError::IdleInTransactionTimeout));
                 }
             }
@@ -235,7 +235,7 @@ fn whole_frame(cin: &[u8], max_message: usize) -> bool {
 }
 
 /// Completes when the optional timer fires; never without one.
-async fn fired(timer: &mut Option<IdleTimer>) {
+async fn fired(timer: &mut Option<Box<IdleTimer>>) {
     match timer {
         Some(t) => t.fired().await,
         None => std::future::pending().await,

@@ -84,8 +84,6 @@ pub struct Session {
     pub(super) drain: DrainSignal,
     /// Times the waits for a server connection (kept armed between borrows: see `WaitTimer`).
     pub(super) wait_timer: WaitTimer,
-    /// Closes a client idle inside a transaction (`clients.idle_transaction_timeout`).
-    pub(super) idle_tx: Option<IdleTimer>,
     pub(super) key: CancelKey,
     /// The parameters the client was told (ParameterStatus), to tell it what differs on the next
     /// server connection it is given.
@@ -103,6 +101,9 @@ pub struct Session {
     pub(super) checking: bool,
     /// Why the client is pinned to its server connection (empty: it is not).
     pub(super) pins: PinReasons,
+    /// Closes a client idle inside a transaction (`clients.idle_transaction_timeout`). Boxed: off
+    /// by default, and inline it would take a line of memory among the ones every transaction reads.
+    pub(super) idle_tx: Option<Box<IdleTimer>>,
     /// The client's named prepared statements (transaction mode).
     pub(super) statements: ClientStatements,
     pub(super) user: String,
@@ -125,7 +126,7 @@ impl Session {
         let (client_rd, client_wr) = client.into_split();
         let limits = ctx.settings.load();
         let (ctx_idle, mode, max_message) = (limits.idle_timeout, limits.mode, limits.max_message_size);
-        let idle_tx = limits.idle_transaction_timeout.map(IdleTimer::new);
+        let idle_tx = limits.idle_transaction_timeout.map(|t| Box::new(IdleTimer::new(t)));
         let max_statements = limits.max_prepared_statements;
         drop(limits);
         let (pool, told) = match &first {
