@@ -1175,8 +1175,8 @@ report_pooling() {
           z = MINN SUBSEP modes[m] SUBSEP tg[j]; line = sprintf("| %s | %s |", modes[m], name[tg[j]])
           for (c = 1; c <= nc; c++) {
             k = cs[c] SUBSEP modes[m] SUBSEP tg[j]
-            # Split by the kernel share: the kernel's part grows with sockets for any proxy, the
-            # user part is the proxy's own code and memory.
+            # Split by the kernel share: the kernel part grows with sockets for any proxy, the
+            # user part is the proxy itself: its code and memory.
             line = line " " (cpu[k] == "" ? "—" : sprintf("%.1f (%s; user %.1f + kernel %.1f)", cpu[k],
               ratio(cpu[k], cpu[z]), cpu[k] * (100 - sys[k]) / 100, cpu[k] * sys[k] / 100)) " |"
           }
