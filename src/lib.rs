@@ -1,6 +1,7 @@
 //! pgmux: a PostgreSQL connection-pooling proxy.
 //!
 //! Modules, lowest layer first (each uses only modules above it: `tests/layers.rs` checks):
+//! - `timer`: a timer kept armed across waits, polled only when it may have fired.
 //! - `auth`: SCRAM-SHA-256 and MD5 verification of clients against the configured users.
 //! - `protocol`: wire framing, startup packets, the messages pgmux builds or inspects.
 //! - `secret_files`: secret files (passwords, TLS keys) others can read, warned about at load.
@@ -49,4 +50,5 @@ pub mod secret_files;
 pub mod sql;
 pub mod state;
 pub mod storm;
+pub mod timer;
 pub mod tls;
