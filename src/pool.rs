@@ -1,16 +1,19 @@
 //! Backend connection pools, one per (server, database, user): opened lazily up to `size`, borrowed
 //! with a deadline, returned or discarded through a guard.
 //!
-//! Bookkeeping: a semaphore with `size` permits is the right to hold a connection; a borrower with a
-//! permit takes an idle connection or opens a new one, so open connections never exceed `size`.
+//! Bookkeeping: `size` permits are the right to hold a connection (`permits`: borrowers wait for
+//! one first come, first served); a borrower with a permit takes an idle connection or opens a
+//! new one, so open connections never exceed `size`.
 //!
 //! With one runtime per core (`cores`), a pool is split into a shard per core, each with its share
 //! of the permits and its own idle connections, opened on (and driven by) that core's runtime. A
 //! session borrows from its own core's shard; only when that one has no permit free does it take
-//! one from another shard (at once, or when that shard has one spare while it waits), so the
-//! pool's size still bounds the whole and a permit free anywhere serves a waiting borrower.
+//! one from another shard (at once, or granted by that shard when it has one spare while it
+//! waits), so the pool's size still bounds the whole and a permit free anywhere serves a waiting
+//! borrower.
 
 pub mod cores;
+mod permits;
 mod registry;
 mod stats;
 mod wait;
@@ -23,12 +26,14 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+use tokio::sync::Semaphore;
 
 use crate::backend::{BackendConn, BackendError, LoginParams};
 use cores::Cores;
+use permits::{Given, Permits};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -52,9 +57,6 @@ pub struct Pool {
     /// One per core (see the module's doc); one with a single runtime.
     shards: Box<[Shard]>,
     cores: Cores,
-    /// Told when a shard has a permit spare while borrowers wait (only with several shards):
-    /// borrowers waiting on another shard take it.
-    spare: Notify,
     /// pgmux-named statements sent to a server of this pool and not refused: a client preparing
     /// one of these outside a transaction is answered without borrowing a connection.
     known_statements: Mutex<foldhash::HashSet<Arc<str>>>,
@@ -79,7 +81,7 @@ pub struct Pool {
 struct Shard {
     /// Its share of the pool's size.
     size: AtomicUsize,
-    permits: Arc<Semaphore>,
+    permits: Permits,
     /// Boxed, so lending and returning a connection moves a pointer, not the whole struct
     /// (callgrind: ~1,000 instructions per transaction less).
     #[allow(clippy::vec_box)]
@@ -87,31 +89,19 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(size: usize) -> Shard {
-        Shard { size: AtomicUsize::new(size), permits: Arc::new(Semaphore::new(size)), idle: Mutex::new(Vec::new()) }
+    fn new(index: usize, size: usize) -> Shard {
+        Shard { size: AtomicUsize::new(size), permits: Permits::new(index, size), idle: Mutex::new(Vec::new()) }
     }
 
     /// Takes a new size: a larger shard lends more at once; a smaller one takes permits back as
-    /// borrowers return them.
-    fn resize(&self, size: usize) {
+    /// borrowers return them. Returns how many new permits nobody here waited for.
+    fn resize(&self, size: usize) -> usize {
         let old = self.size.swap(size, Ordering::AcqRel);
-        if size > old {
-            self.permits.add_permits(size - old);
-        } else if size < old {
-            let owed = (old - size) - self.permits.forget_permits(old - size);
-            if owed > 0 {
-                let permits = self.permits.clone();
-                tokio::spawn(async move {
-                    if let Ok(p) = permits.acquire_many_owned(owed as u32).await {
-                        p.forget();
-                    }
-                });
-            }
-        }
+        self.permits.resize(old, size)
     }
 
     fn borrowed(&self) -> usize {
-        self.size.load(Ordering::Relaxed).saturating_sub(self.permits.available_permits())
+        self.permits.lent(self.size.load(Ordering::Relaxed))
     }
 
     fn pop_idle(&self) -> Option<Box<BackendConn>> {
@@ -151,9 +141,8 @@ impl Pool {
         Arc::new(Pool {
             key,
             login: Mutex::new(login),
-            shards: (0..n).map(|i| Shard::new(cores::share(size, n, i))).collect(),
+            shards: (0..n).map(|i| Shard::new(i, cores::share(size, n, i))).collect(),
             cores,
-            spare: Notify::new(),
             known_statements: Mutex::new(Default::default()),
             valid_since: AtomicU64::new(0),
             sockets: Mutex::new(Vec::new()),
@@ -175,10 +164,9 @@ impl Pool {
         self.set_login(login);
         let n = self.shards.len();
         for (i, shard) in self.shards.iter().enumerate() {
-            shard.resize(cores::share(size, n, i));
-        }
-        if n > 1 {
-            self.spare.notify_waiters();
+            for _ in 0..shard.resize(cores::share(size, n, i)) {
+                self.offer_spare(i);
+            }
         }
     }
 
@@ -211,8 +199,7 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>, timeout: Duration, timer: &mut WaitTimer) -> Result<Pooled, PoolError> {
         // The clock is read only when the borrow has to wait or connect: a borrow served at once
         // (the common case) waited ~0, and its one clock read is taken when it is lent.
-        // A borrowed permit, not an owned one: an owned permit clones the semaphore's `Arc`, a
-        // count every worker writes on each borrow. The loan gives it back (see `Pooled`'s drop).
+        // The loan gives the permit back (see `Pooled`'s drop).
         let mut started = None;
         let core = if self.shards.len() > 1 { self.cores.current() } else { 0 };
         let home = self.home_shard(core);
@@ -249,7 +236,7 @@ impl Pool {
         mut idle: Option<Box<BackendConn>>,
         core: usize,
         shard: usize,
-        permit: SemaphorePermit<'_>,
+        permit: Permit<'_>,
         mut started: Option<Instant>,
     ) -> Result<Pooled, PoolError> {
         while let Some(mut conn) = idle.take().or_else(|| self.shards[shard].pop_idle()) {
@@ -287,52 +274,58 @@ impl Pool {
     }
 
     /// A permit of shard `home`, or else of any other shard with one free now.
-    fn try_permit(&self, home: usize) -> Option<(usize, SemaphorePermit<'_>)> {
-        if let Ok(p) = self.shards[home].permits.try_acquire() {
-            return Some((home, p));
+    fn try_permit(&self, home: usize) -> Option<(usize, Permit<'_>)> {
+        if self.shards[home].permits.try_take() {
+            return Some((home, Permit { pool: self, shard: home }));
         }
         self.try_permit_elsewhere(home)
     }
 
-    fn try_permit_elsewhere(&self, home: usize) -> Option<(usize, SemaphorePermit<'_>)> {
+    fn try_permit_elsewhere(&self, home: usize) -> Option<(usize, Permit<'_>)> {
         let n = self.shards.len();
-        (1..n).map(|k| (home + k) % n).find_map(|i| self.shards[i].permits.try_acquire().ok().map(|p| (i, p)))
+        let shard = (1..n).map(|k| (home + k) % n).find(|&i| self.shards[i].permits.try_take())?;
+        Some((shard, Permit { pool: self, shard }))
     }
 
-    /// Waits for a permit of shard `home` in its queue (first come, first served), taking one of
-    /// another shard's instead when that shard says it has one spare; until `deadline`.
-    async fn wait_permit(
-        &self,
+    /// Waits in shard `home`'s queue (first come, first served) for a permit: of that shard, or of
+    /// another that had one spare (granted by `offer_spare`); until `deadline`.
+    /// A plain function returning the future (not an `async fn`, which would keep its arguments
+    /// beside it): the wait's state is in every waiting session's future.
+    fn wait_permit<'a>(
+        &'a self,
         home: usize,
         now: Instant,
         deadline: Instant,
-        timer: &mut WaitTimer,
-    ) -> Result<(usize, SemaphorePermit<'_>), PoolError> {
-        let own = self.shards[home].permits.acquire();
-        let expiry = timer.until(deadline.into(), now.into());
-        tokio::pin!(own, expiry);
-        if self.shards.len() == 1 {
-            return tokio::select! {
-                biased;
-                p = &mut own => p.map(|p| (home, p)).map_err(|_| PoolError::Timeout),
-                _ = &mut expiry => Err(PoolError::Timeout),
+        timer: &'a mut WaitTimer,
+    ) -> impl Future<Output = Result<(usize, Permit<'a>), PoolError>> + 'a {
+        let mut place = Place { pool: self, shard: home, ticket: None, done: false };
+        let mut expiry = timer.until(deadline.into(), now.into());
+        std::future::poll_fn(move |cx| {
+            // The whole place moves into the future (its fields alone would be copied, and the
+            // place dropped as this function returns).
+            let place = &mut place;
+            let permits = &self.shards[home].permits;
+            let granted = match place.ticket {
+                None => match permits.enqueue(cx.waker()) {
+                    None => Poll::Ready(home),
+                    Some(ticket) => {
+                        place.ticket = Some(ticket);
+                        // Queued first, then looking: a permit another shard keeps spare from
+                        // now on is granted here (see `offer_spare`).
+                        if let Some(p) = self.try_permit_elsewhere(home) {
+                            return Poll::Ready(Ok(p));
+                        }
+                        Poll::Pending
+                    }
+                },
+                Some(ticket) => permits.poll_ticket(ticket, cx),
             };
-        }
-        loop {
-            // Registered before looking, so a spare permit announced in between is not missed.
-            let spare = self.spare.notified();
-            tokio::pin!(spare);
-            spare.as_mut().enable();
-            if let Some(p) = self.try_permit_elsewhere(home) {
-                return Ok(p);
+            if let Poll::Ready(shard) = granted {
+                place.done = true;
+                return Poll::Ready(Ok((shard, Permit { pool: self, shard })));
             }
-            tokio::select! {
-                biased;
-                p = &mut own => return p.map(|p| (home, p)).map_err(|_| PoolError::Timeout),
-                _ = &mut spare => {}
-                _ = &mut expiry => return Err(PoolError::Timeout),
-            }
-        }
+            std::pin::Pin::new(&mut expiry).poll(cx).map(|()| Err(PoolError::Timeout))
+        })
     }
 
     /// Opens a connection for `shard` on that shard's core (the caller runs on `core`), so the
@@ -357,7 +350,7 @@ impl Pool {
         self: &Arc<Self>,
         conn: Box<BackendConn>,
         shard: usize,
-        permit: SemaphorePermit<'_>,
+        permit: Permit<'_>,
         started: Option<Instant>,
         fresh: bool,
     ) -> Pooled {
@@ -378,13 +371,36 @@ impl Pool {
         self.login.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Gives a permit back to `shard`; with several shards, one no borrower of its own took is
-    /// announced to those waiting elsewhere.
+    /// Gives a permit back to `shard`: to its longest waiting borrower, or else (kept spare) to one
+    /// waiting in another shard.
     fn give_back(&self, shard: usize) {
-        let s = &self.shards[shard];
-        s.permits.add_permits(1);
-        if self.shards.len() > 1 && self.waiting.load(Ordering::Relaxed) > 0 && s.permits.available_permits() > 0 {
-            self.spare.notify_one();
+        if self.shards[shard].permits.give() == Given::Kept {
+            self.offer_spare(shard);
+        }
+    }
+
+    /// A permit `shard` keeps spare goes to the longest waiting borrower of another shard, if any.
+    /// With the borrower's order (queued, then looking at the other shards' spare permits: see
+    /// `wait_permit`), a permit kept spare while someone waits is never missed by both.
+    fn offer_spare(&self, shard: usize) {
+        let n = self.shards.len();
+        if n == 1 || self.waiting.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        for other in (1..n).map(|k| (shard + k) % n) {
+            if !self.shards[other].permits.has_waiters() {
+                continue;
+            }
+            if !self.shards[shard].permits.try_take() {
+                return; // taken meanwhile
+            }
+            if self.shards[other].permits.grant_from(shard) {
+                return;
+            }
+            // Its waiters left meanwhile: the permit is this shard's again.
+            if self.shards[shard].permits.give() != Given::Kept {
+                return;
+            }
         }
     }
 
@@ -476,6 +492,45 @@ impl Pool {
 
     fn still_valid(&self, conn: &BackendConn) -> bool {
         conn.generation == self.valid_since.load(Ordering::Acquire)
+    }
+}
+
+/// A permit of `shard`, given back when dropped unless lent on (`forget`).
+struct Permit<'a> {
+    pool: &'a Pool,
+    shard: usize,
+}
+
+impl Permit<'_> {
+    /// The loan holds it from here (see `Pooled`'s drop).
+    fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.pool.give_back(self.shard);
+    }
+}
+
+/// A borrower's place in a shard's queue while it waits for a permit; leaving it, with a permit
+/// granted and not taken, gives that back.
+struct Place<'a> {
+    pool: &'a Pool,
+    shard: usize,
+    ticket: Option<u64>,
+    /// The permit was taken.
+    done: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let (Some(ticket), false) = (self.ticket, self.done)
+            && let Some(granted) = self.pool.shards[self.shard].permits.leave(ticket)
+        {
+            self.pool.give_back(granted);
+        }
     }
 }
 
@@ -584,5 +639,101 @@ impl Deref for Pooled {
 impl DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut BackendConn {
         self.conn.as_mut().expect("a Pooled always holds its connection until consumed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Pool, PoolKey, WaitTimer, Waiting};
+    use crate::backend::LoginParams;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    use std::time::{Duration, Instant};
+
+    fn pool(size: usize, shards: usize) -> Arc<Pool> {
+        let key = PoolKey { server: "127.0.0.1:1".into(), database: "db".into(), user: "u".into() };
+        let login = LoginParams {
+            user: "u".into(),
+            secret: crate::auth::ServerSecret::Password("p".into()),
+            database: "db".into(),
+            connect_timeout: Duration::from_secs(1),
+            init_query: String::new(),
+            tls: Arc::new(crate::tls::TlsSettings::disabled()),
+            server_auth: Default::default(),
+        };
+        let handle = tokio::runtime::Handle::current();
+        let cores = if shards > 1 { super::Cores::new(vec![handle; shards]) } else { super::Cores::default() };
+        Pool::on_cores(key, login, size, cores)
+    }
+
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_borrow_cancelled_after_its_grant_hands_the_permit_to_the_next_in_line() {
+        let pool = pool(1, 1);
+        let (_, first) = pool.try_permit(0).expect("one permit free");
+        let (mut t2, mut t3) = (WaitTimer::default(), WaitTimer::default());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut second = Box::pin(pool.wait_permit(0, Instant::now(), deadline, &mut t2));
+        let mut third = pin!(pool.wait_permit(0, Instant::now(), deadline, &mut t3));
+        assert!(poll_once(second.as_mut()).is_pending());
+        assert!(poll_once(third.as_mut()).is_pending());
+        assert_eq!(pool.borrowed_count(), 1);
+        drop(first); // granted to the second, which is cancelled before it looks
+        drop(second);
+        let Poll::Ready(Ok((shard, permit))) = poll_once(third.as_mut()) else {
+            panic!("the third borrower must hold the permit the second left");
+        };
+        assert_eq!(shard, 0);
+        assert_eq!(pool.borrowed_count(), 1);
+        drop(permit);
+        assert_eq!(pool.borrowed_count(), 0);
+        let again = pool.try_permit(0);
+        assert!(again.is_some(), "given back, not lost");
+        assert!(pool.try_permit(0).is_none(), "given back once, not twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permit_spare_in_another_shard_reaches_a_waiting_borrower() {
+        // Two shards of one connection each.
+        let pool = pool(2, 2);
+        let (_, own) = pool.try_permit(0).unwrap();
+        let (s1, other) = pool.try_permit(0).expect("shard 0 full: shard 1's");
+        assert_eq!(s1, 1);
+        let _waiting = Waiting::new(&pool.waiting);
+        let mut timer = WaitTimer::default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut wait = pin!(pool.wait_permit(0, Instant::now(), deadline, &mut timer));
+        assert!(poll_once(wait.as_mut()).is_pending());
+        // Shard 1 nobody waits for: its permit goes to the borrower queued in shard 0.
+        drop(other);
+        let Poll::Ready(Ok((shard, permit))) = poll_once(wait.as_mut()) else {
+            panic!("shard 1's spare permit must be granted to shard 0's waiter");
+        };
+        assert_eq!(shard, 1);
+        drop(permit);
+        drop(own);
+        assert_eq!(pool.borrowed_count(), 0);
+        // A borrower that starts waiting while another shard keeps one spare takes it at once.
+        let (_, a) = pool.try_permit(0).unwrap();
+        let mut timer = WaitTimer::default();
+        let mut wait = pin!(pool.wait_permit(0, Instant::now(), deadline, &mut timer));
+        assert!(matches!(poll_once(wait.as_mut()), Poll::Ready(Ok((1, _)))));
+        drop(a);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_at_its_deadline_and_leaves_the_queue() {
+        let pool = pool(1, 1);
+        let (_, held) = pool.try_permit(0).unwrap();
+        let mut timer = WaitTimer::default();
+        let start = Instant::now();
+        let r = pool.wait_permit(0, start, start + Duration::from_secs(5), &mut timer).await;
+        assert!(matches!(r, Err(super::PoolError::Timeout)));
+        drop(held);
+        assert!(pool.try_permit(0).is_some(), "the timed-out borrower was not granted the permit");
     }
 }
