@@ -120,12 +120,14 @@ impl WriteHalf {
     }
 
     /// Waits until the socket may take more bytes (for TLS: until the records already
-    /// encrypted have gone to the kernel).
-    pub async fn writable(&self) -> io::Result<()> {
-        match self.socket() {
-            WriteSocket::Tcp(s) => s.writable().await,
-            WriteSocket::Tls(s) => std::future::poll_fn(|cx| s.poll_flush(cx)).await,
-        }
+    /// encrypted have gone to the kernel). A poll of the socket's readiness, not tokio's
+    /// `writable()` future (184 bytes with its waiter node): this future is built by every wait of
+    /// every session, whether or not it has bytes to write, and its state sits in the session's.
+    pub fn writable(&self) -> impl Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(move |cx| match self.socket() {
+            WriteSocket::Tcp(s) => s.as_ref().poll_write_ready(cx),
+            WriteSocket::Tls(s) => s.poll_flush(cx),
+        })
     }
 
     /// Whether bytes already accepted still wait to go to the kernel (only TLS records can:

@@ -177,15 +177,22 @@ impl Session {
     #[allow(clippy::manual_async_fn, reason = "an async fn would keep `mut self` twice")]
     pub fn run(mut self, counted: Box<crate::metrics::OpenClient>) -> impl Future<Output = ()> {
         async move {
-            let _counted = counted;
             let end = loop {
                 let step = match self.state {
-                    State::Idle => match self.idle_next() {
-                        Ok(IdleNext::Borrow) => self.borrow().await,
-                        Ok(IdleNext::Wait) => self.wait_client(true, true).await,
-                        Ok(IdleNext::Again) => Ok(()),
-                        Err(end) => Err(end),
-                    },
+                    // The decision is taken out of its `Result` before awaiting: held across the
+                    // await, the `Result` (32 bytes, with an error to drop) would be kept in this
+                    // future's state, written on every transaction on a line of its own.
+                    State::Idle => {
+                        let next = match self.idle_next() {
+                            Ok(next) => next,
+                            Err(end) => break end,
+                        };
+                        match next {
+                            IdleNext::Borrow => self.borrow().await,
+                            IdleNext::Wait => self.wait_client(true, true).await,
+                            IdleNext::Again => Ok(()),
+                        }
+                    }
                     State::Active(_) => self.active_step().await,
                     State::Discarding => self.discard_step().await,
                     State::Aborted(_) => self.aborted_step().await,
@@ -195,6 +202,7 @@ impl Session {
                 }
             };
             Box::pin(self.finish(end)).await;
+            drop(counted);
         }
     }
 
