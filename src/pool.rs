@@ -26,14 +26,13 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use crate::backend::{BackendConn, BackendError, LoginParams};
 use cores::Cores;
-use permits::{Given, Permits};
+use permits::{Permit, Permits};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -273,61 +272,6 @@ impl Pool {
         if self.shards[i].size.load(Ordering::Relaxed) > 0 { i } else { 0 }
     }
 
-    /// A permit of shard `home`, or else of any other shard with one free now.
-    fn try_permit(&self, home: usize) -> Option<(usize, Permit<'_>)> {
-        if self.shards[home].permits.try_take() {
-            return Some((home, Permit { pool: self, shard: home }));
-        }
-        self.try_permit_elsewhere(home)
-    }
-
-    fn try_permit_elsewhere(&self, home: usize) -> Option<(usize, Permit<'_>)> {
-        let n = self.shards.len();
-        let shard = (1..n).map(|k| (home + k) % n).find(|&i| self.shards[i].permits.try_take())?;
-        Some((shard, Permit { pool: self, shard }))
-    }
-
-    /// Waits in shard `home`'s queue (first come, first served) for a permit: of that shard, or of
-    /// another that had one spare (granted by `offer_spare`); until `deadline`.
-    /// A plain function returning the future (not an `async fn`, which would keep its arguments
-    /// beside it): the wait's state is in every waiting session's future.
-    fn wait_permit<'a>(
-        &'a self,
-        home: usize,
-        now: Instant,
-        deadline: Instant,
-        timer: &'a mut WaitTimer,
-    ) -> impl Future<Output = Result<(usize, Permit<'a>), PoolError>> + 'a {
-        let mut place = Place { pool: self, shard: home, ticket: None, done: false };
-        let mut expiry = timer.until(deadline.into(), now.into());
-        std::future::poll_fn(move |cx| {
-            // The whole place moves into the future (its fields alone would be copied, and the
-            // place dropped as this function returns).
-            let place = &mut place;
-            let permits = &self.shards[home].permits;
-            let granted = match place.ticket {
-                None => match permits.enqueue(cx.waker()) {
-                    None => Poll::Ready(home),
-                    Some(ticket) => {
-                        place.ticket = Some(ticket);
-                        // Queued first, then looking: a permit another shard keeps spare from
-                        // now on is granted here (see `offer_spare`).
-                        if let Some(p) = self.try_permit_elsewhere(home) {
-                            return Poll::Ready(Ok(p));
-                        }
-                        Poll::Pending
-                    }
-                },
-                Some(ticket) => permits.poll_ticket(ticket, cx),
-            };
-            if let Poll::Ready(shard) = granted {
-                place.done = true;
-                return Poll::Ready(Ok((shard, Permit { pool: self, shard })));
-            }
-            std::pin::Pin::new(&mut expiry).poll(cx).map(|()| Err(PoolError::Timeout))
-        })
-    }
-
     /// Opens a connection for `shard` on that shard's core (the caller runs on `core`), so the
     /// core that borrows it most drives its socket.
     async fn connect_on(&self, core: usize, shard: usize) -> Result<Box<BackendConn>, BackendError> {
@@ -369,39 +313,6 @@ impl Pool {
 
     fn login(&self) -> LoginParams {
         self.login.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Gives a permit back to `shard`: to its longest waiting borrower, or else (kept spare) to one
-    /// waiting in another shard.
-    fn give_back(&self, shard: usize) {
-        if self.shards[shard].permits.give() == Given::Kept {
-            self.offer_spare(shard);
-        }
-    }
-
-    /// A permit `shard` keeps spare goes to the longest waiting borrower of another shard, if any.
-    /// With the borrower's order (queued, then looking at the other shards' spare permits: see
-    /// `wait_permit`), a permit kept spare while someone waits is never missed by both.
-    fn offer_spare(&self, shard: usize) {
-        let n = self.shards.len();
-        if n == 1 || self.waiting.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        for other in (1..n).map(|k| (shard + k) % n) {
-            if !self.shards[other].permits.has_waiters() {
-                continue;
-            }
-            if !self.shards[shard].permits.try_take() {
-                return; // taken meanwhile
-            }
-            if self.shards[other].permits.grant_from(shard) {
-                return;
-            }
-            // Its waiters left meanwhile: the permit is this shard's again.
-            if self.shards[shard].permits.give() != Given::Kept {
-                return;
-            }
-        }
     }
 
     /// Closes connections idle for longer than `max_idle`; returns how many.
@@ -492,45 +403,6 @@ impl Pool {
 
     fn still_valid(&self, conn: &BackendConn) -> bool {
         conn.generation == self.valid_since.load(Ordering::Acquire)
-    }
-}
-
-/// A permit of `shard`, given back when dropped unless lent on (`forget`).
-struct Permit<'a> {
-    pool: &'a Pool,
-    shard: usize,
-}
-
-impl Permit<'_> {
-    /// The loan holds it from here (see `Pooled`'s drop).
-    fn forget(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.pool.give_back(self.shard);
-    }
-}
-
-/// A borrower's place in a shard's queue while it waits for a permit; leaving it, with a permit
-/// granted and not taken, gives that back.
-struct Place<'a> {
-    pool: &'a Pool,
-    shard: usize,
-    ticket: Option<u64>,
-    /// The permit was taken.
-    done: bool,
-}
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        if let (Some(ticket), false) = (self.ticket, self.done)
-            && let Some(granted) = self.pool.shards[self.shard].permits.leave(ticket)
-        {
-            self.pool.give_back(granted);
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! A shard's permits (the right to hold one of its connections) and the borrowers waiting for
-//! one, first come, first served.
+//! one, first come, first served; how a pool's borrowers take, wait for and give them back.
 //!
 //! In place of tokio's semaphore, whose waiters are nodes inside the waiting tasks' futures,
 //! linked to one another: handing a returned permit on read and wrote the next borrower's node, in
@@ -14,8 +14,12 @@
 //! while nobody waited there).
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use super::{Pool, PoolError, WaitTimer};
 
 #[derive(Debug)]
 pub(super) struct Permits {
@@ -206,6 +210,136 @@ impl Inner {
         match self.foreign.iter().position(|(t, _)| *t == ticket) {
             Some(i) => self.foreign.swap_remove(i).1,
             None => own,
+        }
+    }
+}
+
+/// How a pool's borrowers take, wait for and give back its shards' permits.
+impl Pool {
+    /// A permit of shard `home`, or else of any other shard with one free now.
+    pub(super) fn try_permit(&self, home: usize) -> Option<(usize, Permit<'_>)> {
+        if self.shards[home].permits.try_take() {
+            return Some((home, Permit { pool: self, shard: home }));
+        }
+        self.try_permit_elsewhere(home)
+    }
+
+    pub(super) fn try_permit_elsewhere(&self, home: usize) -> Option<(usize, Permit<'_>)> {
+        let n = self.shards.len();
+        let shard = (1..n).map(|k| (home + k) % n).find(|&i| self.shards[i].permits.try_take())?;
+        Some((shard, Permit { pool: self, shard }))
+    }
+
+    /// Waits in shard `home`'s queue (first come, first served) for a permit: of that shard, or of
+    /// another that had one spare (granted by `offer_spare`); until `deadline`.
+    /// A plain function returning the future (not an `async fn`, which would keep its arguments
+    /// beside it): the wait's state is in every waiting session's future.
+    pub(super) fn wait_permit<'a>(
+        &'a self,
+        home: usize,
+        now: Instant,
+        deadline: Instant,
+        timer: &'a mut WaitTimer,
+    ) -> impl Future<Output = Result<(usize, Permit<'a>), PoolError>> + 'a {
+        let mut place = Place { pool: self, shard: home, ticket: None };
+        let mut expiry = timer.until(deadline.into(), now.into());
+        std::future::poll_fn(move |cx| {
+            // The whole place moves into the future (its fields alone would be copied, and the
+            // place dropped as this function returns).
+            let place = &mut place;
+            let (pool, home) = (place.pool, place.shard);
+            let permits = &pool.shards[home].permits;
+            let granted = match place.ticket {
+                None => match permits.enqueue(cx.waker()) {
+                    None => Poll::Ready(home),
+                    Some(ticket) => {
+                        place.ticket = Some(ticket);
+                        // Queued first, then looking: a permit another shard keeps spare from
+                        // now on is granted here (see `offer_spare`).
+                        if let Some(p) = pool.try_permit_elsewhere(home) {
+                            return Poll::Ready(Ok(p));
+                        }
+                        Poll::Pending
+                    }
+                },
+                Some(ticket) => permits.poll_ticket(ticket, cx),
+            };
+            if let Poll::Ready(shard) = granted {
+                place.ticket = None; // taken: nothing to leave
+                return Poll::Ready(Ok((shard, Permit { pool, shard })));
+            }
+            std::pin::Pin::new(&mut expiry).poll(cx).map(|()| Err(PoolError::Timeout))
+        })
+    }
+
+    /// Gives a permit back to `shard`: to its longest waiting borrower, or else (kept spare) to one
+    /// waiting in another shard.
+    pub(super) fn give_back(&self, shard: usize) {
+        if self.shards[shard].permits.give() == Given::Kept {
+            self.offer_spare(shard);
+        }
+    }
+
+    /// A permit `shard` keeps spare goes to the longest waiting borrower of another shard, if any.
+    /// With the borrower's order (queued, then looking at the other shards' spare permits: see
+    /// `wait_permit`), a permit kept spare while someone waits is never missed by both.
+    pub(super) fn offer_spare(&self, shard: usize) {
+        let n = self.shards.len();
+        if n == 1 || self.waiting.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        for other in (1..n).map(|k| (shard + k) % n) {
+            if !self.shards[other].permits.has_waiters() {
+                continue;
+            }
+            if !self.shards[shard].permits.try_take() {
+                return; // taken meanwhile
+            }
+            if self.shards[other].permits.grant_from(shard) {
+                return;
+            }
+            // Its waiters left meanwhile: the permit is this shard's again.
+            if self.shards[shard].permits.give() != Given::Kept {
+                return;
+            }
+        }
+    }
+}
+
+/// A permit of `shard`, given back when dropped unless lent on (`forget`).
+pub(super) struct Permit<'a> {
+    pool: &'a Pool,
+    shard: usize,
+}
+
+impl Permit<'_> {
+    /// The loan holds it from here (see `Pooled`'s drop).
+    pub(super) fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.pool.give_back(self.shard);
+    }
+}
+
+/// A borrower's place in a shard's queue while it waits for a permit; leaving it, with a permit
+/// granted and not taken, gives that back.
+struct Place<'a> {
+    pool: &'a Pool,
+    shard: usize,
+    /// Queued (None: not yet, or its permit was taken).
+    ticket: Option<u64>,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket
+            && let Some(granted) = self.pool.shards[self.shard].permits.leave(ticket)
+        {
+            self.pool.give_back(granted);
         }
     }
 }
