@@ -22,8 +22,8 @@
 #                         from before its clients connect, so -T is this plus an allowance for the
 #                         connection phase (1.5 x the slowest target's measured connect time + 2 s)
 #   BENCH_ROUNDS   [3]    how many times every (clients, mode, target) is run; the report shows medians
-#   BENCH_CLIENTS  [100]  pgbench -c; a list ("100 2000 10000") runs the pooling scenario once per
-#                         count, in turn (per count: every mode x target x round, interleaved); direct
+#   BENCH_CLIENTS  [100]  pgbench -c; a list ("100 2000 10000") runs the pooling scenario at each
+#                         count (every round: each count in turn, every mode x target); direct
 #                         PostgreSQL is skipped for counts above what its max_connections leaves free;
 #                         the replicas scenario uses the first count
 #   BENCH_JOBS     [2]    pgbench -j
@@ -818,8 +818,15 @@ scenario_pooling() {
     T_EXTRA=$(((max * 3 / 2 + 999) / 1000 + 2))
     T_EXTRA_OF[$n]=$T_EXTRA
     log "$n clients: slowest connect ${max} ms, pgbench -T $((BENCH_SECONDS + T_EXTRA))"
+  done
 
-    for round in $(seq "$BENCH_ROUNDS"); do
+  # Every round runs every client count in turn, so the cost-as-clients-grow ratio compares runs
+  # minutes apart, not one count's rounds against another's a quarter of an hour later (this box's
+  # load drifts by more than the 10% that ratio is asked to stay within).
+  for round in $(seq "$BENCH_ROUNDS"); do
+    for n in "${CLIENT_COUNTS[@]}"; do
+      CLIENTS=$n T_EXTRA=${T_EXTRA_OF[$n]}
+      mapfile -t targets < <(targets_for "$n")
       # Rotate the target order every round so neither position (first after a mode switch, last
       # before it) always falls on the same target.
       order=()
@@ -1166,11 +1173,13 @@ report_pooling() {
     echo
     awk -F'\t' -v COUNTS="${CLIENT_COUNTS[*]}" -v MINN="$MIN_CLIENTS" -v MODES="$BENCH_MODES" \
       -v TARGETS="${PROXIES[*]}" "$AWK_LIB$AWK_POOLING_MEDIANS"'
+      # Each round runs every count in turn: the ratio within a round compares runs minutes apart.
+      $4 == "ok" && $23 != "" { RC[$19, $2, $3, $1] = $23 * 1000 / ($22 > 0 ? $22 : 1); if ($1 > nr) nr = $1 }
       END {
         medians(); nm = split(MODES, modes, " "); nt = split(TARGETS, tg, " "); nc = split(COUNTS, cs, " ")
         h = "| mode | proxy |"; u = "|---|---|"
         for (c = 1; c <= nc; c++) { h = h " " cs[c] " clients |"; u = u "--:|" }
-        print h " login µs at " cs[1] " → " cs[nc] " |"; print u "--:|"
+        print h " " cs[nc] " / " cs[1] " by round (median) | login µs at " cs[1] " → " cs[nc] " |"; print u "---|--:|"
         for (m = 1; m <= nm; m++) for (j = 1; j <= nt; j++) {
           z = MINN SUBSEP modes[m] SUBSEP tg[j]; line = sprintf("| %s | %s |", modes[m], name[tg[j]])
           for (c = 1; c <= nc; c++) {
@@ -1180,6 +1189,13 @@ report_pooling() {
             line = line " " (cpu[k] == "" ? "—" : sprintf("%.1f (%s; user %.1f + kernel %.1f)", cpu[k],
               ratio(cpu[k], cpu[z]), cpu[k] * (100 - sys[k]) / 100, cpu[k] * sys[k] / 100)) " |"
           }
+          each = ""; np = 0; delete PR
+          for (r = 1; r <= nr; r++) {
+            lo = cs[1] SUBSEP modes[m] SUBSEP tg[j] SUBSEP r; hi = cs[nc] SUBSEP modes[m] SUBSEP tg[j] SUBSEP r
+            if (!(lo in RC) || !(hi in RC) || RC[lo] <= 0) continue
+            PR[1, ++np] = RC[hi] / RC[lo]; each = each (each == "" ? "" : " / ") sprintf("%.2f", PR[1, np])
+          }
+          line = line " " (np ? sprintf("%s (**%.2f×**)", each, med(PR, 1, np)) : "—") " |"
           a = cs[1] SUBSEP modes[m] SUBSEP tg[j]; b = cs[nc] SUBSEP modes[m] SUBSEP tg[j]
           print line " " cell(login[a], "%.0f") " → " cell(login[b], "%.0f") " |"
         }
