@@ -165,24 +165,27 @@ pub struct BackendConn {
     /// Cancels in flight against this connection (see `cancel`): it is lent again only once they
     /// are done.
     pub cancels: cancel::CancelGate,
-    /// What a borrower's cancel slot names (built on the first loan, once the key is known).
+    /// The connection as a cancel names it, with its holder (built on the first loan and handed
+    /// to `enrol` then: the client registry finds cancels' connections among those).
     target: Option<Arc<cancel::CancelTarget>>,
 }
 
 impl BackendConn {
-    /// The connection as a cancel names it: one reference count per loan, not a copy of the
-    /// server name (shared by the whole pool) and the gate.
-    pub fn cancel_target(&mut self) -> Arc<cancel::CancelTarget> {
-        self.target
-            .get_or_insert_with(|| {
-                Arc::new(cancel::CancelTarget {
-                    server: self.server.clone(),
-                    pid: self.pid,
-                    secret: self.secret,
-                    gate: self.cancels.clone(),
-                })
-            })
-            .clone()
+    /// The connection as a cancel names it (see `target`).
+    pub fn cancel_target(&mut self, enrol: impl FnOnce(&Arc<cancel::CancelTarget>)) -> &cancel::CancelTarget {
+        self.target.get_or_insert_with(|| {
+            let t =
+                Arc::new(cancel::CancelTarget::new(self.server.clone(), self.pid, self.secret, self.cancels.clone()));
+            enrol(&t);
+            t
+        })
+    }
+
+    /// No client holds the connection any more (see `cancel`, rule 1).
+    pub fn let_go(&self) {
+        if let Some(t) = &self.target {
+            t.let_go();
+        }
     }
 
     /// Takes back a borrower's emptied output buffer unless a large transfer grew it.

@@ -450,6 +450,8 @@ impl Pooled {
     /// Returns a clean connection (idle, no transaction, nothing unread) to the pool.
     pub fn release(mut self) {
         if let Some(mut conn) = self.conn.take() {
+            // No cancel may reach it once it can be lent on (the session has let go already).
+            conn.let_go();
             let now = Instant::now();
             self.record_loan(&conn, now);
             if !self.pool.still_valid(&conn) {

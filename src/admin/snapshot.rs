@@ -59,7 +59,8 @@ pub struct PoolView {
 /// Reads the proxy's state now.
 pub fn snapshot(ctx: &ProxyState) -> Snapshot {
     // Borrowers passing the pause gate are counted before the clients holding connections: one
-    // that leaves the gate in between is then seen holding (it sets its slot before it leaves).
+    // that leaves the gate in between is then seen holding (its connection names it before it
+    // leaves).
     let passing_pause = ctx.pause.passing();
     let clients = ctx.cancels.status();
     let servers = ctx.cluster.servers_view();

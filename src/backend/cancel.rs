@@ -6,9 +6,12 @@
 //! query would be the one cancelled. The rule that prevents it:
 //!
 //! 1. A cancel takes a [`CancelPermit`] on the connection's gate while the client that sent it is
-//!    seen holding that connection (the client's cancel slot is read and the permit taken under
-//!    one lock; the session clears its slot, under the same lock, before giving the connection
-//!    back). So every permit is taken before the connection is back in the pool.
+//!    seen holding that connection: the connection's [`CancelTarget`] names its holder, and a
+//!    cancel takes the permit first and then reads the holder, while the session clears the holder
+//!    before giving the connection back, each with a sequentially consistent fence between its two
+//!    steps (so either the cancel sees the holder cleared and sends nothing, or the pool's settle
+//!    sees the permit). So every permit that is used was taken before the connection is back in the
+//!    pool.
 //! 2. The permit is held until the server has closed the cancel connection. PostgreSQL closes it
 //!    only after it has signalled the backend (libpq's `PQcancel` waits for the same close), and a
 //!    signalled backend that is idle — which a pooled connection is — drops the pending cancel
@@ -22,7 +25,7 @@
 //! connection idles unlent, where it is dropped), or the connection is closed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -36,19 +39,69 @@ use crate::tls::Connector;
 /// waits for a cancel in flight on the connection it is about to get.
 pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A server connection as a cancel names it. Built once per connection (`BackendConn::
-/// cancel_target`): a session aims its slot at it on every loan with one reference count.
-#[derive(Debug, Clone)]
+/// A server connection as a cancel names it, and the client holding it now. Built once per
+/// connection (`BackendConn::cancel_target`) and enrolled in the client registry, which finds a
+/// cancel's connection by its holder: a loan writes one word here (the connection's own, hot
+/// line), where it used to lock the client's slot and count a reference.
+#[derive(Debug)]
 pub struct CancelTarget {
     pub server: Arc<str>,
     pub pid: i32,
     pub secret: i32,
     /// The connection's gate (shared with it).
     pub gate: CancelGate,
+    /// The cancel key (`pack_key`) of the client holding the connection; 0: none.
+    holder: AtomicU64,
 }
 
-/// Cancels in flight against one server connection (cloned into each client cancel slot that
-/// names the connection).
+/// A client's cancel key as one word, never 0 (pgmux's keys have pid ≥ 1).
+pub fn pack_key(pid: i32, secret: i32) -> u64 {
+    (u64::from(pid as u32) << 32) | u64::from(secret as u32)
+}
+
+impl CancelTarget {
+    pub fn new(server: Arc<str>, pid: i32, secret: i32, gate: CancelGate) -> CancelTarget {
+        CancelTarget { server, pid, secret, gate, holder: AtomicU64::new(0) }
+    }
+
+    /// The client with this key holds the connection from now on.
+    pub fn hold(&self, key: u64) {
+        self.holder.store(key, Ordering::Release);
+    }
+
+    /// No client holds the connection any more: called before it goes back to the pool (rule 1).
+    pub fn let_go(&self) {
+        if self.holder.load(Ordering::Relaxed) != 0 {
+            self.holder.store(0, Ordering::Relaxed);
+            // Pairs with the fence in `aim`: the pool's settle, after this, sees any permit taken
+            // by a cancel that did not see the holder cleared.
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The holder's key now (0: none).
+    pub fn holder(&self) -> u64 {
+        self.holder.load(Ordering::Acquire)
+    }
+
+    /// A permit to cancel on this connection if the client with `key` holds it. The permit is
+    /// taken before the holder is read (rule 1); one taken in vain goes back as never used.
+    pub fn aim(&self, key: u64) -> Option<CancelPermit> {
+        if self.holder() != key {
+            return None;
+        }
+        let permit = self.gate.permit()?;
+        fence(Ordering::SeqCst);
+        if self.holder() == key {
+            Some(permit)
+        } else {
+            permit.settled();
+            None
+        }
+    }
+}
+
+/// Cancels in flight against one server connection (shared with the connection's cancel target).
 #[derive(Debug, Clone, Default)]
 pub struct CancelGate {
     /// Each cancel in flight holds a read lock; settling takes the write lock.

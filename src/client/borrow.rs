@@ -129,7 +129,7 @@ impl Session {
             }
             Err(e) => self.fail_batch(ClientError::ServerUnavailable(e.to_string())),
         }
-        // Now holding (the cancel slot shows it) or failed: PAUSE may count this client.
+        // Now holding (its connection's cancel target names it) or failed: PAUSE may count it.
         self.ctx.pause.leave();
         Ok(())
     }

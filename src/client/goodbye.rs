@@ -25,8 +25,9 @@ impl Session {
             End::Terminated | End::Gone => tracing::debug!(user = %self.user, ?end, "client left"),
         }
         let state = std::mem::replace(&mut self.state, State::Idle);
-        self.key.slot.set(None);
         if let State::Active(a) = state {
+            // Cancels no longer reach it: what runs on it now is pgmux's cleanup.
+            a.backend.let_go();
             // What the client's unfinished transaction did may outlive its ROLLBACK (session
             // advisory locks, PREPARE): unless nothing could have changed, DISCARD ALL.
             let reset = self.mode == PoolMode::Session || !self.pins.is_empty() || a.effects.any();

@@ -211,12 +211,10 @@ impl Session {
     pub(super) fn transition(&mut self, next: State) {
         let from = std::mem::replace(&mut self.state, next);
         if let State::Active(a) = &mut self.state {
-            self.key.slot.set(Some(a.backend.cancel_target()));
+            self.key.holds(&mut a.backend);
         }
         if let State::Active(mut a) = from {
-            if !matches!(self.state, State::Active(_)) {
-                self.key.slot.set(None);
-            }
+            a.backend.let_go();
             self.told.saw_loan(&a);
             if a.backend.is_standby() == Some(false) {
                 // It may have written: its next reads must see that (read-your-writes).

@@ -113,18 +113,12 @@ mod tests {
         let pins = Arc::new(PinStats::default());
         let m = Metrics::new();
         m.register(ClientCollector::new(cluster, cancels.clone(), pins.clone(), m.errors.clone()));
-        let target = || {
-            Some(std::sync::Arc::new(CancelTarget {
-                server: "p:1".into(),
-                pid: 1,
-                secret: 2,
-                gate: Default::default(),
-            }))
-        };
         let keys: Vec<_> = (0..3).map(|_| cancels.register()).collect();
+        let targets: Vec<_> =
+            (0..3).map(|i| std::sync::Arc::new(CancelTarget::new("p:1".into(), i, 2, Default::default()))).collect();
         for (i, k) in keys.iter().enumerate() {
             k.slot.set_identity("app", "db");
-            k.slot.set(target());
+            k.holds_target(&targets[i]);
             if i < 2 {
                 k.slot.set_pins(PinReasons::TEMP_OBJECT);
                 pins.record("app", ([127, 0, 0, 1], 5000).into(), PinReasons::default(), PinReasons::TEMP_OBJECT);

@@ -3,9 +3,9 @@
 //! open, passing costs two atomic operations and no lock.
 //!
 //! A borrower counts as *passing* from the gate until it holds its connection where the status
-//! call sees it (the client's cancel slot), so PAUSE, which closes the gate and then waits for
-//! `passing() == 0` and no transaction holding a connection, cannot miss one that slipped through
-//! just before it closed (both sides use sequentially consistent operations).
+//! call sees it (its connection's cancel target names it), so PAUSE, which closes the gate and
+//! then waits for `passing() == 0` and no transaction holding a connection, cannot miss one that
+//! slipped through just before it closed (both sides use sequentially consistent operations).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
