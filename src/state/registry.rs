@@ -15,12 +15,12 @@ pub use crate::backend::cancel::CancelTarget;
 
 /// A client's pin reasons and identity, for the status call.
 #[derive(Debug, Default)]
-pub struct CancelSlot {
+pub struct ClientSlot {
     pins: std::sync::atomic::AtomicU8,
     who: std::sync::OnceLock<(String, String)>,
 }
 
-impl CancelSlot {
+impl ClientSlot {
     pub fn set_pins(&self, pins: PinReasons) {
         self.pins.store(pins.bits(), std::sync::atomic::Ordering::Relaxed);
     }
@@ -49,7 +49,7 @@ pub struct ClientStatus {
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     /// foldhash: the keys are pgmux's own random numbers. Locked before `targets` when both are.
-    map: Mutex<foldhash::HashMap<(i32, i32), Arc<CancelSlot>>>,
+    map: Mutex<foldhash::HashMap<(i32, i32), Arc<ClientSlot>>>,
     /// Every server connection lent at least once, while it lives.
     targets: Mutex<Targets>,
 }
@@ -72,7 +72,7 @@ impl Targets {
 pub struct CancelKey {
     pub pid: i32,
     pub secret: i32,
-    pub slot: Arc<CancelSlot>,
+    pub slot: Arc<ClientSlot>,
     registry: Arc<CancelRegistry>,
 }
 
@@ -106,7 +106,7 @@ impl CancelRegistry {
             let pid = rng.random_range(1..i32::MAX);
             let secret: i32 = rng.random();
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry((pid, secret)) {
-                let slot = Arc::new(CancelSlot::default());
+                let slot = Arc::new(ClientSlot::default());
                 e.insert(slot.clone());
                 return CancelKey { pid, secret, slot, registry: self.clone() };
             }
