@@ -43,6 +43,8 @@
 #                         instructions per transaction (and pgmux-base's), added to the report
 #   PG_BIN         [newest /usr/lib/postgresql/*/bin]
 #   PGBOUNCER_BIN  [pgbouncer on PATH, else /usr/sbin/pgbouncer; apt-get installed if missing]
+#                         Debian 12's is 1.18; `PGBOUNCER_BIN=$(bash benches/pgbouncer-build.sh)`
+#                         measures Debian 13's 1.24, which runs -M prepared too
 #   PGMUX_WORKERS  [0]    pgmux `workers:` (0 = one thread per CPU; PgBouncer is single-threaded)
 #   PGMUX_BIN      [unset: `cargo build --release` then target/release/pgmux; set: use as is, no build]
 #   PGMUX_BASELINE_BIN [unset] another pgmux binary: A/B in one run, as target `pgmux-base` (same
@@ -65,7 +67,8 @@
 # Every target sees the same workload: pgbench -S, scram-sha-256 authentication
 # everywhere, proxies in transaction mode with 20 server connections (per server, for pgmux). PgBouncer
 # 1.18 cannot run -M prepared in transaction mode (it does not track prepared statements); it is
-# run anyway and its outcome reported as measured. The replicas scenario adds, per run and server,
+# run anyway and its outcome reported as measured. PgBouncer 1.21 and later get
+# max_prepared_statements = 200 and run it (PGBOUNCER_BIN: e.g. what benches/pgbouncer-build.sh builds). The replicas scenario adds, per run and server,
 # the delta of sum(xact_commit) over pg_stat_database (read as superuser over the unix socket); its
 # CPU figures stay over the whole pgbench run (connection set-up included).
 #
@@ -278,6 +281,13 @@ NPROC=$(nproc)
 PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}')
 PGB_VERSION=""
 [ $WANT_POOLING = 0 ] || PGB_VERSION=$("$PGBOUNCER_BIN" --version | head -n 1 | awk '{print $NF}')
+# pgb_at_least MAJOR MINOR: whether the PgBouncer measured is that version or newer.
+pgb_at_least() {
+  local major=${PGB_VERSION%%.*} rest=${PGB_VERSION#*.}
+  local minor=${rest%%.*}
+  [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] || return 1
+  ((major > $1 || (major == $1 && minor >= $2)))
+}
 if [ $WANT_REPLICAS = 1 ]; then
   [ -x "$PG_BIN/pg_basebackup" ] || die "no pg_basebackup in '$PG_BIN' (needed by the replicas scenario)"
 fi
@@ -385,6 +395,12 @@ log_connections = 0
 log_disconnections = 0
 server_tls_sslmode = disable
 EOF
+# PgBouncer 1.21 and later track protocol-level prepared statements in transaction mode when
+# max_prepared_statements > 0 (1.18, Debian 12's, cannot: its -M prepared runs fail); pgmux tracks
+# them always. 200 is PgBouncer 1.22's default, set here for 1.21 too.
+if pgb_at_least 1 21; then
+  echo "max_prepared_statements = 200" >>"$WORK/pgbouncer.ini"
+fi
 if [ "$BENCH_TLS" = 1 ]; then
   cat >>"$WORK/pgbouncer.ini" <<EOF
 client_tls_sslmode = require
@@ -834,7 +850,7 @@ scenario_pooling() {
       for mode in $BENCH_MODES; do
         for t in "${order[@]}"; do
           # PgBouncer 1.18 keeps no track of prepared statements in transaction mode: run it anyway
-          # and report the outcome as measured.
+          # and report the outcome as measured (1.21 and later track them: see pgbouncer.ini).
           measure "$round" "$mode" "$t"
         done
       done
