@@ -68,9 +68,10 @@
 # everywhere, proxies in transaction mode with 20 server connections (per server, for pgmux). PgBouncer
 # 1.18 cannot run -M prepared in transaction mode (it does not track prepared statements); it is
 # run anyway and its outcome reported as measured. PgBouncer 1.21 and later get
-# max_prepared_statements = 200 and run it (PGBOUNCER_BIN: e.g. what benches/pgbouncer-build.sh builds). The replicas scenario adds, per run and server,
-# the delta of sum(xact_commit) over pg_stat_database (read as superuser over the unix socket); its
-# CPU figures stay over the whole pgbench run (connection set-up included).
+# max_prepared_statements = 200 and run it (PGBOUNCER_BIN: e.g. what benches/pgbouncer-build.sh
+# builds). The replicas scenario adds, per run and server, the delta of sum(xact_commit) over
+# pg_stat_database (read as superuser over the unix socket); its CPU figures stay over the whole
+# pgbench run (connection set-up included).
 #
 # File descriptors: the script raises its soft limit to the hard one (pgbench and pgmux inherit it);
 # PgBouncer, started through runuser (whose PAM session applies pam_limits, often 1024), raises its

@@ -6,10 +6,9 @@
 # Usage: [PGB_SUITE=trixie] [PGB_DIR=/tmp/pgbouncer-build] bash benches/pgbouncer-build.sh
 #   The upstream tarball of the suite's source package comes from deb.debian.org, its SHA-256
 #   sum checked against the suite's Sources index (Debian's packaging patches, paths and service
-#   files, are not applied: nothing the benchmark uses). The
-#   build needs a C compiler, make, pkg-config and the libevent, c-ares and OpenSSL headers
-#   (apt-get installed when missing and running as root). Built once per version: a second run
-#   only prints the path.
+#   files, are not applied: nothing the benchmark uses). The build needs curl, xz, a C compiler,
+#   make, pkg-config and the libevent, c-ares and OpenSSL headers (apt-get installed when missing
+#   and running as root). Built once per version: a second run only prints the path.
 set -euo pipefail
 SUITE=${PGB_SUITE:-trixie}
 DIR=${PGB_DIR:-/tmp/pgbouncer-build}
@@ -23,11 +22,14 @@ die() {
   exit 1
 }
 
-need=()
+missing=0
 for h in /usr/include/event2/event.h /usr/include/ares.h /usr/include/openssl/ssl.h; do
-  [ -e "$h" ] || need+=("$h")
+  [ -e "$h" ] || missing=1
 done
-if [ ${#need[@]} -gt 0 ] || ! command -v cc >/dev/null || ! command -v make >/dev/null || ! command -v pkg-config >/dev/null; then
+for c in cc make pkg-config curl xz; do
+  command -v "$c" >/dev/null || missing=1
+done
+if [ $missing = 1 ]; then
   [ "$(id -u)" = 0 ] || die "needs build-essential pkg-config libevent-dev libc-ares-dev libssl-dev (apt-get install, as root)"
   log "installing the build's packages"
   export DEBIAN_FRONTEND=noninteractive
@@ -61,7 +63,7 @@ tar xzf "$tarball"
 cd "pgbouncer-$upstream"
 log "building PgBouncer $version ($SUITE)"
 # The tarball carries its man pages: no pandoc. No PAM, no systemd: not used by the benchmarks.
-./configure --prefix="$DIR/install" --without-pam --without-systemd >"$DIR/configure.log" 2>&1 ||
+./configure --without-pam --without-systemd >"$DIR/configure.log" 2>&1 ||
   die "configure failed: $DIR/configure.log"
 make -j"$(nproc)" >"$DIR/make.log" 2>&1 || die "make failed: $DIR/make.log"
 [ -x ./pgbouncer ] || die "no pgbouncer binary after make"

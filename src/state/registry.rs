@@ -128,7 +128,13 @@ impl CancelRegistry {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let held: foldhash::HashMap<u64, Arc<str>> = {
             let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-            targets.live().filter(|t| t.holder() != 0).map(|t| (t.holder(), t.server.clone())).collect()
+            targets
+                .live()
+                .filter_map(|t| match t.holder() {
+                    0 => None,
+                    h => Some((h, t.server.clone())),
+                })
+                .collect()
         };
         let mut out: Vec<ClientStatus> = map
             .iter()
@@ -170,9 +176,9 @@ mod tests {
         let a = reg.register();
         let b = reg.register();
         assert_ne!((a.pid, a.secret), (b.pid, b.secret));
+        // Kept alive: the registry holds targets weakly.
         let t = Arc::new(CancelTarget::new("x:1".into(), 5, 6, CancelGate::default()));
-        reg.enrol(&t);
-        t.hold(pack_key(a.pid, a.secret));
+        a.holds_target(&t);
         assert_eq!(reg.lookup(a.pid, a.secret).map(|(t, _)| t.pid), Some(5));
         assert!(reg.lookup(b.pid, b.secret).is_none());
         let (pid, secret) = (a.pid, a.secret);
